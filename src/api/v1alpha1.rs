@@ -1,0 +1,568 @@
+//! `ferry.dev/v1alpha1`: the `ModelDeployment` resource.
+//!
+//! Every field carries a doc comment because it becomes the description that `kubectl explain` shows.
+//! Defaults live in the schema (the apiserver fills them in), so GitOps tools see no drift between the
+//! manifest they applied and the object they read back. Validation lives in the schema and in CEL rules,
+//! and every rule's message names the field it is about.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Ferry resource.
+pub const GROUP: &str = "ferry.dev";
+/// API version of this module's types.
+pub const VERSION: &str = "v1alpha1";
+
+/// The longest `metadata.name`: the preview Service `<name>-preview` must still be a 63-character DNS label.
+pub const MAX_NAME_LENGTH: usize = 55;
+
+/// A model served by the generic ferry-server image and rolled from version to version blue/green:
+/// traffic moves to a new version only once it is loaded and has answered a warm-up inference, and the
+/// previous version stays warm for an instant rollback.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    namespaced,
+    shortname = "md",
+    category = "ferry",
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A model served by ferry-server and rolled from version to version without downtime.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        description = "Model version receiving traffic",
+        json_path = ".status.active.version"
+    ),
+    printcolumn(
+        name = "Candidate",
+        type_ = "string",
+        description = "Model version being rolled out",
+        json_path = ".status.candidate.version"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        description = "Ready replicas of the version receiving traffic",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        description = "Pending, Progressing, Available or Degraded",
+        json_path = ".status.phase"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        description = "Desired replicas",
+        json_path = ".spec.replicas",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "URI",
+        type_ = "string",
+        description = "Model URI of the desired version",
+        json_path = ".spec.model.uri",
+        priority = "1"
+    ),
+    validation = Rule::new(
+        "self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    )
+    .message(
+        "metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most 55 characters: the Services <name> and <name>-preview are derived from it"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "self.revisionHistoryLimit >= self.rollout.keepPrevious"
+).message(
+    "spec.revisionHistoryLimit must be at least spec.rollout.keepPrevious: warm previous versions count towards the history"
+).field_path(".revisionHistoryLimit"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// The model to serve: where it is stored, which version it is and how to verify it.
+    pub model: ModelSource,
+
+    /// Desired number of serving pods for the version receiving traffic. The scale subresource targets this
+    /// field, so `kubectl scale`, a HorizontalPodAutoscaler or KEDA can drive it.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// The serving pod: the reusable ferry-server image and a small pod-level override.
+    #[serde(default)]
+    pub server: ServerTemplate,
+
+    /// How a new version is rolled out, promoted and kept for rollback.
+    #[serde(default)]
+    pub rollout: RolloutPolicy,
+
+    /// Number of revisions (Deployments) kept for inspection and rollback, including warm previous
+    /// versions; older ones are deleted. 0 to 100.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
+}
+
+/// Where the model comes from and how it is checked before it serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(self.storage) || self.uri.startsWith('s3://')"
+).message(
+    "spec.model.storage applies only to s3:// URIs (S3-compatible stores)"
+).field_path(".storage"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// Name the model is served under, at /v2/models/{name}. Defaults to metadata.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+    )]
+    pub name: Option<String>,
+
+    /// Location of the model file. Schemes: file://, http://, https://, s3://, gs:// and az://.
+    /// For s3, gs and az the credentials come from credentialsSecretRef.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^(file|http|https|s3|gs|az)://[^ ]+$')"
+    ).message(
+        "spec.model.uri must be a URI with one of the schemes file://, http://, https://, s3://, gs://, az:// and no spaces"
+    ))]
+    pub uri: String,
+
+    /// Version of the model, free text (semantic versions or dates are recommended). Changing it rolls out
+    /// a new revision. 1 to 128 characters, no leading or trailing whitespace.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^\S(.*\S)?$"))]
+    pub version: String,
+
+    /// SHA-256 of the model file as 64 lowercase hex digits. When set, ferry-server refuses to serve a file
+    /// with any other digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+
+    /// Format of the model file; the serving image must support it (ferry-server: onnx).
+    #[serde(default = "default_format")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+    )]
+    pub format: String,
+
+    /// Secret in the same namespace whose keys become environment variables of the server, e.g.
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Settings for S3-compatible stores (MinIO, Ceph, ...). Only for s3:// URIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageOptions>,
+}
+
+/// A Secret in the ModelDeployment's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// Connection settings for an S3-compatible object store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(
+    "!has(self.endpoint) || !self.endpoint.startsWith('http://') || (has(self.allowHttp) && self.allowHttp)"
+).message(
+    "spec.model.storage.allowHttp must be true to use an http:// endpoint"
+).field_path(".allowHttp"))]
+#[serde(rename_all = "camelCase")]
+pub struct StorageOptions {
+    /// Endpoint URL of the store, e.g. http://minio.storage:9000. Defaults to AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(
+        "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''"
+    ).message(
+        "spec.model.storage.endpoint must be an http:// or https:// URL with a host"
+    ))]
+    pub endpoint: Option<String>,
+
+    /// Region of the bucket, e.g. us-east-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+
+    /// Allow a plain-http endpoint. Off by default so credentials never travel unencrypted by accident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+}
+
+/// The serving pod template. Everything here changes the pods, so a change rolls out a new revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTemplate {
+    /// Serving image. Empty means the operator's configured default ferry-server image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub image: Option<String>,
+
+    /// CPU and memory of the server container. Empty means the operator's configured defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra environment variables of the server container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Node labels the serving pods must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the serving pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// How new versions are rolled out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutPolicy {
+    /// Rollout strategy. BlueGreen: the new version gets its own pods and receives traffic only once all of
+    /// them are ready.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+
+    /// Promote a ready candidate automatically. When false, a ready candidate waits for
+    /// `kubectl ferry promote`.
+    #[serde(default = "default_true")]
+    pub auto_promote: bool,
+
+    /// Seconds a new version may take to download, verify, load and warm up before it is aborted. 1 to 86400.
+    #[serde(default = "default_load_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub load_timeout_seconds: i32,
+
+    /// Number of previous versions kept warm (running) for an instant rollback. 0 to 10.
+    #[serde(default = "default_keep_previous")]
+    #[schemars(range(min = 0, max = 10))]
+    pub keep_previous: i32,
+
+    /// Replicas of each warm previous version. Defaults to spec.replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub previous_replicas: Option<i32>,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            auto_promote: true,
+            load_timeout_seconds: default_load_timeout_seconds(),
+            keep_previous: default_keep_previous(),
+            previous_replicas: None,
+        }
+    }
+}
+
+/// Rollout strategies. More (InPlace, Canary) will be added; clients must tolerate new values.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutStrategy {
+    /// A new version runs on its own pods; traffic switches in one step once they are all ready.
+    #[default]
+    BlueGreen,
+}
+
+/// Observed state, written by the controller only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Summary of the state: Pending, Progressing, Available or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Pods of the version receiving traffic (read by the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Ready pods of the version receiving traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// Label selector of the pods receiving traffic, in string form (read by the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// The revision receiving traffic through the stable Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<RevisionStatus>,
+
+    /// The revision being rolled out, reachable through the preview Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<RevisionStatus>,
+
+    /// Previous revisions kept warm for an instant rollback, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<RevisionStatus>,
+
+    /// Past rollouts, newest first, bounded by spec.revisionHistoryLimit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+
+    /// In-cluster URL of the stable inference endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Ready, Progressing and Degraded, following Kubernetes conventions (`kubectl wait --for=condition=Ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Summary of a ModelDeployment's state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing serves yet and nothing is being rolled out.
+    Pending,
+    /// A new version is being rolled out.
+    Progressing,
+    /// The desired version serves with all its replicas ready.
+    Available,
+    /// The last rollout failed or the serving version lost ready replicas; the status says why.
+    Degraded,
+}
+
+/// One revision: a version of the model on its own pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// Short hash of everything that changes the pods; the Deployment is named <name>-<revision>.
+    pub revision: String,
+    /// Model version.
+    pub version: String,
+    /// Model URI.
+    pub uri: String,
+    /// Expected SHA-256 of the model file, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Ready pods of this revision.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// When this revision entered its current role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Why the revision is in its current state, e.g. the server's load failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One finished or superseded rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Revision hash.
+    pub revision: String,
+    /// Model version.
+    pub version: String,
+    /// Model URI.
+    pub uri: String,
+    /// Expected SHA-256 of the model file, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the rollout ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// How it ended: Promoted, Aborted, RolledBack or Superseded.
+    pub outcome: Outcome,
+    /// Details, e.g. the reason of an abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a rollout ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The revision received traffic.
+    Promoted,
+    /// The revision failed to load or missed its deadline and never received traffic.
+    Aborted,
+    /// Traffic went back to this earlier revision.
+    RolledBack,
+    /// The spec changed before the revision was promoted.
+    Superseded,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_revision_history_limit() -> i32 {
+    10
+}
+fn default_format() -> String {
+    "onnx".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_load_timeout_seconds() -> i32 {
+    600
+}
+fn default_keep_previous() -> i32 {
+    1
+}
+
+impl ModelDeployment {
+    /// Name the model is served under: spec.model.name, else metadata.name.
+    pub fn served_model_name(&self) -> &str {
+        self.spec
+            .model
+            .name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn minimal() -> ModelDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {"model": {"uri": "file:///models/iris.onnx", "version": "1"}}
+        }))
+        .expect("minimal manifest parses")
+    }
+
+    #[test]
+    fn omitted_fields_take_the_documented_defaults() {
+        let spec = minimal().spec;
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.revision_history_limit, 10);
+        assert_eq!(spec.model.format, "onnx");
+        assert_eq!(spec.server, ServerTemplate::default());
+        assert_eq!(
+            spec.rollout,
+            RolloutPolicy {
+                strategy: RolloutStrategy::BlueGreen,
+                auto_promote: true,
+                load_timeout_seconds: 600,
+                keep_previous: 1,
+                previous_replicas: None,
+            }
+        );
+    }
+
+    /// The apiserver applies the schema's defaults and the controller applies serde's: they must agree.
+    #[test]
+    fn schema_defaults_are_the_serde_defaults() {
+        let crd = serde_json::to_value(ModelDeployment::crd()).expect("CRD serializes");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        let defaults = serde_json::to_value(minimal().spec).expect("spec serializes");
+        for field in ["replicas", "revisionHistoryLimit", "rollout"] {
+            assert_eq!(
+                spec[field]["default"], defaults[field],
+                "default of spec.{field}"
+            );
+        }
+        assert_eq!(spec["server"]["default"], json!({}));
+        assert_eq!(
+            spec["model"]["properties"]["format"]["default"],
+            defaults["model"]["format"]
+        );
+        for (field, schema) in spec["rollout"]["properties"]
+            .as_object()
+            .expect("rollout has properties")
+        {
+            if let Some(default) = schema.get("default") {
+                assert_eq!(
+                    default, &defaults["rollout"][field],
+                    "default of spec.rollout.{field}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conditions_merge_by_type() {
+        let crd = serde_json::to_value(ModelDeployment::crd()).expect("CRD serializes");
+        let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    }
+
+    #[test]
+    fn served_model_name_defaults_to_metadata_name() {
+        let mut md = minimal();
+        assert_eq!(md.served_model_name(), "iris");
+        md.spec.model.name = Some("iris-classifier".into());
+        assert_eq!(md.served_model_name(), "iris-classifier");
+    }
+
+    #[test]
+    fn every_schema_property_is_documented() {
+        fn undocumented(schema: &Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                for (name, child) in properties {
+                    let child_path = format!("{path}.{name}");
+                    if child
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                    {
+                        missing.push(child_path.clone());
+                    }
+                    undocumented(child, &child_path, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                undocumented(items, &format!("{path}[]"), missing);
+            }
+        }
+        let crd = serde_json::to_value(ModelDeployment::crd()).expect("CRD serializes");
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        undocumented(&root["properties"]["spec"], "spec", &mut missing);
+        undocumented(&root["properties"]["status"], "status", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without documentation: {missing:?}"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Ferry: a Kubernetes operator that rolls ML model versions out blue/green into the generic
+//! ferry-server image.
+#![forbid(unsafe_code)]
+#![deny(warnings)]
+
+pub mod api;
+pub mod crd;

@@ -1,0 +1,458 @@
+//! The ModelDeployment API on a real kube-apiserver: installation, defaults, admission, kubectl.
+
+mod support;
+
+use ferry::api::{ModelDeployment, Phase, RevisionStatus};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use support::{control_plane, repo_root, TestNamespace};
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("e2e/samples").join(name)).expect("sample exists")
+}
+
+fn sample_path(name: &str) -> String {
+    repo_root()
+        .join("e2e/samples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn get_json(namespace: &str, name: &str) -> Value {
+    let out = control_plane().kubectl_ok(&["get", "md", name, "-n", namespace, "-o", "json"]);
+    serde_json::from_str(&out).expect("kubectl prints JSON")
+}
+
+fn generation_and_version(object: &Value) -> (i64, String) {
+    (
+        object["metadata"]["generation"]
+            .as_i64()
+            .expect("generation"),
+        object["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("resourceVersion")
+            .to_owned(),
+    )
+}
+
+#[test]
+fn crd_is_established() {
+    let status = control_plane().kubectl_ok(&[
+        "get",
+        "crd",
+        "modeldeployments.ferry.dev",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+    ]);
+    assert_eq!(status, "True");
+}
+
+#[test]
+fn samples_apply_client_side_and_reapplying_is_a_no_op() {
+    let ns = TestNamespace::create();
+    for (file, name) in [("minimal.yaml", "iris"), ("full.yaml", "fraud")] {
+        let path = sample_path(file);
+        control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &path]);
+        let before = generation_and_version(&get_json(&ns.name, name));
+        let again = control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &path]);
+        assert!(
+            again.contains("unchanged"),
+            "second apply of {file} changed something: {again}"
+        );
+        assert_eq!(
+            generation_and_version(&get_json(&ns.name, name)),
+            before,
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn samples_apply_server_side_and_reapplying_is_a_no_op() {
+    let ns = TestNamespace::create();
+    for (file, name) in [("minimal.yaml", "iris"), ("full.yaml", "fraud")] {
+        let path = sample_path(file);
+        let args = [
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-n",
+            &ns.name,
+            "-f",
+            &path,
+        ];
+        control_plane().kubectl_ok(&args);
+        let before = generation_and_version(&get_json(&ns.name, name));
+        assert_eq!(before.0, 1);
+        control_plane().kubectl_ok(&args);
+        assert_eq!(
+            generation_and_version(&get_json(&ns.name, name)),
+            before,
+            "{file}"
+        );
+    }
+}
+
+/// The apiserver fills in the schema's defaults; they must be the same the Rust types assume, or the
+/// controller and GitOps tools would disagree about an object nobody changed.
+#[test]
+fn schema_defaults_match_the_rust_defaults() {
+    let ns = TestNamespace::create();
+    control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
+    let stored: ModelDeployment =
+        serde_json::from_value(get_json(&ns.name, "iris")).expect("stored object parses");
+    let local: ModelDeployment =
+        serde_yaml::from_str(&sample("minimal.yaml")).expect("sample parses");
+    assert_eq!(stored.spec, local.spec);
+    let stored_json = get_json(&ns.name, "iris");
+    assert_eq!(stored_json["spec"]["replicas"], 1);
+    assert_eq!(stored_json["spec"]["model"]["format"], "onnx");
+    assert_eq!(
+        stored_json["spec"]["rollout"],
+        json!({"strategy": "BlueGreen", "autoPromote": true, "loadTimeoutSeconds": 600, "keepPrevious": 1})
+    );
+    assert_eq!(stored_json["spec"]["revisionHistoryLimit"], 10);
+}
+
+#[tokio::test]
+async fn typed_client_round_trips_spec_and_status() {
+    let ns = TestNamespace::create();
+    let client = control_plane().client().await;
+    let api: Api<ModelDeployment> = Api::namespaced(client, &ns.name);
+    let mut object: ModelDeployment =
+        serde_yaml::from_str(&sample("full.yaml")).expect("sample parses");
+    object.metadata.namespace = Some(ns.name.clone());
+    let created = api
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+    assert_eq!(created.spec, object.spec);
+
+    let status = json!({"status": {
+        "observedGeneration": 1,
+        "phase": "Available",
+        "replicas": 2,
+        "readyReplicas": 2,
+        "selector": "ferry.dev/model-deployment=fraud,ferry.dev/revision=abc123",
+        "active": {"revision": "abc123", "version": "2026-11-21", "uri": "s3://models/fraud/2026-11-21/model.onnx", "readyReplicas": 2},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "2/2 ready", "lastTransitionTime": "2026-11-21T00:00:00Z", "observedGeneration": 1}]
+    }});
+    let patched = api
+        .patch_status("fraud", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status patch");
+    let patched_status = patched.status.expect("status is stored");
+    assert_eq!(patched_status.phase, Some(Phase::Available));
+    assert_eq!(
+        patched_status.active,
+        Some(RevisionStatus {
+            revision: "abc123".into(),
+            version: "2026-11-21".into(),
+            uri: "s3://models/fraud/2026-11-21/model.onnx".into(),
+            ready_replicas: 2,
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "a status write is not a spec change"
+    );
+}
+
+#[test]
+fn kubectl_get_shows_the_printer_columns() {
+    let ns = TestNamespace::create();
+    control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
+    let status = r#"{"status":{"phase":"Progressing","readyReplicas":1,"active":{"revision":"r1","version":"1.0.0","uri":"file:///m.onnx"},"candidate":{"revision":"r2","version":"1.1.0","uri":"file:///m2.onnx"}}}"#;
+    control_plane().kubectl_ok(&[
+        "patch",
+        "md",
+        "iris",
+        "-n",
+        &ns.name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let table = control_plane().kubectl_ok(&["get", "md", "-n", &ns.name]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "VERSION", "CANDIDATE", "READY", "PHASE", "AGE"]
+    );
+    let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
+    assert_eq!(&row[..5], ["iris", "1.0.0", "1.1.0", "1", "Progressing"]);
+
+    let wide = control_plane().kubectl_ok(&[
+        "get",
+        "modeldeployments.ferry.dev",
+        "-n",
+        &ns.name,
+        "-o",
+        "wide",
+    ]);
+    assert!(
+        wide.lines().next().expect("header").contains("URI"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("https://models.example.com/iris/1.0.0/model.onnx"),
+        "{wide}"
+    );
+}
+
+#[test]
+fn kubectl_explain_shows_the_field_documentation() {
+    let plane = control_plane();
+    let model = plane.kubectl_ok(&["explain", "modeldeployment.spec.model"]);
+    for expected in [
+        "Location of the model file",
+        "sha256",
+        "credentialsSecretRef",
+        "<string> -required-",
+    ] {
+        assert!(
+            model.contains(expected),
+            "`kubectl explain` lacks {expected:?}:\n{model}"
+        );
+    }
+    let rollout = plane.kubectl_ok(&["explain", "md.spec.rollout.keepPrevious"]);
+    assert!(rollout.contains("previous versions kept warm"), "{rollout}");
+}
+
+#[test]
+fn kubectl_scale_goes_through_the_scale_subresource() {
+    let ns = TestNamespace::create();
+    control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
+    control_plane().kubectl_ok(&[
+        "patch", "md", "iris", "-n", &ns.name, "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"replicas":1,"selector":"ferry.dev/model-deployment=iris,ferry.dev/revision=r1"}}"#,
+    ]);
+    control_plane().kubectl_ok(&["scale", "md/iris", "-n", &ns.name, "--replicas=3"]);
+    assert_eq!(get_json(&ns.name, "iris")["spec"]["replicas"], 3);
+
+    let scale_path = format!(
+        "/apis/ferry.dev/v1alpha1/namespaces/{}/modeldeployments/iris/scale",
+        ns.name
+    );
+    let scale: Value =
+        serde_json::from_str(&control_plane().kubectl_ok(&["get", "--raw", &scale_path]))
+            .expect("Scale is JSON");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["replicas"], 1);
+    assert_eq!(
+        scale["status"]["selector"],
+        "ferry.dev/model-deployment=iris,ferry.dev/revision=r1"
+    );
+}
+
+/// A valid manifest with `edit` applied to it.
+fn manifest(name: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut object = json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "s3://models/iris/model.onnx", "version": "1.0.0"},
+        }
+    });
+    edit(&mut object);
+    serde_json::to_string(&object).expect("manifest serializes")
+}
+
+#[test]
+fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "no model",
+            Box::new(|o| o["spec"] = json!({})),
+            "spec.model: Required value",
+        ),
+        (
+            "no uri",
+            Box::new(|o| o["spec"]["model"] = json!({"version": "1"})),
+            "spec.model.uri: Required value",
+        ),
+        (
+            "empty uri",
+            Box::new(|o| o["spec"]["model"]["uri"] = json!("")),
+            "spec.model.uri",
+        ),
+        (
+            "ftp uri",
+            Box::new(|o| o["spec"]["model"]["uri"] = json!("ftp://host/m.onnx")),
+            "spec.model.uri must be a URI with one of the schemes",
+        ),
+        (
+            "relative uri",
+            Box::new(|o| o["spec"]["model"]["uri"] = json!("models/m.onnx")),
+            "spec.model.uri must be a URI",
+        ),
+        (
+            "no version",
+            Box::new(|o| o["spec"]["model"] = json!({"uri": "file:///m.onnx"})),
+            "spec.model.version: Required value",
+        ),
+        (
+            "empty version",
+            Box::new(|o| o["spec"]["model"]["version"] = json!("")),
+            "spec.model.version",
+        ),
+        (
+            "long version",
+            Box::new(|o| o["spec"]["model"]["version"] = json!("v".repeat(129))),
+            "spec.model.version: Too long",
+        ),
+        (
+            "padded version",
+            Box::new(|o| o["spec"]["model"]["version"] = json!(" 1.0 ")),
+            "spec.model.version in body should match",
+        ),
+        (
+            "uppercase sha256",
+            Box::new(|o| o["spec"]["model"]["sha256"] = json!("A".repeat(64))),
+            "spec.model.sha256 in body should match",
+        ),
+        (
+            "short sha256",
+            Box::new(|o| o["spec"]["model"]["sha256"] = json!("ab12")),
+            "spec.model.sha256 in body should match",
+        ),
+        (
+            "model name with slash",
+            Box::new(|o| o["spec"]["model"]["name"] = json!("a/b")),
+            "spec.model.name in body should match",
+        ),
+        (
+            "secret ref without name",
+            Box::new(|o| o["spec"]["model"]["credentialsSecretRef"] = json!({})),
+            "spec.model.credentialsSecretRef.name: Required value",
+        ),
+        (
+            "negative replicas",
+            Box::new(|o| o["spec"]["replicas"] = json!(-1)),
+            "spec.replicas: Invalid value",
+        ),
+        (
+            "replicas as text",
+            Box::new(|o| o["spec"]["replicas"] = json!("two")),
+            "spec.replicas",
+        ),
+        (
+            "keepPrevious 11",
+            Box::new(|o| o["spec"]["rollout"] = json!({"keepPrevious": 11})),
+            "spec.rollout.keepPrevious: Invalid value",
+        ),
+        (
+            "keepPrevious -1",
+            Box::new(|o| o["spec"]["rollout"] = json!({"keepPrevious": -1})),
+            "spec.rollout.keepPrevious: Invalid value",
+        ),
+        (
+            "loadTimeoutSeconds 0",
+            Box::new(|o| o["spec"]["rollout"] = json!({"loadTimeoutSeconds": 0})),
+            "spec.rollout.loadTimeoutSeconds: Invalid value",
+        ),
+        (
+            "loadTimeoutSeconds over a day",
+            Box::new(|o| o["spec"]["rollout"] = json!({"loadTimeoutSeconds": 86401})),
+            "spec.rollout.loadTimeoutSeconds: Invalid value",
+        ),
+        (
+            "negative previousReplicas",
+            Box::new(|o| o["spec"]["rollout"] = json!({"previousReplicas": -1})),
+            "spec.rollout.previousReplicas: Invalid value",
+        ),
+        (
+            "unknown strategy",
+            Box::new(|o| o["spec"]["rollout"] = json!({"strategy": "Canary"})),
+            "spec.rollout.strategy: Unsupported value",
+        ),
+        (
+            "revisionHistoryLimit 101",
+            Box::new(|o| o["spec"]["revisionHistoryLimit"] = json!(101)),
+            "spec.revisionHistoryLimit: Invalid value",
+        ),
+        (
+            "negative revisionHistoryLimit",
+            Box::new(|o| o["spec"]["revisionHistoryLimit"] = json!(-1)),
+            "spec.revisionHistoryLimit: Invalid value",
+        ),
+        (
+            "history shorter than keepPrevious",
+            Box::new(|o| {
+                o["spec"]["revisionHistoryLimit"] = json!(1);
+                o["spec"]["rollout"] = json!({"keepPrevious": 2})
+            }),
+            "spec.revisionHistoryLimit must be at least spec.rollout.keepPrevious",
+        ),
+        (
+            "endpoint not a URL",
+            Box::new(|o| o["spec"]["model"]["storage"] = json!({"endpoint": "minio:9000"})),
+            "spec.model.storage.endpoint must be an http:// or https:// URL",
+        ),
+        (
+            "endpoint with another scheme",
+            Box::new(|o| o["spec"]["model"]["storage"] = json!({"endpoint": "ftp://minio:9000"})),
+            "spec.model.storage.endpoint must be an http:// or https:// URL",
+        ),
+        (
+            "http endpoint without allowHttp",
+            Box::new(|o| o["spec"]["model"]["storage"] = json!({"endpoint": "http://minio:9000"})),
+            "spec.model.storage.allowHttp must be true",
+        ),
+        (
+            "storage for an https uri",
+            Box::new(|o| {
+                o["spec"]["model"]["uri"] = json!("https://h/m.onnx");
+                o["spec"]["model"]["storage"] = json!({"region": "eu-west-1"})
+            }),
+            "spec.model.storage applies only to s3:// URIs",
+        ),
+        (
+            "misspelt field",
+            Box::new(|o| o["spec"]["model"]["urls"] = json!("s3://b/m.onnx")),
+            "unknown field \"spec.model.urls\"",
+        ),
+        (
+            "name too long for the Services",
+            Box::new(|o| o["metadata"]["name"] = json!("m".repeat(56))),
+            "metadata.name must be a DNS-1035 label",
+        ),
+        (
+            "name starting with a digit",
+            Box::new(|o| o["metadata"]["name"] = json!("1model")),
+            "metadata.name must be a DNS-1035 label",
+        ),
+    ];
+    assert!(cases.len() >= 15);
+
+    let ns = TestNamespace::create();
+    let mut failures = Vec::new();
+    for (index, (case, edit, expected)) in cases.into_iter().enumerate() {
+        let body = manifest(&format!("case-{index}"), edit);
+        let output =
+            control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&body));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            failures.push(format!("{case}: accepted"));
+        } else if !stderr.contains(expected) {
+            failures.push(format!(
+                "{case}: error does not contain {expected:?}: {stderr}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let left = control_plane().kubectl_ok(&["get", "md", "-n", &ns.name, "-o", "name"]);
+    assert_eq!(left.trim(), "", "nothing malformed was stored");
+}

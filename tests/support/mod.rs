@@ -1,0 +1,185 @@
+//! Shared harness of the integration tests: a real kube-apiserver + etcd + kube-controller-manager.
+//!
+//! One control plane serves a whole test binary. It is started by `e2e/control-plane.sh start` on first use
+//! (with a watchdog that stops it when this process exits), or reused when `FERRY_TEST_KUBECONFIG` names the
+//! kubeconfig of one that is already running (`.ci/run` does that so every test binary shares one). The CRDs
+//! from `crds/` are installed once; each test gets its own random namespace, deleted when it ends.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub const INSTALL_HINT: &str = "bash e2e/control-plane.sh install";
+
+/// Root of the repository.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane of this test binary, started (and the CRDs installed) on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        let bin_dir = installed_bin_dir();
+        let kubeconfig = match std::env::var_os("FERRY_TEST_KUBECONFIG") {
+            Some(path) => PathBuf::from(path),
+            None => start_control_plane().join("kubeconfig"),
+        };
+        let plane = ControlPlane {
+            kubeconfig,
+            bin_dir,
+        };
+        plane.install_crds();
+        plane
+    })
+}
+
+fn control_plane_script() -> PathBuf {
+    repo_root().join("e2e/control-plane.sh")
+}
+
+fn installed_bin_dir() -> PathBuf {
+    let output = Command::new("bash")
+        .arg(control_plane_script())
+        .arg("bin-dir")
+        .output()
+        .expect("bash runs e2e/control-plane.sh");
+    assert!(
+        output.status.success(),
+        "the local control plane is not installed; install it with `{INSTALL_HINT}` ({})",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    for binary in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ] {
+        assert!(
+            dir.join(binary).is_file(),
+            "{binary} is missing from {}; install it with `{INSTALL_HINT}`",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn start_control_plane() -> PathBuf {
+    let output = Command::new("bash")
+        .arg(control_plane_script())
+        .args(["start", "--watch-pid", &std::process::id().to_string()])
+        .output()
+        .expect("bash runs e2e/control-plane.sh");
+    assert!(
+        output.status.success(),
+        "`e2e/control-plane.sh start` failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout
+        .lines()
+        .last()
+        .expect("`e2e/control-plane.sh start` prints its directory last");
+    PathBuf::from(dir.trim())
+}
+
+impl ControlPlane {
+    /// Runs kubectl against this control plane and returns what it printed, whatever its exit code.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` as its standard input (for `-f -`).
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new(self.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl starts");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin is piped")
+                .write_all(input.as_bytes())
+                .expect("kubectl reads its input");
+        }
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// Runs kubectl and panics with its output unless it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn install_crds(&self) {
+        let crds = repo_root().join("crds");
+        let crds = crds.to_str().expect("repository path is UTF-8");
+        self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            crds,
+        ]);
+    }
+
+    /// A kube client authenticated as the control plane's administrator.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is usable");
+        Client::try_from(config).expect("client builds")
+    }
+}
+
+/// A namespace of one test, deleted (without waiting) when the test ends, pass or fail.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn create() -> Self {
+        let suffix: u32 = rand::random();
+        let name = format!("ferry-test-{suffix:08x}");
+        control_plane().kubectl_ok(&["create", "namespace", &name]);
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        control_plane().kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
