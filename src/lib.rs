@@ -4,4 +4,7 @@
 #![deny(warnings)]
 
 pub mod api;
+pub mod conditions;
 pub mod crd;
+pub mod labels;
+pub mod rollout;

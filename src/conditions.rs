@@ -1,0 +1,165 @@
+//! The status vocabulary: condition types, reasons and event reasons, in one place.
+//!
+//! Conditions follow the Kubernetes (and kstatus) conventions: `Ready` is the summary that
+//! `kubectl wait --for=condition=Ready` uses, `Progressing` is True only while a rollout is under way, and
+//! `Degraded` is True only when something needs a human. `lastTransitionTime` moves only when a condition's
+//! status changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Reasons of conditions and of history entries.
+pub mod reasons {
+    /// The desired version serves with all replicas ready.
+    pub const AVAILABLE: &str = "Available";
+    /// No version has been promoted yet.
+    pub const NOTHING_SERVING: &str = "NothingServing";
+    /// The serving version has fewer ready replicas than desired.
+    pub const REPLICAS_UNAVAILABLE: &str = "ReplicasUnavailable";
+    /// A candidate is starting: downloading, verifying, loading, warming up.
+    pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
+    /// A ready candidate waits for `kubectl ferry promote` (autoPromote is false).
+    pub const WAITING_FOR_PROMOTION: &str = "WaitingForPromotion";
+    /// No rollout is under way.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// ferry-server reported that the model cannot be served (the message carries the server's reason).
+    pub const MODEL_LOAD_FAILED: &str = "ModelLoadFailed";
+    /// The candidate was not available within spec.rollout.loadTimeoutSeconds.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// Somebody ran `kubectl ferry abort`.
+    pub const ABORTED_BY_USER: &str = "AbortedByUser";
+    /// The spec asks for something the serving image cannot do; nothing was deployed.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Nothing is wrong.
+    pub const HEALTHY: &str = "Healthy";
+}
+
+/// Reasons of Kubernetes Events, sent on transitions only.
+pub mod events {
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    pub const CANDIDATE_READY: &str = "CandidateReady";
+    pub const PROMOTED: &str = "Promoted";
+    pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    pub const SUPERSEDED: &str = "Superseded";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}
+
+/// A condition as the controller wants it, before transition times are settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl DesiredCondition {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+fn status_word(status: bool) -> &'static str {
+    if status {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// Turns desired conditions into stored ones, keeping `lastTransitionTime` from `previous` unless the status
+/// changed.
+pub fn settle(
+    previous: &[Condition],
+    desired: Vec<DesiredCondition>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .into_iter()
+        .map(|want| {
+            let status = status_word(want.status);
+            let last_transition_time = previous
+                .iter()
+                .find(|old| old.type_ == want.type_ && old.status == status)
+                .map(|old| old.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: want.type_.to_owned(),
+                status: status.to_owned(),
+                reason: want.reason.to_owned(),
+                message: want.message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let first = settle(
+            &[],
+            vec![DesiredCondition::new(
+                types::READY,
+                false,
+                reasons::NOTHING_SERVING,
+                "",
+            )],
+            Some(1),
+            &at(10),
+        );
+        assert_eq!(first[0].last_transition_time, at(10));
+        let same_status = settle(
+            &first,
+            vec![DesiredCondition::new(
+                types::READY,
+                false,
+                reasons::REPLICAS_UNAVAILABLE,
+                "0/1",
+            )],
+            Some(2),
+            &at(20),
+        );
+        assert_eq!(same_status[0].last_transition_time, at(10));
+        assert_eq!(same_status[0].reason, reasons::REPLICAS_UNAVAILABLE);
+        let flipped = settle(
+            &same_status,
+            vec![DesiredCondition::new(
+                types::READY,
+                true,
+                reasons::AVAILABLE,
+                "",
+            )],
+            Some(2),
+            &at(30),
+        );
+        assert_eq!(flipped[0].last_transition_time, at(30));
+        assert_eq!(flipped[0].status, "True");
+    }
+}

@@ -1,0 +1,592 @@
+//! Every rollout transition, without a cluster.
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::*;
+use crate::api::{ModelDeploymentSpec, ModelSource, RolloutPolicy, ServerTemplate};
+
+const T0: i64 = 1_800_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + seconds).unwrap()
+}
+
+fn spec(replicas: i32) -> ModelDeploymentSpec {
+    ModelDeploymentSpec {
+        model: ModelSource {
+            name: None,
+            uri: "s3://models/iris.onnx".into(),
+            version: "v".into(),
+            sha256: None,
+            format: "onnx".into(),
+            credentials_secret_ref: None,
+            storage: None,
+        },
+        replicas,
+        server: ServerTemplate::default(),
+        rollout: RolloutPolicy::default(),
+        revision_history_limit: 10,
+    }
+}
+
+fn model(revision: &str) -> ModelIdentity {
+    ModelIdentity {
+        version: format!("version-{revision}"),
+        uri: format!("s3://models/{revision}.onnx"),
+        sha256: None,
+    }
+}
+
+/// A revision that has been created at `created` seconds and is loading.
+fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
+    ObservedRevision {
+        revision: name.into(),
+        model: model(name),
+        created_at: at(created),
+        replicas,
+        ready_replicas: 0,
+        rolled_out: false,
+        marks: RevisionMarks {
+            rollout_started_at: Some(at(created)),
+            ..Default::default()
+        },
+        load_failure: None,
+    }
+}
+
+fn ready(mut r: ObservedRevision) -> ObservedRevision {
+    r.ready_replicas = r.replicas;
+    r.rolled_out = true;
+    r
+}
+
+fn promoted(mut r: ObservedRevision, when: i64) -> ObservedRevision {
+    r.marks.promoted_at = Some(at(when));
+    r.marks.rollout_started_at = None;
+    r
+}
+
+struct Scenario {
+    spec: ModelDeploymentSpec,
+    generation: i64,
+    status: ModelDeploymentStatus,
+    desired: &'static str,
+    revisions: Vec<ObservedRevision>,
+    stable: Option<&'static str>,
+    promote: Option<&'static str>,
+    abort: Option<&'static str>,
+    invalid: Option<String>,
+    now: i64,
+}
+
+impl Scenario {
+    fn new(desired: &'static str) -> Self {
+        Scenario {
+            spec: spec(2),
+            generation: 1,
+            status: ModelDeploymentStatus::default(),
+            desired,
+            revisions: Vec::new(),
+            stable: None,
+            promote: None,
+            abort: None,
+            invalid: None,
+            now: 100,
+        }
+    }
+    fn with(mut self, r: ObservedRevision) -> Self {
+        self.revisions.push(r);
+        self
+    }
+    /// The stable Service selects `r`, and the previous reconcile reported it active.
+    fn stable(mut self, r: &'static str) -> Self {
+        self.stable = Some(r);
+        self.status.active = Some(RevisionStatus {
+            revision: r.into(),
+            version: model(r).version,
+            uri: model(r).uri,
+            ..Default::default()
+        });
+        self
+    }
+    fn decide(&self) -> Plan {
+        decide(&Observed {
+            name: "iris",
+            generation: self.generation,
+            spec: &self.spec,
+            previous_status: &self.status,
+            desired: DesiredRevision {
+                revision: self.desired.into(),
+                model: model(self.desired),
+            },
+            invalid_spec: self.invalid.clone(),
+            revisions: &self.revisions,
+            stable: self.stable,
+            promote_request: self.promote,
+            abort_request: self.abort,
+            endpoint: "http://iris.ns.svc:8080".into(),
+            now: at(self.now),
+        })
+    }
+}
+
+fn event_reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.events.iter().map(|e| e.reason).collect()
+}
+
+fn condition<'a>(
+    plan: &'a Plan,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    plan.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect("condition present")
+}
+
+#[test]
+fn first_deploy_creates_the_revision_without_traffic() {
+    let plan = Scenario::new("a").decide();
+    assert_eq!(plan.desired_replicas, Some(2));
+    assert_eq!(plan.stable, None, "nothing is available yet");
+    assert_eq!(plan.preview.as_deref(), Some("a"));
+    assert_eq!(plan.marks["a"].rollout_started_at, Some(at(100)));
+    assert_eq!(plan.status.phase, Some(Phase::Progressing));
+    assert_eq!(condition(&plan, types::READY).status, "False");
+    assert_eq!(
+        condition(&plan, types::READY).reason,
+        reasons::NOTHING_SERVING
+    );
+    assert_eq!(condition(&plan, types::PROGRESSING).status, "True");
+    assert_eq!(event_reasons(&plan), [events::ROLLOUT_STARTED]);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn first_deploy_is_promoted_once_every_replica_is_ready() {
+    let half = Scenario::new("a").with({
+        let mut r = revision("a", 0, 2);
+        r.ready_replicas = 1;
+        r
+    });
+    assert_eq!(half.decide().stable, None);
+
+    let plan = Scenario::new("a").with(ready(revision("a", 0, 2))).decide();
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.preview, None);
+    assert_eq!(plan.status.phase, Some(Phase::Available));
+    assert_eq!(plan.status.active.as_ref().unwrap().revision, "a");
+    assert_eq!(
+        plan.status.selector.as_deref(),
+        Some("ferry.dev/model-deployment=iris,ferry.dev/revision=a")
+    );
+    assert_eq!(plan.status.replicas, Some(2));
+    assert_eq!(plan.status.ready_replicas, Some(2));
+    assert_eq!(plan.marks["a"].promoted_at, Some(at(100)));
+    assert_eq!(plan.status.history[0].outcome, Outcome::Promoted);
+    assert_eq!(event_reasons(&plan), [events::PROMOTED]);
+    assert_eq!(condition(&plan, types::READY).status, "True");
+    assert_eq!(condition(&plan, types::PROGRESSING).status, "False");
+    assert_eq!(condition(&plan, types::DEGRADED).status, "False");
+}
+
+#[test]
+fn a_deployment_not_yet_observed_by_its_controller_is_not_promoted() {
+    let mut r = ready(revision("a", 0, 2));
+    r.rolled_out = false;
+    assert_eq!(Scenario::new("a").with(r).decide().stable, None);
+}
+
+#[test]
+fn a_version_bump_keeps_traffic_on_the_active_revision_while_loading() {
+    let plan = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 90, 2))
+        .stable("a")
+        .decide();
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.preview.as_deref(), Some("b"));
+    assert_eq!(plan.desired_replicas, Some(2));
+    assert!(plan.scale.is_empty(), "{:?}", plan.scale);
+    assert_eq!(plan.status.phase, Some(Phase::Progressing));
+    assert_eq!(plan.status.candidate.as_ref().unwrap().revision, "b");
+    assert_eq!(
+        condition(&plan, types::READY).status,
+        "True",
+        "the old version still serves"
+    );
+}
+
+#[test]
+fn promotion_switches_traffic_and_keeps_the_old_revision_warm() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(ready(revision("b", 90, 2)))
+        .stable("a");
+    scenario.spec.rollout.previous_replicas = Some(1);
+    let plan = scenario.decide();
+    assert_eq!(plan.stable.as_deref(), Some("b"));
+    assert_eq!(
+        plan.scale.get("a"),
+        Some(&1),
+        "previous revision scaled to previousReplicas"
+    );
+    assert_eq!(plan.status.previous.len(), 1);
+    assert_eq!(plan.status.previous[0].revision, "a");
+    assert_eq!(event_reasons(&plan), [events::PROMOTED]);
+}
+
+#[test]
+fn a_load_failure_aborts_the_candidate_and_traffic_stays() {
+    let mut failing = revision("b", 90, 2);
+    failing.load_failure = Some("ChecksumMismatch: expected 00aa, got 11bb".into());
+    let plan = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(failing)
+        .stable("a")
+        .decide();
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.preview, None);
+    assert_eq!(
+        plan.desired_replicas,
+        Some(0),
+        "aborted candidate scaled to zero, kept for inspection"
+    );
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, reasons::MODEL_LOAD_FAILED);
+    assert!(
+        degraded.message.contains("ChecksumMismatch"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(plan.status.phase, Some(Phase::Degraded));
+    assert_eq!(plan.status.history[0].outcome, Outcome::Aborted);
+    assert_eq!(event_reasons(&plan), [events::ROLLOUT_ABORTED]);
+    assert!(plan.events[0].warning);
+    assert_eq!(
+        plan.marks["b"].aborted.as_ref().unwrap().reason,
+        reasons::MODEL_LOAD_FAILED
+    );
+}
+
+#[test]
+fn a_candidate_past_its_deadline_is_aborted() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 90, 2))
+        .stable("a");
+    scenario.spec.rollout.load_timeout_seconds = 30;
+    scenario.now = 119;
+    let plan = scenario.decide();
+    assert_eq!(
+        plan.requeue_after,
+        Some(Duration::from_secs(1)),
+        "requeued at the deadline, not polled"
+    );
+    assert_eq!(plan.desired_replicas, Some(2));
+    scenario.now = 120;
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, Some(0));
+    assert_eq!(
+        condition(&plan, types::DEGRADED).reason,
+        reasons::PROGRESS_DEADLINE_EXCEEDED
+    );
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+}
+
+#[test]
+fn an_abort_is_sticky_until_the_spec_changes() {
+    let mut aborted = revision("b", 90, 0);
+    aborted.marks.aborted = Some(AbortMark {
+        reason: reasons::MODEL_LOAD_FAILED.into(),
+        message: "CorruptModel".into(),
+        generation: 2,
+    });
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(aborted)
+        .stable("a");
+    scenario.generation = 2;
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, Some(0));
+    assert!(plan.marks.is_empty(), "nothing to write: {:?}", plan.marks);
+
+    scenario.generation = 3;
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, Some(2), "a new generation retries");
+    assert_eq!(plan.marks["b"].aborted, None);
+    assert_eq!(plan.marks["b"].rollout_started_at, Some(at(100)));
+}
+
+#[test]
+fn rollback_to_a_warm_revision_switches_at_once() {
+    let plan = Scenario::new("a")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(promoted(ready(revision("b", 50, 2)), 60))
+        .stable("b")
+        .decide();
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.desired_replicas, Some(2));
+    assert_eq!(plan.status.history[0].outcome, Outcome::RolledBack);
+    assert_eq!(event_reasons(&plan), [events::ROLLED_BACK]);
+    assert_eq!(
+        plan.status.previous[0].revision, "b",
+        "the version rolled back from stays warm"
+    );
+}
+
+#[test]
+fn a_cold_old_revision_is_rolled_out_like_a_new_one() {
+    let plan = Scenario::new("a")
+        .with(promoted(revision("a", 0, 0), 10))
+        .with(promoted(ready(revision("b", 50, 2)), 60))
+        .stable("b")
+        .decide();
+    assert_eq!(plan.stable.as_deref(), Some("b"));
+    assert_eq!(plan.desired_replicas, Some(2));
+    assert_eq!(plan.preview.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_spec_change_mid_rollout_supersedes_the_candidate() {
+    let mut scenario = Scenario::new("c")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 50, 2))
+        .stable("a");
+    scenario.status = scenario.decide_status_with_candidate("b");
+    let plan = scenario.decide();
+    assert_eq!(plan.scale.get("b"), Some(&0));
+    assert_eq!(plan.preview.as_deref(), Some("c"));
+    assert_eq!(plan.status.history[0].outcome, Outcome::Superseded);
+    assert_eq!(plan.status.history[0].revision, "b");
+    assert_eq!(
+        event_reasons(&plan),
+        [events::SUPERSEDED, events::ROLLOUT_STARTED]
+    );
+}
+
+impl Scenario {
+    /// The status a previous reconcile wrote while `candidate` was still loading.
+    fn decide_status_with_candidate(&self, candidate: &'static str) -> ModelDeploymentStatus {
+        let mut earlier = Scenario::new(candidate);
+        earlier.revisions = self.revisions.clone();
+        for r in &mut earlier.revisions {
+            if r.revision == candidate {
+                r.ready_replicas = 0;
+                r.rolled_out = false;
+            }
+        }
+        earlier.stable = self.stable;
+        earlier.status = self.status.clone();
+        earlier.spec = self.spec.clone();
+        earlier.decide().status
+    }
+}
+
+#[test]
+fn without_auto_promote_a_ready_candidate_waits_for_promote() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(ready(revision("b", 90, 2)))
+        .stable("a");
+    scenario.spec.rollout.auto_promote = false;
+    scenario.status = scenario.decide_status_with_candidate("b");
+    let waiting = scenario.decide();
+    assert_eq!(waiting.stable.as_deref(), Some("a"));
+    assert_eq!(
+        condition(&waiting, types::PROGRESSING).reason,
+        reasons::WAITING_FOR_PROMOTION
+    );
+    assert_eq!(event_reasons(&waiting), [events::CANDIDATE_READY]);
+    assert_eq!(
+        waiting.requeue_after, None,
+        "a ready candidate has no deadline"
+    );
+
+    scenario.promote = Some("a");
+    assert_eq!(
+        scenario.decide().stable.as_deref(),
+        Some("a"),
+        "a promote naming another revision is ignored"
+    );
+    scenario.promote = Some("b");
+    assert_eq!(scenario.decide().stable.as_deref(), Some("b"));
+}
+
+#[test]
+fn abort_request_aborts_the_named_candidate() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 90, 2))
+        .stable("a");
+    scenario.abort = Some("b");
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, Some(0));
+    assert_eq!(
+        condition(&plan, types::DEGRADED).reason,
+        reasons::ABORTED_BY_USER
+    );
+}
+
+#[test]
+fn scaling_resizes_the_active_revision_and_a_candidate() {
+    let mut scenario = Scenario::new("a")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .stable("a");
+    scenario.spec.replicas = 5;
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, Some(5));
+    assert_eq!(plan.status.replicas, Some(5));
+    assert_eq!(condition(&plan, types::READY).status, "False");
+    assert_eq!(
+        condition(&plan, types::DEGRADED).reason,
+        reasons::REPLICAS_UNAVAILABLE
+    );
+
+    let mut bump = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 90, 2))
+        .stable("a");
+    bump.spec.replicas = 4;
+    let plan = bump.decide();
+    assert_eq!(plan.desired_replicas, Some(4));
+    assert_eq!(plan.scale.get("a"), Some(&4));
+}
+
+#[test]
+fn pruning_keeps_warm_previous_and_deletes_beyond_the_history_limit() {
+    let mut scenario = Scenario::new("f").stable("f");
+    for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        let t = i as i64 * 10;
+        scenario = scenario.with(promoted(ready(revision(name, t, 2)), t + 1));
+    }
+    scenario = scenario.with(promoted(ready(revision("f", 60, 2)), 61));
+    scenario.spec.rollout.keep_previous = 1;
+    scenario.spec.revision_history_limit = 2;
+    let plan = scenario.decide();
+    assert_eq!(
+        plan.status
+            .previous
+            .iter()
+            .map(|p| p.revision.as_str())
+            .collect::<Vec<_>>(),
+        ["e"]
+    );
+    assert_eq!(
+        plan.scale.get("e"),
+        None,
+        "warm previous keeps its replicas"
+    );
+    for cold in ["a", "b", "c", "d"] {
+        assert_eq!(plan.scale.get(cold), Some(&0), "{cold} scaled to zero");
+    }
+    let mut deleted = plan.delete.clone();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        ["a", "b", "c"],
+        "history limit 2 keeps e (warm) and d"
+    );
+}
+
+#[test]
+fn an_invalid_spec_deploys_nothing_and_traffic_stays() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .stable("a");
+    scenario.invalid = Some(
+        "spec.model.format \"pmml\" is not supported by ferry-server (supported: onnx)".into(),
+    );
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, None);
+    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(
+        condition(&plan, types::DEGRADED).reason,
+        reasons::INVALID_SPEC
+    );
+    assert_eq!(event_reasons(&plan), [events::INVALID_SPEC]);
+    scenario.status = plan.status;
+    assert!(
+        scenario.decide().events.is_empty(),
+        "the same invalid spec is reported once"
+    );
+}
+
+/// Re-deciding from the status just written reports no transition again.
+#[test]
+fn repeated_reconciles_report_each_transition_once() {
+    let scenarios = [
+        Scenario::new("a"),
+        Scenario::new("a").with(ready(revision("a", 0, 2))),
+        Scenario::new("b")
+            .with(promoted(ready(revision("a", 0, 2)), 10))
+            .with(revision("b", 90, 2))
+            .stable("a"),
+    ];
+    for mut scenario in scenarios {
+        let first = scenario.decide();
+        scenario.status = first.status.clone();
+        if let Some(stable) = first.stable.clone() {
+            scenario.stable = Some(Box::leak(stable.into_boxed_str()));
+        }
+        for r in &mut scenario.revisions {
+            if let Some(m) = first.marks.get(&r.revision) {
+                r.marks = m.clone();
+            }
+        }
+        let second = scenario.decide();
+        assert!(second.events.is_empty(), "{:?}", second.events);
+        assert_eq!(second.status.history, first.status.history);
+        assert!(
+            second.marks.is_empty() || scenario.revisions.is_empty(),
+            "{:?}",
+            second.marks
+        );
+    }
+}
+
+/// The invariant: the stable Service only ever selects a revision that is available.
+#[test]
+fn stable_never_targets_an_unavailable_revision() {
+    let shapes: Vec<fn(ObservedRevision) -> ObservedRevision> = vec![
+        |r| r,
+        ready,
+        |r| promoted(r, 5),
+        |r| promoted(ready(r), 5),
+        |mut r| {
+            r.load_failure = Some("CorruptModel".into());
+            r
+        },
+        |mut r| {
+            r.ready_replicas = 1;
+            r.rolled_out = true;
+            r
+        },
+    ];
+    for (i, a_shape) in shapes.iter().enumerate() {
+        for (j, b_shape) in shapes.iter().enumerate() {
+            for stable in [None, Some("a"), Some("b")] {
+                for desired in ["a", "b"] {
+                    let mut scenario = Scenario::new(desired)
+                        .with(a_shape(revision("a", 0, 2)))
+                        .with(b_shape(revision("b", 10, 2)));
+                    scenario.stable = stable;
+                    let plan = scenario.decide();
+                    if plan.stable.as_deref() != stable {
+                        let target = scenario
+                            .revisions
+                            .iter()
+                            .find(|r| Some(r.revision.as_str()) == plan.stable.as_deref())
+                            .expect("stable targets an existing revision");
+                        assert!(
+                            target.rolled_out && target.ready_replicas >= target.replicas && target.ready_replicas > 0,
+                            "case a#{i} b#{j} stable {stable:?} desired {desired}: switched to unavailable {target:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
