@@ -4,7 +4,13 @@
 #![deny(warnings)]
 
 pub mod api;
+pub mod children;
 pub mod conditions;
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod labels;
+pub mod metrics;
+pub mod plugin;
 pub mod rollout;
+pub mod server_contract;

@@ -1,9 +1,17 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use ferry::api::ModelDeployment;
+use ferry::config::OperatorConfig;
+use ferry::controller::{self, RunOptions};
+use ferry::metrics::Metrics;
+use ferry::plugin;
+use kube::{Api, Client};
 
-/// Ferry: roll ML model versions out without downtime.
+/// Ferry: roll ML model versions out without downtime. Installed as `kubectl-ferry`, it is the kubectl plugin.
 #[derive(Parser)]
 #[command(name = "ferry", version, about)]
 struct Cli {
@@ -19,20 +27,199 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Run the controller.
+    Run(RunArgs),
+    /// Show a ModelDeployment's versions, traffic and conditions.
+    Status(Target),
+    /// Show a ModelDeployment's rollout history.
+    History(Target),
+    /// Promote the ready candidate (when spec.rollout.autoPromote is false).
+    Promote(Target),
+    /// Abort the candidate; traffic stays where it is.
+    Abort(Target),
+    /// Roll back to the previous version, or to the one given with --to.
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// A version or revision from `kubectl ferry history`.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Name of the ModelDeployment.
+    name: String,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Serving image used when spec.server.image is empty.
+    #[arg(long, env = "FERRY_SERVER_IMAGE", default_value = "ferry-server:0.1.0")]
+    server_image: String,
+    /// Pull policy of the serving image.
+    #[arg(
+        long,
+        env = "FERRY_SERVER_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    server_image_pull_policy: String,
+    /// Default resources of the serving container, as JSON (a ResourceRequirements).
+    #[arg(long, env = "FERRY_SERVER_RESOURCES")]
+    server_resources: Option<String>,
+    /// Model formats the default serving image runs, comma-separated.
+    #[arg(
+        long,
+        env = "FERRY_SERVER_FORMATS",
+        default_value = "onnx",
+        value_delimiter = ','
+    )]
+    server_formats: Vec<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FERRY_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// ModelDeployments reconciled concurrently.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "FERRY_METRICS_ADDRESS", default_value = "0.0.0.0:9090")]
+    metrics_address: SocketAddr,
+    /// Cluster DNS domain, for status.endpoint.
+    #[arg(long, env = "FERRY_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Log format: text or json.
+    #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Crd { output_dir } => write_crds(output_dir),
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferry: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result {
+    match runtime.block_on(execute(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ferry: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Crd { output_dir } => write_crds(output_dir),
+        Command::Run(args) => run(args).await,
+        Command::Status(target) => {
+            let (api, _) = target_api(&target).await?;
+            print!("{}", plugin::render_status(&api.get(&target.name).await?));
+            Ok(())
+        }
+        Command::History(target) => {
+            let (api, _) = target_api(&target).await?;
+            print!("{}", plugin::render_history(&api.get(&target.name).await?));
+            Ok(())
+        }
+        Command::Promote(target) => {
+            let (api, _) = target_api(&target).await?;
+            println!("{}", plugin::promote(&api, &target.name).await?);
+            Ok(())
+        }
+        Command::Abort(target) => {
+            let (api, _) = target_api(&target).await?;
+            println!("{}", plugin::abort(&api, &target.name).await?);
+            Ok(())
+        }
+        Command::Rollback { target, to } => {
+            let (_, namespace) = target_api(&target).await?;
+            let client = Client::try_default().await?;
+            println!(
+                "{}",
+                plugin::rollback(client, &namespace, &target.name, to.as_deref()).await?
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn target_api(target: &Target) -> anyhow::Result<(Api<ModelDeployment>, String)> {
+    let client = Client::try_default().await?;
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    Ok((Api::namespaced(client, &namespace), namespace))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let server_resources = args
+        .server_resources
+        .as_deref()
+        .filter(|json| !json.trim().is_empty())
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("--server-resources (FERRY_SERVER_RESOURCES) is not a ResourceRequirements: {error}"))?;
+    let config = OperatorConfig {
+        server_image: args.server_image,
+        server_image_pull_policy: args.server_image_pull_policy,
+        server_resources,
+        server_formats: args.server_formats,
+        cluster_domain: args.cluster_domain,
+    };
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(ferry::metrics::serve(
+        args.metrics_address,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let options = RunOptions {
+        namespace: args.watch_namespace,
+        concurrency: args.concurrency,
+    };
+    controller::run(client, config, options, metrics, stopped(stop_rx)).await?;
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn write_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {

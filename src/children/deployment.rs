@@ -1,0 +1,532 @@
+//! One Deployment per revision, running ferry-server with the model contract as environment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretEnvSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::{ModelDeployment, ModelSource, ServerTemplate};
+use crate::config::OperatorConfig;
+use crate::labels::{self, annotations};
+use crate::rollout::{AbortMark, ModelIdentity, ObservedRevision, RevisionMarks};
+use crate::server_contract::{self as contract, env};
+
+use super::{child_labels, owner_reference};
+
+/// UID the serving container runs as (the distroless "nonroot" user).
+const SERVER_UID: i64 = 65532;
+const PROBE_PERIOD_SECONDS: i32 = 2;
+
+/// The spec parts a revision is made from; kept on its Deployment for `kubectl ferry rollback`.
+#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct SourceSpec {
+    pub model: ModelSource,
+    pub server: ServerTemplate,
+}
+
+/// The desired revision: its hash and pod template (with the revision label).
+pub struct RevisionTemplate {
+    pub revision: String,
+    pub template: PodTemplateSpec,
+}
+
+/// Builds the pod template of the current spec and names the revision after a hash of it, so that anything that
+/// changes the pods (model, server template, the operator's defaults) makes a new revision, and nothing else does.
+pub fn revision_template(md: &ModelDeployment, config: &OperatorConfig) -> RevisionTemplate {
+    let mut template = pod_template(md, config);
+    let revision = revision_hash(&template);
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(labels::REVISION.into(), revision.clone());
+    RevisionTemplate { revision, template }
+}
+
+/// The first 10 hex digits of the SHA-256 of the template's JSON: stable across processes and releases of
+/// the operator as long as the template itself is unchanged.
+fn revision_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).expect("a pod template serializes");
+    let digest = Sha256::digest(&json);
+    digest
+        .iter()
+        .take(5)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+pub fn deployment_name(md_name: &str, revision: &str) -> String {
+    format!("{md_name}-{revision}")
+}
+
+fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpec {
+    let name = md.metadata.name.clone().unwrap_or_default();
+    let spec = &md.spec;
+    let model = &spec.model;
+
+    let mut env_vars = vec![
+        env_var(env::MODEL_NAME, md.served_model_name()),
+        env_var(env::MODEL_URI, &model.uri),
+        env_var(env::MODEL_VERSION, &model.version),
+        env_var(env::MODEL_FORMAT, &model.format),
+        env_var(env::HTTP_PORT, &contract::HTTP_PORT.to_string()),
+        env_var(env::ADMIN_PORT, &contract::ADMIN_PORT.to_string()),
+        env_var(env::WORK_DIR, contract::WORK_DIR),
+        env_var(
+            env::TERMINATION_MESSAGE_PATH,
+            contract::TERMINATION_MESSAGE_PATH,
+        ),
+    ];
+    if let Some(sha256) = &model.sha256 {
+        env_vars.push(env_var(env::MODEL_SHA256, sha256));
+    }
+    if let Some(storage) = &model.storage {
+        if let Some(endpoint) = &storage.endpoint {
+            env_vars.push(env_var(env::S3_ENDPOINT, endpoint));
+        }
+        if let Some(region) = &storage.region {
+            env_vars.push(env_var(env::S3_REGION, region));
+        }
+        if let Some(allow_http) = storage.allow_http {
+            env_vars.push(env_var(env::S3_ALLOW_HTTP, &allow_http.to_string()));
+        }
+    }
+    // The user's variables come last: for duplicate names the last one wins.
+    env_vars.extend(spec.server.env.iter().cloned());
+
+    let env_from = model.credentials_secret_ref.as_ref().map(|secret| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: secret.name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    });
+
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    // The startup probe gives the server loadTimeoutSeconds to download, verify, load and warm up.
+    let load_timeout = spec.rollout.load_timeout_seconds.max(1);
+    let startup_failures = (load_timeout + PROBE_PERIOD_SECONDS - 1) / PROBE_PERIOD_SECONDS;
+
+    let container = Container {
+        name: "server".into(),
+        image: Some(
+            spec.server
+                .image
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| config.server_image.clone()),
+        ),
+        image_pull_policy: Some(config.server_image_pull_policy.clone()),
+        env: Some(env_vars),
+        env_from,
+        ports: Some(vec![
+            port("http", contract::HTTP_PORT),
+            port("admin", contract::ADMIN_PORT),
+        ]),
+        startup_probe: Some(probe(
+            contract::paths::READY,
+            PROBE_PERIOD_SECONDS,
+            startup_failures,
+        )),
+        readiness_probe: Some(probe(contract::paths::READY, PROBE_PERIOD_SECONDS, 2)),
+        liveness_probe: Some(probe(contract::paths::LIVE, 10, 3)),
+        resources: spec
+            .server
+            .resources
+            .clone()
+            .or_else(|| config.server_resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(SERVER_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        termination_message_path: Some(contract::TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "work".into(),
+            mount_path: contract::WORK_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(child_labels(&name, Some(&model.version))),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(vec![Volume {
+                name: "work".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            }]),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // The server talks to object storage, never to the Kubernetes API.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            node_selector: Some(spec.server.node_selector.clone()).filter(|n| !n.is_empty()),
+            tolerations: Some(spec.server.tolerations.clone()).filter(|t| !t.is_empty()),
+            termination_grace_period_seconds: Some(30),
+            ..Default::default()
+        }),
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The Deployment of the desired revision at `replicas`, applied in full with server-side apply.
+pub fn desired_deployment(
+    md: &ModelDeployment,
+    revision: &RevisionTemplate,
+    replicas: i32,
+) -> Deployment {
+    let name = md.metadata.name.clone().unwrap_or_default();
+    let model = &md.spec.model;
+    let mut metadata_annotations = BTreeMap::from([
+        (annotations::VERSION.to_owned(), model.version.clone()),
+        (annotations::URI.to_owned(), model.uri.clone()),
+        (
+            annotations::SOURCE_SPEC.to_owned(),
+            serde_json::to_string(&SourceSpec {
+                model: model.clone(),
+                server: md.spec.server.clone(),
+            })
+            .expect("the spec serializes"),
+        ),
+    ]);
+    if let Some(sha256) = &model.sha256 {
+        metadata_annotations.insert(annotations::SHA256.to_owned(), sha256.clone());
+    }
+    let mut deployment_labels = child_labels(&name, Some(&model.version));
+    deployment_labels.insert(labels::REVISION.into(), revision.revision.clone());
+
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(&name, &revision.revision)),
+            namespace: md.metadata.namespace.clone(),
+            labels: Some(deployment_labels),
+            annotations: Some(metadata_annotations),
+            owner_references: Some(vec![owner_reference(md)]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (labels::MODEL_DEPLOYMENT.to_owned(), name.clone()),
+                    (labels::REVISION.to_owned(), revision.revision.clone()),
+                ])),
+                ..Default::default()
+            },
+            template: revision.template.clone(),
+            // A revision's template never changes; only its size does.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..Default::default()
+            }),
+            revision_history_limit: Some(0),
+            progress_deadline_seconds: Some(md.spec.rollout.load_timeout_seconds.max(1) + 60),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Reads a revision back from its Deployment and the pods of that revision.
+pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevision> {
+    let meta = &deployment.metadata;
+    let revision = meta.labels.as_ref()?.get(labels::REVISION)?.clone();
+    let annotations_of = meta.annotations.clone().unwrap_or_default();
+    let annotation = |key: &str| annotations_of.get(key).cloned();
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let available = status.available_replicas.unwrap_or(0);
+    let observed_current = status.observed_generation.unwrap_or(0) >= meta.generation.unwrap_or(0);
+    let rolled_out = observed_current
+        && status.updated_replicas.unwrap_or(0) >= replicas
+        && status.replicas.unwrap_or(0) == replicas
+        && available >= replicas;
+    let timestamp = |key: &str| annotation(key).and_then(|value| value.parse::<Timestamp>().ok());
+    Some(ObservedRevision {
+        model: ModelIdentity {
+            version: annotation(annotations::VERSION).unwrap_or_default(),
+            uri: annotation(annotations::URI).unwrap_or_default(),
+            sha256: annotation(annotations::SHA256),
+        },
+        created_at: meta
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        replicas,
+        ready_replicas: available,
+        rolled_out,
+        marks: RevisionMarks {
+            promoted_at: timestamp(annotations::PROMOTED_AT),
+            rollout_started_at: timestamp(annotations::ROLLOUT_STARTED_AT),
+            aborted: annotation(annotations::ABORTED)
+                .and_then(|json| serde_json::from_str::<StoredAbort>(&json).ok())
+                .map(|stored| AbortMark {
+                    reason: stored.reason,
+                    message: stored.message,
+                    generation: stored.generation,
+                }),
+        },
+        load_failure: pods
+            .iter()
+            .filter(|pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::REVISION))
+                    == Some(&revision)
+            })
+            .find_map(|pod| super::pod::load_failure(pod)),
+        revision,
+    })
+}
+
+/// How an abort mark is stored in its annotation.
+#[derive(Serialize, serde::Deserialize)]
+struct StoredAbort {
+    reason: String,
+    message: String,
+    generation: i64,
+}
+
+/// The annotation patch that stores `marks` (removing the marks that are unset).
+pub fn marks_patch(marks: &RevisionMarks) -> serde_json::Value {
+    let timestamp =
+        |t: Option<Timestamp>| t.map_or(serde_json::Value::Null, |t| t.to_string().into());
+    let aborted = marks.aborted.as_ref().map_or(serde_json::Value::Null, |a| {
+        serde_json::to_string(&StoredAbort {
+            reason: a.reason.clone(),
+            message: a.message.clone(),
+            generation: a.generation,
+        })
+        .expect("an abort mark serializes")
+        .into()
+    });
+    serde_json::json!({"metadata": {"annotations": {
+        annotations::PROMOTED_AT: timestamp(marks.promoted_at),
+        annotations::ROLLOUT_STARTED_AT: timestamp(marks.rollout_started_at),
+        annotations::ABORTED: aborted,
+    }}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ModelDeploymentSpec;
+
+    fn md(version: &str) -> ModelDeployment {
+        let mut md = ModelDeployment::new(
+            "iris",
+            serde_json::from_value::<ModelDeploymentSpec>(serde_json::json!({
+                "model": {"uri": "s3://models/iris.onnx", "version": version,
+                          "storage": {"endpoint": "http://minio:9000", "allowHttp": true},
+                          "credentialsSecretRef": {"name": "s3"}},
+                "replicas": 2
+            }))
+            .unwrap(),
+        );
+        md.metadata.namespace = Some("ml".into());
+        md.metadata.uid = Some("uid-1".into());
+        md
+    }
+
+    #[test]
+    fn the_revision_changes_with_the_pods_and_only_with_them() {
+        let config = OperatorConfig::default();
+        let base = revision_template(&md("1"), &config).revision;
+        assert_eq!(base.len(), 10);
+        assert_eq!(
+            base,
+            revision_template(&md("1"), &config).revision,
+            "deterministic"
+        );
+        assert_ne!(
+            base,
+            revision_template(&md("2"), &config).revision,
+            "version changes the pods"
+        );
+
+        let mut scaled = md("1");
+        scaled.spec.replicas = 7;
+        scaled.spec.rollout.auto_promote = false;
+        scaled.spec.revision_history_limit = 3;
+        assert_eq!(
+            base,
+            revision_template(&scaled, &config).revision,
+            "scaling is not a new revision"
+        );
+
+        let mut image = md("1");
+        image.spec.server.image = Some("registry/ferry-server:2".into());
+        assert_ne!(base, revision_template(&image, &config).revision);
+
+        let other_default = OperatorConfig {
+            server_image: "ferry-server:0.2.0".into(),
+            ..OperatorConfig::default()
+        };
+        assert_ne!(
+            base,
+            revision_template(&md("1"), &other_default).revision,
+            "a new default image rolls out"
+        );
+    }
+
+    #[test]
+    fn the_pod_runs_ferry_server_restricted_with_the_model_contract() {
+        let md = md("1.2.0");
+        let revision = revision_template(&md, &OperatorConfig::default());
+        let deployment = desired_deployment(&md, &revision, 2);
+        assert_eq!(
+            deployment.metadata.name.as_deref(),
+            Some(format!("iris-{}", revision.revision).as_str())
+        );
+        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ModelDeployment", Some(true))
+        );
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        let env: BTreeMap<_, _> = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env[env::MODEL_NAME], "iris");
+        assert_eq!(env[env::MODEL_URI], "s3://models/iris.onnx");
+        assert_eq!(env[env::MODEL_VERSION], "1.2.0");
+        assert_eq!(env[env::S3_ENDPOINT], "http://minio:9000");
+        assert_eq!(env[env::S3_ALLOW_HTTP], "true");
+        assert_eq!(
+            container.env_from.as_ref().unwrap()[0]
+                .secret_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "s3"
+        );
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(
+            pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let startup = container.startup_probe.as_ref().unwrap();
+        assert_eq!(
+            startup.failure_threshold,
+            Some(300),
+            "600 s at one probe every 2 s"
+        );
+        assert_eq!(
+            startup.http_get.as_ref().unwrap().path.as_deref(),
+            Some(contract::paths::READY)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn marks_round_trip_through_annotations() {
+        let md = md("1");
+        let revision = revision_template(&md, &OperatorConfig::default());
+        let mut deployment = desired_deployment(&md, &revision, 2);
+        let marks = RevisionMarks {
+            promoted_at: Some("2026-11-21T10:00:00Z".parse().unwrap()),
+            rollout_started_at: None,
+            aborted: Some(AbortMark {
+                reason: "ModelLoadFailed".into(),
+                message: "ChecksumMismatch: x".into(),
+                generation: 4,
+            }),
+        };
+        let patch = marks_patch(&marks);
+        let stored = deployment
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (key, value) in patch["metadata"]["annotations"].as_object().unwrap() {
+            if let Some(value) = value.as_str() {
+                stored.insert(key.clone(), value.to_owned());
+            }
+        }
+        let observed = observe(&deployment, &[]).unwrap();
+        assert_eq!(observed.marks, marks);
+        assert_eq!(observed.revision, revision.revision);
+        assert_eq!(observed.model.version, "1");
+        assert!(!observed.rolled_out, "no status yet");
+    }
+}

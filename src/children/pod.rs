@@ -1,0 +1,84 @@
+//! Pods are created by the Deployments; the controller only reads them, for the server's load-failure reason.
+
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
+
+use crate::server_contract;
+
+/// The load failure a pod reports: the termination message of its server container's current or last
+/// terminated state, when the container exited with an error.
+pub fn load_failure(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses
+        .iter()
+        .filter(|status| status.name == "server")
+        .flat_map(|status| [status.state.as_ref(), status.last_state.as_ref()])
+        .flatten()
+        .find_map(failed_termination)
+}
+
+fn failed_termination(state: &ContainerState) -> Option<String> {
+    let terminated = state.terminated.as_ref()?;
+    if terminated.exit_code == 0 {
+        return None;
+    }
+    let message = terminated.message.as_deref().unwrap_or_default();
+    server_contract::load_failure(message).or_else(|| {
+        Some(format!(
+            "ServerExited: exit code {}{}",
+            terminated.exit_code,
+            terminated
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn reads_the_failure_from_the_current_or_last_state() {
+        let message = r#"{"reason":"CorruptModel","message":"not an ONNX model"}"#;
+        let terminated = pod(
+            json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": 1, "message": message}}}]}),
+        );
+        assert_eq!(
+            load_failure(&terminated).as_deref(),
+            Some("CorruptModel: not an ONNX model")
+        );
+
+        let crash_looping = pod(
+            json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": message}}}]}),
+        );
+        assert_eq!(
+            load_failure(&crash_looping).as_deref(),
+            Some("CorruptModel: not an ONNX model")
+        );
+
+        let killed = pod(
+            json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        assert_eq!(
+            load_failure(&killed).as_deref(),
+            Some("ServerExited: exit code 137 (OOMKilled)")
+        );
+
+        let running = pod(
+            json!({"containerStatuses": [{"name": "server", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"running": {}}}]}),
+        );
+        assert_eq!(load_failure(&running), None);
+    }
+}

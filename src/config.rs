@@ -1,0 +1,31 @@
+//! Operator-level configuration: what every ModelDeployment gets unless its spec says otherwise.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+/// Settings that come from the operator's flags (and, through the Helm chart, from values.yaml).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorConfig {
+    /// Image used when spec.server.image is empty.
+    pub server_image: String,
+    /// Pull policy of the serving image (IfNotPresent, Always, Never).
+    pub server_image_pull_policy: String,
+    /// Resources used when spec.server.resources is empty.
+    pub server_resources: Option<ResourceRequirements>,
+    /// Model formats the default serving image can run (ferry-server: onnx). A spec asking the default image for
+    /// another format is refused before anything is deployed.
+    pub server_formats: Vec<String>,
+    /// Cluster domain used in status.endpoint.
+    pub cluster_domain: String,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            server_image: "ferry-server:0.1.0".into(),
+            server_image_pull_policy: "IfNotPresent".into(),
+            server_resources: None,
+            server_formats: vec!["onnx".into()],
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics of the controller, served on its own port with the health endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    /// Rollouts by transition: started, promoted, aborted, rolled_back, superseded.
+    pub rollouts: Family<RolloutLabels, Counter>,
+    /// Seconds from a candidate's Deployment becoming available to the stable Service switching to it.
+    pub promotion_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let reconciles = Counter::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let rollouts = Family::<RolloutLabels, Counter>::default();
+        let promotion_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error kind",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "rollout_transitions",
+            "Rollout transitions by outcome",
+            rollouts.clone(),
+        );
+        registry.register(
+            "promotion_latency_seconds",
+            "Time from a candidate becoming available to traffic switching to it",
+            promotion_latency.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            rollouts,
+            promotion_latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_rollout(&self, outcome: &str) {
+        self.rollouts
+            .get_or_create(&RolloutLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_error(&self, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn observe_reconcile(&self, duration: Duration) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+/// Serves /metrics, /healthz and /readyz until `shutdown` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route("/readyz", get(|| async { StatusCode::OK }))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving metrics and health");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

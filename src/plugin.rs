@@ -1,0 +1,236 @@
+//! `kubectl ferry`: status, history, promote, abort and rollback of a ModelDeployment.
+//!
+//! Promote and abort are requests the controller acts on (annotations naming the candidate revision, so a stale
+//! request never touches a later rollout). Rollback is declarative, like `kubectl rollout undo`: it patches the
+//! spec back to what an earlier revision was made from; when that revision is still warm, traffic switches at once.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::{Map, Value};
+
+use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::children::deployment::{deployment_name, SourceSpec};
+use crate::labels::{annotations, requests};
+
+/// Field manager of the plugin's writes (the user's intent, not the controller's).
+pub const FIELD_MANAGER: &str = "kubectl-ferry";
+
+fn status_of(md: &ModelDeployment) -> ModelDeploymentStatus {
+    md.status.clone().unwrap_or_default()
+}
+
+/// A human summary of a ModelDeployment.
+pub fn render_status(md: &ModelDeployment) -> String {
+    let status = status_of(md);
+    let mut out = String::new();
+    let name = md.metadata.name.as_deref().unwrap_or_default();
+    let phase = status
+        .phase
+        .map_or("Unknown".to_owned(), |p| format!("{p:?}"));
+    let _ = writeln!(out, "{name}: {phase}");
+    let _ = writeln!(
+        out,
+        "  desired:   version {} ({})",
+        md.spec.model.version, md.spec.model.uri
+    );
+    let line = |role: &str, r: &crate::api::RevisionStatus| {
+        format!(
+            "  {role:<10} version {} revision {} ready {}{}\n",
+            r.version,
+            r.revision,
+            r.ready_replicas,
+            r.reason
+                .as_deref()
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default()
+        )
+    };
+    if let Some(active) = &status.active {
+        out.push_str(&line("active:", active));
+    }
+    if let Some(candidate) = &status.candidate {
+        out.push_str(&line("candidate:", candidate));
+    }
+    for previous in &status.previous {
+        out.push_str(&line("previous:", previous));
+    }
+    if let Some(endpoint) = &status.endpoint {
+        let _ = writeln!(out, "  endpoint:  {endpoint}");
+    }
+    for condition in &status.conditions {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<6} {}: {}",
+            condition.type_, condition.status, condition.reason, condition.message
+        );
+    }
+    out
+}
+
+/// The rollout history as a table, newest first.
+pub fn render_history(md: &ModelDeployment) -> String {
+    let mut out =
+        String::from("REVISION    VERSION              OUTCOME      FINISHED              URI\n");
+    for entry in status_of(md).history {
+        let finished = entry
+            .finished_at
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<11} {:<20} {:<12} {:<21} {}",
+            entry.revision,
+            entry.version,
+            format!("{:?}", entry.outcome),
+            finished,
+            entry.uri
+        );
+    }
+    out
+}
+
+fn candidate_revision(md: &ModelDeployment) -> anyhow::Result<String> {
+    status_of(md).candidate.map(|c| c.revision).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no rollout in progress",
+            md.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+async fn request(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    key: &str,
+    revision: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"metadata": {"annotations": {key: revision}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&body)).await?;
+    Ok(())
+}
+
+/// Asks the controller to promote the current candidate.
+pub async fn promote(api: &Api<ModelDeployment>, name: &str) -> anyhow::Result<String> {
+    let md = api.get(name).await?;
+    let revision = candidate_revision(&md)?;
+    request(api, name, requests::PROMOTE, &revision).await?;
+    Ok(format!(
+        "{name}: promotion of revision {revision} requested"
+    ))
+}
+
+/// Asks the controller to abort the current candidate.
+pub async fn abort(api: &Api<ModelDeployment>, name: &str) -> anyhow::Result<String> {
+    let md = api.get(name).await?;
+    let revision = candidate_revision(&md)?;
+    request(api, name, requests::ABORT, &revision).await?;
+    Ok(format!("{name}: abort of revision {revision} requested"))
+}
+
+/// Patches the spec back to an earlier revision: `to` names a version or a revision; by default the newest
+/// previous revision.
+pub async fn rollback(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    to: Option<&str>,
+) -> anyhow::Result<String> {
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
+    let md = api.get(name).await?;
+    let status = status_of(&md);
+    let active = status.active.as_ref().map(|a| a.revision.clone());
+    let candidates = status
+        .previous
+        .iter()
+        .map(|p| p.revision.clone())
+        .chain(status.history.iter().map(|h| h.revision.clone()));
+    let target = match to {
+        Some(wanted) => status
+            .previous
+            .iter()
+            .map(|p| (p.revision.clone(), p.version.clone()))
+            .chain(
+                status
+                    .history
+                    .iter()
+                    .map(|h| (h.revision.clone(), h.version.clone())),
+            )
+            .find(|(revision, version)| revision == wanted || version == wanted)
+            .map(|(revision, _)| revision),
+        None => candidates.into_iter().find(|r| Some(r) != active.as_ref()),
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name} has no earlier revision{} to roll back to",
+            to.map(|t| format!(" {t:?}")).unwrap_or_default()
+        )
+    })?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client, namespace);
+    let deployment = deployments
+        .get_opt(&deployment_name(name, &target))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("revision {target} of {name} was pruned (spec.revisionHistoryLimit); it cannot be restored"))?;
+    let source: SourceSpec = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::SOURCE_SPEC))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "revision {target} carries no {} annotation",
+                annotations::SOURCE_SPEC
+            )
+        })?;
+
+    let current = serde_json::to_value(&md.spec)?;
+    let body = serde_json::json!({"spec": {
+        "model": replacing(&current["model"], serde_json::to_value(&source.model)?),
+        "server": replacing(&current["server"], serde_json::to_value(&source.server)?),
+    }});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&body)).await?;
+    Ok(format!(
+        "{name}: rolling back to version {} (revision {target})",
+        source.model.version
+    ))
+}
+
+/// A JSON merge patch that turns `current` into `target`: keys missing from `target` are removed.
+fn replacing(current: &Value, target: Value) -> Value {
+    let mut patch: Map<String, Value> = target.as_object().cloned().unwrap_or_default();
+    if let Some(current) = current.as_object() {
+        for key in current.keys() {
+            patch.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    Value::Object(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_rollback_patch_removes_fields_the_target_did_not_have() {
+        let current =
+            json!({"uri": "s3://b/2.onnx", "version": "2", "sha256": "ab", "format": "onnx"});
+        let target = json!({"uri": "s3://b/1.onnx", "version": "1", "format": "onnx"});
+        assert_eq!(
+            replacing(&current, target),
+            json!({"uri": "s3://b/1.onnx", "version": "1", "format": "onnx", "sha256": null})
+        );
+    }
+}
