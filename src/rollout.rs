@@ -212,7 +212,11 @@ pub fn decide(observed: &Observed) -> Plan {
                 generation: observed.generation,
             }),
             (None, Some(rev)) if rev.fully_available(spec.replicas) => {
-                if spec.rollout.auto_promote || observed.promote_request == Some(desired.as_str()) {
+                // Holding the very first version back would only delay the first traffic: nothing to compare with.
+                if spec.rollout.auto_promote
+                    || active_before.is_none()
+                    || observed.promote_request == Some(desired.as_str())
+                {
                     CandidateState::Promote { rollback: false }
                 } else {
                     CandidateState::WaitingForPromotion

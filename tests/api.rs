@@ -205,10 +205,26 @@ fn kubectl_get_shows_the_printer_columns() {
     );
 }
 
+/// kubectl explain reads the published OpenAPI, which follows a new CRD by a few seconds.
+fn explain(path: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let output = control_plane().kubectl(&["explain", path]);
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl explain {path} kept failing: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn kubectl_explain_shows_the_field_documentation() {
-    let plane = control_plane();
-    let model = plane.kubectl_ok(&["explain", "modeldeployment.spec.model"]);
+    let model = explain("modeldeployment.spec.model");
     for expected in [
         "Location of the model file",
         "sha256",
@@ -220,7 +236,7 @@ fn kubectl_explain_shows_the_field_documentation() {
             "`kubectl explain` lacks {expected:?}:\n{model}"
         );
     }
-    let rollout = plane.kubectl_ok(&["explain", "md.spec.rollout.keepPrevious"]);
+    let rollout = explain("md.spec.rollout.keepPrevious");
     assert!(rollout.contains("previous versions kept warm"), "{rollout}");
 }
 

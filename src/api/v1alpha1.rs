@@ -253,7 +253,7 @@ pub struct RolloutPolicy {
     pub strategy: RolloutStrategy,
 
     /// Promote a ready candidate automatically. When false, a ready candidate waits for
-    /// `kubectl ferry promote`.
+    /// `kubectl ferry promote` (the first version, with nothing serving yet, is promoted at once).
     #[serde(default = "default_true")]
     pub auto_promote: bool,
 
@@ -372,7 +372,7 @@ pub struct RevisionStatus {
     /// Ready pods of this revision.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// When this revision entered its current role.
+    /// When this revision was last promoted (active, previous) or its rollout started (candidate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
     /// Why the revision is in its current state, e.g. the server's load failure.

@@ -416,6 +416,13 @@ fn without_auto_promote_a_ready_candidate_waits_for_promote() {
 }
 
 #[test]
+fn the_first_version_is_promoted_even_without_auto_promote() {
+    let mut scenario = Scenario::new("a").with(ready(revision("a", 0, 2)));
+    scenario.spec.rollout.auto_promote = false;
+    assert_eq!(scenario.decide().stable.as_deref(), Some("a"));
+}
+
+#[test]
 fn abort_request_aborts_the_named_candidate() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))

@@ -1,0 +1,892 @@
+//! The controller against a real kube-apiserver + kube-controller-manager.
+//!
+//! There is no kubelet: the tests play it by writing Pod status (ready, or terminated with ferry-server's
+//! termination message), and the real ReplicaSet and Deployment controllers turn that into Deployment status.
+//! A background checker samples the stable Service throughout every scenario and fails the test if it ever
+//! selects a revision without an available pod.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry::api::{ModelDeployment, Outcome, Phase};
+use ferry::config::OperatorConfig;
+use ferry::controller::{self, RunOptions};
+use ferry::metrics::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+use support::{control_plane, TestNamespace};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One scenario's world: a namespace, a running controller watching it, and the invariant checker.
+struct World {
+    ns: TestNamespace,
+    client: Client,
+    controller: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    checker_stop: Arc<AtomicBool>,
+    checker: Option<JoinHandle<()>>,
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let ns = TestNamespace::create();
+        let client = control_plane().client().await;
+        let mut world = World {
+            ns,
+            client,
+            controller: None,
+            checker_stop: Arc::new(AtomicBool::new(false)),
+            checker: None,
+            violations: Arc::default(),
+        };
+        world.start_controller();
+        world.start_checker();
+        world
+    }
+
+    fn start_controller(&mut self) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = self.client.clone();
+        let options = RunOptions {
+            namespace: Some(self.ns.name.clone()),
+            concurrency: 4,
+        };
+        let handle = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            controller::run(
+                client,
+                OperatorConfig::default(),
+                options,
+                Arc::new(Metrics::default()),
+                shutdown,
+            )
+            .await
+            .expect("controller runs");
+        });
+        self.controller = Some((handle, stop_tx));
+    }
+
+    /// Kills the controller abruptly, as a crash would.
+    async fn kill_controller(&mut self) {
+        if let Some((handle, _stop)) = self.controller.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    fn start_checker(&mut self) {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let stop = self.checker_stop.clone();
+        let violations = self.violations.clone();
+        self.checker = Some(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(list) = services
+                    .list(&ListParams::default().labels("ferry.dev/model-deployment"))
+                    .await
+                {
+                    for service in list.items.iter().filter(|s| {
+                        !s.metadata
+                            .name
+                            .as_deref()
+                            .unwrap_or("")
+                            .ends_with("-preview")
+                    }) {
+                        let selector = service
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.selector.clone())
+                            .unwrap_or_default();
+                        let Some(revision) =
+                            selector.get("ferry.dev/revision").filter(|r| *r != "none")
+                        else {
+                            continue;
+                        };
+                        let found = deployments
+                            .list(
+                                &ListParams::default()
+                                    .labels(&format!("ferry.dev/revision={revision}")),
+                            )
+                            .await;
+                        if let Ok(found) = found {
+                            let available = found
+                                .items
+                                .iter()
+                                .map(|d| {
+                                    d.status
+                                        .as_ref()
+                                        .and_then(|s| s.available_replicas)
+                                        .unwrap_or(0)
+                                })
+                                .max()
+                                .unwrap_or(0);
+                            if available < 1 {
+                                violations.lock().unwrap().push(format!(
+                                    "stable Service {} selected revision {revision} with no available pod",
+                                    service.metadata.name.as_deref().unwrap_or_default()
+                                ));
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }));
+    }
+
+    async fn finish(mut self) {
+        self.checker_stop.store(true, Ordering::Relaxed);
+        if let Some(checker) = self.checker.take() {
+            let _ = checker.await;
+        }
+        if let Some((handle, stop)) = self.controller.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        let violations = self.violations.lock().unwrap().clone();
+        assert!(
+            violations.is_empty(),
+            "invariant violated:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    fn mds(&self) -> Api<ModelDeployment> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn create(&self, name: &str, version: &str, extra: serde_json::Value) -> ModelDeployment {
+        let mut object = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.ns.name},
+            "spec": {"model": {"uri": format!("s3://models/{name}/{version}.onnx"), "version": version}, "replicas": 2}
+        });
+        merge(&mut object["spec"], extra);
+        let md: ModelDeployment = serde_json::from_value(object).expect("valid ModelDeployment");
+        self.mds()
+            .create(&PostParams::default(), &md)
+            .await
+            .expect("create ModelDeployment")
+    }
+
+    async fn set_version(&self, name: &str, version: &str) {
+        let body = json!({"spec": {"model": {"uri": format!("s3://models/{name}/{version}.onnx"), "version": version}}});
+        self.mds()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .expect("patch spec");
+    }
+
+    async fn get(&self, name: &str) -> ModelDeployment {
+        self.mds().get(name).await.expect("get ModelDeployment")
+    }
+
+    /// Polls until `check` returns Some, or fails after [`WAIT`] with `what`.
+    async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The revision whose Deployment serves `version`, once it exists.
+    async fn revision_of(&self, name: &str, version: &str) -> String {
+        self.eventually(
+            &format!("a Deployment for {name} version {version}"),
+            || async {
+                self.deployments()
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("ferry.dev/model-deployment={name}")),
+                    )
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|d| {
+                        d.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("ferry.dev/version"))
+                            == Some(&version.to_owned())
+                    })
+                    .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
+            },
+        )
+        .await
+    }
+
+    async fn stable_revision(&self, name: &str) -> Option<String> {
+        let service = self.services().get_opt(name).await.ok()??;
+        service
+            .spec?
+            .selector?
+            .get("ferry.dev/revision")
+            .filter(|r| *r != "none")
+            .cloned()
+    }
+
+    async fn wait_stable(&self, name: &str, revision: &str) {
+        self.eventually(
+            &format!("the stable Service of {name} to select {revision}"),
+            || async {
+                (self.stable_revision(name).await.as_deref() == Some(revision)).then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn deployment_count(&self, name: &str) -> usize {
+        self.deployments()
+            .list(&ListParams::default().labels(&format!("ferry.dev/model-deployment={name}")))
+            .await
+            .expect("list Deployments")
+            .items
+            .len()
+    }
+
+    async fn replicas_of(&self, name: &str, revision: &str) -> i32 {
+        self.deployments()
+            .get(&format!("{name}-{revision}"))
+            .await
+            .expect("get Deployment")
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(-1)
+    }
+
+    /// Plays the kubelet: marks every pod of the revision Running and Ready until the Deployment reports all
+    /// of its replicas available.
+    async fn make_ready(&self, name: &str, revision: &str) {
+        let deployment_name = format!("{name}-{revision}");
+        self.eventually(&format!("{deployment_name} to be available"), || async {
+            let pods = self
+                .pods()
+                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
+                .await
+                .ok()?;
+            for pod in &pods.items {
+                let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                if !ready {
+                    let pod_name = pod.metadata.name.clone()?;
+                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                    let status = json!({"status": {
+                        "phase": "Running",
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                        ],
+                        "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
+                            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
+                    }});
+                    let _ = self.pods().patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status)).await;
+                }
+            }
+            let deployment = self.deployments().get(&deployment_name).await.ok()?;
+            let wanted = deployment.spec.as_ref()?.replicas?;
+            let status = deployment.status?;
+            (status.available_replicas.unwrap_or(0) >= wanted
+                && status.observed_generation >= deployment.metadata.generation)
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Plays the kubelet for a server that failed to load: the container terminated with ferry-server's
+    /// termination message.
+    async fn fail_load(&self, revision: &str, reason: &str, message: &str) {
+        let termination = json!({"reason": reason, "message": message}).to_string();
+        self.eventually("a pod of the failing revision", || async {
+            let pods = self
+                .pods()
+                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
+                .await
+                .ok()?;
+            let pod = pods.items.first()?;
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = json!({"status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+                "containerStatuses": [{"name": "server", "ready": false, "restartCount": 1,
+                    "image": "ferry-server:0.1.0", "imageID": "",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": termination,
+                        "startedAt": now, "finishedAt": now}}}],
+            }});
+            self.pods()
+                .patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    async fn wait_status<F>(&self, name: &str, what: &str, check: F) -> ModelDeployment
+    where
+        F: Fn(&ModelDeployment) -> bool,
+    {
+        self.eventually(what, || async {
+            let md = self.mds().get(name).await.ok()?;
+            check(&md).then_some(md)
+        })
+        .await
+    }
+
+    async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Runs the `ferry` binary (the kubectl plugin) against the control plane.
+    fn plugin(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .env("KUBECONFIG", &control_plane().kubeconfig)
+            .args(args)
+            .args(["-n", &self.ns.name])
+            .output()
+            .expect("ferry runs");
+        assert!(
+            output.status.success(),
+            "ferry {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn merge(target: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(target), serde_json::Value::Object(extra)) = (target.as_object_mut(), extra) {
+        for (key, value) in extra {
+            match target.get_mut(&key) {
+                Some(existing) if existing.is_object() && value.is_object() => {
+                    merge(existing, value)
+                }
+                _ => {
+                    target.insert(key, value);
+                }
+            }
+        }
+    }
+}
+
+fn condition_reason(md: &ModelDeployment, type_: &str) -> Option<(String, String, String)> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn is_ready(md: &ModelDeployment) -> bool {
+    condition_reason(md, "Ready").is_some_and(|(status, _, _)| status == "True")
+}
+
+/// Deploys `name` at version 1 and waits until it serves; returns its revision.
+async fn serving(world: &World, name: &str, extra: serde_json::Value) -> String {
+    world.create(name, "1", extra).await;
+    let first = world.revision_of(name, "1").await;
+    assert_eq!(
+        world.stable_revision(name).await,
+        None,
+        "nothing serves before the first version is ready"
+    );
+    world.make_ready(name, &first).await;
+    world.wait_stable(name, &first).await;
+    world.wait_status(name, "Ready", is_ready).await;
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({"rollout": {"previousReplicas": 1}})).await;
+    let wait = control_plane().kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "md/iris",
+        "-n",
+        &world.ns.name,
+        "--timeout=30s",
+    ]);
+    assert!(wait.contains("condition met"), "{wait}");
+    let md = world.get("iris").await;
+    let status = md.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Available));
+    assert_eq!(status.active.as_ref().unwrap().revision, first);
+    assert_eq!(
+        status.selector.as_deref(),
+        Some(format!("ferry.dev/model-deployment=iris,ferry.dev/revision={first}").as_str())
+    );
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("http://iris.{}.svc.cluster.local:8080", world.ns.name).as_str())
+    );
+
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    let progressing = world
+        .wait_status("iris", "the candidate in status", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.candidate.as_ref())
+                .is_some_and(|c| c.revision == second)
+        })
+        .await;
+    assert_eq!(progressing.status.unwrap().phase, Some(Phase::Progressing));
+    assert_eq!(
+        world.stable_revision("iris").await.as_deref(),
+        Some(first.as_str()),
+        "traffic waits for the candidate"
+    );
+    let preview = world.services().get("iris-preview").await.unwrap();
+    assert_eq!(
+        preview.spec.unwrap().selector.unwrap()["ferry.dev/revision"],
+        second
+    );
+
+    world.make_ready("iris", &second).await;
+    world.wait_stable("iris", &second).await;
+    let md = world
+        .wait_status("iris", "version 2 active", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.active.as_ref())
+                .is_some_and(|a| a.version == "2")
+        })
+        .await;
+    let status = md.status.unwrap();
+    assert_eq!(status.previous[0].revision, first);
+    assert_eq!(status.history[0].outcome, Outcome::Promoted);
+    world
+        .eventually(
+            "the previous revision scaled to previousReplicas",
+            || async { (world.replicas_of("iris", &first).await == 1).then_some(()) },
+        )
+        .await;
+    let reasons = world.event_reasons("iris").await;
+    for expected in ["RolloutStarted", "Promoted"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_fails_to_load_never_gets_traffic_and_is_aborted_with_the_servers_reason()
+{
+    let world = World::new().await;
+    let first = serving(&world, "fraud", json!({})).await;
+    world.set_version("fraud", "2").await;
+    let second = world.revision_of("fraud", "2").await;
+    world
+        .fail_load(
+            &second,
+            "ChecksumMismatch",
+            "expected sha256 00aa..., got 11bb...",
+        )
+        .await;
+    let md = world
+        .wait_status("fraud", "Degraded", |md| {
+            condition_reason(md, "Degraded").is_some_and(|(status, _, _)| status == "True")
+        })
+        .await;
+    let (_, reason, message) = condition_reason(&md, "Degraded").unwrap();
+    assert_eq!(reason, "ModelLoadFailed");
+    assert!(message.contains("ChecksumMismatch"), "{message}");
+    let status = md.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    assert_eq!(status.history[0].outcome, Outcome::Aborted);
+    assert_eq!(
+        world.stable_revision("fraud").await.as_deref(),
+        Some(first.as_str())
+    );
+    world
+        .eventually("the aborted candidate scaled to zero", || async {
+            (world.replicas_of("fraud", &second).await == 0).then_some(())
+        })
+        .await;
+    assert!(world
+        .event_reasons("fraud")
+        .await
+        .iter()
+        .any(|r| r == "RolloutAborted"));
+    assert!(
+        is_ready(&world.get("fraud").await),
+        "the old version still serves"
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_not_ready_by_its_deadline_is_aborted() {
+    let world = World::new().await;
+    let first = serving(
+        &world,
+        "slow",
+        json!({"rollout": {"loadTimeoutSeconds": 3}}),
+    )
+    .await;
+    world.set_version("slow", "2").await;
+    let md = world
+        .wait_status("slow", "ProgressDeadlineExceeded", |md| {
+            condition_reason(md, "Degraded")
+                .is_some_and(|(_, reason, _)| reason == "ProgressDeadlineExceeded")
+        })
+        .await;
+    assert_eq!(md.status.unwrap().active.unwrap().revision, first);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_a_warm_revision_is_immediate_and_creates_nothing() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({})).await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world.make_ready("iris", &second).await;
+    world.wait_stable("iris", &second).await;
+    world
+        .wait_status("iris", "version 2 Ready", |md| {
+            is_ready(md)
+                && md
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.active.as_ref())
+                    .is_some_and(|a| a.version == "2")
+        })
+        .await;
+    let count = world.deployment_count("iris").await;
+
+    // Declarative: the spec goes back to version 1, whose pods are still warm.
+    world.set_version("iris", "1").await;
+    world.wait_stable("iris", &first).await;
+    let md = world
+        .wait_status("iris", "rolled back", |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.history
+                    .first()
+                    .is_some_and(|h| h.outcome == Outcome::RolledBack)
+            })
+        })
+        .await;
+    assert_eq!(md.status.unwrap().active.unwrap().version, "1");
+    assert_eq!(
+        world.deployment_count("iris").await,
+        count,
+        "no Deployment was created"
+    );
+
+    // Imperative: `kubectl ferry rollback` patches the spec back to the previous revision.
+    let out = world.plugin(&["rollback", "iris"]);
+    assert!(out.contains("rolling back to version 2"), "{out}");
+    world.wait_stable("iris", &second).await;
+    assert_eq!(world.get("iris").await.spec.model.version, "2");
+    let out = world.plugin(&["rollback", "iris", "--to", "1"]);
+    assert!(out.contains("version 1"), "{out}");
+    world.wait_stable("iris", &first).await;
+    let history = world.plugin(&["history", "iris"]);
+    assert!(history.contains("RolledBack"), "{history}");
+    assert_eq!(world.deployment_count("iris").await, count);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_mid_rollout_supersedes_the_candidate() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({})).await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world
+        .wait_status("iris", "version 2 as candidate", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.candidate.as_ref())
+                .is_some_and(|c| c.version == "2")
+        })
+        .await;
+    world.set_version("iris", "3").await;
+    let third = world.revision_of("iris", "3").await;
+    let md = world
+        .wait_status("iris", "version 2 superseded", |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.history
+                    .iter()
+                    .any(|h| h.outcome == Outcome::Superseded && h.version == "2")
+            })
+        })
+        .await;
+    assert_eq!(md.status.unwrap().candidate.unwrap().revision, third);
+    world
+        .eventually("the superseded candidate scaled to zero", || async {
+            (world.replicas_of("iris", &second).await == 0).then_some(())
+        })
+        .await;
+    assert_eq!(
+        world.stable_revision("iris").await.as_deref(),
+        Some(first.as_str())
+    );
+    world.make_ready("iris", &third).await;
+    world.wait_stable("iris", &third).await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_promote_a_ready_candidate_waits_for_kubectl_ferry_promote() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({"rollout": {"autoPromote": false}})).await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world.make_ready("iris", &second).await;
+    world
+        .wait_status("iris", "WaitingForPromotion", |md| {
+            condition_reason(md, "Progressing")
+                .is_some_and(|(_, reason, _)| reason == "WaitingForPromotion")
+        })
+        .await;
+    assert_eq!(
+        world.stable_revision("iris").await.as_deref(),
+        Some(first.as_str())
+    );
+    assert!(world
+        .event_reasons("iris")
+        .await
+        .iter()
+        .any(|r| r == "CandidateReady"));
+    let status = world.plugin(&["status", "iris"]);
+    assert!(
+        status.contains("candidate:") && status.contains("WaitingForPromotion"),
+        "{status}"
+    );
+    let out = world.plugin(&["promote", "iris"]);
+    assert!(out.contains(&second), "{out}");
+    world.wait_stable("iris", &second).await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_ferry_abort_stops_a_rollout() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({})).await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world
+        .wait_status("iris", "version 2 as candidate", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.candidate.as_ref())
+                .is_some_and(|c| c.revision == second)
+        })
+        .await;
+    world.plugin(&["abort", "iris"]);
+    world
+        .wait_status("iris", "AbortedByUser", |md| {
+            condition_reason(md, "Degraded").is_some_and(|(_, reason, _)| reason == "AbortedByUser")
+        })
+        .await;
+    assert_eq!(
+        world.stable_revision("iris").await.as_deref(),
+        Some(first.as_str())
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_resizes_the_active_revision_and_the_candidate() {
+    let world = World::new().await;
+    let first = serving(&world, "iris", json!({})).await;
+    control_plane().kubectl_ok(&["scale", "md/iris", "--replicas=3", "-n", &world.ns.name]);
+    world
+        .eventually("the active Deployment at 3 replicas", || async {
+            (world.replicas_of("iris", &first).await == 3).then_some(())
+        })
+        .await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    control_plane().kubectl_ok(&["scale", "md/iris", "--replicas=4", "-n", &world.ns.name]);
+    world
+        .eventually("both Deployments at 4 replicas", || async {
+            (world.replicas_of("iris", &first).await == 4
+                && world.replicas_of("iris", &second).await == 4)
+                .then_some(())
+        })
+        .await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_model_deployment_garbage_collects_its_children() {
+    let world = World::new().await;
+    serving(&world, "iris", json!({})).await;
+    world
+        .mds()
+        .delete("iris", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    world
+        .eventually("children garbage-collected", || async {
+            let deployments = world.deployment_count("iris").await;
+            let services = world
+                .services()
+                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+                .await
+                .ok()?
+                .items
+                .len();
+            (deployments == 0 && services == 0).then_some(())
+        })
+        .await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_mid_rollout_converges() {
+    let mut world = World::new().await;
+    serving(&world, "iris", json!({})).await;
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world.kill_controller().await;
+    world.make_ready("iris", &second).await;
+    world.start_controller();
+    world.wait_stable("iris", &second).await;
+    let md = world
+        .wait_status("iris", "version 2 Ready", |md| {
+            is_ready(md)
+                && md
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.active.as_ref())
+                    .is_some_and(|a| a.version == "2")
+        })
+        .await;
+    assert_eq!(
+        md.status
+            .unwrap()
+            .history
+            .iter()
+            .filter(|h| h.outcome == Outcome::Promoted && h.version == "2")
+            .count(),
+        1
+    );
+    assert_eq!(world.deployment_count("iris").await, 2);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_the_same_manifest_creates_no_revision() {
+    let world = World::new().await;
+    let manifest = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: iris, namespace: {}}}\nspec:\n  model: {{uri: 's3://models/iris/1.onnx', version: '1'}}\n",
+        world.ns.name
+    );
+    let apply = [
+        "apply",
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        "-",
+    ];
+    control_plane().kubectl_with_stdin(&apply, Some(&manifest));
+    let first = world.revision_of("iris", "1").await;
+    world.make_ready("iris", &first).await;
+    world.wait_status("iris", "Ready", is_ready).await;
+    let before = world.get("iris").await;
+    let output = control_plane().kubectl_with_stdin(&apply, Some(&manifest));
+    assert!(output.status.success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = world.get("iris").await;
+    assert_eq!(after.metadata.generation, before.metadata.generation);
+    assert_eq!(world.deployment_count("iris").await, 1);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_respects_keep_previous_and_revision_history_limit() {
+    let world = World::new().await;
+    let mut revisions = vec![
+        serving(
+            &world,
+            "iris",
+            json!({"revisionHistoryLimit": 1, "rollout": {"keepPrevious": 1}}),
+        )
+        .await,
+    ];
+    for version in ["2", "3", "4"] {
+        world.set_version("iris", version).await;
+        let revision = world.revision_of("iris", version).await;
+        world.make_ready("iris", &revision).await;
+        world.wait_stable("iris", &revision).await;
+        revisions.push(revision);
+    }
+    let names: BTreeMap<String, i32> = world
+        .eventually("old revisions pruned", || async {
+            let list = world
+                .deployments()
+                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+                .await
+                .ok()?;
+            let names: BTreeMap<String, i32> = list
+                .items
+                .iter()
+                .filter(|d| d.metadata.deletion_timestamp.is_none())
+                .map(|d| {
+                    (
+                        d.metadata.labels.clone().unwrap()["ferry.dev/revision"].clone(),
+                        d.spec.as_ref().unwrap().replicas.unwrap(),
+                    )
+                })
+                .collect();
+            (names.len() == 2).then_some(names)
+        })
+        .await;
+    assert_eq!(names.get(&revisions[3]), Some(&2), "active");
+    assert_eq!(names.get(&revisions[2]), Some(&2), "one warm previous");
+    world.finish().await;
+}
