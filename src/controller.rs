@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -81,9 +81,9 @@ impl Context {
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Namespace to watch; None watches all.
-    pub namespace: Option<String>,
-    /// ModelDeployments reconciled at the same time.
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// ModelDeployments reconciled at the same time (per watched namespace).
     pub concurrency: u16,
 }
 
@@ -106,9 +106,38 @@ pub async fn run(
     config: OperatorConfig,
     options: RunOptions,
     metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_crd_installed(&client).await?;
+    let context = Arc::new(Context::new(client.clone(), config, metrics));
+    let shutdown = shutdown.shared();
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|namespace| {
+        run_scope(
+            client.clone(),
+            namespace,
+            options.concurrency,
+            context.clone(),
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(controllers).await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// One controller watching one namespace (or all of them).
+async fn run_scope(
+    client: Client,
+    namespace: Option<String>,
+    concurrency: u16,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -119,21 +148,17 @@ pub async fn run(
         }
     }
     let owned = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
-    let context = Arc::new(Context::new(client.clone(), config, metrics));
     Controller::new(
-        api::<ModelDeployment>(&client, &options.namespace),
+        api::<ModelDeployment>(&client, &namespace),
         watcher::Config::default(),
     )
-    .owns(
-        api::<Deployment>(&client, &options.namespace),
-        owned.clone(),
-    )
-    .owns(api::<Service>(&client, &options.namespace), owned.clone())
-    .watches(api::<Pod>(&client, &options.namespace), owned, |pod| {
+    .owns(api::<Deployment>(&client, &namespace), owned.clone())
+    .owns(api::<Service>(&client, &namespace), owned.clone())
+    .watches(api::<Pod>(&client, &namespace), owned, |pod| {
         let owner = pod.labels().get(labels::MODEL_DEPLOYMENT)?;
         Some(ObjectRef::<ModelDeployment>::new(owner).within(&pod.namespace()?))
     })
-    .with_config(ControllerConfig::default().concurrency(options.concurrency))
+    .with_config(ControllerConfig::default().concurrency(concurrency))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, context)
     .for_each(|result| async move {
@@ -142,8 +167,6 @@ pub async fn run(
         }
     })
     .await;
-    info!("controller stopped");
-    Ok(())
 }
 
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, context: Arc<Context>) -> Action {
@@ -391,7 +414,18 @@ async fn publish_events(context: &Context, md: &ModelDeployment, plan: &Plan) {
             reason: planned.reason.into(),
             note: Some(planned.note.clone()),
             action: "Rollout".into(),
-            secondary: None,
+            // Relating each event to its revision's Deployment keeps events of different versions apart
+            // (the recorder folds events with the same reason and objects into one series).
+            secondary: planned.revision.as_ref().map(|revision| ObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: Some("Deployment".into()),
+                name: Some(deployment::deployment_name(
+                    md.metadata.name.as_deref().unwrap_or_default(),
+                    revision,
+                )),
+                namespace: md.metadata.namespace.clone(),
+                ..Default::default()
+            }),
         };
         // An event that cannot be recorded must not fail the rollout.
         if let Err(error) = context.recorder.publish(&event, &reference).await {

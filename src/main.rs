@@ -79,9 +79,9 @@ struct RunArgs {
         value_delimiter = ','
     )]
     server_formats: Vec<String>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "FERRY_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long, env = "FERRY_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// ModelDeployments reconciled concurrently.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
@@ -201,7 +201,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     let options = RunOptions {
-        namespace: args.watch_namespace,
+        namespaces: args
+            .watch_namespaces
+            .into_iter()
+            .filter(|ns| !ns.is_empty())
+            .collect(),
         concurrency: args.concurrency,
     };
     controller::run(client, config, options, metrics, stopped(stop_rx)).await?;

@@ -115,6 +115,8 @@ pub struct Observed<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedEvent {
     pub warning: bool,
+    /// The revision the event is about (its Deployment becomes the event's related object), if any.
+    pub revision: Option<String>,
     pub reason: &'static str,
     pub note: String,
 }
@@ -497,6 +499,7 @@ pub fn decide(observed: &Observed) -> Plan {
             );
             plan_events.push(PlannedEvent {
                 warning: false,
+                revision: Some(old.revision.clone()),
                 reason: events::SUPERSEDED,
                 note: format!(
                     "rollout of version {} superseded by a newer spec",
@@ -524,6 +527,7 @@ pub fn decide(observed: &Observed) -> Plan {
                 .map_or(String::new(), |b| format!(" from version {}", b.version));
             plan_events.push(PlannedEvent {
                 warning: false,
+                revision: Some(a.revision.clone()),
                 reason,
                 note: format!(
                     "traffic switched{from} to version {} (revision {})",
@@ -547,6 +551,7 @@ pub fn decide(observed: &Observed) -> Plan {
                 );
                 plan_events.push(PlannedEvent {
                     warning: true,
+                    revision: Some(c.revision.clone()),
                     reason: events::ROLLOUT_ABORTED,
                     note: format!(
                         "version {} aborted ({}): {}",
@@ -559,6 +564,7 @@ pub fn decide(observed: &Observed) -> Plan {
             {
                 plan_events.push(PlannedEvent {
                     warning: false,
+                    revision: Some(c.revision.clone()),
                     reason: events::ROLLOUT_STARTED,
                     note: format!(
                         "rolling out version {} (revision {})",
@@ -573,6 +579,7 @@ pub fn decide(observed: &Observed) -> Plan {
         {
             plan_events.push(PlannedEvent {
                 warning: false,
+                revision: Some(c.revision.clone()),
                 reason: events::CANDIDATE_READY,
                 note: format!(
                     "version {} is ready and waits for `kubectl ferry promote`",
@@ -588,6 +595,7 @@ pub fn decide(observed: &Observed) -> Plan {
         if !was_invalid {
             plan_events.push(PlannedEvent {
                 warning: true,
+                revision: None,
                 reason: events::INVALID_SPEC,
                 note: message.clone(),
             });

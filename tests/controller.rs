@@ -57,7 +57,7 @@ impl World {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.client.clone();
         let options = RunOptions {
-            namespace: Some(self.ns.name.clone()),
+            namespaces: vec![self.ns.name.clone()],
             concurrency: 4,
         };
         let handle = tokio::spawn(async move {
@@ -88,6 +88,7 @@ impl World {
     fn start_checker(&mut self) {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns.name);
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let mds: Api<ModelDeployment> = Api::namespaced(self.client.clone(), &self.ns.name);
         let stop = self.checker_stop.clone();
         let violations = self.violations.clone();
         self.checker = Some(tokio::spawn(async move {
@@ -113,6 +114,17 @@ impl World {
                         else {
                             continue;
                         };
+                        // Deleting a ModelDeployment takes its pods and Services down together.
+                        let owner = service.metadata.name.clone().unwrap_or_default();
+                        let owner_alive = mds
+                            .get_opt(&owner)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some_and(|md| md.metadata.deletion_timestamp.is_none());
+                        if !owner_alive {
+                            continue;
+                        }
                         let found = deployments
                             .list(
                                 &ListParams::default()
@@ -511,10 +523,8 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
         .await;
     let reasons = world.event_reasons("iris").await;
     for expected in ["RolloutStarted", "Promoted"] {
-        assert!(
-            reasons.iter().any(|r| r == expected),
-            "no {expected} event in {reasons:?}"
-        );
+        let count = reasons.iter().filter(|r| *r == expected).count();
+        assert_eq!(count, 2, "one {expected} event per version in {reasons:?}");
     }
     world.finish().await;
 }
@@ -889,4 +899,108 @@ async fn pruning_respects_keep_previous_and_revision_history_limit() {
     assert_eq!(names.get(&revisions[3]), Some(&2), "active");
     assert_eq!(names.get(&revisions[2]), Some(&2), "one warm previous");
     world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_the_serving_image_cannot_run_is_refused_before_anything_is_deployed() {
+    let world = World::new().await;
+    world
+        .create("pmml", "1", json!({"model": {"format": "pmml"}}))
+        .await;
+    let md = world
+        .wait_status("pmml", "InvalidSpec", |md| {
+            condition_reason(md, "Degraded").is_some_and(|(_, reason, _)| reason == "InvalidSpec")
+        })
+        .await;
+    let (_, _, message) = condition_reason(&md, "Degraded").unwrap();
+    assert!(message.contains("spec.model.format \"pmml\""), "{message}");
+    assert_eq!(world.deployment_count("pmml").await, 0);
+    assert!(world
+        .event_reasons("pmml")
+        .await
+        .iter()
+        .any(|r| r == "InvalidSpec"));
+    world.finish().await;
+}
+
+/// `ferry run` as its own process: metrics and health on its port, the same reconcile, and a clean exit on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_run_serves_metrics_and_stops_on_sigterm() {
+    let ns = TestNamespace::create();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .args([
+            "run",
+            "--watch-namespaces",
+            &ns.name,
+            "--metrics-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ferry run starts");
+    let sample =
+        std::fs::read_to_string(support::repo_root().join("e2e/samples/minimal.yaml")).unwrap();
+    control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&sample));
+    let client = control_plane().client().await;
+    let mds: Api<ModelDeployment> = Api::namespaced(client, &ns.name);
+    let deadline = std::time::Instant::now() + WAIT;
+    while mds
+        .get("iris")
+        .await
+        .ok()
+        .and_then(|md| md.status)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry run never wrote a status"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("ferry_reconciles_total"), "{metrics}");
+    assert!(
+        metrics.contains("ferry_rollout_transitions_total{outcome=\"RolloutStarted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = process.wait().expect("ferry run exits");
+    assert!(exit.success(), "ferry run exited with {exit}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
