@@ -267,6 +267,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
             deployments
                 .patch(&desired_name, &apply, &Patch::Apply(&desired))
                 .await?;
+            context.metrics.api_writes.inc();
         }
     }
     let current_replicas = &current_replicas;
@@ -284,6 +285,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         deployments
             .patch(&deployment_name, &patch, &Patch::Merge(&body))
             .await?;
+        context.metrics.api_writes.inc();
     }
     let switched = ensure_service(
         &services,
@@ -292,6 +294,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         stable_service.as_ref(),
         plan.stable.as_deref(),
         &apply,
+        &context.metrics,
     )
     .await?;
     ensure_service(
@@ -301,6 +304,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         preview_service.as_ref(),
         plan.preview.as_deref(),
         &apply,
+        &context.metrics,
     )
     .await?;
     if switched {
@@ -311,6 +315,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         deployments
             .patch(&deployment_name, &patch, &Patch::Merge(&body))
             .await?;
+        context.metrics.api_writes.inc();
     }
     for (revision, marks) in &plan.marks {
         let body = deployment::marks_patch(marks);
@@ -321,6 +326,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
                 &Patch::Merge(&body),
             )
             .await?;
+        context.metrics.api_writes.inc();
     }
     for revision in &plan.delete {
         deployments
@@ -329,6 +335,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
                 &DeleteParams::background(),
             )
             .await?;
+        context.metrics.api_writes.inc();
     }
     if md.status.as_ref() != Some(&plan.status) {
         let body = serde_json::json!({
@@ -338,6 +345,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         });
         mds.patch_status(&name, &apply, &Patch::Apply(&body))
             .await?;
+        context.metrics.api_writes.inc();
     }
     publish_events(context, md, &plan).await;
 
@@ -375,6 +383,7 @@ async fn ensure_service(
     current: Option<&Service>,
     target: Option<&str>,
     apply: &PatchParams,
+    metrics: &Metrics,
 ) -> Result<bool, Error> {
     let current_target = current.and_then(service::selected_revision);
     if current.is_some() && current_target.as_deref() == target {
@@ -382,6 +391,7 @@ async fn ensure_service(
     }
     let desired = service::desired_service(md, name.to_owned(), target);
     services.patch(name, apply, &Patch::Apply(&desired)).await?;
+    metrics.api_writes.inc();
     Ok(current_target.as_deref() != target)
 }
 

@@ -28,7 +28,7 @@ enum Command {
         output_dir: Option<PathBuf>,
     },
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show a ModelDeployment's versions, traffic and conditions.
     Status(Target),
     /// Show a ModelDeployment's rollout history.
@@ -91,6 +91,22 @@ struct RunArgs {
     /// Cluster DNS domain, for status.endpoint.
     #[arg(long, env = "FERRY_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Run only while holding the leader Lease (for more than one replica).
+    #[arg(long, env = "FERRY_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE).
+    #[arg(long, env = "FERRY_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "FERRY_LEADER_ELECTION_LEASE_NAME",
+        default_value = "ferry-controller"
+    )]
+    leader_election_lease_name: String,
+    /// Identity in the leader election (default: POD_NAME, else host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -120,7 +136,7 @@ fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Crd { output_dir } => write_crds(output_dir),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Status(target) => {
             let (api, _) = target_api(&target).await?;
             print!("{}", plugin::render_status(&api.get(&target.name).await?));
@@ -208,7 +224,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
         concurrency: args.concurrency,
     };
-    controller::run(client, config, options, metrics, stopped(stop_rx)).await?;
+    let run_controller = {
+        let client = client.clone();
+        let stop_rx = stop_rx.clone();
+        move || controller::run(client, config, options, metrics, stopped(stop_rx))
+    };
+    if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .ok_or_else(|| anyhow::anyhow!("--leader-election needs --leader-election-namespace (FERRY_LEADER_ELECTION_NAMESPACE) or POD_NAMESPACE"))?;
+        let identity = args.leader_election_identity.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let election = ferry::leader::LeaderElection {
+            namespace,
+            lease_name: args.leader_election_lease_name,
+            identity,
+        };
+        ferry::leader::run_while_leader(client, election, stopped(stop_rx), run_controller).await?;
+    } else {
+        run_controller().await?;
+    }
     server.await??;
     Ok(())
 }

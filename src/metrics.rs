@@ -35,6 +35,8 @@ pub struct Metrics {
     pub rollouts: Family<RolloutLabels, Counter>,
     /// Seconds from a candidate's Deployment becoming available to the stable Service switching to it.
     pub promotion_latency: Histogram,
+    /// Writes to the API server (applies, patches, deletes, status writes).
+    pub api_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +47,7 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let rollouts = Family::<RolloutLabels, Counter>::default();
         let promotion_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let api_writes = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -66,8 +69,14 @@ impl Default for Metrics {
             "Time from a candidate becoming available to traffic switching to it",
             promotion_latency.clone(),
         );
+        registry.register(
+            "api_writes",
+            "Writes to the API server by the controller",
+            api_writes.clone(),
+        );
         Self {
             registry,
+            api_writes,
             reconciles,
             reconcile_errors,
             reconcile_duration,
