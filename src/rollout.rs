@@ -258,6 +258,16 @@ pub fn decide(observed: &Observed) -> Plan {
     } else {
         active_before.clone()
     };
+    // A revision that serves must carry its promotion mark, or it would not be kept warm once replaced; the
+    // mark can be missing when the controller stopped between switching traffic and writing the mark.
+    if let Some(serving) = active.as_deref().and_then(|r| find(observed.revisions, r)) {
+        if serving.marks.promoted_at.is_none() && !marks.contains_key(&serving.revision) {
+            let mut repaired = serving.marks.clone();
+            repaired.promoted_at = Some(now);
+            repaired.rollout_started_at = None;
+            marks.insert(serving.revision.clone(), repaired);
+        }
+    }
     let candidate = match state {
         CandidateState::None | CandidateState::Promote { .. } | CandidateState::Invalid(_) => None,
         _ => Some(desired.clone()),

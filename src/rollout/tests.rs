@@ -423,6 +423,19 @@ fn the_first_version_is_promoted_even_without_auto_promote() {
 }
 
 #[test]
+fn a_serving_revision_without_its_promotion_mark_gets_it() {
+    // The controller stopped after switching traffic to "b" and before marking it promoted.
+    let plan = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(ready(revision("b", 50, 2)))
+        .stable("b")
+        .decide();
+    assert_eq!(plan.marks["b"].promoted_at, Some(at(100)));
+    assert_eq!(plan.marks["b"].rollout_started_at, None);
+    assert_eq!(plan.stable.as_deref(), Some("b"));
+}
+
+#[test]
 fn abort_request_aborts_the_named_candidate() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
