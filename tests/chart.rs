@@ -1,0 +1,774 @@
+//! The Helm chart `charts/ferry` with the real tools: `helm lint --strict`, `helm template` checked by the API
+//! server (`kubectl apply --dry-run=server`), a real `helm install`, `helm upgrade` and `helm uninstall` against
+//! the test control plane, the values schema, the chart's copy of the CRDs and the README's configuration table.
+//!
+//! There is no kubelet: the controller's pods are created (proving the pod spec passes the namespace's
+//! `restricted` Pod Security level) but never run.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use support::{control_plane, repo_root, TestNamespace, INSTALL_HINT};
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/ferry")
+}
+
+/// The helm binary the control-plane script installs (found without starting a control plane).
+fn helm_binary() -> PathBuf {
+    let output = Command::new("bash")
+        .arg(repo_root().join("e2e/control-plane.sh"))
+        .arg("bin-dir")
+        .output()
+        .expect("bash runs e2e/control-plane.sh");
+    let helm = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("helm");
+    assert!(
+        output.status.success() && helm.is_file(),
+        "helm is not installed; install it with `{INSTALL_HINT}`"
+    );
+    helm
+}
+
+/// Runs helm; `kubeconfig` points it at a cluster (`None` for commands that need none).
+fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Output {
+    let mut command = Command::new(helm_binary());
+    command.args(args);
+    match kubeconfig {
+        Some(path) => command.env("KUBECONFIG", path),
+        // A kubeconfig that does not exist: commands that need no cluster must not reach one.
+        None => command.env("KUBECONFIG", "/nonexistent/kubeconfig"),
+    };
+    command.output().expect("helm runs")
+}
+
+fn helm_ok(args: &[&str], kubeconfig: Option<&Path>) -> String {
+    let output = helm(args, kubeconfig);
+    assert!(
+        output.status.success(),
+        "helm {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `helm template` of the chart into `namespace` with extra arguments (`--set ...`).
+fn template(namespace: &str, extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        "ferry",
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+    ];
+    args.extend_from_slice(extra);
+    helm_ok(&args, None)
+}
+
+/// The objects of a multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|document| {
+            let value = Value::deserialize(document).expect("helm renders valid YAML");
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among {}", summary(objects)))
+}
+
+fn summary(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("the controller container has env")
+        .iter()
+        .map(|e| {
+            let value = e
+                .get("value")
+                .cloned()
+                .unwrap_or_else(|| e["valueFrom"].clone());
+            (e["name"].as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_crds() {
+    let fix = "cargo run -- crd --output-dir charts/ferry/crds";
+    let chart_crds = chart_dir().join("crds");
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} is unreadable ({e}); create it with `{fix}`",
+                    dir.display()
+                )
+            })
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let generated: BTreeSet<String> = ferry::crd::files()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.file_name)
+        .collect();
+    assert_eq!(
+        names(&chart_crds),
+        generated,
+        "charts/ferry/crds/ must hold exactly the generated CRDs; remove strays and run `{fix}`"
+    );
+    for file in ferry::crd::files().unwrap() {
+        let in_chart = std::fs::read_to_string(chart_crds.join(&file.file_name)).unwrap();
+        let top_level = std::fs::read_to_string(repo_root().join("crds").join(&file.file_name))
+            .unwrap_or_default();
+        assert!(
+            in_chart == file.yaml && in_chart == top_level,
+            "charts/ferry/crds/{0} differs from crds/{0} or from the Rust types; regenerate both with \
+             `cargo run -- crd --output-dir crds && {fix}`",
+            file.file_name
+        );
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes_in_every_mode() {
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    for extra in [
+        &[][..],
+        &["--set", "watchNamespaces={team-a,team-b}"],
+        &["--set", "metrics.serviceMonitor.enabled=true"],
+        &[
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "leaderElection.enabled=false",
+        ],
+        &[
+            "--set",
+            "rbac.create=false",
+            "--set",
+            "serviceAccount.create=false",
+            "--set",
+            "serviceAccount.name=platform-ferry",
+        ],
+    ] {
+        let mut args = vec!["lint", "--strict", chart];
+        args.extend_from_slice(extra);
+        let out = helm_ok(&args, None);
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+    // The packaged chart (what a chart repository serves) carries the CRDs and lints too.
+    let dir = std::env::temp_dir().join(format!("ferry-chart-package-{}", std::process::id()));
+    helm_ok(
+        &["package", chart, "--destination", dir.to_str().unwrap()],
+        None,
+    );
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    let package = dir.join(format!(
+        "ferry-{}.tgz",
+        chart_yaml["version"].as_str().unwrap()
+    ));
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&package)
+        .output()
+        .expect("tar runs");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("ferry/crds/modeldeployments.ferry.dev.yaml")
+            && listing.contains("ferry/values.schema.json"),
+        "{listing}"
+    );
+    let out = helm_ok(&["lint", "--strict", package.to_str().unwrap()], None);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_values_schema_rejects_wrong_values_naming_them() {
+    // (values, what the message must name)
+    let table: &[(Value, &[&str])] = &[
+        (json!({"replicaCount": -1}), &["/replicaCount", "minimum"]),
+        (
+            json!({"replicaCount": "two"}),
+            &["/replicaCount", "want integer"],
+        ),
+        (json!({"replicas": 2}), &["'replicas' not allowed"]),
+        (
+            json!({"image": {"pullPolicy": "Sometimes"}}),
+            &["/image/pullPolicy", "IfNotPresent"],
+        ),
+        (json!({"image": {"repository": ""}}), &["/image/repository"]),
+        (
+            json!({"serverImage": {"tag": 1}}),
+            &["/serverImage/tag", "want string"],
+        ),
+        (
+            json!({"serverResources": {"requests": {"cpu": "lots"}}}),
+            &["/serverResources/requests/cpu"],
+        ),
+        (
+            json!({"serverResources": {"request": {"cpu": "1"}}}),
+            &["/serverResources", "'request' not allowed"],
+        ),
+        (
+            json!({"serverFormats": []}),
+            &["/serverFormats", "minItems"],
+        ),
+        (
+            json!({"watchNamespaces": ["Team_A"]}),
+            &["/watchNamespaces/0", "Team_A"],
+        ),
+        (
+            json!({"watchNamespaces": "team-a"}),
+            &["/watchNamespaces", "want array"],
+        ),
+        (json!({"concurrency": 0}), &["/concurrency", "minimum"]),
+        (
+            json!({"leaderElection": {"enabled": "maybe"}}),
+            &["/leaderElection/enabled", "want boolean"],
+        ),
+        (json!({"logFormat": "xml"}), &["/logFormat", "json"]),
+        (
+            json!({"resources": {"limits": {"memory": "a lot"}}}),
+            &["/resources/limits/memory"],
+        ),
+        (
+            json!({"podSecurityContext": {"runAsUser": -1}}),
+            &["/podSecurityContext/runAsUser"],
+        ),
+        (
+            json!({"podDisruptionBudget": {"minAvailable": "half"}}),
+            &["/podDisruptionBudget/minAvailable"],
+        ),
+        (
+            json!({"metrics": {"port": 70000}}),
+            &["/metrics/port", "maximum"],
+        ),
+        (
+            json!({"metrics": {"serviceMonitor": {"interval": "soon"}}}),
+            &["/metrics/serviceMonitor/interval"],
+        ),
+        (
+            json!({"nodeSelector": {"disk": true}}),
+            &["/nodeSelector/disk", "want string"],
+        ),
+        // Rules across keys are checked by the templates, with the same kind of message.
+        (
+            json!({"leaderElection": {"enabled": false}}),
+            &["replicaCount > 1 needs leaderElection.enabled"],
+        ),
+        (
+            json!({"metrics": {"service": {"enabled": false}, "serviceMonitor": {"enabled": true}}}),
+            &["metrics.serviceMonitor.enabled needs metrics.service.enabled"],
+        ),
+        (
+            json!({"serviceAccount": {"create": false}}),
+            &["serviceAccount.name is required when serviceAccount.create is false"],
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("ferry-chart-values-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chart = chart_dir();
+    let mut failures = Vec::new();
+    for (index, (values, expected)) in table.iter().enumerate() {
+        let file = dir.join(format!("{index}.yaml"));
+        std::fs::write(&file, serde_yaml::to_string(values).unwrap()).unwrap();
+        let output = helm(
+            &[
+                "template",
+                "ferry",
+                chart.to_str().unwrap(),
+                "--values",
+                file.to_str().unwrap(),
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            failures.push(format!("{values} was accepted"));
+        } else if let Some(missing) = expected.iter().find(|e| !stderr.contains(**e)) {
+            failures.push(format!(
+                "{values}: the message does not name {missing:?}:\n{stderr}"
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The README's configuration table lists every key of values.yaml with its default, and nothing else.
+///
+/// A key is a row unless values.schema.json describes each of its properties (then each property is a row):
+/// `image.tag` is a row, `resources` (a Kubernetes ResourceRequirements) is one row.
+#[test]
+fn the_readme_configuration_table_matches_values_yaml() {
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    fn rows(value: &Value, schema: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+        for (key, value) in value.as_object().expect("a mapping") {
+            let path = format!("{prefix}{key}");
+            let node = &schema["properties"][key];
+            assert!(
+                node.is_object(),
+                "values.schema.json does not describe {path}"
+            );
+            let properties = node["properties"].as_object();
+            let documented_per_property = value.is_object()
+                && node["additionalProperties"] == false
+                && properties.is_some_and(|p| {
+                    !p.is_empty() && p.values().all(|p| p["description"].is_string())
+                });
+            if documented_per_property {
+                rows(value, node, &format!("{path}."), out);
+            } else {
+                out.insert(path, value.clone());
+            }
+        }
+    }
+    let mut expected = BTreeMap::new();
+    rows(&values, &schema, "", &mut expected);
+
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Install with Helm\n")
+        .nth(1)
+        .expect("README.md has a section \"## Install with Helm\"");
+    let section = section.split("\n## ").next().unwrap();
+    let table = section
+        .split("| key | default | meaning |")
+        .nth(1)
+        .expect("the section has a table | key | default | meaning |");
+    let mut documented = BTreeMap::new();
+    for line in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let key = cells[1].trim_matches('`').to_owned();
+        let default: Value = serde_json::from_str(cells[2].trim_matches('`'))
+            .unwrap_or_else(|e| panic!("README default of {key} is not JSON ({e}): {}", cells[2]));
+        assert!(
+            !cells[3].is_empty(),
+            "README row {key} says nothing about it"
+        );
+        documented.insert(key, default);
+    }
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !documented.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = documented
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "README's configuration table is out of sync with values.yaml: missing rows {missing:?}, rows of no key {extra:?}"
+    );
+    for (key, default) in &expected {
+        assert_eq!(
+            &documented[key], default,
+            "README's default of {key} differs from values.yaml"
+        );
+    }
+}
+
+/// A ServiceMonitor CRD, only when the cluster has none, so the rendered ServiceMonitor can be checked too.
+fn ensure_service_monitor_crd() {
+    let plane = control_plane();
+    let exists = plane
+        .kubectl(&["get", "crd", "servicemonitors.monitoring.coreos.com"])
+        .status
+        .success();
+    if !exists {
+        let crd = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+  "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+    "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
+    "versions": [{"name": "v1", "served": true, "storage": true,
+      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}"#;
+        let output = plane.kubectl_with_stdin(&["create", "-f", "-"], Some(crd));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() || stderr.contains("AlreadyExists"),
+            "{stderr}"
+        );
+    }
+    plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+    ]);
+}
+
+#[test]
+fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
+    let plane = control_plane();
+    ensure_service_monitor_crd();
+    let release = TestNamespace::create();
+    let team_a = TestNamespace::create();
+    let team_b = TestNamespace::create();
+    let watched = format!("watchNamespaces={{{},{}}}", team_a.name, team_b.name);
+    for extra in [
+        vec![
+            "--include-crds",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+        vec!["--set", watched.as_str()],
+    ] {
+        let rendered = template(&release.name, &extra);
+        let output = plane.kubectl_with_stdin(
+            &["apply", "--dry-run=server", "--server-side", "-f", "-"],
+            Some(&rendered),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !stderr.contains("Warning"),
+            "the API server refused the chart rendered with {extra:?}:\n{stderr}"
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let applied = stdout.lines().count();
+        assert_eq!(
+            applied,
+            documents(&rendered).len(),
+            "every object is checked:\n{stdout}"
+        );
+    }
+    // Namespace-scoped mode makes Roles in the watched namespaces and nothing cluster-wide but the CRD check.
+    let objects = documents(&template(&release.name, &["--set", &watched]));
+    let cluster_roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .collect();
+    assert_eq!(cluster_roles.len(), 1, "{}", summary(&objects));
+    assert_eq!(
+        cluster_roles[0]["rules"],
+        json!([{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                "resourceNames": ["modeldeployments.ferry.dev"], "verbs": ["get"]}])
+    );
+    let role_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["rules"][0]["apiGroups"][0] == "ferry.dev")
+        .map(|o| o["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        role_namespaces,
+        BTreeSet::from([team_a.name.as_str(), team_b.name.as_str()])
+    );
+    let deployment = find(&objects, "Deployment", "ferry");
+    assert_eq!(
+        env_of(deployment)["FERRY_WATCH_NAMESPACES"],
+        json!(format!("{},{}", team_a.name, team_b.name))
+    );
+}
+
+/// kubectl get ... -o json, as a Value.
+fn get_json(args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&control_plane().kubectl_ok(&all)).expect("kubectl prints JSON")
+}
+
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Uninstalls the release `ferry` of a namespace when a test ends, pass or fail: its ClusterRoles outlive the
+/// namespace.
+struct Uninstall(String);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = helm(
+            &[
+                "uninstall",
+                "ferry",
+                "--namespace",
+                &self.0,
+                "--ignore-not-found",
+            ],
+            Some(&control_plane().kubeconfig),
+        );
+    }
+}
+
+#[test]
+fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
+    let plane = control_plane();
+    let kubeconfig = Some(plane.kubeconfig.as_path());
+    let ns = TestNamespace::create();
+    let watched = TestNamespace::create();
+    // Pods that break the restricted profile are refused here, so the controller's pods existing proves it.
+    plane.kubectl_ok(&[
+        "label",
+        "namespace",
+        &ns.name,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    let values = json!({
+        "image": {"repository": "registry.example.com/platform/ferry", "tag": "1.2.3", "pullPolicy": "Always"},
+        "serverImage": {"repository": "registry.example.com/platform/ferry-server", "tag": "1.2.3", "pullPolicy": "Always"},
+        "serverResources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "serverFormats": ["onnx", "onnx-int8"],
+        "concurrency": 3,
+        "logLevel": "info,ferry=debug",
+        "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+        "podAnnotations": {"example.com/team": "platform"},
+    });
+    let values_file = std::env::temp_dir().join(format!("ferry-chart-install-{}.yaml", ns.name));
+    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
+    let _uninstall = Uninstall(ns.name.clone());
+    let installed = helm_ok(
+        &[
+            "install",
+            "ferry",
+            chart,
+            "--namespace",
+            &ns.name,
+            "--values",
+            values_file.to_str().unwrap(),
+        ],
+        kubeconfig,
+    );
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    assert!(
+        installed.contains("kubectl ferry status"),
+        "NOTES.txt is shown:\n{installed}"
+    );
+
+    // CRDs, RBAC, the Deployment and its companions exist.
+    get_json(&["crd", "modeldeployments.ferry.dev"]);
+    let cluster_name = format!("ferry-{}", ns.name);
+    for (kind, name) in [
+        ("clusterrole", cluster_name.clone()),
+        ("clusterrolebinding", cluster_name.clone()),
+        ("clusterrole", format!("{cluster_name}-crd")),
+        ("clusterrolebinding", format!("{cluster_name}-crd")),
+    ] {
+        get_json(&[kind, &name]);
+    }
+    for (kind, name) in [
+        ("serviceaccount", "ferry"),
+        ("role", "ferry-leader-election"),
+        ("rolebinding", "ferry-leader-election"),
+        ("lease", "ferry"),
+        ("service", "ferry-metrics"),
+        ("poddisruptionbudget", "ferry"),
+    ] {
+        get_json(&[kind, name, "-n", &ns.name]);
+    }
+
+    // The controller's pod spec is what the values say.
+    let deployment = get_json(&["deployment", "ferry", "-n", &ns.name]);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        "registry.example.com/platform/ferry:1.2.3"
+    );
+    assert_eq!(container["imagePullPolicy"], "Always");
+    assert_eq!(container["args"], json!(["run"]));
+    assert_eq!(container["resources"], values["resources"]);
+    assert_eq!(pod["serviceAccountName"], "ferry");
+    assert_eq!(pod["nodeSelector"], values["nodeSelector"]);
+    assert_eq!(pod["tolerations"], values["tolerations"]);
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["example.com/team"],
+        "platform"
+    );
+    assert_eq!(
+        pod["securityContext"],
+        json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+               "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    assert_eq!(
+        container["securityContext"],
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+               "capabilities": {"drop": ["ALL"]}})
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(container["ports"][0]["containerPort"], 9090);
+    let env = env_of(&deployment);
+    let expected_env = [
+        (
+            "FERRY_SERVER_IMAGE",
+            json!("registry.example.com/platform/ferry-server:1.2.3"),
+        ),
+        ("FERRY_SERVER_IMAGE_PULL_POLICY", json!("Always")),
+        ("FERRY_SERVER_FORMATS", json!("onnx,onnx-int8")),
+        ("FERRY_CONCURRENCY", json!("3")),
+        ("FERRY_METRICS_ADDRESS", json!("0.0.0.0:9090")),
+        ("FERRY_CLUSTER_DOMAIN", json!("cluster.local")),
+        ("FERRY_LEADER_ELECTION", json!("true")),
+        ("FERRY_LEADER_ELECTION_LEASE_NAME", json!("ferry")),
+        ("FERRY_LOG_FORMAT", json!("json")),
+        ("FERRY_LOG", json!("info,ferry=debug")),
+        (
+            "POD_NAME",
+            json!({"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}),
+        ),
+        (
+            "POD_NAMESPACE",
+            json!({"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}),
+        ),
+    ];
+    for (name, value) in &expected_env {
+        assert_eq!(env.get(*name), Some(value), "env {name}");
+    }
+    assert!(
+        !env.contains_key("FERRY_WATCH_NAMESPACES"),
+        "cluster-wide by default"
+    );
+    let resources: Value =
+        serde_json::from_str(env["FERRY_SERVER_RESOURCES"].as_str().unwrap()).unwrap();
+    assert_eq!(resources, values["serverResources"]);
+    // The ferry binary accepts exactly what the chart passes.
+    let parsed: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_value(resources)
+            .expect("FERRY_SERVER_RESOURCES is a ResourceRequirements");
+    assert!(parsed.requests.is_some());
+
+    // The ReplicaSet controller creates the pods: the namespace's restricted Pod Security level admits them.
+    let selector = "app.kubernetes.io/instance=ferry,app.kubernetes.io/component=controller";
+    eventually(
+        "the controller's pods to be created under the restricted level",
+        || {
+            let pods = get_json(&["pods", "-n", &ns.name, "-l", selector]);
+            (pods["items"].as_array()?.len() == 2).then_some(())
+        },
+    );
+
+    // Upgrade with changed values: one replica (no PodDisruptionBudget), a new tag, namespace-scoped mode.
+    let upgraded = helm_ok(
+        &[
+            "upgrade",
+            "ferry",
+            chart,
+            "--namespace",
+            &ns.name,
+            "--reuse-values",
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "image.tag=1.2.4",
+            "--set",
+            &format!("watchNamespaces={{{}}}", watched.name),
+        ],
+        kubeconfig,
+    );
+    assert!(upgraded.contains("REVISION: 2"), "{upgraded}");
+    let deployment = get_json(&["deployment", "ferry", "-n", &ns.name]);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/platform/ferry:1.2.4"
+    );
+    let env = env_of(&deployment);
+    assert_eq!(env["FERRY_WATCH_NAMESPACES"], json!(watched.name));
+    assert_eq!(
+        env["FERRY_CONCURRENCY"],
+        json!("3"),
+        "--reuse-values keeps the rest"
+    );
+    let gone = |args: &[&str]| !plane.kubectl(&[&["get"], args].concat()).status.success();
+    assert!(gone(&["poddisruptionbudget", "ferry", "-n", &ns.name]));
+    assert!(
+        gone(&["clusterrole", &cluster_name]),
+        "no cluster-wide role in namespace-scoped mode"
+    );
+    get_json(&["role", &cluster_name, "-n", &watched.name]);
+    get_json(&["rolebinding", &cluster_name, "-n", &watched.name]);
+
+    // Uninstall: nothing namespaced is left in either namespace, nor cluster-wide; the CRD stays.
+    helm_ok(
+        &["uninstall", "ferry", "--namespace", &ns.name, "--wait"],
+        kubeconfig,
+    );
+    let kinds = "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,\
+                 poddisruptionbudgets,leases,configmaps,secrets";
+    for namespace in [&ns.name, &watched.name] {
+        let leftovers: Vec<String> = eventually("the release's objects to be gone", || {
+            let by_label = get_json(&[
+                kinds,
+                "-n",
+                namespace,
+                "-l",
+                "app.kubernetes.io/instance=ferry",
+            ]);
+            let release_records = get_json(&["secrets", "-n", namespace, "-l", "owner=helm"]);
+            let names: Vec<String> = by_label["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(release_records["items"].as_array().unwrap())
+                .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+                .collect();
+            names.is_empty().then_some(names)
+        });
+        assert!(leftovers.is_empty());
+    }
+    let cluster_leftovers = get_json(&[
+        "clusterroles,clusterrolebindings",
+        "-l",
+        "app.kubernetes.io/instance=ferry",
+    ]);
+    let ours: Vec<&Value> = cluster_leftovers["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["name"].as_str().unwrap().contains(&ns.name))
+        .collect();
+    assert!(ours.is_empty(), "cluster-scoped leftovers: {ours:?}");
+    get_json(&["crd", "modeldeployments.ferry.dev"]);
+    let _ = std::fs::remove_file(values_file);
+}

@@ -1,0 +1,707 @@
+//! Least privilege, tested: the chart's RBAC is enough for real rollouts, and grants nothing else.
+//!
+//! Each test installs the chart with `helm install`, asks the API server for a token of the chart's
+//! ServiceAccount (TokenRequest), and runs the real `ferry run` process with that token and the environment of
+//! the chart's Deployment (there is no kubelet to run its pods), leader election included. The tests then play
+//! the kubelet through a rollout and check that the controller never met a `forbidden`, and that the identity
+//! can read no Secret and touch nothing outside its list.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use ferry::api::ModelDeployment;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use support::{control_plane, repo_root, TestNamespace};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Exactly what the controller may do in a watched namespace; a change to the chart's rules must change this
+/// list (and the README's table) on purpose.
+fn expected_namespaced_rules() -> Value {
+    json!([
+        {"apiGroups": ["ferry.dev"], "resources": ["modeldeployments"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["ferry.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+fn helm(args: &[&str]) -> String {
+    let plane = control_plane();
+    let output = Command::new(plane.bin_dir.join("helm"))
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .args(args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn get_json(args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&control_plane().kubectl_ok(&all)).expect("kubectl prints JSON")
+}
+
+/// A `helm install` of the chart, uninstalled when the test ends, pass or fail.
+struct Release {
+    namespace: String,
+}
+
+impl Release {
+    fn install(namespace: &str, extra: &[&str]) -> Self {
+        let chart = repo_root().join("charts/ferry");
+        let mut args = vec![
+            "install",
+            "ferry",
+            chart.to_str().unwrap(),
+            "--namespace",
+            namespace,
+        ];
+        args.extend_from_slice(extra);
+        helm(&args);
+        Release {
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// The identity the controller's pods run as.
+    fn service_account(&self) -> String {
+        format!("system:serviceaccount:{}:ferry", self.namespace)
+    }
+
+    /// The controller container's environment, as the Deployment gives it to a pod named `pod_name`.
+    fn controller_env(&self, pod_name: &str) -> BTreeMap<String, String> {
+        let deployment = get_json(&["deployment", "ferry", "-n", &self.namespace]);
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_owned();
+                let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    Some("metadata.name") => pod_name.to_owned(),
+                    Some("metadata.namespace") => self.namespace.clone(),
+                    Some(other) => panic!("unexpected downward API field {other}"),
+                    None => e["value"].as_str().unwrap().to_owned(),
+                };
+                (name, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let plane = control_plane();
+        let _ = Command::new(plane.bin_dir.join("helm"))
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .args(["uninstall", "ferry", "--namespace", &self.namespace])
+            .output();
+    }
+}
+
+/// A kubeconfig file, removed when the test ends (it holds a token).
+struct Kubeconfig(PathBuf);
+
+impl Drop for Kubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A kubeconfig that authenticates with a fresh token of `namespace/service_account` (TokenRequest API).
+fn service_account_kubeconfig(namespace: &str, service_account: &str) -> Kubeconfig {
+    let plane = control_plane();
+    let token = plane.kubectl_ok(&[
+        "create",
+        "token",
+        service_account,
+        "-n",
+        namespace,
+        "--duration=1h",
+    ]);
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&plane.kubeconfig).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cluster["server"],
+            "certificate-authority-data": cluster["certificate-authority-data"],
+        }}],
+        "users": [{"name": service_account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account, "namespace": namespace}}],
+        "current-context": "sa",
+    });
+    let path = std::env::temp_dir().join(format!("ferry-rbac-{namespace}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    Kubeconfig(path)
+}
+
+/// The `ferry run` process, killed when the test ends; its output is kept for the `forbidden` check.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(kubeconfig: &std::path::Path, env: &BTreeMap<String, String>, log_name: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("ferry-rbac-{log_name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("run")
+            // Only what the pod would have: the chart's environment.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env)
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("ferry run starts");
+        Controller { child, log }
+    }
+
+    fn output(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .unwrap();
+        text
+    }
+
+    /// Fails the test with the controller's output if it exited or ever met a `forbidden`.
+    fn assert_healthy(&mut self) {
+        let output = self.output();
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("ferry run exited with {status}:\n{output}");
+        }
+        assert!(
+            !output.to_lowercase().contains("forbidden"),
+            "the controller was refused a request:\n{output}"
+        );
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `kubectl auth can-i` as `user`: whether the API server would allow it.
+fn can_i(user: &str, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i", "--as", user];
+    all.extend_from_slice(args);
+    let output = control_plane().kubectl(&all);
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i {}: {answer} {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    answer == "yes"
+}
+
+/// Every (Cluster)RoleBinding in the cluster that names `namespace/service_account`.
+fn bindings_of(namespace: &str, service_account: &str) -> Vec<String> {
+    let all = get_json(&["rolebindings,clusterrolebindings", "--all-namespaces"]);
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            b["subjects"].as_array().is_some_and(|subjects| {
+                subjects.iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == service_account
+                        && s["namespace"] == namespace
+                })
+            })
+        })
+        .map(|b| {
+            format!(
+                "{} {}/{} -> {}",
+                b["kind"].as_str().unwrap(),
+                b["metadata"]["namespace"].as_str().unwrap_or(""),
+                b["metadata"]["name"].as_str().unwrap(),
+                b["roleRef"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+// --- Playing the kubelet (as tests/controller.rs does) ---------------------------------------------------------
+
+async fn eventually<T, F, Fut>(what: &str, controller: &mut Controller, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        controller.assert_healthy();
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; controller output:\n{}",
+            controller.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Workload {
+    client: Client,
+    namespace: String,
+}
+
+impl Workload {
+    fn mds(&self) -> Api<ModelDeployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn create(&self, name: &str, spec_extra: Value) {
+        let mut object = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"model": {"uri": format!("s3://models/{name}/1.onnx"), "version": "1"}, "replicas": 2},
+        });
+        if let (Some(spec), Value::Object(extra)) = (object["spec"].as_object_mut(), spec_extra) {
+            spec.extend(extra);
+        }
+        let md: ModelDeployment = serde_json::from_value(object).unwrap();
+        self.mds()
+            .create(&PostParams::default(), &md)
+            .await
+            .expect("create ModelDeployment");
+    }
+
+    async fn set_version(&self, name: &str, version: &str) {
+        let body = json!({"spec": {"model": {"uri": format!("s3://models/{name}/{version}.onnx"), "version": version}}});
+        self.mds()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .expect("patch spec");
+    }
+
+    async fn revision_of(&self, controller: &mut Controller, name: &str, version: &str) -> String {
+        eventually(
+            &format!("a Deployment of {name} version {version}"),
+            controller,
+            || async {
+                self.deployments()
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("ferry.dev/model-deployment={name}")),
+                    )
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|d| {
+                        d.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("ferry.dev/version"))
+                            == Some(&version.to_owned())
+                    })
+                    .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
+            },
+        )
+        .await
+    }
+
+    /// Marks every pod of the revision Running and Ready until its Deployment is available.
+    async fn make_ready(&self, controller: &mut Controller, name: &str, revision: &str) {
+        let deployment_name = format!("{name}-{revision}");
+        eventually(&format!("{deployment_name} to be available"), controller, || async {
+            let pods = self
+                .pods()
+                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
+                .await
+                .ok()?;
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            for pod in &pods.items {
+                let status = json!({"status": {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    ],
+                    "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
+                        "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
+                }});
+                let _ = self
+                    .pods()
+                    .patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            }
+            let deployment = self.deployments().get(&deployment_name).await.ok()?;
+            let wanted = deployment.spec.as_ref()?.replicas?;
+            let status = deployment.status?;
+            (status.available_replicas.unwrap_or(0) >= wanted
+                && status.observed_generation >= deployment.metadata.generation)
+                .then_some(())
+        })
+        .await;
+    }
+
+    async fn wait_status(
+        &self,
+        controller: &mut Controller,
+        name: &str,
+        what: &str,
+        check: impl Fn(&ModelDeployment) -> bool,
+    ) -> ModelDeployment {
+        eventually(what, controller, || async {
+            let md = self.mds().get(name).await.ok()?;
+            check(&md).then_some(md)
+        })
+        .await
+    }
+
+    async fn event_reasons(&self) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+fn is_ready(md: &ModelDeployment) -> bool {
+    md.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+// --- The tests ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_else() {
+    let plane = control_plane();
+    let release_ns = TestNamespace::create();
+    let workload_ns = TestNamespace::create();
+    let release = Release::install(&release_ns.name, &[]);
+    let service_account = release.service_account();
+    let cluster_role = format!("ferry-{}", release_ns.name);
+
+    // The rules are exactly the documented list, bound to nothing but the chart's ServiceAccount.
+    assert_eq!(
+        get_json(&["clusterrole", &cluster_role])["rules"],
+        expected_namespaced_rules()
+    );
+    let mut bindings = bindings_of(&release_ns.name, "ferry");
+    bindings.sort();
+    assert_eq!(
+        bindings,
+        vec![
+            format!("ClusterRoleBinding /{cluster_role} -> {cluster_role}"),
+            format!("ClusterRoleBinding /{cluster_role}-crd -> {cluster_role}-crd"),
+            format!(
+                "RoleBinding {}/ferry-leader-election -> ferry-leader-election",
+                release_ns.name
+            ),
+        ]
+    );
+
+    // The controller as the chart runs it, leader election included. It watches only this test's namespace
+    // (a cluster-wide watch would reconcile other tests' ModelDeployments); the cluster-wide reads the chart
+    // grants for that are checked below.
+    let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
+    let mut env = release.controller_env("ferry-0");
+    assert!(!env.contains_key("FERRY_WATCH_NAMESPACES"));
+    assert_eq!(env["FERRY_LEADER_ELECTION"], "true");
+    env.insert("FERRY_WATCH_NAMESPACES".into(), workload_ns.name.clone());
+    env.insert(
+        "FERRY_METRICS_ADDRESS".into(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut controller = Controller::start(&kubeconfig.0, &env, &release_ns.name);
+
+    let workload = Workload {
+        client: plane.client().await,
+        namespace: workload_ns.name.clone(),
+    };
+    // No warm previous version and no history (so status.history stays empty): promoting version 2 deletes
+    // version 1's Deployment.
+    workload
+        .create(
+            "iris",
+            json!({"rollout": {"keepPrevious": 0}, "revisionHistoryLimit": 0}),
+        )
+        .await;
+    let first = workload.revision_of(&mut controller, "iris", "1").await;
+    workload.make_ready(&mut controller, "iris", &first).await;
+    workload
+        .wait_status(&mut controller, "iris", "version 1 Ready", is_ready)
+        .await;
+
+    workload.set_version("iris", "2").await;
+    let second = workload.revision_of(&mut controller, "iris", "2").await;
+    workload.make_ready(&mut controller, "iris", &second).await;
+    let md = workload
+        .wait_status(&mut controller, "iris", "version 2 promoted", |md| {
+            is_ready(md)
+                && md
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.active.as_ref())
+                    .is_some_and(|a| a.version == "2")
+        })
+        .await;
+    assert_eq!(md.status.unwrap().active.unwrap().revision, second);
+    eventually(
+        "version 1's Deployment deleted",
+        &mut controller,
+        || async {
+            let left = workload
+                .deployments()
+                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+                .await
+                .ok()?
+                .items;
+            (left.len() == 1).then_some(())
+        },
+    )
+    .await;
+    let reasons = workload.event_reasons().await;
+    for expected in ["RolloutStarted", "Promoted"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+    // The leader renews the chart's Lease under the pod's name.
+    let lease = get_json(&["lease", "ferry", "-n", &release_ns.name]);
+    assert_eq!(lease["spec"]["holderIdentity"], "ferry-0");
+    controller.assert_healthy();
+
+    // What the cluster-wide mode needs, and nothing more.
+    let ns = workload_ns.name.as_str();
+    let release_ns_name = release_ns.name.as_str();
+    for allowed in [
+        &["list", "modeldeployments.ferry.dev", "--all-namespaces"][..],
+        &["watch", "pods", "--all-namespaces"],
+        &[
+            "patch",
+            "modeldeployments.ferry.dev",
+            "--subresource=status",
+            "-n",
+            ns,
+        ],
+        &["create", "deployments.apps", "-n", ns],
+        &["create", "events.events.k8s.io", "-n", ns],
+        &[
+            "get",
+            "customresourcedefinitions/modeldeployments.ferry.dev",
+        ],
+        &["patch", "leases/ferry", "-n", release_ns_name],
+    ] {
+        assert!(can_i(&service_account, allowed), "cannot {allowed:?}");
+    }
+    for refused in [
+        &["get", "secrets", "-n", ns][..],
+        &["list", "secrets", "--all-namespaces"],
+        &["get", "secrets", "-n", release_ns_name],
+        &["create", "configmaps", "-n", ns],
+        &["create", "clusterroles"],
+        &["create", "rolebindings", "-n", ns],
+        &["create", "pods", "-n", ns],
+        &["patch", "modeldeployments.ferry.dev", "-n", ns],
+        &["delete", "modeldeployments.ferry.dev", "-n", ns],
+        &["update", "deployments.apps", "-n", ns],
+        &["delete", "services", "-n", ns],
+        &["create", "events", "-n", ns],
+        &["get", "customresourcedefinitions/other.example.com"],
+        &["list", "customresourcedefinitions"],
+        &[
+            "create",
+            "leases.coordination.k8s.io",
+            "-n",
+            release_ns_name,
+        ],
+        &["get", "leases/other", "-n", release_ns_name],
+        &["get", "leases/ferry", "-n", ns],
+    ] {
+        assert!(!can_i(&service_account, refused), "can {refused:?}");
+    }
+    // And for real, with the controller's own token.
+    let as_controller = |args: &[&str]| {
+        Command::new(plane.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &kubeconfig.0)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for forbidden in [
+        &["get", "secrets", "-n", ns][..],
+        &["create", "configmap", "stolen", "-n", ns],
+        &[
+            "create",
+            "clusterrole",
+            "escalate",
+            "--verb=*",
+            "--resource=*",
+        ],
+    ] {
+        let output = as_controller(forbidden);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("forbidden"),
+            "{forbidden:?} was not refused: {stderr}"
+        );
+    }
+    let allowed = as_controller(&["get", "modeldeployments", "--all-namespaces"]);
+    assert!(allowed.status.success());
+
+    drop(controller);
+    drop(release);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
+    let plane = control_plane();
+    let release_ns = TestNamespace::create();
+    let team_a = TestNamespace::create();
+    let team_b = TestNamespace::create();
+    let elsewhere = TestNamespace::create();
+    let release = Release::install(
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{},{}}}", team_a.name, team_b.name),
+        ],
+    );
+    let service_account = release.service_account();
+    let scoped_role = format!("ferry-{}", release_ns.name);
+    for namespace in [&team_a.name, &team_b.name] {
+        assert_eq!(
+            get_json(&["role", &scoped_role, "-n", namespace])["rules"],
+            expected_namespaced_rules()
+        );
+    }
+    assert!(!plane
+        .kubectl(&["get", "clusterrole", &scoped_role])
+        .status
+        .success());
+
+    // The controller exactly as the chart configures it (watching team-a and team-b).
+    let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
+    let mut env = release.controller_env("ferry-0");
+    assert_eq!(
+        env["FERRY_WATCH_NAMESPACES"],
+        format!("{},{}", team_a.name, team_b.name)
+    );
+    env.insert(
+        "FERRY_METRICS_ADDRESS".into(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut controller = Controller::start(&kubeconfig.0, &env, &release_ns.name);
+
+    let client = plane.client().await;
+    let workloads: Vec<Workload> = [&team_a, &team_b, &elsewhere]
+        .into_iter()
+        .map(|ns| Workload {
+            client: client.clone(),
+            namespace: ns.name.clone(),
+        })
+        .collect();
+    for workload in &workloads {
+        workload.create("iris", json!({})).await;
+    }
+    for workload in &workloads[..2] {
+        let first = workload.revision_of(&mut controller, "iris", "1").await;
+        workload.make_ready(&mut controller, "iris", &first).await;
+        workload
+            .wait_status(&mut controller, "iris", "Ready", is_ready)
+            .await;
+    }
+    // The namespace it does not watch is untouched: no status, no Deployment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ignored = workloads[2].mds().get("iris").await.unwrap();
+    assert!(ignored.status.is_none(), "{:?}", ignored.status);
+    assert!(workloads[2]
+        .deployments()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    controller.assert_healthy();
+
+    let (a, b, other) = (
+        team_a.name.as_str(),
+        team_b.name.as_str(),
+        elsewhere.name.as_str(),
+    );
+    for allowed in [
+        &["list", "modeldeployments.ferry.dev", "-n", a][..],
+        &["create", "deployments.apps", "-n", b],
+        &[
+            "get",
+            "customresourcedefinitions/modeldeployments.ferry.dev",
+        ],
+    ] {
+        assert!(can_i(&service_account, allowed), "cannot {allowed:?}");
+    }
+    for refused in [
+        &["list", "modeldeployments.ferry.dev", "--all-namespaces"][..],
+        &["list", "modeldeployments.ferry.dev", "-n", other],
+        &["create", "deployments.apps", "-n", other],
+        &["list", "pods", "-n", other],
+        &["get", "secrets", "-n", a],
+        &["create", "configmaps", "-n", a],
+    ] {
+        assert!(!can_i(&service_account, refused), "can {refused:?}");
+    }
+    drop(controller);
+    drop(release);
+}
