@@ -2,7 +2,9 @@
 //!
 //! Conditions follow the Kubernetes (and kstatus) conventions: `Ready` is the summary that
 //! `kubectl wait --for=condition=Ready` uses, `Progressing` is True only while a rollout is under way, and
-//! `Degraded` is True only when something needs a human. `lastTransitionTime` moves only when a condition's
+//! `Degraded` is True only when something needs a human. `Reconciling` and `Stalled` mirror them in the kstatus
+//! vocabulary that Flux and `helm --wait` read: Reconciling while a new version loads, Stalled when a rollout
+//! was aborted or the spec is invalid. A candidate waiting for `kubectl ferry promote` is neither. `lastTransitionTime` moves only when a condition's
 //! status changes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +13,10 @@ pub mod types {
     pub const READY: &str = "Ready";
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
+    /// kstatus (Flux, `helm --wait`): True while the controller is still working towards the spec.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when the controller cannot reach the spec without a change from a human.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Reasons of conditions and of history entries.

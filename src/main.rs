@@ -21,11 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions, or write them into a directory.
+    /// Print the CustomResourceDefinitions, or write them into directories.
     Crd {
-        /// Write one file per CRD into this directory instead of printing them.
+        /// Write one file per CRD into this directory instead of printing them (repeatable).
         #[arg(long)]
-        output_dir: Option<PathBuf>,
+        output_dir: Vec<PathBuf>,
     },
     /// Run the controller.
     Run(Box<RunArgs>),
@@ -264,21 +264,19 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn write_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn write_crds(output_dirs: Vec<PathBuf>) -> anyhow::Result<()> {
     let files = ferry::crd::files()?;
-    match output_dir {
-        None => {
-            for file in files {
-                print!("---\n{}", file.yaml);
-            }
+    if output_dirs.is_empty() {
+        for file in &files {
+            print!("---\n{}", file.yaml);
         }
-        Some(dir) => {
-            std::fs::create_dir_all(&dir)?;
-            for file in files {
-                let path = dir.join(&file.file_name);
-                std::fs::write(&path, file.yaml)?;
-                eprintln!("wrote {}", path.display());
-            }
+    }
+    for dir in output_dirs {
+        std::fs::create_dir_all(&dir)?;
+        for file in &files {
+            let path = dir.join(&file.file_name);
+            std::fs::write(&path, &file.yaml)?;
+            eprintln!("wrote {}", path.display());
         }
     }
     Ok(())

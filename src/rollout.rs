@@ -460,9 +460,29 @@ pub fn decide(observed: &Observed) -> Plan {
                 types::PROGRESSING,
                 progressing,
                 progressing_reason,
+                progressing_message.clone(),
+            ),
+            DesiredCondition::new(
+                types::DEGRADED,
+                degraded,
+                degraded_reason,
+                degraded_message.clone(),
+            ),
+            DesiredCondition::new(
+                types::RECONCILING,
+                state == CandidateState::Loading,
+                progressing_reason,
                 progressing_message,
             ),
-            DesiredCondition::new(types::DEGRADED, degraded, degraded_reason, degraded_message),
+            DesiredCondition::new(
+                types::STALLED,
+                matches!(
+                    state,
+                    CandidateState::Aborted(_) | CandidateState::Invalid(_)
+                ),
+                degraded_reason,
+                degraded_message,
+            ),
         ],
         Some(observed.generation),
         &now_time,

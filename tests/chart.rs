@@ -121,7 +121,7 @@ fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
 
 #[test]
 fn the_charts_crds_are_the_generated_crds() {
-    let fix = "cargo run -- crd --output-dir charts/ferry/crds";
+    let fix = "cargo run -- crd --output-dir crds --output-dir charts/ferry/crds";
     let chart_crds = chart_dir().join("crds");
     let names = |dir: &Path| -> BTreeSet<String> {
         std::fs::read_dir(dir)
@@ -151,7 +151,7 @@ fn the_charts_crds_are_the_generated_crds() {
         assert!(
             in_chart == file.yaml && in_chart == top_level,
             "charts/ferry/crds/{0} differs from crds/{0} or from the Rust types; regenerate both with \
-             `cargo run -- crd --output-dir crds && {fix}`",
+             `{fix}`",
             file.file_name
         );
     }

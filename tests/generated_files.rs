@@ -11,7 +11,7 @@ fn committed_crds_match_the_rust_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == file.yaml,
-            "{} differs from what the Rust types generate; regenerate it with `cargo run -- crd --output-dir crds`",
+            "{} differs from what the Rust types generate; regenerate it with `cargo run -- crd --output-dir crds --output-dir charts/ferry/crds`",
             path.display()
         );
     }
@@ -28,6 +28,6 @@ fn committed_crds_match_the_rust_types() {
         .collect();
     assert_eq!(
         present, expected,
-        "crds/ holds files the types do not generate; remove them or regenerate with `cargo run -- crd --output-dir crds`"
+        "crds/ holds files the types do not generate; remove them or regenerate with `cargo run -- crd --output-dir crds --output-dir charts/ferry/crds`"
     );
 }

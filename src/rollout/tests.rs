@@ -161,6 +161,8 @@ fn first_deploy_creates_the_revision_without_traffic() {
     assert_eq!(condition(&plan, types::PROGRESSING).status, "True");
     assert_eq!(event_reasons(&plan), [events::ROLLOUT_STARTED]);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(600)));
+    assert_eq!(condition(&plan, types::RECONCILING).status, "True");
+    assert_eq!(condition(&plan, types::STALLED).status, "False");
 }
 
 #[test]
@@ -400,6 +402,11 @@ fn without_auto_promote_a_ready_candidate_waits_for_promote() {
         reasons::WAITING_FOR_PROMOTION
     );
     assert_eq!(event_reasons(&waiting), [events::CANDIDATE_READY]);
+    assert_eq!(
+        condition(&waiting, types::RECONCILING).status,
+        "False",
+        "kstatus tools need not wait for a human"
+    );
     assert_eq!(
         waiting.requeue_after, None,
         "a ready candidate has no deadline"
