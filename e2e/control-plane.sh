@@ -8,8 +8,10 @@
 #   env                                 print `export PATH=...` for the installed binaries
 #   bin-dir                             print the directory holding the installed binaries
 #
-# DIR holds: kubeconfig (admin), env (sourceable), pids, pki/, etcd/, and the logs etcd.log,
-# kube-apiserver.log, kube-controller-manager.log.
+# DIR holds: kubeconfig (admin, system:masters), env (sourceable: KUBECONFIG and PATH), pids ("name pid" lines),
+# the logs etcd.log, kube-apiserver.log, kube-controller-manager.log (and watchdog.log), pki/, etcd/ (data) and
+# controller-manager.kubeconfig. Environment: FERRY_CACHE_DIR (default ~/.cache/ferry) holds the binaries;
+# FERRY_CONTROL_PLANE_TIMEOUT (default 60) is the seconds each component gets to become ready.
 # shellcheck disable=SC2317 # functions passed to timed_build and wait_for look unreachable to shellcheck
 set -euo pipefail
 export LC_ALL=C # keeps $EPOCHREALTIME and tool output parseable
