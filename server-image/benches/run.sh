@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# ferry-server benchmark (by hand, not in CI). Everything runs on loopback with bounded durations:
+#   1. throughput and latency: the same random forest served by ferry-server (ONNX export) and by MLServer 1.7
+#      (the scikit-learn original), pinned to the same cores, driven by the same oha load with the same OIP JSON;
+#      then ferry-server's latency at half its peak throughput;
+#   2. a 1 GiB ONNX model on a local S3-compatible server (s3s-fs): ferry-server's fetch + SHA-256 against a raw
+#      transfer of the same object (curl to /dev/null), and time-to-ready by phase;
+#   3. ferry-server's peak RSS idle and under load, against the model size.
+#
+# Usage: bash server-image/benches/run.sh            (about 3 minutes once the tools are installed)
+# Knobs: BENCH_SECONDS (10) per load run, BENCH_CONNECTIONS (16), BENCH_SERVER_CPUS (1), BENCH_LOAD_CPUS (0),
+#        BENCH_REPEAT (3) runs of the 1 GiB transfer. Results: a table on stdout and $BENCH_OUT/results.json.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+FERRY_CACHE_DIR="${FERRY_CACHE_DIR:-$HOME/.cache/ferry}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+CONNECTIONS="${BENCH_CONNECTIONS:-16}"
+SERVER_CPUS="${BENCH_SERVER_CPUS:-1}"
+LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
+REPEAT="${BENCH_REPEAT:-3}"
+OHA_VERSION=1.16.0
+MLSERVER_VERSION=1.7.1
+
+tools="$FERRY_CACHE_DIR/tools"
+venv="$FERRY_CACHE_DIR/venv"
+mlserver_venv="$FERRY_CACHE_DIR/venv-mlserver"
+out="${BENCH_OUT:-$(mktemp -d /tmp/ferry-bench.XXXXXX)}"
+mkdir -p "$out"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "tools"
+bash server-image/scripts/setup-test-deps.sh >&2
+if ! "$tools/bin/oha" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
+  cargo install --quiet --locked --root "$tools" "oha@$OHA_VERSION"
+fi
+# The same scikit-learn as the venv that trains the model, so the pickled forest loads unchanged; uvloop below
+# 0.22 because MLServer 1.7.1's inference workers fail to start with 0.22+ (SeldonIO/MLServer#2286).
+mlserver_packages="mlserver==$MLSERVER_VERSION mlserver-sklearn==$MLSERVER_VERSION scikit-learn==1.9.1 uvloop==0.21.0"
+if [[ "$(cat "$mlserver_venv/.ferry-packages" 2>/dev/null)" != "$mlserver_packages" ]]; then
+  python3 -m venv "$mlserver_venv"
+  # shellcheck disable=SC2086 # the list is meant to split into packages
+  "$mlserver_venv/bin/pip" install --quiet --disable-pip-version-check $mlserver_packages
+  echo "$mlserver_packages" >"$mlserver_venv/.ferry-packages"
+fi
+cargo build --quiet --release --locked -p ferry-server
+server="${CARGO_TARGET_DIR:-target}/release/ferry-server"
+library="$FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1"
+oha="$tools/bin/oha"
+
+say "models in $out"
+"$venv/bin/python" server-image/benches/make_bench_models.py "$out" --big
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_ok() { # url seconds
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+    ((SECONDS < deadline)) || { echo "no answer from $1" >&2; return 1; }
+    sleep 0.05
+  done
+}
+rss_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+# oha against url with body file; extra args (e.g. -q RATE); writes JSON to $out/$name.json
+load() { # name url body [args...]
+  local name=$1 url=$2 body=$3
+  shift 3
+  taskset -c "$LOAD_CPUS" "$oha" --no-tui --output-format json -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS" \
+    -m POST -H 'content-type: application/json' -D "$body" "$@" "$url" >"$out/$name.json"
+}
+rps() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"])' "$1"; }
+
+start_ferry() { # uri version [env...]; sets ferry_pid, ferry_http, ferry_admin
+  local http admin
+  http=$(free_port)
+  admin=$(free_port)
+  env FERRY_MODEL_NAME=bench FERRY_MODEL_URI="$1" FERRY_MODEL_VERSION="$2" FERRY_LISTEN_ADDRESS=127.0.0.1 \
+    FERRY_HTTP_PORT="$http" FERRY_ADMIN_PORT="$admin" FERRY_WORK_DIR="$out/work" \
+    FERRY_TERMINATION_MESSAGE_PATH="$out/termination-log" FERRY_ONNXRUNTIME_LIBRARY="$library" FERRY_LOG=warn \
+    "${@:3}" taskset -c "$SERVER_CPUS" "$server" 2>>"$out/ferry-server.log" &
+  ferry_pid=$!
+  pids+=("$ferry_pid")
+  ferry_http="http://127.0.0.1:$http"
+  ferry_admin="http://127.0.0.1:$admin"
+}
+stop() { # pid: SIGTERM, then SIGKILL after 15 s (uvicorn can wait on idle keep-alive connections)
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+say "ferry-server: random forest on CPUs $SERVER_CPUS, oha on CPUs $LOAD_CPUS, $CONNECTIONS connections"
+start_ferry "file://$out/model.onnx" 1
+wait_ok "$ferry_admin/v2/health/ready" 30
+url="$ferry_http/v2/models/bench/infer"
+curl -fsS -H 'content-type: application/json' --data @"$out/request.json" "$url" >"$out/ferry-response.json"
+ferry_idle_rss=$(rss_kib "$ferry_pid" VmRSS)
+load ferry-peak "$url" "$out/request.json"
+ferry_load_hwm=$(rss_kib "$ferry_pid" VmHWM)
+half=$(python3 -c "print(max(1, int(float('$(rps "$out/ferry-peak.json")') / 2)))")
+load ferry-half "$url" "$out/request.json" -q "$half"
+stop "$ferry_pid"
+
+say "MLServer $MLSERVER_VERSION: the scikit-learn original on CPUs $SERVER_CPUS"
+mlserver_dir="$out/mlserver"
+mkdir -p "$mlserver_dir"
+cp "$out/model.joblib" "$mlserver_dir/model.joblib"
+ml_http=$(free_port)
+cat >"$mlserver_dir/settings.json" <<JSON
+{"http_port": $ml_http, "grpc_port": $(free_port), "metrics_port": $(free_port), "debug": false}
+JSON
+cat >"$mlserver_dir/model-settings.json" <<JSON
+{"name": "bench", "implementation": "mlserver_sklearn.SKLearnModel",
+ "parameters": {"uri": "./model.joblib", "version": "1"}}
+JSON
+(cd "$mlserver_dir" && exec taskset -c "$SERVER_CPUS" "$mlserver_venv/bin/mlserver" start . >"$out/mlserver.log" 2>&1) &
+ml_pid=$!
+pids+=("$ml_pid")
+wait_ok "http://127.0.0.1:$ml_http/v2/models/bench/ready" 120
+ml_url="http://127.0.0.1:$ml_http/v2/models/bench/infer"
+curl -fsS -H 'content-type: application/json' --data @"$out/request.json" "$ml_url" >"$out/mlserver-response.json"
+load mlserver-peak "$ml_url" "$out/request.json"
+stop "$ml_pid"
+
+say "1 GiB model on s3s-fs: raw transfer vs fetch + SHA-256, time to ready"
+s3_root="$out/s3"
+mkdir -p "$s3_root/bench"
+ln "$out/big.onnx" "$s3_root/bench/big.onnx" 2>/dev/null || cp "$out/big.onnx" "$s3_root/bench/big.onnx"
+s3_port=$(free_port)
+"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$s3_root" \
+  >"$out/s3s-fs.log" 2>&1 &
+pids+=("$!")
+until curl -s -o /dev/null "http://127.0.0.1:$s3_port/"; do sleep 0.05; done
+big_bytes=$(stat -c %s "$out/big.onnx")
+big_sha=$(sha256sum "$out/big.onnx" | cut -d' ' -f1)
+: >"$out/raw.txt"
+: >"$out/ready.jsonl"
+for run in $(seq "$REPEAT"); do
+  curl -fsS -o /dev/null -w '%{time_total}\n' --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret \
+    "http://127.0.0.1:$s3_port/bench/big.onnx" >>"$out/raw.txt"
+  started=$(date +%s.%N)
+  start_ferry "s3://bench/big.onnx" "$run" FERRY_S3_ENDPOINT="http://127.0.0.1:$s3_port" FERRY_S3_ALLOW_HTTP=true \
+    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret FERRY_S3_REGION=us-east-1 \
+    FERRY_MODEL_SHA256="$big_sha"
+  wait_ok "$ferry_admin/v2/health/ready" 300
+  ready=$(date +%s.%N)
+  load_hwm=$(rss_kib "$ferry_pid" VmHWM)
+  idle_rss=$(rss_kib "$ferry_pid" VmRSS)
+  status=$(curl -fsS "$ferry_admin/status")
+  if ((run == REPEAT)); then
+    SECONDS_PER_RUN=5 load big-load "$ferry_http/v2/models/bench/infer" "$out/big-request.json"
+  fi
+  python3 - "$status" "$started" "$ready" "$load_hwm" "$idle_rss" "$(rss_kib "$ferry_pid" VmHWM)" <<'PY' >>"$out/ready.jsonl"
+import json, sys
+status, started, ready, load_hwm, idle_rss, final_hwm = sys.argv[1:]
+timings = json.loads(status)["load"]["timings"]
+print(json.dumps({"start_to_ready": float(ready) - float(started), **timings,
+                  "hwm_after_load_kib": int(load_hwm), "idle_rss_kib": int(idle_rss), "hwm_final_kib": int(final_hwm)}))
+PY
+  stop "$ferry_pid"
+done
+
+say "results"
+python3 - "$out" "$big_bytes" "$ferry_idle_rss" "$ferry_load_hwm" "$(stat -c %s "$out/model.onnx")" <<'PY'
+import json, pathlib, statistics, sys
+out, big_bytes, idle_rss, load_hwm, model_bytes = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def summary(name):
+    data = json.load(open(out / f"{name}.json"))
+    latency = data["latencyPercentiles"]
+    codes = data.get("statusCodeDistribution", {})
+    return {"rps": data["summary"]["requestsPerSec"], "p50_ms": latency["p50"] * 1e3, "p99_ms": latency["p99"] * 1e3,
+            "ok": codes.get("200", 0), "not_ok": sum(v for k, v in codes.items() if k != "200"),
+            # oha reports the requests still open at the deadline as "aborted due to deadline"; those are not errors.
+            "errors": sum(v for k, v in data.get("errorDistribution", {}).items() if "deadline" not in k)}
+ferry, ferry_half, ml = summary("ferry-peak"), summary("ferry-half"), summary("mlserver-peak")
+big = summary("big-load")
+raw = [float(x) for x in (out / "raw.txt").read_text().split()]
+ready = [json.loads(line) for line in (out / "ready.jsonl").read_text().splitlines()]
+med = lambda xs: statistics.median(xs)
+fetch = med([r["fetch_seconds"] + r["verify_seconds"] for r in ready])
+results = {
+    "throughput": {"ferry-server": ferry, "mlserver": ml, "ratio_rps": ferry["rps"] / ml["rps"],
+                   "ratio_p50": ml["p50_ms"] / ferry["p50_ms"], "ratio_p99": ml["p99_ms"] / ferry["p99_ms"]},
+    "ferry_at_half_peak": ferry_half,
+    "big_model": {"bytes": big_bytes, "raw_transfer_s": raw, "fetch_and_sha256_s": [r["fetch_seconds"] + r["verify_seconds"] for r in ready],
+                  "ratio_median": fetch / med(raw), "ready": ready, "load_run": big},
+    "rss": {"small_model_bytes": model_bytes, "idle_kib": idle_rss, "peak_under_load_kib": load_hwm},
+}
+(out / "results.json").write_text(json.dumps(results, indent=1))
+mib = lambda kib: kib / 1024
+print(f"\n| server (CPUs as given) | requests/s | p50 ms | p99 ms | non-200 |\n|---|---|---|---|---|")
+for name, r in [("ferry-server (ONNX Runtime)", ferry), ("MLServer 1.7 (scikit-learn)", ml), ("ferry-server at half its peak", ferry_half)]:
+    print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['not_ok'] + r['errors']} |")
+t = results["throughput"]
+print(f"\nferry-server / MLServer: {t['ratio_rps']:.1f}x throughput, {t['ratio_p50']:.1f}x lower p50, {t['ratio_p99']:.1f}x lower p99")
+print(f"\n1 GiB model ({big_bytes} bytes) on s3s-fs, median of {len(raw)}: raw transfer {med(raw):.2f}s, "
+      f"fetch + SHA-256 {fetch:.2f}s = {results['big_model']['ratio_median']:.2f}x")
+print("| run | start to ready s | fetch+sha256 s | verify s | load s | warm-up s | peak RSS after load MiB | idle RSS MiB | peak RSS under load MiB |\n|---|---|---|---|---|---|---|---|---|")
+for i, r in enumerate(ready, 1):
+    print(f"| {i} | {r['start_to_ready']:.2f} | {r['fetch_seconds']:.2f} | {r['verify_seconds']:.6f} | {r['load_seconds']:.2f} | {r['warmup_seconds']:.4f} | "
+          f"{mib(r['hwm_after_load_kib']):.0f} | {mib(r['idle_rss_kib']):.0f} | {mib(r['hwm_final_kib']):.0f} |")
+last = ready[-1]
+print(f"\nRSS vs model size: 1 GiB model: peak {last['hwm_final_kib'] * 1024 / big_bytes:.2f}x, idle {last['idle_rss_kib'] * 1024 / big_bytes:.2f}x "
+      f"(load run: {big['rps']:.0f} requests/s, p99 {big['p99_ms']:.3f} ms); "
+      f"{model_bytes / 1024:.0f} KiB forest: idle {mib(idle_rss):.1f} MiB, peak under load {mib(load_hwm):.1f} MiB")
+print(f"\nraw results: {out}/results.json")
+PY

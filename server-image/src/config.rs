@@ -1,0 +1,499 @@
+//! Configuration from flags and environment variables (a flag wins over its variable).
+//!
+//! Parsing is clap's job; this module checks what clap cannot (name and version syntax, URI scheme, digest format,
+//! distinct ports, a writable work directory) and reports the first problem as an `InvalidConfig` failure that
+//! names the environment variable, so an operator reading `kubectl describe pod` knows what to fix.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use url::Url;
+
+use crate::contract::{self, env};
+use crate::failure::Failure;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ferry-server",
+    version,
+    about = "Serves one ONNX model over the Open Inference Protocol",
+    args_override_self = true
+)]
+pub struct Args {
+    /// Print the formats, ONNX opsets and datatypes this build serves, as JSON, and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    #[arg(long, env = env::MODEL_NAME, value_name = env::MODEL_NAME)]
+    pub model_name: Option<String>,
+    #[arg(long, env = env::MODEL_URI, value_name = env::MODEL_URI)]
+    pub model_uri: Option<String>,
+    #[arg(long, env = env::MODEL_VERSION, value_name = env::MODEL_VERSION)]
+    pub model_version: Option<String>,
+    #[arg(long, env = env::MODEL_SHA256, value_name = env::MODEL_SHA256)]
+    pub model_sha256: Option<String>,
+    #[arg(long, env = env::MODEL_FORMAT, value_name = env::MODEL_FORMAT, default_value = contract::DEFAULT_MODEL_FORMAT)]
+    pub model_format: String,
+
+    #[arg(long, env = env::LISTEN_ADDRESS, value_name = env::LISTEN_ADDRESS, default_value = contract::DEFAULT_LISTEN_ADDRESS)]
+    pub listen_address: IpAddr,
+    /// Inference port; 0 picks a free port (the log reports it).
+    #[arg(long, env = env::HTTP_PORT, value_name = env::HTTP_PORT, default_value_t = contract::DEFAULT_HTTP_PORT)]
+    pub http_port: u16,
+    /// Admin port; 0 picks a free port (the log reports it).
+    #[arg(long, env = env::ADMIN_PORT, value_name = env::ADMIN_PORT, default_value_t = contract::DEFAULT_ADMIN_PORT)]
+    pub admin_port: u16,
+
+    #[arg(long, env = env::WORK_DIR, value_name = env::WORK_DIR, default_value = contract::DEFAULT_WORK_DIR)]
+    pub work_dir: PathBuf,
+    #[arg(long, env = env::MAX_MODEL_BYTES, value_name = env::MAX_MODEL_BYTES, default_value_t = contract::DEFAULT_MAX_MODEL_BYTES)]
+    pub max_model_bytes: u64,
+    #[arg(long, env = env::DOWNLOAD_TIMEOUT_SECONDS, value_name = env::DOWNLOAD_TIMEOUT_SECONDS, default_value_t = contract::DEFAULT_DOWNLOAD_TIMEOUT_SECONDS)]
+    pub download_timeout_seconds: u64,
+    #[arg(long, env = env::TERMINATION_MESSAGE_PATH, value_name = env::TERMINATION_MESSAGE_PATH, default_value = contract::DEFAULT_TERMINATION_MESSAGE_PATH)]
+    pub termination_message_path: PathBuf,
+
+    #[arg(long, env = env::S3_ENDPOINT, value_name = env::S3_ENDPOINT)]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = env::S3_REGION, value_name = env::S3_REGION)]
+    pub s3_region: Option<String>,
+    #[arg(long, env = env::S3_ALLOW_HTTP, value_name = env::S3_ALLOW_HTTP, default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_allow_http: bool,
+
+    #[arg(long, env = env::ONNXRUNTIME_LIBRARY, value_name = env::ONNXRUNTIME_LIBRARY, default_value = contract::DEFAULT_ONNXRUNTIME_LIBRARY)]
+    pub onnxruntime_library: PathBuf,
+    #[arg(long, env = env::SESSION_POOL_SIZE, value_name = env::SESSION_POOL_SIZE)]
+    pub session_pool_size: Option<usize>,
+    #[arg(long, env = env::INTRA_OP_THREADS, value_name = env::INTRA_OP_THREADS)]
+    pub intra_op_threads: Option<usize>,
+    #[arg(long, env = env::MAX_REQUEST_BYTES, value_name = env::MAX_REQUEST_BYTES, default_value_t = contract::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    #[arg(long, env = env::SHUTDOWN_TIMEOUT_SECONDS, value_name = env::SHUTDOWN_TIMEOUT_SECONDS, default_value_t = contract::DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
+    pub shutdown_timeout_seconds: u64,
+    #[arg(long, env = env::LOG, value_name = env::LOG, default_value = "info")]
+    pub log: String,
+}
+
+/// What to serve: the same fields come from the environment at start-up and from a repository load request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub uri: Url,
+    pub version: String,
+    /// Lowercase hex.
+    pub sha256: Option<String>,
+    pub format: String,
+}
+
+/// Settings of S3-compatible stores; the standard `AWS_*`, `GOOGLE_*` and `AZURE_*` variables are read as well.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSettings {
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_allow_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model: ModelSpec,
+    pub listen_address: IpAddr,
+    pub http_port: u16,
+    pub admin_port: u16,
+    pub work_dir: PathBuf,
+    pub max_model_bytes: u64,
+    pub download_timeout: Duration,
+    pub termination_message_path: PathBuf,
+    pub store: StoreSettings,
+    pub onnxruntime_library: PathBuf,
+    pub session_pool_size: Option<usize>,
+    pub intra_op_threads: Option<usize>,
+    pub max_request_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub log: String,
+}
+
+/// Names of the fields of a model spec, so the same checks can report either environment variables (start-up)
+/// or request parameters (repository load).
+pub struct SpecFieldNames {
+    pub name: &'static str,
+    pub uri: &'static str,
+    pub version: &'static str,
+    pub sha256: &'static str,
+    pub format: &'static str,
+}
+
+pub const ENV_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
+    name: env::MODEL_NAME,
+    uri: env::MODEL_URI,
+    version: env::MODEL_VERSION,
+    sha256: env::MODEL_SHA256,
+    format: env::MODEL_FORMAT,
+};
+
+impl ModelSpec {
+    /// Checks each field; the error names the offending field as given in `names`.
+    pub fn parse(
+        names: &SpecFieldNames,
+        name: Option<&str>,
+        uri: Option<&str>,
+        version: Option<&str>,
+        sha256: Option<&str>,
+        format: &str,
+    ) -> Result<ModelSpec, Failure> {
+        let name = required(names.name, name)?;
+        check_model_name(name).map_err(|m| Failure::invalid_config(names.name, m))?;
+        let uri = parse_uri(required(names.uri, uri)?)
+            .map_err(|m| Failure::invalid_config(names.uri, m))?;
+        let version = required(names.version, version)?;
+        check_version(version).map_err(|m| Failure::invalid_config(names.version, m))?;
+        let sha256 = sha256
+            .filter(|s| !s.is_empty())
+            .map(parse_sha256)
+            .transpose()
+            .map_err(|m| Failure::invalid_config(names.sha256, m))?;
+        check_format(format).map_err(|m| Failure::invalid_config(names.format, m))?;
+        Ok(ModelSpec {
+            name: name.to_owned(),
+            uri,
+            version: version.to_owned(),
+            sha256,
+            format: format.to_owned(),
+        })
+    }
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, Failure> {
+        let model = ModelSpec::parse(
+            &ENV_FIELD_NAMES,
+            args.model_name.as_deref(),
+            args.model_uri.as_deref(),
+            args.model_version.as_deref(),
+            args.model_sha256.as_deref(),
+            &args.model_format,
+        )?;
+        if args.http_port != 0 && args.http_port == args.admin_port {
+            return Err(Failure::invalid_config(
+                env::ADMIN_PORT,
+                format!(
+                    "must differ from {} (both are {})",
+                    env::HTTP_PORT,
+                    args.http_port
+                ),
+            ));
+        }
+        positive(env::MAX_MODEL_BYTES, args.max_model_bytes)?;
+        positive(env::DOWNLOAD_TIMEOUT_SECONDS, args.download_timeout_seconds)?;
+        positive(env::MAX_REQUEST_BYTES, args.max_request_bytes as u64)?;
+        if let Some(size) = args.session_pool_size {
+            positive(env::SESSION_POOL_SIZE, size as u64)?;
+        }
+        if let Some(threads) = args.intra_op_threads {
+            positive(env::INTRA_OP_THREADS, threads as u64)?;
+        }
+        if let Some(endpoint) = &args.s3_endpoint {
+            check_s3_endpoint(endpoint, args.s3_allow_http)?;
+        }
+        if args.s3_region.as_deref() == Some("") {
+            return Err(Failure::invalid_config(env::S3_REGION, "must not be empty"));
+        }
+        if args.termination_message_path.as_os_str().is_empty() {
+            return Err(Failure::invalid_config(
+                env::TERMINATION_MESSAGE_PATH,
+                "must not be empty",
+            ));
+        }
+        Ok(Config {
+            model,
+            listen_address: args.listen_address,
+            http_port: args.http_port,
+            admin_port: args.admin_port,
+            work_dir: args.work_dir,
+            max_model_bytes: args.max_model_bytes,
+            download_timeout: Duration::from_secs(args.download_timeout_seconds),
+            termination_message_path: args.termination_message_path,
+            store: StoreSettings {
+                s3_endpoint: args.s3_endpoint,
+                s3_region: args.s3_region,
+                s3_allow_http: args.s3_allow_http,
+            },
+            onnxruntime_library: args.onnxruntime_library,
+            session_pool_size: args.session_pool_size,
+            intra_op_threads: args.intra_op_threads,
+            max_request_bytes: args.max_request_bytes,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+            log: args.log,
+        })
+    }
+
+    /// Creates the work directory if needed and proves it writable, so a read-only mount fails at start-up.
+    pub fn prepare_work_dir(&self) -> Result<(), Failure> {
+        let fail = |e: std::io::Error| {
+            Failure::invalid_config(
+                env::WORK_DIR,
+                format!(
+                    "{} is not a writable directory: {e}",
+                    self.work_dir.display()
+                ),
+            )
+        };
+        std::fs::create_dir_all(&self.work_dir).map_err(fail)?;
+        tempfile::tempfile_in(&self.work_dir).map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// A clap parse error as a failure naming the environment variable (clap shows it as the value name).
+pub fn clap_failure(error: &clap::Error) -> Failure {
+    let first_line = error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let setting = match error.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(arg)) => arg
+            .split(['<', '>'])
+            .find(|part| part.starts_with("FERRY_"))
+            .map(str::to_owned),
+        _ => None,
+    };
+    match setting {
+        Some(setting) => Failure {
+            setting: Some(setting),
+            ..Failure::new(crate::contract::Reason::InvalidConfig, first_line)
+        },
+        None => Failure::new(crate::contract::Reason::InvalidConfig, first_line),
+    }
+}
+
+fn required<'a>(setting: &str, value: Option<&'a str>) -> Result<&'a str, Failure> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Failure::invalid_config(setting, "is required")),
+    }
+}
+
+fn positive(setting: &str, value: u64) -> Result<(), Failure> {
+    if value == 0 {
+        return Err(Failure::invalid_config(setting, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// Same rule as the ModelDeployment CRD: 1-63 characters, alphanumerics inside may be joined by `_`, `.`, `-`.
+fn check_model_name(name: &str) -> Result<(), String> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let inner_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if name.len() > 63
+        || !inner_ok
+        || !edge_ok(name.chars().next())
+        || !edge_ok(name.chars().last())
+    {
+        return Err(format!(
+            "{name:?} is not a model name (1-63 of A-Z a-z 0-9 _ . -, starting and ending alphanumeric)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_version(version: &str) -> Result<(), String> {
+    if version.chars().count() > 128
+        || version.trim() != version
+        || version.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{version:?} is not a version (1-128 characters, no surrounding whitespace or control characters)"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_uri(uri: &str) -> Result<Url, String> {
+    let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+    if !contract::capabilities::URI_SCHEMES.contains(&url.scheme()) {
+        return Err(format!(
+            "scheme {:?} is not supported (use one of {})",
+            url.scheme(),
+            contract::capabilities::URI_SCHEMES.join(", ")
+        ));
+    }
+    let file_name = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or("");
+    if file_name.is_empty() {
+        return Err(format!("{uri:?} does not name a file"));
+    }
+    Ok(url)
+}
+
+fn parse_sha256(digest: &str) -> Result<String, String> {
+    if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{digest:?} is not a SHA-256 digest (64 hex digits)"
+        ));
+    }
+    Ok(digest.to_ascii_lowercase())
+}
+
+fn check_format(format: &str) -> Result<(), String> {
+    let ok = !format.is_empty()
+        && format.len() <= 63
+        && format
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(format!(
+            "{format:?} is not a format name (lowercase, e.g. onnx)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_s3_endpoint(endpoint: &str, allow_http: bool) -> Result<(), Failure> {
+    let url = Url::parse(endpoint).map_err(|e| {
+        Failure::invalid_config(env::S3_ENDPOINT, format!("{endpoint:?} is not a URL: {e}"))
+    })?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(Failure::invalid_config(
+            env::S3_ENDPOINT,
+            format!(
+                "{endpoint} is plain http; set {}=true to allow it",
+                env::S3_ALLOW_HTTP
+            ),
+        )),
+        other => Err(Failure::invalid_config(
+            env::S3_ENDPOINT,
+            format!("scheme {other:?} is not http or https"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Reason;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = [
+            "ferry-server",
+            "--model-name",
+            "iris",
+            "--model-uri",
+            "s3://bucket/models/iris.onnx",
+            "--model-version",
+            "1",
+        ];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    fn failure(extra: &[&str]) -> Failure {
+        Config::from_args(args(extra).unwrap()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::from_args(args(&[]).unwrap()).unwrap();
+        assert_eq!(config.http_port, 8080);
+        assert_eq!(config.admin_port, 8081);
+        assert_eq!(config.model.format, "onnx");
+        assert_eq!(config.model.sha256, None);
+        assert_eq!(config.download_timeout, Duration::from_secs(600));
+        assert_eq!(
+            config.termination_message_path,
+            PathBuf::from("/dev/termination-log")
+        );
+    }
+
+    #[test]
+    fn digests_are_normalized_to_lowercase() {
+        let digest = "AB".repeat(32);
+        let config = Config::from_args(args(&["--model-sha256", &digest]).unwrap()).unwrap();
+        assert_eq!(
+            config.model.sha256.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
+    }
+
+    #[test]
+    fn each_invalid_setting_is_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--model-name=-bad"], env::MODEL_NAME),
+            (&["--model-name", &"x".repeat(64)], env::MODEL_NAME),
+            (&["--model-uri", "ftp://host/model.onnx"], env::MODEL_URI),
+            (&["--model-uri", "not a uri"], env::MODEL_URI),
+            (&["--model-uri", "s3://bucket/"], env::MODEL_URI),
+            (&["--model-version= 1"], env::MODEL_VERSION),
+            (&["--model-version", ""], env::MODEL_VERSION),
+            (&["--model-sha256", "abc"], env::MODEL_SHA256),
+            (&["--model-sha256", &"g".repeat(64)], env::MODEL_SHA256),
+            (&["--model-format", "ONNX!"], env::MODEL_FORMAT),
+            (
+                &["--http-port", "9000", "--admin-port", "9000"],
+                env::ADMIN_PORT,
+            ),
+            (&["--max-model-bytes", "0"], env::MAX_MODEL_BYTES),
+            (
+                &["--download-timeout-seconds", "0"],
+                env::DOWNLOAD_TIMEOUT_SECONDS,
+            ),
+            (&["--session-pool-size", "0"], env::SESSION_POOL_SIZE),
+            (&["--intra-op-threads", "0"], env::INTRA_OP_THREADS),
+            (&["--s3-endpoint", "http://minio:9000"], env::S3_ENDPOINT),
+            (&["--s3-endpoint", "minio:9000"], env::S3_ENDPOINT),
+            (&["--s3-region", ""], env::S3_REGION),
+        ];
+        for (extra, setting) in cases {
+            let failure = failure(extra);
+            assert_eq!(failure.reason, Reason::InvalidConfig, "{extra:?}");
+            assert_eq!(
+                failure.setting.as_deref(),
+                Some(*setting),
+                "{extra:?}: {failure}"
+            );
+            assert!(failure.message.starts_with(setting), "{extra:?}: {failure}");
+        }
+    }
+
+    #[test]
+    fn allow_http_admits_a_plain_http_endpoint() {
+        let config = Config::from_args(
+            args(&[
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-allow-http",
+                "true",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.store.s3_endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        let failure =
+            Config::from_args(Args::try_parse_from(["ferry-server"]).unwrap()).unwrap_err();
+        assert_eq!(failure.setting.as_deref(), Some(env::MODEL_NAME));
+    }
+
+    #[test]
+    fn clap_errors_name_the_environment_variable() {
+        let error = args(&["--http-port", "eighty"]).unwrap_err();
+        let failure = clap_failure(&error);
+        assert_eq!(failure.setting.as_deref(), Some(env::HTTP_PORT));
+        assert!(failure.message.contains(env::HTTP_PORT), "{failure}");
+        assert!(!failure.message.contains('\n'), "{failure}");
+    }
+}

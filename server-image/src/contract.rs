@@ -1,0 +1,205 @@
+//! The contract between ferry-server and the Ferry operator, in one place.
+//!
+//! The operator builds every serving Pod from these names: the environment variables it sets, the ports it
+//! exposes, the paths the kubelet probes, and the termination message it reads back when a Pod fails.
+//! `server-image/README.md` documents the same table; keep the two in step.
+
+/// Environment variables read by ferry-server. Every one also has a command-line flag; a flag wins over its variable.
+pub mod env {
+    /// Name the model is served under (`/v2/models/{name}`). Required.
+    pub const MODEL_NAME: &str = "FERRY_MODEL_NAME";
+    /// Location of the model file: `file://`, `http(s)://`, `s3://`, `gs://` or `az://`. Required.
+    pub const MODEL_URI: &str = "FERRY_MODEL_URI";
+    /// Version label reported in responses, status and metrics. Required.
+    pub const MODEL_VERSION: &str = "FERRY_MODEL_VERSION";
+    /// Expected SHA-256 of the model file (64 hex digits). Optional; when set, any other digest is refused.
+    pub const MODEL_SHA256: &str = "FERRY_MODEL_SHA256";
+    /// Format of the model file. Default `onnx`, the only format this server supports.
+    pub const MODEL_FORMAT: &str = "FERRY_MODEL_FORMAT";
+    /// Address both listeners bind to. Default `0.0.0.0`.
+    pub const LISTEN_ADDRESS: &str = "FERRY_LISTEN_ADDRESS";
+    /// Inference port (Open Inference Protocol, health). Default 8080.
+    pub const HTTP_PORT: &str = "FERRY_HTTP_PORT";
+    /// Admin port (health, status, metrics, model repository). Default 8081.
+    pub const ADMIN_PORT: &str = "FERRY_ADMIN_PORT";
+    /// Writable directory for downloads; the only place the server writes besides the termination message.
+    pub const WORK_DIR: &str = "FERRY_WORK_DIR";
+    /// Largest model file accepted, in bytes. Default 2 GiB (the protobuf limit of a single-file ONNX model).
+    pub const MAX_MODEL_BYTES: &str = "FERRY_MAX_MODEL_BYTES";
+    /// Time allowed for the whole download, retries included. Default 600.
+    pub const DOWNLOAD_TIMEOUT_SECONDS: &str = "FERRY_DOWNLOAD_TIMEOUT_SECONDS";
+    /// Where the failure reason is written before a non-zero exit. Default `/dev/termination-log`.
+    pub const TERMINATION_MESSAGE_PATH: &str = "FERRY_TERMINATION_MESSAGE_PATH";
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, ...). Only for `s3://` URIs.
+    pub const S3_ENDPOINT: &str = "FERRY_S3_ENDPOINT";
+    /// Region of the S3 bucket. Default: `AWS_REGION`, else `us-east-1`.
+    pub const S3_REGION: &str = "FERRY_S3_REGION";
+    /// Allow an `http://` S3 endpoint. Default false.
+    pub const S3_ALLOW_HTTP: &str = "FERRY_S3_ALLOW_HTTP";
+    /// Path of the ONNX Runtime shared library (1.31.x or a later 1.x).
+    pub const ONNXRUNTIME_LIBRARY: &str = "FERRY_ONNXRUNTIME_LIBRARY";
+    /// Number of ONNX Runtime sessions serving requests in parallel. Default: derived from CPUs and model size.
+    pub const SESSION_POOL_SIZE: &str = "FERRY_SESSION_POOL_SIZE";
+    /// Intra-op threads per session. Default: the Pod's CPUs divided by the session pool size.
+    pub const INTRA_OP_THREADS: &str = "FERRY_INTRA_OP_THREADS";
+    /// Largest request body accepted, in bytes. Default 32 MiB.
+    pub const MAX_REQUEST_BYTES: &str = "FERRY_MAX_REQUEST_BYTES";
+    /// Upper bound for draining in-flight requests after SIGTERM. Default 20.
+    pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "FERRY_SHUTDOWN_TIMEOUT_SECONDS";
+    /// Log filter in `tracing` syntax. Default `info`.
+    pub const LOG: &str = "FERRY_LOG";
+}
+
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+pub const DEFAULT_ADMIN_PORT: u16 = 8081;
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0";
+pub const DEFAULT_WORK_DIR: &str = "/var/lib/ferry";
+pub const DEFAULT_MODEL_FORMAT: &str = "onnx";
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 << 30;
+pub const DEFAULT_DOWNLOAD_TIMEOUT_SECONDS: u64 = 600;
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+pub const DEFAULT_ONNXRUNTIME_LIBRARY: &str = "/usr/lib/ferry/libonnxruntime.so.1.31.1";
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 20;
+
+/// HTTP paths. Health paths answer on both ports; the kubelet probes the admin port.
+pub mod paths {
+    pub const LIVE: &str = "/v2/health/live";
+    pub const READY: &str = "/v2/health/ready";
+    /// JSON status: phase, bytes, version, sha256, failure reason, capabilities. Admin port.
+    pub const STATUS: &str = "/status";
+    /// Prometheus metrics. Admin port.
+    pub const METRICS: &str = "/metrics";
+    /// Model repository extension (hot swap). Admin port.
+    pub const REPOSITORY_INDEX: &str = "/v2/repository/index";
+    pub const REPOSITORY_LOAD: &str = "/v2/repository/models/{name}/load";
+}
+
+/// Exit codes: 0 after a clean shutdown, 1 when the model cannot be served, 2 for invalid configuration.
+pub mod exit_code {
+    pub const MODEL_FAILED: u8 = 1;
+    pub const INVALID_CONFIG: u8 = 2;
+}
+
+/// What this build can serve, printed by `ferry-server --print-capabilities` and included in the status.
+pub mod capabilities {
+    /// Model formats (the `FERRY_MODEL_FORMAT` values) this server accepts.
+    pub const FORMATS: &[&str] = &["onnx"];
+    /// The ONNX Runtime release the server is built and tested against.
+    pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+    /// Opset range per ONNX domain that ONNX Runtime 1.31 loads (measured against the 1.31.1 library).
+    pub const ONNX_OPSETS: &[(&str, u32, u32)] = &[("ai.onnx", 7, 26), ("ai.onnx.ml", 1, 5)];
+    /// Newest ONNX IR version ONNX Runtime 1.31 loads.
+    pub const ONNX_MAX_IR_VERSION: u32 = 13;
+    /// Open Inference Protocol datatypes accepted and returned.
+    pub const DATATYPES: &[&str] = &["BOOL", "INT32", "INT64", "FP32", "FP64", "BYTES"];
+    /// URI schemes the fetcher understands.
+    pub const URI_SCHEMES: &[&str] = &["file", "http", "https", "s3", "gs", "az"];
+}
+
+/// Why a model cannot be served: the `reason` of the termination message, of the status and of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Reason {
+    /// A setting is missing or malformed; the message names it.
+    InvalidConfig,
+    /// The model URI points at nothing.
+    NotFound,
+    /// The store refused the credentials (HTTP 401/403).
+    AccessDenied,
+    /// The file's SHA-256 differs from `FERRY_MODEL_SHA256`.
+    ChecksumMismatch,
+    /// The file is larger than `FERRY_MAX_MODEL_BYTES`.
+    TooLarge,
+    /// The download did not finish within `FERRY_DOWNLOAD_TIMEOUT_SECONDS`.
+    Timeout,
+    /// The store kept failing (5xx, connection errors) after retries.
+    FetchFailed,
+    /// The format is not one this server serves, or the ONNX IR/opset version is outside the supported range.
+    UnsupportedFormat,
+    /// The file is not a loadable model (truncated, not protobuf, invalid graph).
+    CorruptModel,
+    /// The graph uses an operator ONNX Runtime does not implement; `operator` names it.
+    UnsupportedOperator,
+    /// The model loaded but an inference on a synthetic input of its own shape failed.
+    WarmupFailed,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::InvalidConfig,
+        Reason::NotFound,
+        Reason::AccessDenied,
+        Reason::ChecksumMismatch,
+        Reason::TooLarge,
+        Reason::Timeout,
+        Reason::FetchFailed,
+        Reason::UnsupportedFormat,
+        Reason::CorruptModel,
+        Reason::UnsupportedOperator,
+        Reason::WarmupFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidConfig => "InvalidConfig",
+            Reason::NotFound => "NotFound",
+            Reason::AccessDenied => "AccessDenied",
+            Reason::ChecksumMismatch => "ChecksumMismatch",
+            Reason::TooLarge => "TooLarge",
+            Reason::Timeout => "Timeout",
+            Reason::FetchFailed => "FetchFailed",
+            Reason::UnsupportedFormat => "UnsupportedFormat",
+            Reason::CorruptModel => "CorruptModel",
+            Reason::UnsupportedOperator => "UnsupportedOperator",
+            Reason::WarmupFailed => "WarmupFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The termination message: one line of JSON written to `FERRY_TERMINATION_MESSAGE_PATH` before a non-zero exit,
+/// e.g. `{"reason":"UnsupportedOperator","message":"...","operator":"ferry.example:Frobnicate","model":"iris","version":"2"}`.
+/// Kubernetes keeps at most 4096 bytes of it; the message is cut well below that.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TerminationMessage {
+    pub reason: Reason,
+    pub message: String,
+    /// The unsupported operator, `domain:OpType` (domain omitted for the default ONNX domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The setting at fault, for `InvalidConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The capabilities as JSON, e.g.
+/// `{"formats":["onnx"],"runtime":{"name":"onnxruntime","version":"1.31.1"},"onnx":{"opsets":{"ai.onnx":{"min":7,"max":26},...},"max_ir_version":13},...}`.
+pub fn capabilities_json() -> serde_json::Value {
+    let opsets: serde_json::Map<String, serde_json::Value> = capabilities::ONNX_OPSETS
+        .iter()
+        .map(|(domain, min, max)| {
+            (
+                domain.to_string(),
+                serde_json::json!({ "min": min, "max": max }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "server": { "name": "ferry-server", "version": env!("CARGO_PKG_VERSION") },
+        "protocol": "open-inference-protocol-v2",
+        "formats": capabilities::FORMATS,
+        "runtime": { "name": "onnxruntime", "version": capabilities::ONNXRUNTIME_VERSION },
+        "onnx": { "opsets": opsets, "max_ir_version": capabilities::ONNX_MAX_IR_VERSION },
+        "datatypes": capabilities::DATATYPES,
+        "uri_schemes": capabilities::URI_SCHEMES,
+    })
+}

@@ -1,0 +1,435 @@
+//! The HTTP surface: the inference port (Open Inference Protocol v2, health) and the admin port (health, status,
+//! metrics, model repository), so that a Service can expose inference alone.
+//!
+//! Every error is `{"error": "..."}`: handlers build them with `ApiError`, and a last layer rewrites the plain-text
+//! rejections of the framework (unknown route, wrong method, body too large, ...) into the same shape.
+//! Inference runs on the blocking pool, at most one request per idle session, so health checks never wait for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{ModelSpec, SpecFieldNames};
+use crate::contract::{paths, DEFAULT_MODEL_FORMAT};
+use crate::load::Served;
+use crate::metrics::{Metrics, ModelLabels, RequestLabels};
+use crate::oip;
+use crate::repository::{Busy, Repository};
+use crate::runtime::InferError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub repository: Arc<Repository>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error response: `{"error": message}` with `status`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+pub fn inference_router(state: AppState, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .merge(health_routes())
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(state)
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(errors_as_json))
+}
+
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route(paths::STATUS, get(status))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::REPOSITORY_INDEX, post(repository_index))
+        .route(paths::REPOSITORY_LOAD, post(repository_load))
+        .merge(health_routes())
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(state)
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(errors_as_json))
+}
+
+fn health_routes() -> Router<AppState> {
+    Router::new()
+        .route(paths::LIVE, get(live))
+        .route(paths::READY, get(ready))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// Rewrites any error response that is not JSON yet (framework rejections) into `{"error": ...}`.
+async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.trim().to_owned()
+    };
+    ApiError::new(status, message).into_response()
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.repository.is_ready() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.repository.not_ready_reason(),
+        )
+        .into_response()
+    }
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "ferry-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository"],
+    }))
+}
+
+/// The served model if `name` (and `version`, when given) designate it: 404 for another name or version,
+/// 503 while no model is ready.
+fn resolve(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
+    let repository = &state.repository;
+    if name != repository.name {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown model {name:?}"),
+        ));
+    }
+    let served = repository.serving().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            repository.not_ready_reason(),
+        )
+    })?;
+    match version {
+        Some(v) if v != served.spec.version => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model {name:?} has no version {v:?} (serving {:?})",
+                served.spec.version
+            ),
+        )),
+        _ => Ok(served),
+    }
+}
+
+/// Path parameters of the model routes: `name`, and `version` on the `/versions/{version}` variants.
+type ModelPath = Path<HashMap<String, String>>;
+
+fn model_and_version(params: &HashMap<String, String>) -> (&str, Option<&str>) {
+    let name = params.get("name").map_or("", String::as_str);
+    (name, params.get("version").map(String::as_str))
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(params): ModelPath,
+) -> Result<Response, ApiError> {
+    let (name, version) = model_and_version(&params);
+    let served = resolve(&state, name, version)?;
+    let signature = served.model.signature();
+    let metadata = oip::ModelMetadata {
+        name: &state.repository.name,
+        versions: vec![&served.spec.version],
+        platform: served.model.platform(),
+        inputs: &signature.inputs,
+        outputs: &signature.outputs,
+    };
+    Ok(Json(metadata).into_response())
+}
+
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(params): ModelPath,
+) -> Result<Response, ApiError> {
+    let (name, version) = model_and_version(&params);
+    resolve(&state, name, version)?;
+    if !state.repository.is_ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.repository.not_ready_reason(),
+        ));
+    }
+    Ok(Json(json!({ "name": name, "ready": true })).into_response())
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(params): ModelPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (name, version) = model_and_version(&params);
+    infer_and_count(
+        state,
+        name.to_owned(),
+        version.map(str::to_owned),
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn infer_and_count(
+    state: AppState,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let metrics = &state.metrics;
+    metrics.in_flight.inc();
+    let served = resolve(&state, &name, version.as_deref());
+    let labels = ModelLabels {
+        model: state.repository.name.clone(),
+        version: served
+            .as_ref()
+            .map(|s| s.spec.version.clone())
+            .unwrap_or_default(),
+    };
+    let response = match served {
+        Ok(served) => run_inference(served, &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(error) => error.into_response(),
+    };
+    metrics.in_flight.dec();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: labels.model.clone(),
+            version: labels.version.clone(),
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn run_inference(
+    served: Arc<Served>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if headers.contains_key("inference-header-content-length") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the binary tensor extension is not supported; send JSON tensors",
+        ));
+    }
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    // Wait for a free session here, on the async side, so blocking threads never queue for one.
+    let _permit =
+        served.permits.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model is being unloaded")
+        })?;
+    let work = served.clone();
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let signature = work.model.signature();
+        let decoded =
+            oip::decode(&body, signature).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        let outputs = work.model.infer(decoded.inputs).map_err(|e| match e {
+            InferError::BadInput(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("inference failed: {m}"))
+            }
+            InferError::Internal(m) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("inference failed: {m}"),
+            ),
+        })?;
+        let response = oip::encode(
+            &work.spec.name,
+            &work.spec.version,
+            decoded.id,
+            outputs,
+            decoded.outputs.as_deref(),
+        );
+        serde_json::to_vec(&response)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inference stopped: {e}"),
+        )
+    })??;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        encoded,
+    )
+        .into_response())
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    Json(state.repository.status()).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn repository_index(State(state): State<AppState>) -> Response {
+    Json(state.repository.index()).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: LoadParameters,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoadParameters {
+    uri: Option<String>,
+    version: Option<String>,
+    sha256: Option<String>,
+    format: Option<String>,
+    /// Answer only when the load has finished (200, or 422 with the reason) instead of at once (202).
+    #[serde(default)]
+    wait: bool,
+}
+
+const LOAD_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
+    name: "name",
+    uri: "parameters.uri",
+    version: "parameters.version",
+    sha256: "parameters.sha256",
+    format: "parameters.format",
+};
+
+async fn repository_load(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let repository = &state.repository;
+    if name != repository.name {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown model {name:?}; this server serves {:?}",
+                repository.name
+            ),
+        ));
+    }
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let request: LoadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LoadRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid load request: {e}"),
+            )
+        })?
+    };
+    let p = request.parameters;
+    let spec = ModelSpec::parse(
+        &LOAD_FIELD_NAMES,
+        Some(&name),
+        p.uri.as_deref(),
+        p.version.as_deref(),
+        p.sha256.as_deref(),
+        p.format.as_deref().unwrap_or(DEFAULT_MODEL_FORMAT),
+    )
+    .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
+    let version = spec.version.clone();
+    let attempt = repository.begin_load(spec).map_err(|Busy| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "another load is in progress; retry when it has finished",
+        )
+    })?;
+    let load = tokio::spawn(repository.clone().run_load(attempt));
+    if !p.wait {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "name": name, "version": version, "state": "LOADING" })),
+        )
+            .into_response());
+    }
+    match load.await {
+        Ok(Ok(())) => Ok(Json(json!({ "name": name, "version": version, "state": "READY" })).into_response()),
+        Ok(Err(failure)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": failure.to_string(), "reason": failure.reason, "operator": failure.operator })),
+        )
+            .into_response()),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("load stopped: {e}"))),
+    }
+}

@@ -1,0 +1,449 @@
+//! Open Inference Protocol v2 (REST, JSON tensors): decoding requests against the model's signature and encoding
+//! responses. Pure functions; every rejection is a message for a 400 response.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::runtime::{DataType, Signature, Tensor, TensorData, TensorSpec};
+
+#[derive(Debug, Deserialize)]
+pub struct InferRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    pub inputs: Vec<RequestInput>,
+    #[serde(default)]
+    pub outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+}
+
+/// A request checked against the model: inputs in the model's order, the outputs asked for (all if `None`).
+#[derive(Debug)]
+pub struct Decoded {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    pub outputs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InferResponse<'a> {
+    pub model_name: &'a str,
+    pub model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<ResponseOutput>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResponseOutput {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub datatype: DataType,
+    pub data: TensorData,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelMetadata<'a> {
+    pub name: &'a str,
+    pub versions: Vec<&'a str>,
+    pub platform: &'a str,
+    pub inputs: &'a [TensorSpec],
+    pub outputs: &'a [TensorSpec],
+}
+
+pub fn decode(body: &[u8], signature: &Signature) -> Result<Decoded, String> {
+    let request: InferRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid inference request: {e}"))?;
+    if request.inputs.is_empty() {
+        return Err("the request has no inputs".to_owned());
+    }
+    let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+    for input in request.inputs {
+        let position = signature
+            .inputs
+            .iter()
+            .position(|spec| spec.name == input.name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown input {:?}; the model's inputs are {}",
+                    input.name,
+                    names(&signature.inputs)
+                )
+            })?;
+        if slots[position].is_some() {
+            return Err(format!("input {:?} is given twice", input.name));
+        }
+        slots[position] = Some(decode_input(input, &signature.inputs[position])?);
+    }
+    let inputs = slots
+        .into_iter()
+        .zip(&signature.inputs)
+        .map(|(slot, spec)| slot.ok_or_else(|| format!("input {:?} is missing", spec.name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = request
+        .outputs
+        .map(|outputs| {
+            outputs
+                .into_iter()
+                .map(|o| {
+                    if signature.outputs.iter().any(|spec| spec.name == o.name) {
+                        Ok(o.name)
+                    } else {
+                        Err(format!(
+                            "unknown output {:?}; the model's outputs are {}",
+                            o.name,
+                            names(&signature.outputs)
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(Decoded {
+        id: request.id,
+        inputs,
+        outputs,
+    })
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn decode_input(input: RequestInput, spec: &TensorSpec) -> Result<Tensor, String> {
+    let name = &input.name;
+    let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
+        format!(
+            "input {name:?}: datatype {:?} is not supported (use {})",
+            input.datatype,
+            crate::contract::capabilities::DATATYPES.join(", ")
+        )
+    })?;
+    if datatype != spec.datatype {
+        return Err(format!(
+            "input {name:?} has datatype {}, the model expects {}",
+            datatype.as_str(),
+            spec.datatype.as_str()
+        ));
+    }
+    let shape = check_shape(name, &input.shape, &spec.shape)?;
+    let expected: usize = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("input {name:?}: shape {:?} is too large", input.shape))?;
+    let data = input.data.ok_or_else(|| {
+        format!("input {name:?} has no data (binary tensor data is not supported)")
+    })?;
+    let mut elements = Vec::with_capacity(expected.min(1 << 20));
+    flatten(&data, &mut elements);
+    if elements.len() != expected {
+        return Err(format!(
+            "input {name:?}: shape {:?} needs {expected} elements, the data has {}",
+            input.shape,
+            elements.len()
+        ));
+    }
+    let data = match datatype {
+        DataType::Bool => TensorData::Bool(convert(name, datatype, &elements, Value::as_bool)?),
+        DataType::Int32 => TensorData::Int32(convert(name, datatype, &elements, |v| {
+            v.as_i64().and_then(|i| i32::try_from(i).ok())
+        })?),
+        DataType::Int64 => TensorData::Int64(convert(name, datatype, &elements, Value::as_i64)?),
+        DataType::Fp32 => TensorData::Fp32(convert(name, datatype, &elements, |v| {
+            v.as_f64().map(|f| f as f32).filter(|f| f.is_finite())
+        })?),
+        DataType::Fp64 => TensorData::Fp64(convert(name, datatype, &elements, Value::as_f64)?),
+        DataType::Bytes => TensorData::Bytes(convert(name, datatype, &elements, |v| {
+            v.as_str().map(str::to_owned)
+        })?),
+    };
+    Ok(Tensor {
+        name: input.name,
+        shape,
+        data,
+    })
+}
+
+/// The request's shape must have the model's rank, match every fixed dimension and have no empty dimension.
+fn check_shape(name: &str, shape: &[i64], expected: &[i64]) -> Result<Vec<usize>, String> {
+    let mismatch = || {
+        format!("input {name:?} has shape {shape:?}, the model expects {expected:?} (-1: any size)")
+    };
+    if shape.len() != expected.len() {
+        return Err(mismatch());
+    }
+    shape
+        .iter()
+        .zip(expected)
+        .map(|(&got, &want)| {
+            if got < 1 {
+                return Err(format!(
+                    "input {name:?}: shape {shape:?} has a dimension smaller than 1"
+                ));
+            }
+            if want >= 0 && got != want {
+                return Err(mismatch());
+            }
+            usize::try_from(got).map_err(|_| mismatch())
+        })
+        .collect()
+}
+
+/// Row-major elements of flat or nested `data` (serde_json caps nesting at 128 levels, so recursion is bounded).
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        other => out.push(other),
+    }
+}
+
+fn convert<T>(
+    name: &str,
+    datatype: DataType,
+    elements: &[&Value],
+    each: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, String> {
+    elements
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            each(v).ok_or_else(|| {
+                format!(
+                    "input {name:?}: element {i} ({v}) is not a valid {}",
+                    datatype.as_str()
+                )
+            })
+        })
+        .collect()
+}
+
+/// The response with the requested outputs (all when none were named), in the model's order.
+pub fn encode<'a>(
+    model_name: &'a str,
+    model_version: &'a str,
+    id: Option<String>,
+    tensors: Vec<Tensor>,
+    selected: Option<&[String]>,
+) -> InferResponse<'a> {
+    let outputs = tensors
+        .into_iter()
+        .filter(|t| selected.is_none_or(|names| names.contains(&t.name)))
+        .map(|t| ResponseOutput {
+            datatype: t.data.datatype(),
+            name: t.name,
+            shape: t.shape,
+            data: t.data,
+        })
+        .collect();
+    InferResponse {
+        model_name,
+        model_version,
+        id,
+        outputs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature() -> Signature {
+        Signature {
+            inputs: vec![
+                TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 2],
+                },
+                TensorSpec {
+                    name: "flag".into(),
+                    datatype: DataType::Bool,
+                    shape: vec![-1],
+                },
+            ],
+            outputs: vec![
+                TensorSpec {
+                    name: "label".into(),
+                    datatype: DataType::Int64,
+                    shape: vec![-1],
+                },
+                TensorSpec {
+                    name: "probabilities".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 2],
+                },
+            ],
+        }
+    }
+
+    fn decode_json(value: Value) -> Result<Decoded, String> {
+        decode(value.to_string().as_bytes(), &signature())
+    }
+
+    #[test]
+    fn nested_and_flat_data_decode_to_the_same_tensor_in_model_order() {
+        let nested = decode_json(serde_json::json!({
+            "id": "42",
+            "inputs": [
+                {"name": "flag", "shape": [2], "datatype": "BOOL", "data": [true, false]},
+                {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2.5], [3, 4]]}
+            ],
+            "outputs": [{"name": "label"}]
+        }))
+        .unwrap();
+        let flat = decode_json(serde_json::json!({
+            "inputs": [
+                {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2.5, 3, 4]},
+                {"name": "flag", "shape": [2], "datatype": "BOOL", "data": [true, false]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(nested.inputs, flat.inputs);
+        assert_eq!(nested.inputs[0].name, "x");
+        assert_eq!(nested.inputs[0].shape, vec![2, 2]);
+        assert_eq!(
+            nested.inputs[0].data,
+            TensorData::Fp32(vec![1.0, 2.5, 3.0, 4.0])
+        );
+        assert_eq!(nested.id.as_deref(), Some("42"));
+        assert_eq!(nested.outputs, Some(vec!["label".to_owned()]));
+        assert_eq!(flat.outputs, None);
+    }
+
+    #[test]
+    fn malformed_requests_are_rejected_with_a_reason() {
+        let x = |shape: Value, datatype: &str, data: Value| serde_json::json!({"name": "x", "shape": shape, "datatype": datatype, "data": data});
+        let flag =
+            serde_json::json!({"name": "flag", "shape": [1], "datatype": "BOOL", "data": [true]});
+        let cases = [
+            (serde_json::json!({"inputs": []}), "no inputs"),
+            (serde_json::json!({"inputs": [flag]}), "missing"),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP32", serde_json::json!([1, 2])), flag, flag]}),
+                "twice",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP64", serde_json::json!([1, 2])), flag]}),
+                "expects FP32",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP16", serde_json::json!([1, 2])), flag]}),
+                "not supported",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 3]), "FP32", serde_json::json!([1, 2, 3])), flag]}),
+                "expects [-1, 2]",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([2]), "FP32", serde_json::json!([1, 2])), flag]}),
+                "expects [-1, 2]",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([0, 2]), "FP32", serde_json::json!([])), flag]}),
+                "smaller than 1",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([2, 2]), "FP32", serde_json::json!([1, 2, 3])), flag]}),
+                "needs 4 elements",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP32", serde_json::json!(["a", 2])), flag]}),
+                "element 0",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP32", serde_json::json!([1e300, 2])), flag]}),
+                "not a valid FP32",
+            ),
+            (
+                serde_json::json!({"inputs": [x(serde_json::json!([1, 2]), "FP32", serde_json::json!([1, 2])), flag], "outputs": [{"name": "nope"}]}),
+                "unknown output",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [1]}]}),
+                "unknown input",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32"}, flag]}),
+                "no data",
+            ),
+        ];
+        for (request, expected) in cases {
+            let error = decode_json(request.clone()).unwrap_err();
+            assert!(error.contains(expected), "{request}: {error}");
+        }
+        assert!(decode(b"{not json", &signature())
+            .unwrap_err()
+            .starts_with("invalid inference request"));
+    }
+
+    #[test]
+    fn integer_and_bool_elements_are_range_checked() {
+        let sig = Signature {
+            inputs: vec![TensorSpec {
+                name: "i".into(),
+                datatype: DataType::Int32,
+                shape: vec![-1],
+            }],
+            outputs: vec![],
+        };
+        let request = |data: Value| {
+            serde_json::json!({"inputs": [{"name": "i", "shape": [1], "datatype": "INT32", "data": data}]}).to_string()
+        };
+        assert!(decode(request(serde_json::json!([2147483647])).as_bytes(), &sig).is_ok());
+        assert!(decode(request(serde_json::json!([2147483648i64])).as_bytes(), &sig).is_err());
+        assert!(decode(request(serde_json::json!([1.5])).as_bytes(), &sig).is_err());
+        assert!(decode(request(serde_json::json!([true])).as_bytes(), &sig).is_err());
+    }
+
+    #[test]
+    fn responses_keep_the_selected_outputs_and_echo_the_id() {
+        let tensors = vec![
+            Tensor {
+                name: "label".into(),
+                shape: vec![1],
+                data: TensorData::Int64(vec![1]),
+            },
+            Tensor {
+                name: "probabilities".into(),
+                shape: vec![1, 2],
+                data: TensorData::Fp32(vec![0.25, 0.75]),
+            },
+        ];
+        let response = encode(
+            "iris",
+            "3",
+            Some("req-1".into()),
+            tensors,
+            Some(&["probabilities".to_owned()]),
+        );
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            serde_json::json!({
+                "model_name": "iris", "model_version": "3", "id": "req-1",
+                "outputs": [{"name": "probabilities", "shape": [1, 2], "datatype": "FP32", "data": [0.25, 0.75]}]
+            })
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the `ferry-server` binary against real stores (file://, a local HTTP server, s3s-fs) and
+//! real ONNX models whose expected predictions come from scikit-learn.
+
+mod clients;
+mod configuration;
+mod failures;
+mod lifecycle;
+mod predictions;
+mod protocol;
+mod support;

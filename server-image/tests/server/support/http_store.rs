@@ -1,0 +1,169 @@
+//! A real local HTTP server for `http://` model URIs, with the misbehaviours the fetch tests need.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+#[derive(Clone)]
+pub enum Behavior {
+    /// Serves the bytes, honouring `Range: bytes=N-`.
+    Serve(Bytes),
+    /// Answers every request with this status.
+    Status(u16),
+    /// Serves the bytes `chunk` at a time, `delay` apart.
+    Slow {
+        bytes: Bytes,
+        chunk: usize,
+        delay: Duration,
+    },
+    /// Answers the first `failures` requests with 503, then serves.
+    Flaky { bytes: Bytes, failures: usize },
+    /// The first response breaks off after `cut` bytes; later requests are served (with ranges).
+    DropOnce { bytes: Bytes, cut: usize },
+}
+
+impl Behavior {
+    /// `bytes` served `chunk` bytes at a time, `delay_ms` apart.
+    pub fn slow(bytes: impl Into<Bytes>, chunk: usize, delay_ms: u64) -> Behavior {
+        Behavior::Slow {
+            bytes: bytes.into(),
+            chunk,
+            delay: Duration::from_millis(delay_ms),
+        }
+    }
+}
+
+struct Routes {
+    behaviors: HashMap<String, Behavior>,
+    requests: Mutex<Vec<(String, Option<String>)>>,
+}
+
+pub struct HttpStore {
+    pub base: String,
+    routes: Arc<Routes>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpStore {
+    pub async fn start(behaviors: Vec<(&str, Behavior)>) -> HttpStore {
+        let routes = Arc::new(Routes {
+            behaviors: behaviors
+                .into_iter()
+                .map(|(p, b)| (p.to_owned(), b))
+                .collect(),
+            requests: Mutex::new(Vec::new()),
+        });
+        let state = routes.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let routes = state.clone();
+            async move { respond(&routes, &uri, &headers) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HttpStore { base, routes, task }
+    }
+
+    pub fn uri(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Requests received for `path`, with their Range header.
+    pub fn requests(&self, path: &str) -> Vec<Option<String>> {
+        let requests = self.routes.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+impl Drop for HttpStore {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn respond(routes: &Routes, uri: &Uri, headers: &HeaderMap) -> Response {
+    let path = uri.path().to_owned();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let seen = {
+        let mut requests = routes.requests.lock().unwrap();
+        requests.push((path.clone(), range.clone()));
+        requests.iter().filter(|(p, _)| *p == path).count()
+    };
+    let Some(behavior) = routes.behaviors.get(&path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match behavior {
+        Behavior::Serve(bytes) => serve(bytes, range.as_deref()),
+        Behavior::Status(code) => StatusCode::from_u16(*code).unwrap().into_response(),
+        Behavior::Flaky { bytes, failures } if seen > *failures => serve(bytes, range.as_deref()),
+        Behavior::Flaky { .. } => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Behavior::DropOnce { bytes, .. } if seen > 1 => serve(bytes, range.as_deref()),
+        Behavior::DropOnce { bytes, cut } => {
+            let head = bytes.slice(..*cut);
+            // The pause lets the head reach the client before the connection breaks.
+            let stream = futures::stream::iter([Some(head), None]).then(|piece| async move {
+                match piece {
+                    Some(head) => Ok(head),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Err(std::io::Error::other("connection dropped on purpose"))
+                    }
+                }
+            });
+            with_length(bytes.len(), Body::from_stream(stream))
+        }
+        Behavior::Slow {
+            bytes,
+            chunk,
+            delay,
+        } => {
+            let pieces: Vec<Bytes> = bytes.chunks(*chunk).map(Bytes::copy_from_slice).collect();
+            let delay = *delay;
+            let stream = futures::stream::iter(pieces).then(move |piece| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<Bytes, std::io::Error>(piece)
+            });
+            with_length(bytes.len(), Body::from_stream(stream))
+        }
+    }
+}
+
+fn with_length(length: usize, body: Body) -> Response {
+    Response::builder()
+        .header(header::CONTENT_LENGTH, length)
+        .body(body)
+        .unwrap()
+}
+
+fn serve(bytes: &Bytes, range: Option<&str>) -> Response {
+    let start = range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match start {
+        Some(start) if start < bytes.len() => Response::builder()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, bytes.len() - start)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{}", bytes.len() - 1, bytes.len()),
+            )
+            .body(Body::from(bytes.slice(start..)))
+            .unwrap(),
+        _ => with_length(bytes.len(), Body::from(bytes.clone())),
+    }
+}

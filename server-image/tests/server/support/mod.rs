@@ -1,0 +1,203 @@
+//! Real parts for the server tests: the `ferry-server` binary, the ONNX Runtime library, an S3-compatible server
+//! (s3s-fs), a local HTTP server, and the committed models with scikit-learn's expected predictions.
+//!
+//! Dependencies are found through environment variables, falling back to where
+//! `bash server-image/scripts/setup-test-deps.sh` installs them; a missing one fails the test with that command.
+
+pub mod http_store;
+pub mod s3;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+pub const SETUP: &str = "bash server-image/scripts/setup-test-deps.sh";
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("FERRY_CACHE_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferry"),
+    }
+}
+
+fn installed(variable: &str, fallback: PathBuf, what: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
+        .filter(|v| !v.is_empty())
+        .map_or(fallback, PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{what} is missing at {} (set {variable} or run `{SETUP}`)",
+        path.display()
+    );
+    path
+}
+
+/// `FERRY_ONNXRUNTIME_LIBRARY`, else `$FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1`.
+pub fn onnxruntime_library() -> PathBuf {
+    installed(
+        "FERRY_ONNXRUNTIME_LIBRARY",
+        cache_dir().join("onnxruntime/libonnxruntime.so.1.31.1"),
+        "the ONNX Runtime library",
+    )
+}
+
+/// `FERRY_S3S_FS`, else `$FERRY_CACHE_DIR/tools/bin/s3s-fs`.
+pub fn s3s_fs() -> PathBuf {
+    installed(
+        "FERRY_S3S_FS",
+        cache_dir().join("tools/bin/s3s-fs"),
+        "the S3-compatible test server s3s-fs",
+    )
+}
+
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+pub fn model_path(file: &str) -> PathBuf {
+    testdata().join("models").join(file)
+}
+
+pub fn model_bytes(file: &str) -> Vec<u8> {
+    std::fs::read(model_path(file)).expect("committed test model")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+pub fn file_uri(path: &Path) -> String {
+    url::Url::from_file_path(path)
+        .expect("absolute path")
+        .to_string()
+}
+
+/// scikit-learn's predictions for one committed model (see testdata/make_models.py).
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub name: String,
+    pub file: String,
+    pub input: String,
+    pub rows: Vec<Vec<f64>>,
+    pub labels: Vec<i64>,
+    pub probabilities: Vec<Vec<f64>>,
+}
+
+pub const PROBABILITY_TOLERANCE: f64 = 1e-5;
+
+pub fn expectations() -> Vec<Expected> {
+    let text =
+        std::fs::read_to_string(testdata().join("expected.json")).expect("testdata/expected.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    let numbers = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let mut all: Vec<Expected> = json
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, e)| Expected {
+            name: name.clone(),
+            file: e["file"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("models/")
+                .to_owned(),
+            input: e["input"].as_str().unwrap().to_owned(),
+            rows: e["rows"].as_array().unwrap().iter().map(numbers).collect(),
+            labels: e["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_i64().unwrap())
+                .collect(),
+            probabilities: e["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(numbers)
+                .collect(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(all.len() >= 5, "expected.json holds {} models", all.len());
+    all
+}
+
+pub fn expectation(name: &str) -> Expected {
+    expectations()
+        .into_iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no expectation for {name}"))
+}
+
+impl Expected {
+    /// An OIP request with the given rows (nested data) and an id.
+    pub fn request(&self, rows: &[usize], id: &str) -> serde_json::Value {
+        let data: Vec<&Vec<f64>> = rows.iter().map(|&r| &self.rows[r]).collect();
+        serde_json::json!({
+            "id": id,
+            "inputs": [{
+                "name": self.input,
+                "shape": [rows.len(), self.rows[0].len()],
+                "datatype": "FP32",
+                "data": data,
+            }]
+        })
+    }
+
+    /// Checks a response against scikit-learn for `rows`: labels exactly, probabilities within 1e-5.
+    pub fn matches(&self, rows: &[usize], response: &serde_json::Value) -> Result<(), String> {
+        let output = |name: &str| {
+            response["outputs"]
+                .as_array()
+                .and_then(|outputs| outputs.iter().find(|o| o["name"] == name))
+                .ok_or_else(|| format!("no output {name} in {response}"))
+        };
+        let labels = output("label")?;
+        let probabilities = output("probabilities")?;
+        let classes = self.probabilities[0].len();
+        if labels["shape"] != serde_json::json!([rows.len()]) || labels["datatype"] != "INT64" {
+            return Err(format!("label output {labels}"));
+        }
+        if probabilities["shape"] != serde_json::json!([rows.len(), classes])
+            || probabilities["datatype"] != "FP32"
+        {
+            return Err(format!("probabilities output {probabilities}"));
+        }
+        for (i, &row) in rows.iter().enumerate() {
+            let label = labels["data"][i].as_i64();
+            if label != Some(self.labels[row]) {
+                return Err(format!(
+                    "{} row {row}: label {label:?}, scikit-learn {}",
+                    self.name, self.labels[row]
+                ));
+            }
+            for c in 0..classes {
+                let got = probabilities["data"][i * classes + c]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+                let want = self.probabilities[row][c];
+                if (got - want).abs() > PROBABILITY_TOLERANCE || got.is_nan() {
+                    return Err(format!(
+                        "{} row {row} class {c}: probability {got}, scikit-learn {want}",
+                        self.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TCP port that was free a moment ago (for servers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
