@@ -5,8 +5,8 @@
 //! and scaled up first, the Services switch next, scale-downs and deletions come last. Every write uses
 //! server-side apply or a patch under one field manager; the status is written once, and only when it changed.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
@@ -58,6 +58,11 @@ pub struct Context {
     pub config: OperatorConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// When each candidate revision (namespace/name/revision) was first seen fully available, for the
+    /// promotion-latency metric.
+    available_since: Mutex<HashMap<String, Instant>>,
+    /// Consecutive failed reconciles per ModelDeployment (namespace/name), for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -74,6 +79,8 @@ impl Context {
             config,
             recorder,
             metrics,
+            available_since: Mutex::default(),
+            failures: Mutex::default(),
         }
     }
 }
@@ -169,21 +176,48 @@ async fn run_scope(
     .await;
 }
 
+fn object_key(md: &ModelDeployment) -> String {
+    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
+/// Retries a failing ModelDeployment after 5 s, doubling up to 5 minutes while it keeps failing.
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, context: Arc<Context>) -> Action {
-    warn!(name = %md.name_any(), namespace = ?md.namespace(), %error, "reconcile failed; retrying");
+    let failures = {
+        let mut failures = context
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(object_key(&md)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay =
+        Duration::from_secs(5 * 2u64.pow(failures.min(7) - 1)).min(Duration::from_secs(300));
+    warn!(name = %md.name_any(), namespace = ?md.namespace(), %error, retry_in = ?delay, "reconcile failed");
     context.metrics.count_error(error.kind());
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
 }
 
 #[instrument(skip_all, fields(namespace = %md.namespace().unwrap_or_default(), name = %md.name_any()))]
 pub async fn reconcile(md: Arc<ModelDeployment>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&md, &context).await;
+    let result = reconcile_inner(&md, &context, started).await;
     context.metrics.observe_reconcile(started.elapsed());
+    if result.is_ok() {
+        let mut failures = context
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.remove(&object_key(&md));
+    }
     result
 }
 
-async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(
+    md: &ModelDeployment,
+    context: &Context,
+    started: Instant,
+) -> Result<Action, Error> {
     if md.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner references.
         return Ok(Action::await_change());
@@ -205,12 +239,16 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
 
     // Observe.
     let selector = ListParams::default().labels(&format!("{}={}", labels::MODEL_DEPLOYMENT, name));
-    let owned_deployments = deployments.list(&selector).await?.items;
-    let owned_pods = pods.list(&selector).await?.items;
     let stable_name = service::stable_name(&name);
     let preview_name = service::preview_name(&name);
-    let stable_service = services.get_opt(&stable_name).await?;
-    let preview_service = services.get_opt(&preview_name).await?;
+    // Independent reads, issued together: they dominate the time from "candidate available" to promotion.
+    let (owned_deployments, owned_pods, stable_service, preview_service) = futures::try_join!(
+        deployments.list(&selector),
+        pods.list(&selector),
+        services.get_opt(&stable_name),
+        services.get_opt(&preview_name),
+    )?;
+    let (owned_deployments, owned_pods) = (owned_deployments.items, owned_pods.items);
     let stable_target = stable_service.as_ref().and_then(service::selected_revision);
 
     let template = deployment::revision_template(md, &context.config);
@@ -227,7 +265,7 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         context.config.cluster_domain,
         server_contract::HTTP_PORT
     );
-    let now = Timestamp::now();
+    let now = whole_seconds_now();
     let plan = rollout::decide(&Observed {
         name: &name,
         generation,
@@ -307,9 +345,15 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
         &context.metrics,
     )
     .await?;
-    if switched {
-        observe_promotion_latency(context, &owned_deployments, plan.stable.as_deref());
-    }
+    track_promotion_latency(
+        context,
+        md,
+        &template.revision,
+        &observed_revisions,
+        &plan,
+        switched,
+        started,
+    );
     for (deployment_name, replicas) in scale(false) {
         let body = serde_json::json!({"spec": {"replicas": replicas}});
         deployments
@@ -355,6 +399,13 @@ async fn reconcile_inner(md: &ModelDeployment, context: &Context) -> Result<Acti
     })
 }
 
+/// Now, at the precision the API stores times with: a status holding finer times would never compare equal to
+/// the one read back, and would be rewritten on every reconcile.
+fn whole_seconds_now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
 fn is_owned_by(deployment: &Deployment, md: &ModelDeployment) -> bool {
     deployment
         .owner_references()
@@ -395,19 +446,36 @@ async fn ensure_service(
     Ok(current_target.as_deref() != target)
 }
 
-fn observe_promotion_latency(context: &Context, deployments: &[Deployment], stable: Option<&str>) {
-    let Some(stable) = stable else { return };
-    let available_since = deployments
+/// Records how long a fully available candidate waited for traffic, as the controller saw it.
+fn track_promotion_latency(
+    context: &Context,
+    md: &ModelDeployment,
+    desired: &str,
+    revisions: &[rollout::ObservedRevision],
+    plan: &Plan,
+    switched: bool,
+    reconcile_started: Instant,
+) {
+    let key = format!("{}/{desired}", object_key(md));
+    let mut since = context
+        .available_since
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if switched && plan.stable.as_deref() == Some(desired) {
+        let first_seen = since.remove(&key).unwrap_or(reconcile_started);
+        context
+            .metrics
+            .promotion_latency
+            .observe(first_seen.elapsed().as_secs_f64());
+        return;
+    }
+    let available = revisions
         .iter()
-        .filter(|d| d.labels().get(labels::REVISION).map(String::as_str) == Some(stable))
-        .filter_map(|d| d.status.as_ref()?.conditions.as_ref())
-        .flatten()
-        .find(|c| c.type_ == "Available" && c.status == "True")
-        .and_then(|c| c.last_transition_time.as_ref());
-    if let Some(since) = available_since {
-        let seconds =
-            (Timestamp::now().as_millisecond() - since.0.as_millisecond()).max(0) as f64 / 1000.0;
-        context.metrics.promotion_latency.observe(seconds);
+        .any(|r| r.revision == desired && r.rolled_out && r.ready_replicas >= md.spec.replicas);
+    if available && plan.stable.as_deref() != Some(desired) {
+        since.entry(key).or_insert(reconcile_started);
+    } else {
+        since.remove(&key);
     }
 }
 

@@ -34,6 +34,7 @@ struct World {
     checker_stop: Arc<AtomicBool>,
     checker: Option<JoinHandle<()>>,
     violations: Arc<Mutex<Vec<String>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl World {
@@ -47,6 +48,7 @@ impl World {
             checker_stop: Arc::new(AtomicBool::new(false)),
             checker: None,
             violations: Arc::default(),
+            metrics: Arc::new(Metrics::default()),
         };
         world.start_controller();
         world.start_checker();
@@ -56,6 +58,7 @@ impl World {
     fn start_controller(&mut self) {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.client.clone();
+        let metrics = self.metrics.clone();
         let options = RunOptions {
             namespaces: vec![self.ns.name.clone()],
             concurrency: 4,
@@ -68,7 +71,7 @@ impl World {
                 client,
                 OperatorConfig::default(),
                 options,
-                Arc::new(Metrics::default()),
+                metrics,
                 shutdown,
             )
             .await
@@ -1003,4 +1006,41 @@ fn http_get(port: u16, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
+}
+
+/// With nothing to change, a reconcile writes nothing: not the children, not the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_with_nothing_to_change_writes_nothing() {
+    let world = World::new().await;
+    serving(&world, "iris", json!({})).await;
+    // Let the last status write (ready replicas) land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes_before = world.metrics.api_writes.get();
+    let reconciles_before = world.metrics.reconciles.get();
+    for i in 0..3 {
+        // An annotation change wakes the controller without changing the spec.
+        let body = json!({"metadata": {"annotations": {"example.com/touched": i.to_string()}}});
+        world
+            .mds()
+            .patch("iris", &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        world.metrics.reconciles.get() > reconciles_before,
+        "the controller reconciled"
+    );
+    assert_eq!(
+        world.metrics.api_writes.get(),
+        writes_before,
+        "no write without a change"
+    );
+    let rendered = world.metrics.render();
+    assert!(
+        rendered.contains("ferry_promotion_latency_seconds_count 1"),
+        "the first promotion is measured:\n{rendered}"
+    );
+    world.finish().await;
 }
