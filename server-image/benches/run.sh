@@ -51,6 +51,12 @@ if [[ "$(cat "$mlserver_venv/.ferry-packages" 2>/dev/null)" != "$mlserver_packag
 fi
 cargo build --quiet --release --locked -p ferry-server
 server="${CARGO_TARGET_DIR:-target}/release/ferry-server"
+raw_transfer=$(cargo bench --quiet --locked -p ferry-server --bench raw_transfer --no-run --message-format json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "raw_transfer" and m.get("executable"):
+        print(m["executable"])')
 library="$FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1"
 oha="$tools/bin/oha"
 
@@ -104,7 +110,8 @@ ferry_idle_rss=$(rss_kib "$ferry_pid" VmRSS)
 load ferry-peak "$url" "$out/request.json"
 ferry_load_hwm=$(rss_kib "$ferry_pid" VmHWM)
 half=$(python3 -c "print(max(1, int(float('$(rps "$out/ferry-peak.json")') / 2)))")
-load ferry-half "$url" "$out/request.json" -q "$half"
+# Open-loop at half the peak: latency counted from each request's scheduled start (no coordinated omission).
+load ferry-half "$url" "$out/request.json" -q "$half" --latency-correction
 stop "$ferry_pid"
 
 say "MLServer $MLSERVER_VERSION: the scikit-learn original on CPUs $SERVER_CPUS"
@@ -128,48 +135,73 @@ curl -fsS -H 'content-type: application/json' --data @"$out/request.json" "$ml_u
 load mlserver-peak "$ml_url" "$out/request.json"
 stop "$ml_pid"
 
-say "1 GiB model on s3s-fs: raw transfer vs fetch + SHA-256, time to ready"
-s3_root="$out/s3"
-mkdir -p "$s3_root/bench"
-ln "$out/big.onnx" "$s3_root/bench/big.onnx" 2>/dev/null || cp "$out/big.onnx" "$s3_root/bench/big.onnx"
+say "1 GiB model: raw transfer vs fetch + SHA-256, time to ready (s3s-fs, then a plain HTTP server)"
+big_bytes=$(stat -c %s "$out/big.onnx")
+big_sha=$(sha256sum "$out/big.onnx" | cut -d' ' -f1)
 s3_port=$(free_port)
-"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$s3_root" \
+mkdir -p "$out/s3/bench"
+"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$out/s3" \
   >"$out/s3s-fs.log" 2>&1 &
 pids+=("$!")
 until curl -s -o /dev/null "http://127.0.0.1:$s3_port/"; do sleep 0.05; done
-big_bytes=$(stat -c %s "$out/big.onnx")
-big_sha=$(sha256sum "$out/big.onnx" | cut -d' ' -f1)
-: >"$out/raw.txt"
-: >"$out/ready.jsonl"
-for run in $(seq "$REPEAT"); do
-  curl -fsS -o /dev/null -w '%{time_total}\n' --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret \
-    "http://127.0.0.1:$s3_port/bench/big.onnx" >>"$out/raw.txt"
-  started=$(date +%s.%N)
-  start_ferry "s3://bench/big.onnx" "$run" FERRY_S3_ENDPOINT="http://127.0.0.1:$s3_port" FERRY_S3_ALLOW_HTTP=true \
-    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret FERRY_S3_REGION=us-east-1 \
-    FERRY_MODEL_SHA256="$big_sha"
-  wait_ok "$ferry_admin/v2/health/ready" 300
-  ready=$(date +%s.%N)
-  load_hwm=$(rss_kib "$ferry_pid" VmHWM)
-  idle_rss=$(rss_kib "$ferry_pid" VmRSS)
-  status=$(curl -fsS "$ferry_admin/status")
-  if ((run == REPEAT)); then
-    SECONDS_PER_RUN=5 load big-load "$ferry_http/v2/models/bench/infer" "$out/big-request.json"
-  fi
-  python3 - "$status" "$started" "$ready" "$load_hwm" "$idle_rss" "$(rss_kib "$ferry_pid" VmHWM)" <<'PY' >>"$out/ready.jsonl"
+s3_auth=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+# Uploaded with PutObject so s3s-fs stores the ETag instead of hashing the file on every GET.
+curl -fsS -o /dev/null "${s3_auth[@]}" -T "$out/big.onnx" "http://127.0.0.1:$s3_port/bench/big.onnx"
+http_port=$(free_port)
+(cd "$out" && exec python3 -m http.server --bind 127.0.0.1 "$http_port" >"$out/http-server.log" 2>&1) &
+pids+=("$!")
+until curl -s -o /dev/null "http://127.0.0.1:$http_port/"; do sleep 0.05; done
+
+big_model_runs() { # transport uri raw_url [curl args...] -- [ferry env...]
+  local transport=$1 uri=$2 raw_url=$3 curl_args=() ferry_env=() run started ready status
+  shift 3
+  while (($#)) && [[ $1 != -- ]]; do curl_args+=("$1"); shift; done
+  (($#)) && shift
+  ferry_env=("$@")
+  : >"$out/raw-$transport.txt"
+  : >"$out/client-$transport.txt"
+  : >"$out/client-sha256-$transport.txt"
+  : >"$out/ready-$transport.jsonl"
+  for run in $(seq "$REPEAT"); do
+    # Every client runs on the CPUs ferry-server gets, so each competes with the store's server the same way.
+    taskset -c "$SERVER_CPUS" curl -fsS -o /dev/null -w '%{time_total}\n' "${curl_args[@]}" "$raw_url" \
+      >>"$out/raw-$transport.txt"
+    # The same GET with ferry-server's own object_store client, discarding the bytes, without and with SHA-256.
+    env "${ferry_env[@]}" taskset -c "$SERVER_CPUS" "$raw_transfer" raw "$uri" \
+      >>"$out/client-$transport.txt" 2>/dev/null
+    env "${ferry_env[@]}" taskset -c "$SERVER_CPUS" "$raw_transfer" sha256 "$uri" \
+      >>"$out/client-sha256-$transport.txt" 2>/dev/null
+    started=$(date +%s.%N)
+    start_ferry "$uri" "$run" FERRY_MODEL_SHA256="$big_sha" "${ferry_env[@]}"
+    wait_ok "$ferry_admin/v2/health/ready" 300
+    ready=$(date +%s.%N)
+    local load_hwm idle_rss
+    load_hwm=$(rss_kib "$ferry_pid" VmHWM)
+    idle_rss=$(rss_kib "$ferry_pid" VmRSS)
+    status=$(curl -fsS "$ferry_admin/status")
+    if [[ $transport == s3 ]] && ((run == REPEAT)); then
+      SECONDS_PER_RUN=5 load big-load "$ferry_http/v2/models/bench/infer" "$out/big-request.json"
+    fi
+    python3 - "$status" "$started" "$ready" "$load_hwm" "$idle_rss" "$(rss_kib "$ferry_pid" VmHWM)" \
+      >>"$out/ready-$transport.jsonl" <<'PY'
 import json, sys
 status, started, ready, load_hwm, idle_rss, final_hwm = sys.argv[1:]
 timings = json.loads(status)["load"]["timings"]
 print(json.dumps({"start_to_ready": float(ready) - float(started), **timings,
                   "hwm_after_load_kib": int(load_hwm), "idle_rss_kib": int(idle_rss), "hwm_final_kib": int(final_hwm)}))
 PY
-  stop "$ferry_pid"
-done
+    stop "$ferry_pid"
+  done
+}
+big_model_runs s3 "s3://bench/big.onnx" "http://127.0.0.1:$s3_port/bench/big.onnx" "${s3_auth[@]}" -- \
+  FERRY_S3_ENDPOINT="http://127.0.0.1:$s3_port" FERRY_S3_ALLOW_HTTP=true FERRY_S3_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+big_model_runs http "http://127.0.0.1:$http_port/big.onnx" "http://127.0.0.1:$http_port/big.onnx" --
 
 say "results"
-python3 - "$out" "$big_bytes" "$ferry_idle_rss" "$ferry_load_hwm" "$(stat -c %s "$out/model.onnx")" <<'PY'
+python3 - "$out" "$big_bytes" "$ferry_idle_rss" "$ferry_load_hwm" "$(stat -c %s "$out/model.onnx")" "$REPEAT" <<'PY'
 import json, pathlib, statistics, sys
-out, big_bytes, idle_rss, load_hwm, model_bytes = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+out, big_bytes, idle_rss, load_hwm, model_bytes, REPEAT = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 def summary(name):
     data = json.load(open(out / f"{name}.json"))
     latency = data["latencyPercentiles"]
@@ -180,16 +212,21 @@ def summary(name):
             "errors": sum(v for k, v in data.get("errorDistribution", {}).items() if "deadline" not in k)}
 ferry, ferry_half, ml = summary("ferry-peak"), summary("ferry-half"), summary("mlserver-peak")
 big = summary("big-load")
-raw = [float(x) for x in (out / "raw.txt").read_text().split()]
-ready = [json.loads(line) for line in (out / "ready.jsonl").read_text().splitlines()]
-med = lambda xs: statistics.median(xs)
-fetch = med([r["fetch_seconds"] + r["verify_seconds"] for r in ready])
+def transfer(transport):
+    raw = [float(x) for x in (out / f"raw-{transport}.txt").read_text().split()]
+    ready = [json.loads(line) for line in (out / f"ready-{transport}.jsonl").read_text().splitlines()]
+    client = [float(x) for x in (out / f"client-{transport}.txt").read_text().split()]
+    client_sha = [float(x) for x in (out / f"client-sha256-{transport}.txt").read_text().split()]
+    fetch = [r["fetch_seconds"] + r["verify_seconds"] for r in ready]
+    return {"raw_transfer_s": raw, "same_client_raw_s": client, "same_client_sha256_s": client_sha, "fetch_and_sha256_s": fetch,
+            "ratio_median": statistics.median(fetch) / statistics.median(raw),
+            "ratio_same_client_median": statistics.median(fetch) / statistics.median(client), "ready": ready}
+transfers = {t: transfer(t) for t in ["s3", "http"]}
 results = {
     "throughput": {"ferry-server": ferry, "mlserver": ml, "ratio_rps": ferry["rps"] / ml["rps"],
                    "ratio_p50": ml["p50_ms"] / ferry["p50_ms"], "ratio_p99": ml["p99_ms"] / ferry["p99_ms"]},
     "ferry_at_half_peak": ferry_half,
-    "big_model": {"bytes": big_bytes, "raw_transfer_s": raw, "fetch_and_sha256_s": [r["fetch_seconds"] + r["verify_seconds"] for r in ready],
-                  "ratio_median": fetch / med(raw), "ready": ready, "load_run": big},
+    "big_model": {"bytes": big_bytes, "transfers": transfers, "load_run": big},
     "rss": {"small_model_bytes": model_bytes, "idle_kib": idle_rss, "peak_under_load_kib": load_hwm},
 }
 (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -199,13 +236,18 @@ for name, r in [("ferry-server (ONNX Runtime)", ferry), ("MLServer 1.7 (scikit-l
     print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['not_ok'] + r['errors']} |")
 t = results["throughput"]
 print(f"\nferry-server / MLServer: {t['ratio_rps']:.1f}x throughput, {t['ratio_p50']:.1f}x lower p50, {t['ratio_p99']:.1f}x lower p99")
-print(f"\n1 GiB model ({big_bytes} bytes) on s3s-fs, median of {len(raw)}: raw transfer {med(raw):.2f}s, "
-      f"fetch + SHA-256 {fetch:.2f}s = {results['big_model']['ratio_median']:.2f}x")
-print("| run | start to ready s | fetch+sha256 s | verify s | load s | warm-up s | peak RSS after load MiB | idle RSS MiB | peak RSS under load MiB |\n|---|---|---|---|---|---|---|---|---|")
-for i, r in enumerate(ready, 1):
-    print(f"| {i} | {r['start_to_ready']:.2f} | {r['fetch_seconds']:.2f} | {r['verify_seconds']:.6f} | {r['load_seconds']:.2f} | {r['warmup_seconds']:.4f} | "
-          f"{mib(r['hwm_after_load_kib']):.0f} | {mib(r['idle_rss_kib']):.0f} | {mib(r['hwm_final_kib']):.0f} |")
-last = ready[-1]
+print(f"\n1 GiB model ({big_bytes} bytes), median of {REPEAT} runs:")
+print("| transport | curl to /dev/null s | same client, discarded s | same client + SHA-256, discarded s | ferry-server fetch: SHA-256 + file s | fetch / curl | fetch / same client |\n|---|---|---|---|---|---|---|")
+for name, tr in transfers.items():
+    m = lambda key: statistics.median(tr[key])
+    print(f"| {name} | {m('raw_transfer_s'):.2f} | {m('same_client_raw_s'):.2f} | {m('same_client_sha256_s'):.2f} | "
+          f"{m('fetch_and_sha256_s'):.2f} | {tr['ratio_median']:.2f} | {tr['ratio_same_client_median']:.2f} |")
+print("\n| transport, run | start to ready s | fetch+SHA-256 s | verify s | load s | warm-up s | peak RSS by ready MiB | idle RSS MiB | peak RSS incl. load run MiB |\n|---|---|---|---|---|---|---|---|---|")
+for name, tr in transfers.items():
+    for i, r in enumerate(tr["ready"], 1):
+        print(f"| {name} {i} | {r['start_to_ready']:.2f} | {r['fetch_seconds']:.2f} | {r['verify_seconds']:.6f} | {r['load_seconds']:.2f} | "
+              f"{r['warmup_seconds']:.4f} | {mib(r['hwm_after_load_kib']):.0f} | {mib(r['idle_rss_kib']):.0f} | {mib(r['hwm_final_kib']):.0f} |")
+last = transfers["s3"]["ready"][-1]
 print(f"\nRSS vs model size: 1 GiB model: peak {last['hwm_final_kib'] * 1024 / big_bytes:.2f}x, idle {last['idle_rss_kib'] * 1024 / big_bytes:.2f}x "
       f"(load run: {big['rps']:.0f} requests/s, p99 {big['p99_ms']:.3f} ms); "
       f"{model_bytes / 1024:.0f} KiB forest: idle {mib(idle_rss):.1f} MiB, peak under load {mib(load_hwm):.1f} MiB")

@@ -1,32 +1,35 @@
 //! Downloads the model file into the work directory, hashing it on the way.
 //!
 //! ```text
-//!  object store ──chunks──▶ async reader ──bounded channel──▶ blocking writer: SHA-256 + file
-//!                            (size limit, progress)
+//!                                              ┌──▶ blocking thread: SHA-256
+//!  object store ──chunks──▶ async reader ──1 MiB batches (shared, not copied)
+//!                            (size limit, progress)   └──▶ blocking thread: vectored writes to the file
 //! ```
 //!
-//! Receiving and hashing run on different threads, so hashing costs little on top of the transfer. The size limit
+//! Receiving, hashing and writing run on three threads, so hashing costs little on top of the transfer. The size limit
 //! is checked against the object's size before the first byte and again on every chunk. object_store retries
 //! transient request failures (5xx, connection errors, timeouts) with exponential backoff and never 4xx; on top of
 //! that an interrupted body is resumed with a range request from the last byte received. The whole download,
 //! retries included, is bounded by the download timeout.
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::{HttpError, HttpErrorKind};
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreScheme, RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreScheme,
+    RetryConfig,
 };
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
@@ -40,8 +43,10 @@ use crate::failure::Failure;
 /// Resumptions of an interrupted body, after object_store's own retries of each request.
 const MAX_RESUMES: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Chunks queued between the network and the writer (each is typically 16-64 KiB).
-const QUEUED_CHUNKS: usize = 64;
+/// Chunks are handed to the hasher and the writer in batches of about this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued for each of them.
+const QUEUED_BATCHES: usize = 16;
 
 /// Bytes received so far and the object's size (0 until known), read by the status endpoint.
 #[derive(Debug, Default)]
@@ -112,24 +117,28 @@ impl Fetcher {
 
     async fn download(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
         let (store, path) = self.open(uri)?;
-        let (chunks, writer) = spawn_writer(self.work_dir.clone());
-        let received = self.receive(uri, &*store, &path, &chunks, progress).await;
-        drop(chunks);
-        // Joined on every path, so a failed download's partial file is gone before the failure is reported.
-        let written = writer
-            .await
-            .map_err(|e| Failure::new(Reason::FetchFailed, format!("writer stopped: {e}")))?;
+        let (sinks, hashing, writing) = spawn_sinks(self.work_dir.clone());
+        let received = self.receive(uri, &*store, &path, &sinks, progress).await;
+        drop(sinks);
+        // Both threads are joined on every path, so a failed download's partial file is gone before the failure
+        // is reported.
+        let stopped = |e: tokio::task::JoinError| {
+            Failure::new(Reason::FetchFailed, format!("download thread stopped: {e}"))
+        };
+        let sha256 = hashing.await.map_err(stopped)?;
+        let written = writing.await.map_err(stopped)?;
         received?;
-        written.map_err(|e| write_failure(&self.work_dir, e))
+        let (path, size) = written.map_err(|e| write_failure(&self.work_dir, e))?;
+        Ok(Downloaded { path, size, sha256 })
     }
 
-    /// Streams the object into `chunks`, resuming an interrupted body from the last byte received.
+    /// Streams the object into `sinks`, resuming an interrupted body from the last byte received.
     async fn receive(
         &self,
         uri: &Url,
         store: &dyn ObjectStore,
         path: &Path,
-        chunks: &mpsc::Sender<Bytes>,
+        sinks: &Sinks,
         progress: &Progress,
     ) -> Result<(), Failure> {
         let mut resumes = 0;
@@ -142,7 +151,7 @@ impl Fetcher {
                 ..GetOptions::default()
             };
             match self
-                .stream(store, path, options, chunks, progress, &mut etag)
+                .stream(store, path, options, sinks, progress, &mut etag)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -162,7 +171,7 @@ impl Fetcher {
         store: &dyn ObjectStore,
         path: &Path,
         options: GetOptions,
-        chunks: &mpsc::Sender<Bytes>,
+        sinks: &Sinks,
         progress: &Progress,
         etag: &mut Option<String>,
     ) -> Result<(), StreamError> {
@@ -174,20 +183,27 @@ impl Fetcher {
         progress.total.store(size, Ordering::Relaxed);
         etag.clone_from(&result.meta.e_tag);
         let mut stream = result.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+        let mut batch = Batch::default();
+        let outcome = loop {
+            let chunk = match stream.next().await {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(StreamError::Store(e)),
+                Some(Ok(chunk)) => chunk,
+            };
             let received = progress.done.load(Ordering::Relaxed) + chunk.len() as u64;
             if received > self.max_bytes {
-                return Err(StreamError::Failed(self.too_large(received)));
+                break Err(StreamError::Failed(self.too_large(received)));
             }
-            let len = chunk.len() as u64;
-            if chunks.send(chunk).await.is_err() {
-                // The writer failed; its error is reported when it is joined.
+            progress.add(chunk.len() as u64);
+            batch.push(chunk);
+            if batch.bytes >= BATCH_BYTES && !sinks.send(std::mem::take(&mut batch)).await {
+                // A sink failed; its error is reported when it is joined.
                 return Ok(());
             }
-            progress.add(len);
-        }
-        Ok(())
+        };
+        // What was received counts even when the body broke off: a resumed request continues after it.
+        sinks.send(batch).await;
+        outcome
     }
 
     fn too_large(&self, size: u64) -> Failure {
@@ -201,15 +217,26 @@ impl Fetcher {
         )
     }
 
-    fn open(&self, uri: &Url) -> Result<(Box<dyn ObjectStore>, Path), Failure> {
+    /// The store and object path for `uri`, configured as every download is (also used by the raw-transfer
+    /// benchmark, so that its baseline uses the same client).
+    pub fn open(&self, uri: &Url) -> Result<(Box<dyn ObjectStore>, Path), Failure> {
         let invalid = |e: &dyn std::fmt::Display| {
             Failure::invalid_config(env::MODEL_URI, format!("{uri}: {e}"))
         };
         let (scheme, path) = ObjectStoreScheme::parse(uri).map_err(|e| invalid(&e))?;
         let path = Path::from_url_path(path).map_err(|e| invalid(&e))?;
-        let client = ClientOptions::new()
-            .with_timeout(self.timeout)
-            .with_connect_timeout(CONNECT_TIMEOUT);
+        // Set key by key: replacing the builders' client options would drop what they read from the environment
+        // (proxies, certificates, AWS_ALLOW_HTTP, ...).
+        let client = [
+            (
+                ClientConfigKey::Timeout,
+                format!("{}s", self.timeout.as_secs()),
+            ),
+            (
+                ClientConfigKey::ConnectTimeout,
+                format!("{}s", CONNECT_TIMEOUT.as_secs()),
+            ),
+        ];
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -224,8 +251,13 @@ impl Fetcher {
             ObjectStoreScheme::AmazonS3 => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(uri.as_str())
-                    .with_client_options(client.with_allow_http(self.store.s3_allow_http))
                     .with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+                }
+                if self.store.s3_allow_http {
+                    builder = builder.with_allow_http(true);
+                }
                 if let Some(endpoint) = &self.store.s3_endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
@@ -234,65 +266,118 @@ impl Fetcher {
                 }
                 Box::new(builder.build().map_err(|e| invalid(&e))?)
             }
-            ObjectStoreScheme::GoogleCloudStorage => Box::new(
-                GoogleCloudStorageBuilder::from_env()
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let mut builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(uri.as_str())
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| invalid(&e))?,
-            ),
-            ObjectStoreScheme::MicrosoftAzure => Box::new(
-                MicrosoftAzureBuilder::from_env()
+                    .with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(GoogleConfigKey::Client(key), value);
+                }
+                Box::new(builder.build().map_err(|e| invalid(&e))?)
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let mut builder = MicrosoftAzureBuilder::from_env()
                     .with_url(uri.as_str())
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| invalid(&e))?,
-            ),
-            ObjectStoreScheme::Http => Box::new(
-                HttpBuilder::new()
+                    .with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(AzureConfigKey::Client(key), value);
+                }
+                Box::new(builder.build().map_err(|e| invalid(&e))?)
+            }
+            ObjectStoreScheme::Http => {
+                let mut builder = HttpBuilder::new()
                     .with_url(&uri[..url::Position::BeforePath])
-                    .with_client_options(client.with_allow_http(uri.scheme() == "http"))
                     .with_retry(retry)
-                    .build()
-                    .map_err(|e| invalid(&e))?,
-            ),
+                    .with_config(
+                        ClientConfigKey::AllowHttp,
+                        (uri.scheme() == "http").to_string(),
+                    );
+                for (key, value) in client {
+                    builder = builder.with_config(key, value);
+                }
+                Box::new(builder.build().map_err(|e| invalid(&e))?)
+            }
             other => return Err(invalid(&format!("{other:?} URIs are not supported"))),
         };
         Ok((store, path))
     }
 }
 
-/// Hashes and writes chunks on a blocking thread; yields the finished file when the sender is dropped.
-fn spawn_writer(
+/// Received chunks, shared between the hasher and the writer without copying.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, chunk: Bytes) {
+        self.bytes += chunk.len();
+        self.chunks.push(chunk);
+    }
+}
+
+struct Sinks {
+    hasher: mpsc::Sender<Arc<Batch>>,
+    writer: mpsc::Sender<Arc<Batch>>,
+}
+
+impl Sinks {
+    /// False when a sink has stopped (its error surfaces when it is joined).
+    async fn send(&self, batch: Batch) -> bool {
+        if batch.chunks.is_empty() {
+            return true;
+        }
+        let batch = Arc::new(batch);
+        self.hasher.send(batch.clone()).await.is_ok() && self.writer.send(batch).await.is_ok()
+    }
+}
+
+type Written = std::io::Result<(tempfile::TempPath, u64)>;
+
+/// Starts the hasher and the writer on blocking threads; each finishes when `Sinks` is dropped.
+fn spawn_sinks(
     work_dir: PathBuf,
 ) -> (
-    mpsc::Sender<Bytes>,
-    tokio::task::JoinHandle<std::io::Result<Downloaded>>,
+    Sinks,
+    tokio::task::JoinHandle<String>,
+    tokio::task::JoinHandle<Written>,
 ) {
-    let (sender, mut receiver) = mpsc::channel::<Bytes>(QUEUED_CHUNKS);
-    let writer = tokio::task::spawn_blocking(move || {
-        let file = tempfile::Builder::new()
+    let (hasher, mut to_hash) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
+    let (writer, mut to_write) = mpsc::channel::<Arc<Batch>>(QUEUED_BATCHES);
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut sha256 = Sha256::new();
+        while let Some(batch) = to_hash.blocking_recv() {
+            batch.chunks.iter().for_each(|chunk| sha256.update(chunk));
+        }
+        hex::encode(sha256.finalize())
+    });
+    let writing = tokio::task::spawn_blocking(move || -> Written {
+        let mut file = tempfile::Builder::new()
             .prefix("model-")
             .suffix(".download")
             .tempfile_in(&work_dir)?;
-        let mut hasher = Sha256::new();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut size = 0u64;
-        while let Some(chunk) = receiver.blocking_recv() {
-            hasher.update(&chunk);
-            out.write_all(&chunk)?;
-            size += chunk.len() as u64;
+        while let Some(batch) = to_write.blocking_recv() {
+            write_all_vectored(file.as_file_mut(), &batch.chunks)?;
+            size += batch.bytes as u64;
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        Ok(Downloaded {
-            path: file.into_temp_path(),
-            size,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok((file.into_temp_path(), size))
     });
-    (sender, writer)
+    (Sinks { hasher, writer }, hashing, writing)
+}
+
+/// One `writev` per batch instead of one `write` per chunk, and no copy into a buffer.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        match file.write_vectored(remaining)? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => IoSlice::advance_slices(&mut remaining, written),
+        }
+    }
+    Ok(())
 }
 
 /// Interrupted connections and bodies are worth resuming; anything with an HTTP status is not (object_store
