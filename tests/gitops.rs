@@ -244,8 +244,12 @@ async fn revision_of(deployments: &Api<Deployment>, version: &str) -> String {
 async fn wait_health(ns: &str, status: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let last = health(&raw(ns, "iris"));
-        if last.0 == status {
+        let object = raw(ns, "iris");
+        let last = health(&object);
+        // Only a status written for the current generation counts: before that the check says the
+        // controller has yet to observe the object.
+        let observed = object["status"]["observedGeneration"] == object["metadata"]["generation"];
+        if last.0 == status && observed {
             return last.1;
         }
         assert!(
