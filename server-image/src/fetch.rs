@@ -252,9 +252,9 @@ impl Fetcher {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_url(uri.as_str())
                     .with_retry(retry);
-                for (key, value) in client {
-                    builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
-                }
+                builder = client.into_iter().fold(builder, |b, (key, value)| {
+                    b.with_config(AmazonS3ConfigKey::Client(key), value)
+                });
                 if self.store.s3_allow_http {
                     builder = builder.with_allow_http(true);
                 }
@@ -267,34 +267,32 @@ impl Fetcher {
                 Box::new(builder.build().map_err(|e| invalid(&e))?)
             }
             ObjectStoreScheme::GoogleCloudStorage => {
-                let mut builder = GoogleCloudStorageBuilder::from_env()
+                let builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(uri.as_str())
                     .with_retry(retry);
-                for (key, value) in client {
-                    builder = builder.with_config(GoogleConfigKey::Client(key), value);
-                }
+                let builder = client.into_iter().fold(builder, |b, (key, value)| {
+                    b.with_config(GoogleConfigKey::Client(key), value)
+                });
                 Box::new(builder.build().map_err(|e| invalid(&e))?)
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let mut builder = MicrosoftAzureBuilder::from_env()
+                let builder = MicrosoftAzureBuilder::from_env()
                     .with_url(uri.as_str())
                     .with_retry(retry);
-                for (key, value) in client {
-                    builder = builder.with_config(AzureConfigKey::Client(key), value);
-                }
+                let builder = client.into_iter().fold(builder, |b, (key, value)| {
+                    b.with_config(AzureConfigKey::Client(key), value)
+                });
                 Box::new(builder.build().map_err(|e| invalid(&e))?)
             }
             ObjectStoreScheme::Http => {
-                let mut builder = HttpBuilder::new()
+                let allow_http = (uri.scheme() == "http").to_string();
+                let builder = HttpBuilder::new()
                     .with_url(&uri[..url::Position::BeforePath])
                     .with_retry(retry)
-                    .with_config(
-                        ClientConfigKey::AllowHttp,
-                        (uri.scheme() == "http").to_string(),
-                    );
-                for (key, value) in client {
-                    builder = builder.with_config(key, value);
-                }
+                    .with_config(ClientConfigKey::AllowHttp, allow_http);
+                let builder = client
+                    .into_iter()
+                    .fold(builder, |b, (key, value)| b.with_config(key, value));
                 Box::new(builder.build().map_err(|e| invalid(&e))?)
             }
             other => return Err(invalid(&format!("{other:?} URIs are not supported"))),

@@ -120,6 +120,19 @@ def dtypes_model():
     save(helper.make_graph(nodes, "dtypes", inputs, outputs, inits), "dtypes.onnx")
 
 
+def strings_model():
+    """BYTES in and out: the input strings unchanged, and whether each equals "ferry"."""
+    text = helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])
+    same = helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])
+    is_ferry = helper.make_tensor_value_info("is_ferry", TensorProto.BOOL, ["batch"])
+    word = helper.make_tensor("word", TensorProto.STRING, [], [b"ferry"])
+    nodes = [
+        helper.make_node("Identity", ["text"], ["same"]),
+        helper.make_node("Equal", ["text", "word"], ["is_ferry"]),
+    ]
+    save(helper.make_graph(nodes, "strings", [text], [same, is_ferry], [word]), "strings.onnx", {"": 19})
+
+
 def unsupported_operator_model():
     """A graph that uses an operator no ONNX Runtime build implements: Frobnicate from a custom domain."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
@@ -148,6 +161,7 @@ def main():
     expected = {}
     export_sklearn(expected)
     dtypes_model()
+    strings_model()
     unsupported_operator_model()
     warmup_fails_model()
     (HERE / "expected.json").write_text(compact_json(expected))

@@ -46,7 +46,13 @@ async fn a_slow_download_keeps_liveness_fast_and_readiness_false_until_warm() {
         // means every probe before it must have been refused.
         let (ready, _) = timed_get(&server, &server.admin, "/v2/health/ready").await;
         let (model_ready, _) = timed_get(&server, &server.inference, "/v2/models/m/ready").await;
-        let (infer, _) = timed_get(&server, &server.inference, "/v2/models/m").await;
+        let (metadata, _) = timed_get(&server, &server.inference, "/v2/models/m").await;
+        let (infer, infer_body) = server
+            .post(
+                "/v2/models/m/infer",
+                &expectation("gb_multiclass").request(&[0], "early"),
+            )
+            .await;
         let status = server.status().await;
         if status["ready"] == true {
             // Ready implies the warm-up ran.
@@ -59,7 +65,9 @@ async fn a_slow_download_keeps_liveness_fast_and_readiness_false_until_warm() {
         }
         assert_eq!(ready, 503, "{status}");
         assert_eq!(model_ready, 503, "{status}");
+        assert_eq!(metadata, 503, "{status}");
         assert_eq!(infer, 503, "{status}");
+        assert!(infer_body["error"].is_string(), "{infer_body}");
         if status["phase"] == "downloading" && status["bytes_done"].as_u64().unwrap() > 0 {
             saw_download = true;
             assert_eq!(status["bytes_total"], bytes.len(), "{status}");

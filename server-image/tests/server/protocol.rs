@@ -125,6 +125,41 @@ async fn fp64_int32_int64_and_bool_tensors_round_trip() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_tensors_carry_utf8_strings() {
+    let server = serve("strings.onnx", "strings", "1").await;
+    let request = |data: Value| json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": data}]});
+    let (code, body) = server
+        .post(
+            "/v2/models/strings/infer",
+            &request(json!(["ferry", "boat", "fähre ⛴"])),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["outputs"],
+        json!([
+            {"name": "same", "shape": [3], "datatype": "BYTES", "data": ["ferry", "boat", "fähre ⛴"]},
+            {"name": "is_ferry", "shape": [3], "datatype": "BOOL", "data": [true, false, false]}
+        ])
+    );
+    let (code, body) = server
+        .post(
+            "/v2/models/strings/infer",
+            &request(json!(["ferry", 7, "boat"])),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("BYTES"), "{body}");
+    let (code, body) = server
+        .post(
+            "/v2/models/strings/infer",
+            &request(json!(["a\u{0}b", "c", "d"])),
+        )
+        .await;
+    assert_eq!(code, 400, "a NUL inside a string: {body}");
+}
+
 fn input(shape: Value, datatype: &str, data: Value) -> Value {
     json!({"inputs": [{"name": "float_input", "shape": shape, "datatype": datatype, "data": data}]})
 }
