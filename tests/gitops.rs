@@ -225,17 +225,8 @@ async fn revision_of(deployments: &Api<Deployment>, version: &str) -> String {
         deployments
             .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
             .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|d| {
-                d.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("ferry.dev/version"))
-                    == Some(&version.to_owned())
-            })
-            .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
+            .ok()
+            .and_then(|list| support::revision_serving(list.items, version))
     })
     .await
 }

@@ -335,17 +335,8 @@ impl Workload {
                             .labels(&format!("ferry.dev/model-deployment={name}")),
                     )
                     .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .find(|d| {
-                        d.metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get("ferry.dev/version"))
-                            == Some(&version.to_owned())
-                    })
-                    .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
+                    .ok()
+                    .and_then(|list| support::revision_serving(list.items, version))
             },
         )
         .await

@@ -183,3 +183,20 @@ impl Drop for TestNamespace {
         control_plane().kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
+
+/// The revision label of the Deployment among `deployments` that serves model `version`.
+pub fn revision_serving(
+    deployments: Vec<k8s_openapi::api::apps::v1::Deployment>,
+    version: &str,
+) -> Option<String> {
+    deployments
+        .into_iter()
+        .find(|d| {
+            d.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("ferry.dev/version"))
+                .is_some_and(|v| v == version)
+        })
+        .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
+}
