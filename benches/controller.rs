@@ -897,17 +897,7 @@ async fn make_ready(
             if marked.contains(&pod_name) || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let status = json!({"status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                ],
-                "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
-                    "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
-            }});
+            let status = support::ready_pod_status();
             if pods
                 .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
                 .await

@@ -304,23 +304,18 @@ impl World {
                 .await
                 .ok()?;
             for pod in &pods.items {
-                let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                });
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                 if !ready {
                     let pod_name = pod.metadata.name.clone()?;
-                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                    let status = json!({"status": {
-                        "phase": "Running",
-                        "conditions": [
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                        ],
-                        "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
-                            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
-                    }});
-                    let _ = self.pods().patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status)).await;
+                    let status = support::ready_pod_status();
+                    let _ = self
+                        .pods()
+                        .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
                 }
             }
             let deployment = self.deployments().get(&deployment_name).await.ok()?;
@@ -372,6 +367,18 @@ impl World {
             check(&md).then_some(md)
         })
         .await
+    }
+
+    /// Waits for an Event with `reason` on `name` (events follow the status write of their reconcile).
+    async fn wait_event(&self, name: &str, reason: &str) {
+        self.eventually(&format!("a {reason} event on {name}"), || async {
+            self.event_reasons(name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await;
     }
 
     async fn event_reasons(&self, name: &str) -> Vec<String> {
@@ -515,10 +522,13 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
             || async { (world.replicas_of("iris", &first).await == 1).then_some(()) },
         )
         .await;
-    let reasons = world.event_reasons("iris").await;
     for expected in ["RolloutStarted", "Promoted"] {
-        let count = reasons.iter().filter(|r| *r == expected).count();
-        assert_eq!(count, 2, "one {expected} event per version in {reasons:?}");
+        world
+            .eventually(&format!("one {expected} event per version"), || async {
+                let reasons = world.event_reasons("iris").await;
+                (reasons.iter().filter(|r| *r == expected).count() == 2).then_some(())
+            })
+            .await;
     }
     world.finish().await;
 }
@@ -557,11 +567,7 @@ async fn a_candidate_that_fails_to_load_never_gets_traffic_and_is_aborted_with_t
             (world.replicas_of("fraud", &second).await == 0).then_some(())
         })
         .await;
-    assert!(world
-        .event_reasons("fraud")
-        .await
-        .iter()
-        .any(|r| r == "RolloutAborted"));
+    world.wait_event("fraud", "RolloutAborted").await;
     assert!(
         is_ready(&world.get("fraud").await),
         "the old version still serves"
@@ -699,11 +705,7 @@ async fn without_auto_promote_a_ready_candidate_waits_for_kubectl_ferry_promote(
         world.stable_revision("iris").await.as_deref(),
         Some(first.as_str())
     );
-    assert!(world
-        .event_reasons("iris")
-        .await
-        .iter()
-        .any(|r| r == "CandidateReady"));
+    world.wait_event("iris", "CandidateReady").await;
     let status = world.plugin(&["status", "iris"]);
     assert!(
         status.contains("candidate:") && status.contains("WaitingForPromotion"),
@@ -909,11 +911,7 @@ async fn a_format_the_serving_image_cannot_run_is_refused_before_anything_is_dep
     let (_, _, message) = condition_reason(&md, "Degraded").unwrap();
     assert!(message.contains("spec.model.format \"pmml\""), "{message}");
     assert_eq!(world.deployment_count("pmml").await, 0);
-    assert!(world
-        .event_reasons("pmml")
-        .await
-        .iter()
-        .any(|r| r == "InvalidSpec"));
+    world.wait_event("pmml", "InvalidSpec").await;
     world.finish().await;
 }
 

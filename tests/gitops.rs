@@ -165,20 +165,14 @@ async fn make_ready(pods: &Api<Pod>, deployments: &Api<Deployment>, name: &str, 
             .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
             .await
             .ok()?;
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
         for pod in &list.items {
-            let status = json!({"status": {
-                "phase": "Running",
-                "conditions": [
-                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                ],
-                "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
-                    "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
-            }});
+            let status = support::ready_pod_status();
             let _ = pods
-                .patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
+                .patch_status(
+                    pod.metadata.name.as_deref()?,
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
                 .await;
         }
         let deployment = deployments.get(&format!("{name}-{revision}")).await.ok()?;

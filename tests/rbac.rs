@@ -345,36 +345,34 @@ impl Workload {
     /// Marks every pod of the revision Running and Ready until its Deployment is available.
     async fn make_ready(&self, controller: &mut Controller, name: &str, revision: &str) {
         let deployment_name = format!("{name}-{revision}");
-        eventually(&format!("{deployment_name} to be available"), controller, || async {
-            let pods = self
-                .pods()
-                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-                .await
-                .ok()?;
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            for pod in &pods.items {
-                let status = json!({"status": {
-                    "phase": "Running",
-                    "conditions": [
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                    ],
-                    "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
-                        "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
-                }});
-                let _ = self
+        eventually(
+            &format!("{deployment_name} to be available"),
+            controller,
+            || async {
+                let pods = self
                     .pods()
-                    .patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
-                    .await;
-            }
-            let deployment = self.deployments().get(&deployment_name).await.ok()?;
-            let wanted = deployment.spec.as_ref()?.replicas?;
-            let status = deployment.status?;
-            (status.available_replicas.unwrap_or(0) >= wanted
-                && status.observed_generation >= deployment.metadata.generation)
-                .then_some(())
-        })
+                    .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
+                    .await
+                    .ok()?;
+                for pod in &pods.items {
+                    let status = support::ready_pod_status();
+                    let _ = self
+                        .pods()
+                        .patch_status(
+                            pod.metadata.name.as_deref()?,
+                            &PatchParams::default(),
+                            &Patch::Merge(&status),
+                        )
+                        .await;
+                }
+                let deployment = self.deployments().get(&deployment_name).await.ok()?;
+                let wanted = deployment.spec.as_ref()?.replicas?;
+                let status = deployment.status?;
+                (status.available_replicas.unwrap_or(0) >= wanted
+                    && status.observed_generation >= deployment.metadata.generation)
+                    .then_some(())
+            },
+        )
         .await;
     }
 

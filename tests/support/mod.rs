@@ -200,3 +200,19 @@ pub fn revision_serving(
         })
         .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
 }
+
+/// The Pod status a kubelet writes for a started, ready ferry-server container: the tests play the kubelet,
+/// since the local control plane has none.
+pub fn ready_pod_status() -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    serde_json::json!({"status": {
+        "phase": "Running",
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        ],
+        "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
+            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
+    }})
+}
