@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Local Kubernetes control plane for Ferry's tests and demo: etcd + kube-apiserver + kube-controller-manager,
-# plus kubectl and helm, all built from the Go module proxy at pinned versions.
+# Local Kubernetes for Ferry's tests and demo: etcd + kube-apiserver + kube-controller-manager, plus kubectl and
+# helm, all built from the Go module proxy at pinned versions; with --node also a real node (kube-scheduler,
+# containerd + runc, the kubelet, kube-proxy, CNI bridge networking; e2e/node.bash), which needs root.
 #
-#   install                             build the binaries into a versioned cache (seconds when already built)
-#   start [--dir DIR] [--watch-pid PID] start a control plane; prints DIR as the last stdout line
-#   stop DIR                            stop exactly what `start` started and remove DIR
-#   env                                 print `export PATH=...` for the installed binaries
-#   bin-dir                             print the directory holding the installed binaries
+#   install [--node]                           build the binaries into a versioned cache (seconds when built)
+#   start [--node] [--dir DIR] [--watch-pid PID] start a cluster; prints DIR as the last stdout line
+#   stop DIR                                   stop exactly what `start` started and remove DIR
+#   load DIR ARCHIVE...                        import OCI image archives into the node's containerd
+#   env                                        print `export PATH=...` for the installed binaries
+#   bin-dir                                    print the directory holding the installed binaries
 #
 # DIR holds: kubeconfig (admin, system:masters), env (sourceable: KUBECONFIG and PATH), pids ("name pid" lines),
 # the logs etcd.log, kube-apiserver.log, kube-controller-manager.log (and watchdog.log), pki/, etcd/ (data) and
@@ -30,6 +32,7 @@ BIN_DIR=$INSTALL_DIR/bin
 STAMP=$INSTALL_DIR/installed # written last: its presence means the install is complete
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl helm)
 INSTALL_HINT="bash e2e/control-plane.sh install"
+SERVICE_CIDR=10.0.0.0/16 # its first address, 10.0.0.1, is the kubernetes Service (in the API server's certificate)
 START_TIMEOUT=${FERRY_CONTROL_PLANE_TIMEOUT:-60} # seconds each component gets to become ready
 MARKER=.ferry-control-plane                       # marks a directory `stop` may delete
 SCRIPT=$(realpath "${BASH_SOURCE[0]}")
@@ -175,6 +178,17 @@ ensure_openssl() {
 }
 
 cmd_install() {
+  local node=false
+  case ${1:-} in
+  --node) node=true ;;
+  "") ;;
+  *) die "usage: $0 install [--node]" ;;
+  esac
+  install_control_plane
+  if $node; then install_node; fi
+}
+
+install_control_plane() {
   command -v go >/dev/null || die "go is required to build the control plane (Go >= 1.26)"
   ensure_openssl
   mkdir -p "$CACHE_ROOT"
@@ -212,7 +226,7 @@ cmd_install() {
   fi
   mv "$stage" "$INSTALL_DIR"
   rm -rf "$INSTALL_DIR/previous"
-  trap - EXIT
+  trap - EXIT INT TERM
   log "installed in $(elapsed "$t0"): $BIN_DIR"
 }
 
@@ -299,7 +313,11 @@ stop_processes() { # dir [keep-watchdog]
 stop_dir() {
   local dir=$1
   [[ -f $dir/$MARKER ]] || die "$dir is not a control-plane directory (no $MARKER)"
-  stop_processes "$dir"
+  if [[ -f $dir/node ]]; then
+    stop_node "$dir"
+  else
+    stop_processes "$dir"
+  fi
   rm -rf "$dir"
 }
 
@@ -390,7 +408,7 @@ make_pki() {
   new_ca "$pki" ca ferry-local-ca
   # kube-rs (rustls) verifies the IP SAN, so 127.0.0.1 must be in it; the in-cluster names keep the cert realistic.
   new_cert "$pki" ca apiserver "/CN=kube-apiserver" serverAuth \
-    "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,DNS:localhost,IP:$NODE_IP,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   new_cert "$pki" ca admin "/O=system:masters/CN=ferry-admin" clientAuth
   # The identity the bootstrap RBAC policy grants kube-controller-manager's permissions to.
   new_cert "$pki" ca controller-manager "/CN=system:kube-controller-manager" clientAuth
@@ -400,6 +418,7 @@ make_pki() {
   new_cert "$pki" front-proxy-ca front-proxy-client "/CN=front-proxy-client" clientAuth
   ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/sa.key"
   ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+  if $NODE_MODE; then make_node_pki "$pki"; fi
 }
 
 write_kubeconfig() { # file server pki user
@@ -487,12 +506,17 @@ start_components() {
   launch etcd "$BIN_DIR/etcd" "${etcd_args[@]}"
   wait_for etcd "etcd health on 127.0.0.1:$etcd_port" etcd_healthy "$etcd_port" || return 1
 
-  write_kubeconfig "$DIR/kubeconfig" "https://127.0.0.1:$apiserver_port" "$pki" admin
-  write_kubeconfig "$DIR/controller-manager.kubeconfig" "https://127.0.0.1:$apiserver_port" "$pki" controller-manager
+  # With a node, the API server listens on the node address, where pods reach it too.
+  local address=127.0.0.1
+  if $NODE_MODE; then address=$NODE_IP; fi
+  APISERVER_URL=https://$address:$apiserver_port
+  write_kubeconfig "$DIR/kubeconfig" "$APISERVER_URL" "$pki" admin
+  write_kubeconfig "$DIR/controller-manager.kubeconfig" "$APISERVER_URL" "$pki" controller-manager
 
+  # shellcheck disable=SC2054 # commas inside flag values
   local -a apiserver_args=(
     --etcd-servers="http://127.0.0.1:$etcd_port"
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$apiserver_port"
+    --bind-address="$address" --advertise-address="$address" --secure-port="$apiserver_port"
     --cert-dir="$DIR/kube-apiserver"
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key"
     --client-ca-file="$pki/ca.crt"
@@ -500,16 +524,27 @@ start_components() {
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
     --requestheader-extra-headers-prefix=X-Remote-Extra-
     --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key"
-    # Enforced for every identity but system:masters, so tests can check least-privilege RBAC.
-    --authorization-mode=RBAC
+    # Enforced for every identity but system:masters, so tests can check least-privilege RBAC; kubelets are
+    # limited to their own node and its pods.
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
     --service-account-issuer=https://kubernetes.default.svc.cluster.local
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key"
-    # Only an allocator range for Service IPs: no traffic goes there.
-    --service-cluster-ip-range=10.0.0.0/24
+    # Room for thousands of Services (the controller benchmark makes one per ModelDeployment). Without a node
+    # it is only an allocator range; with one, kube-proxy routes it on this machine only.
+    --service-cluster-ip-range="$SERVICE_CIDR"
     --allow-privileged=true
-    # Endpoints of the `kubernetes` Service may not be loopback addresses, and nothing in-cluster needs them.
-    --endpoint-reconciler-type=none
   )
+  if $NODE_MODE; then
+    apiserver_args+=(
+      --endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$pki/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP
+    )
+  else
+    # Endpoints of the `kubernetes` Service may not be loopback addresses, and nothing in-cluster needs them.
+    apiserver_args+=(--endpoint-reconciler-type=none)
+  fi
   launch kube-apiserver "$BIN_DIR/kube-apiserver" "${apiserver_args[@]}"
   wait_for kube-apiserver "kube-apiserver /readyz on 127.0.0.1:$apiserver_port" kubectl_ok get --raw /readyz || return 1
 
@@ -547,10 +582,12 @@ cmd_start() {
     case $1 in
     --dir) dir=${2:?--dir needs a value} && shift 2 ;;
     --watch-pid) watch_pid=${2:?--watch-pid needs a value} && shift 2 ;;
-    *) die "usage: $0 start [--dir DIR] [--watch-pid PID]" ;;
+    --node) NODE_MODE=true && shift ;;
+    *) die "usage: $0 start [--node] [--dir DIR] [--watch-pid PID]" ;;
     esac
   done
   require_installed
+  if $NODE_MODE; then node_preflight; fi
   command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
   if [[ -n $watch_pid ]]; then
     started=$(start_time "$watch_pid") || die "--watch-pid $watch_pid: no such process"
@@ -575,6 +612,7 @@ cmd_start() {
   fi
 
   log "starting control plane in $DIR"
+  if $NODE_MODE; then node_host_setup; fi
   make_pki "$DIR/pki"
   for attempt in 1 2 3; do
     FAILED_COMPONENT=
@@ -591,12 +629,23 @@ cmd_start() {
     fi
     die "control plane did not start"
   done
+  if $NODE_MODE; then
+    log "starting the node $NODE_NAME ($NODE_IP)"
+    if ! start_node "$APISERVER_URL"; then
+      [[ -n $FAILED_COMPONENT ]] && tail -n 40 "$DIR/$FAILED_COMPONENT.log" >&2
+      die "the node did not start"
+    fi
+  fi
 
   {
     printf 'export KUBECONFIG=%q\n' "$DIR/kubeconfig"
     # shellcheck disable=SC2016 # $PATH is expanded when the file is sourced
     printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
     printf 'export FERRY_CONTROL_PLANE_DIR=%q\n' "$DIR"
+    if $NODE_MODE; then
+      printf 'export CONTAINERD_ADDRESS=%q\n' "$DIR/containerd.sock"
+      printf 'export FERRY_NODE_IP=%q\n' "$NODE_IP"
+    fi
   } >"$DIR/env"
   trap - EXIT INT TERM
   log "ready in $(elapsed "$t0"): $(grep -o 'https://[^ ]*' "$DIR/kubeconfig")"
@@ -628,12 +677,17 @@ main() {
   install) shift && cmd_install "$@" ;;
   start) shift && cmd_start "$@" ;;
   stop) shift && cmd_stop "$@" ;;
+  load) shift && cmd_load "$@" ;;
   env) shift && cmd_env "$@" ;;
   bin-dir) shift && cmd_bin_dir "$@" ;;
   __watchdog) shift && cmd_watchdog "$@" ;;
   *) usage ;;
   esac
 }
+
+NODE_MODE=false
+# shellcheck source=e2e/node.bash
+source "$(dirname "$SCRIPT")/node.bash"
 
 # One line, so bash never reads further from this file after main returns (safe if the file changes meanwhile).
 main "$@"; exit "$?"
