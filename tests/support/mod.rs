@@ -103,42 +103,14 @@ impl ControlPlane {
 
     /// Runs kubectl with `stdin` as its standard input (for `-f -`).
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = Command::new(self.bin_dir.join("kubectl"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl starts");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin is piped")
-                .write_all(input.as_bytes())
-                .expect("kubectl reads its input");
-        }
-        child.wait_with_output().expect("kubectl finishes")
+        let mut command = Command::new(self.bin_dir.join("kubectl"));
+        command.env("KUBECONFIG", &self.kubeconfig).args(args);
+        run_with_stdin(command, stdin)
     }
 
     /// Runs kubectl and panics with its output unless it succeeds; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let output = self.kubectl(args);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        expect_success(self.kubectl(args), &format!("kubectl {}", args.join(" ")))
     }
 
     fn install_crds(&self) {
@@ -162,6 +134,42 @@ impl ControlPlane {
             .expect("kubeconfig is usable");
         Client::try_from(config).expect("client builds")
     }
+}
+
+/// Runs `command` to completion with `stdin` (if any) as its standard input, capturing its output.
+pub fn run_with_stdin(mut command: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("the command reads its input");
+    }
+    child.wait_with_output().expect("the command finishes")
+}
+
+/// Stdout of a command that must have succeeded; panics with everything it printed otherwise.
+pub fn expect_success(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A namespace of one test, deleted (without waiting) when the test ends, pass or fail.

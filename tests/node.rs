@@ -1,0 +1,590 @@
+//! End-to-end tests on a real node: kubelet + containerd + runc run the ferry-server pods, kube-proxy routes the
+//! Services, the chart runs the controller in-cluster, and an S3-compatible store in the cluster serves the models
+//! (`e2e/cluster.sh`). Nothing plays the kubelet here: readiness, failure reasons and the traffic switch are real.
+//!
+//! The cluster is `FERRY_E2E_DIR` (made by `bash e2e/cluster.sh up`, as `.ci/run` does), else one started for
+//! this test binary and stopped when it exits. It needs root.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use support::{expect_success, repo_root, run_with_stdin};
+
+const STORE_ACCESS_KEY: &str = "ferry";
+const STORE_SECRET_KEY: &str = "ferry-local-secret";
+/// Rows and the classes scikit-learn predicts for them, per sample model (server-image/testdata/expected.json).
+const LOGREG: &str = "logreg";
+const MLP: &str = "mlp";
+
+struct Cluster {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    s3_endpoint: String,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = match std::env::var_os("FERRY_E2E_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => start_cluster(),
+        };
+        let env = read_env(&dir.join("env"));
+        let kubectl = env["PATH"]
+            .split(':')
+            .map(|p| PathBuf::from(p).join("kubectl"))
+            .find(|p| p.is_file())
+            .expect("the cluster's env puts kubectl on PATH");
+        Cluster {
+            kubeconfig: PathBuf::from(&env["KUBECONFIG"]),
+            kubectl,
+            s3_endpoint: env["FERRY_S3_ENDPOINT"].clone(),
+        }
+    })
+}
+
+fn start_cluster() -> PathBuf {
+    let status =
+        std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    assert!(
+        root,
+        "the real-node e2e tests need root (containerd, runc, iptables): run them as root, e.g. \
+         `sudo -E cargo test --test node`, or point FERRY_E2E_DIR at a cluster from `bash e2e/cluster.sh up`"
+    );
+    let output = Command::new("bash")
+        .arg(repo_root().join("e2e/cluster.sh"))
+        .args(["up", "--watch-pid", &std::process::id().to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("bash runs e2e/cluster.sh");
+    assert!(
+        output.status.success(),
+        "`bash e2e/cluster.sh up` failed (its log is above); it installs what it needs with \
+         `bash e2e/control-plane.sh install --node` and `bash server-image/scripts/setup-test-deps.sh`"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("cluster.sh prints its directory")
+            .trim(),
+    )
+}
+
+/// `export NAME=value` lines of a cluster's env file (values are shell-quoted with %q; ours need no unquoting
+/// beyond plain words).
+fn read_env(path: &std::path::Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').replace(":\"$PATH", "")))
+        .collect()
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(&self.kubectl);
+        command.env("KUBECONFIG", &self.kubeconfig).args(args);
+        run_with_stdin(command, stdin)
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        expect_success(
+            self.kubectl(args, stdin),
+            &format!("kubectl {}", args.join(" ")),
+        )
+    }
+
+    /// `kubectl ferry ARGS`: the operator binary of this build is the plugin.
+    fn ferry(&self, args: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command.env("KUBECONFIG", &self.kubeconfig).args(args);
+        expect_success(
+            run_with_stdin(command, None),
+            &format!("kubectl ferry {}", args.join(" ")),
+        )
+    }
+}
+
+/// A namespace with the store's credentials as a Secret, deleted when the test ends.
+struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    fn create() -> Self {
+        let suffix: u32 = rand::random();
+        let name = format!("ferry-e2e-{suffix:08x}");
+        let c = cluster();
+        c.kubectl_ok(&["create", "namespace", &name], None);
+        c.kubectl_ok(
+            &[
+                "-n",
+                &name,
+                "create",
+                "secret",
+                "generic",
+                "store-credentials",
+                &format!("--from-literal=AWS_ACCESS_KEY_ID={STORE_ACCESS_KEY}"),
+                &format!("--from-literal=AWS_SECRET_ACCESS_KEY={STORE_SECRET_KEY}"),
+            ],
+            None,
+        );
+        Namespace { name }
+    }
+
+    /// Applies the ModelDeployment `name` serving `version` from the store's iris/`object` (a sample model).
+    fn apply(&self, name: &str, version: &str, model: &str, sha256: &str, auto_promote: bool) {
+        let manifest = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.name},
+            "spec": {
+                "model": {
+                    "name": "iris",
+                    "uri": format!("s3://models/iris/{}/model.onnx", object_version(model)),
+                    "version": version,
+                    "sha256": sha256,
+                    "credentialsSecretRef": {"name": "store-credentials"},
+                    "storage": {"endpoint": cluster().s3_endpoint, "region": "us-east-1", "allowHttp": true},
+                },
+                "replicas": 1,
+                "rollout": {"autoPromote": auto_promote, "loadTimeoutSeconds": 120},
+            },
+        });
+        cluster().kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+    }
+
+    fn get(&self, name: &str) -> Value {
+        let out = cluster().kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "get",
+                "modeldeployment",
+                name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        serde_json::from_str(&out).expect("kubectl prints JSON")
+    }
+
+    /// Waits for `what` to hold for the ModelDeployment, panicking with its last status after `timeout`.
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let md = self.get(name);
+            if check(&md) {
+                return md;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; status: {:#}\npods: {}",
+                md["status"],
+                cluster()
+                    .kubectl(&["-n", &self.name, "get", "pods", "-o", "wide"], None)
+                    .stdout
+                    .escape_ascii()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `http://CLUSTER-IP:PORT` of the Service `name`, reached through kube-proxy.
+    fn service_url(&self, name: &str) -> String {
+        let out = cluster().kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "get",
+                "service",
+                name,
+                "-o",
+                "jsonpath={.spec.clusterIP}:{.spec.ports[?(@.name==\"http\")].port}",
+            ],
+            None,
+        );
+        format!("http://{}", out.trim())
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        cluster().kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+fn condition<'a>(md: &'a Value, kind: &str) -> Option<&'a Value> {
+    md["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+fn condition_is(md: &Value, kind: &str, status: &str, reason: Option<&str>) -> bool {
+    condition(md, kind).is_some_and(|c| {
+        c["status"] == status
+            && reason.is_none_or(|r| c["reason"] == r)
+            && c["observedGeneration"] == md["metadata"]["generation"]
+    })
+}
+
+fn object_version(model: &str) -> &'static str {
+    match model {
+        LOGREG => "1.0.0",
+        MLP => "2.0.0",
+        other => panic!("no sample model {other} in the store"),
+    }
+}
+
+struct Expected {
+    input: String,
+    rows: Vec<Vec<f64>>,
+    labels: Vec<i64>,
+}
+
+fn expected(model: &str) -> Expected {
+    let path = repo_root().join("server-image/testdata/expected.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let m = &all[model];
+    Expected {
+        input: m["input"].as_str().unwrap().to_owned(),
+        rows: serde_json::from_value(m["rows"].clone()).unwrap(),
+        labels: serde_json::from_value(m["labels"].clone()).unwrap(),
+    }
+}
+
+fn sha256_of(model: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes =
+        std::fs::read(repo_root().join(format!("server-image/testdata/models/{model}.onnx")))
+            .unwrap();
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// One OIP v2 inference through the Service: the version that answered and its predicted labels.
+async fn infer(
+    http: &reqwest::Client,
+    url: &str,
+    model: &Expected,
+) -> Result<(String, Vec<i64>), String> {
+    let rows = model.rows.len();
+    let body = json!({"inputs": [{
+        "name": model.input,
+        "shape": [rows, model.rows[0].len()],
+        "datatype": "FP32",
+        "data": model.rows.iter().flatten().collect::<Vec<_>>(),
+    }]});
+    let response = http
+        .post(format!("{url}/v2/models/iris/infer"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("reading the body failed: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    let reply: Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
+    let version = reply["model_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let labels = reply["outputs"]
+        .as_array()
+        .and_then(|outs| outs.iter().find(|o| o["name"] == "label"))
+        .and_then(|o| serde_json::from_value(o["data"].clone()).ok())
+        .ok_or_else(|| format!("no label output: {text}"))?;
+    Ok((version, labels))
+}
+
+/// A client that opens a new connection for every request, so each request is routed by the Service anew. (A
+/// kept-alive connection stays with the pod it was opened to, whatever the Service selects later: kube-proxy
+/// routes connections, not requests.)
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Sends requests through the Service back to back until stopped, recording every version that answered and
+/// every failure, each checked against the predictions of the model that version serves.
+struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl RequestLoop {
+    fn start(url: String, models: BTreeMap<String, &'static str>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (s, v, f) = (stop.clone(), seen.clone(), failures.clone());
+        let task = tokio::spawn(async move {
+            let http = http_client();
+            let input = expected(LOGREG);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            // Bounded: no test rollout takes ten minutes.
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                sent += 1;
+                match infer(&http, &url, &input).await {
+                    Ok((version, labels)) => {
+                        let want = models.get(&version).map(|m| expected(m).labels);
+                        if want.as_ref() != Some(&labels) {
+                            f.lock().unwrap().push(format!(
+                                "version {version:?} answered {labels:?}, want {want:?}"
+                            ));
+                        }
+                        let mut seen = v.lock().unwrap();
+                        if seen.last() != Some(&version) {
+                            seen.push(version);
+                        }
+                    }
+                    Err(e) => f.lock().unwrap().push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sent
+        });
+        RequestLoop {
+            stop,
+            seen,
+            failures,
+            task,
+        }
+    }
+
+    fn last_version(&self) -> Option<String> {
+        self.seen.lock().unwrap().last().cloned()
+    }
+
+    async fn wait_for_version(&self, version: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        while self.last_version().as_deref() != Some(version) {
+            assert!(
+                started.elapsed() < timeout,
+                "the Service did not answer with {version} within {timeout:?}; versions seen: {:?}, failures: {:?}",
+                self.seen.lock().unwrap(),
+                self.failures.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    /// Stops the loop and asserts that no request failed and that the versions answered in this order.
+    async fn finish(self, versions: &[&str]) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.task.await.unwrap();
+        let failures = self.failures.lock().unwrap().clone();
+        assert!(
+            failures.is_empty(),
+            "{} of {sent} requests failed: {failures:#?}",
+            failures.len()
+        );
+        let seen = self.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen, versions,
+            "versions in the order they answered ({sent} requests)"
+        );
+        eprintln!("request loop: {sent} requests through the Service, 0 failed, versions {seen:?}");
+        sent
+    }
+}
+
+/// Waits until the Service answers at all, and returns how long that took.
+async fn first_answer(url: &str, timeout: Duration) -> Duration {
+    let http = http_client();
+    let model = expected(LOGREG);
+    let started = Instant::now();
+    loop {
+        let result = infer(&http, url, &model).await;
+        if result.is_ok() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "no successful inference within {timeout:?}: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn serving(md: &Value, version: &str) -> bool {
+    condition_is(md, "Ready", "True", None) && md["status"]["active"]["version"] == version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_bump_promotion_and_rollback_never_fail_a_request() {
+    let ns = Namespace::create();
+    let c = cluster();
+
+    // Apply -> Ready -> the first answer through the Service.
+    let applied = Instant::now();
+    ns.apply("iris", "1.0.0", LOGREG, &sha256_of(LOGREG), false);
+    let md = ns.wait_for("iris", "1.0.0 Ready", Duration::from_secs(180), |md| {
+        serving(md, "1.0.0")
+    });
+    let url = ns.service_url("iris");
+    first_answer(&url, Duration::from_secs(30)).await;
+    eprintln!(
+        "figure: apply -> first successful inference through the Service: {:.1?}",
+        applied.elapsed()
+    );
+    let (version, labels) = infer(&http_client(), &url, &expected(LOGREG))
+        .await
+        .unwrap();
+    assert_eq!(version, "1.0.0");
+    assert_eq!(
+        labels,
+        expected(LOGREG).labels,
+        "ferry-server's answers match scikit-learn's"
+    );
+    assert!(
+        md["status"]["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.contains("iris")),
+        "{:#}",
+        md["status"]
+    );
+
+    let models = BTreeMap::from([("1.0.0".to_owned(), LOGREG), ("2.0.0".to_owned(), MLP)]);
+    let requests = RequestLoop::start(url.clone(), models);
+    requests
+        .wait_for_version("1.0.0", Duration::from_secs(10))
+        .await;
+
+    // Bump with the gate: the candidate loads and gets ready, but takes no traffic until promoted.
+    let bumped = Instant::now();
+    ns.apply("iris", "2.0.0", MLP, &sha256_of(MLP), false);
+    ns.wait_for(
+        "iris",
+        "2.0.0 waiting for promotion",
+        Duration::from_secs(180),
+        |md| condition_is(md, "Progressing", "True", Some("WaitingForPromotion")),
+    );
+    let candidate_ready = bumped.elapsed();
+    // The preview Service already reaches the candidate; the stable one still answers with 1.0.0.
+    let (preview_version, _) = infer(
+        &http_client(),
+        &ns.service_url("iris-preview"),
+        &expected(LOGREG),
+    )
+    .await
+    .expect("the preview Service answers");
+    assert_eq!(preview_version, "2.0.0");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        requests.last_version().as_deref(),
+        Some("1.0.0"),
+        "traffic moved before promotion"
+    );
+
+    c.ferry(&["promote", "iris", "-n", &ns.name]);
+    let switch = requests
+        .wait_for_version("2.0.0", Duration::from_secs(60))
+        .await;
+    eprintln!(
+        "figure: bump -> candidate ready (download, verify, load, warm-up) {candidate_ready:.1?}; \
+         promote -> Service answers 2.0.0 {switch:.1?} (total {:.1?})",
+        bumped.elapsed()
+    );
+    ns.wait_for("iris", "2.0.0 serving", Duration::from_secs(60), |md| {
+        serving(md, "2.0.0")
+    });
+
+    // Rollback: the previous version is still warm, so the switch back needs no pod to start.
+    c.ferry(&["rollback", "iris", "-n", &ns.name]);
+    let back = requests
+        .wait_for_version("1.0.0", Duration::from_secs(30))
+        .await;
+    eprintln!("figure: rollback -> Service answers 1.0.0: {back:.1?}");
+    ns.wait_for(
+        "iris",
+        "1.0.0 serving again",
+        Duration::from_secs(60),
+        |md| serving(md, "1.0.0"),
+    );
+
+    requests.finish(&["1.0.0", "2.0.0", "1.0.0"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_with_a_wrong_checksum_never_receives_traffic() {
+    let ns = Namespace::create();
+    ns.apply("fraud", "1.0.0", LOGREG, &sha256_of(LOGREG), true);
+    ns.wait_for("fraud", "1.0.0 Ready", Duration::from_secs(180), |md| {
+        serving(md, "1.0.0")
+    });
+    let url = ns.service_url("fraud");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let requests = RequestLoop::start(url, BTreeMap::from([("1.0.0".to_owned(), LOGREG)]));
+
+    // 2.0.0 names the mlp object but the logreg checksum: ferry-server refuses it after the download.
+    ns.apply("fraud", "2.0.0", MLP, &sha256_of(LOGREG), true);
+    let md = ns.wait_for(
+        "fraud",
+        "the failed load in the status",
+        Duration::from_secs(180),
+        |md| condition_is(md, "Degraded", "True", Some("ModelLoadFailed")),
+    );
+    let degraded = condition(&md, "Degraded").unwrap();
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("ChecksumMismatch"),
+        "the server's reason reaches the status: {message}"
+    );
+    assert!(
+        message.contains(&sha256_of(LOGREG)),
+        "the message names the expected digest: {message}"
+    );
+    assert_eq!(
+        md["status"]["active"]["version"], "1.0.0",
+        "{:#}",
+        md["status"]
+    );
+    assert!(
+        condition_is(&md, "Ready", "True", None),
+        "1.0.0 keeps serving: {:#}",
+        md["status"]
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    requests.finish(&["1.0.0"]).await;
+}
