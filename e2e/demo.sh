@@ -1,153 +1,157 @@
 #!/usr/bin/env bash
-# Ferry's main job on the embedded local control plane: start etcd + kube-apiserver + kube-controller-manager,
-# install the CRD, run the controller, apply a ModelDeployment and walk through a gated version bump, a promotion,
-# a rollback and a failed version.
+# Ferry's main job, for real: a single-node cluster on this machine (kubelet + containerd + runc, kube-proxy,
+# e2e/cluster.sh), the Helm chart running the controller in-cluster, an S3-compatible store with two versions of a
+# model, and a ModelDeployment walked through its first rollout, inference through its Service, a version bump
+# held at the promotion gate, the promotion, a rollback and a broken version.
 #
-# This control plane has no kubelet, so pods never really run: the script plays the kubelet by writing Pod status
-# (ready, or terminated with ferry-server's termination message). Everything else — Deployments, ReplicaSets,
-# Services, garbage collection, the controller's decisions — is real.
-#
-#   bash e2e/demo.sh          run the demo and stop everything afterwards
-#   bash e2e/demo.sh --keep   leave the control plane and controller running
+#   sudo bash e2e/demo.sh                        build what is missing, bring up the local cluster, run the demo,
+#                                                stop everything
+#   sudo bash e2e/demo.sh --keep                 leave the cluster running afterwards
+#   bash e2e/demo.sh --context NAME              use an existing cluster instead; it must run the images
+#                                                ferry.local/{ferry,ferry-server,s3-store}:e2e (e2e/images/build.sh
+#                                                and e2e/cluster.sh make them) and reach Service cluster IPs from here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-keep=false
-[[ "${1:-}" == "--keep" ]] && keep=true
+keep=false context=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+  --keep) keep=true && shift ;;
+  --context) context=${2:?--context needs a name} && shift 2 ;;
+  *) echo "usage: $0 [--keep] [--context NAME]" >&2 && exit 2 ;;
+  esac
+done
 ns=ferry-demo
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 proves() { printf '    \033[32m✓ %s\033[0m\n' "$*"; }
-
-say "Building ferry and installing the local control plane (cached after the first run)"
-cargo build --quiet --bin ferry
-ferry_bin="${CARGO_TARGET_DIR:-target}/debug/ferry"
-bash e2e/control-plane.sh install
-
-say "Starting etcd, kube-apiserver and kube-controller-manager on free loopback ports"
-dir=$(bash e2e/control-plane.sh start | tail -n 1)
-controller_pid=""
-cleanup() {
-  [[ -n $controller_pid ]] && kill "$controller_pid" 2>/dev/null && wait "$controller_pid" 2>/dev/null
-  bash e2e/control-plane.sh stop "$dir"
+fail() {
+  printf '    \033[31m✗ %s\033[0m\n' "$*"
+  exit 1
 }
-$keep || trap cleanup EXIT
-# shellcheck disable=SC1091
-source "$dir/env"
+command -v curl >/dev/null || fail "curl is needed for the inference requests (apt-get install curl)"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}
+dir=""
+if [[ -z $context ]]; then
+  say "Bringing up the local cluster: control plane, a real node, the images, the chart, the S3 store"
+  echo "    (the first run builds Kubernetes, containerd and Ferry from source; later runs take seconds)"
+  dir=$(bash e2e/cluster.sh up | tail -n 1)
+  $keep || trap 'bash e2e/cluster.sh down "$dir"' EXIT
+  # shellcheck disable=SC1091
+  source "$dir/env"
+  sed 's/^/    /' "$dir/timings"
+else
+  say "Using kube context $context: installing the chart and the S3 store there"
+  kubectl config use-context "$context" >/dev/null
+  helm upgrade --install ferry charts/ferry --namespace ferry-system --create-namespace \
+    --set image.repository=ferry.local/ferry --set image.tag=e2e \
+    --set serverImage.repository=ferry.local/ferry-server --set serverImage.tag=e2e --wait --timeout 180s
+  kubectl apply -f e2e/manifests/s3-store.yaml >/dev/null
+  kubectl -n ferry-storage rollout status deployment/s3 --timeout=120s >/dev/null
+  FERRY_S3_ENDPOINT=http://$(kubectl -n ferry-storage get service s3 -o jsonpath='{.spec.clusterIP}'):9000
+fi
+kubectl get nodes -o wide
+kubectl -n ferry-system get pods -o wide
+proves "a real node runs the controller from the chart (two replicas, one holds the leader Lease)"
+
 # `kubectl ferry` is the ferry binary installed as kubectl-ferry on PATH.
-mkdir -p "$dir/plugins" && ln -sf "$(realpath "$ferry_bin")" "$dir/plugins/kubectl-ferry"
-export PATH="$dir/plugins:$PATH"
+cargo build --release --locked --quiet --bin ferry
+plugins=$(mktemp -d)
+ln -s "$CARGO_TARGET_DIR/release/ferry" "$plugins/kubectl-ferry"
+export PATH="$plugins:$PATH"
 
-say "Installing the ModelDeployment CRD generated from the Rust types"
-kubectl apply --server-side -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-proves "CRD installed and Established"
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$ns" create secret generic store-credentials --from-literal=AWS_ACCESS_KEY_ID=ferry \
+  --from-literal=AWS_SECRET_ACCESS_KEY=ferry-local-secret --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-say "Running the controller: ferry run (logs in $dir/ferry.log)"
-"$ferry_bin" run --metrics-address 127.0.0.1:0 >"$dir/ferry.log" 2>&1 &
-controller_pid=$!
-
-kubectl create namespace "$ns" >/dev/null
-
-revision_of() { # revision of the Deployment serving version $1
-  local version=$1
-  for _ in $(seq 100); do
-    local rev
-    rev=$(kubectl get deploy -n "$ns" -l ferry.dev/model-deployment=iris \
-      -o jsonpath="{range .items[?(@.metadata.annotations.ferry\.dev/version==\"$version\")]}{.metadata.labels.ferry\.dev/revision}{end}")
-    [[ -n $rev ]] && { echo "$rev"; return; }
-    sleep 0.2
+sha() { sha256sum "server-image/testdata/models/$1.onnx" | cut -d' ' -f1; }
+apply_version() { # version store-object sha256
+  kubectl apply -f - <<EOF
+apiVersion: ferry.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: iris
+  namespace: $ns
+spec:
+  model:
+    uri: s3://models/iris/$2/model.onnx
+    version: "$1"
+    sha256: $3
+    credentialsSecretRef: {name: store-credentials}
+    storage: {endpoint: "$FERRY_S3_ENDPOINT", region: us-east-1, allowHttp: true}
+  replicas: 2
+  rollout:
+    autoPromote: false   # every new version waits for kubectl ferry promote
+EOF
+}
+service_url() { echo "http://$(kubectl -n "$ns" get service "$1" -o jsonpath='{.spec.clusterIP}'):8080"; }
+infer() { # service: prints "version label-of-row-0"
+  curl -sS --fail-with-body --max-time 5 "$(service_url "$1")/v2/models/iris/infer" -H 'content-type: application/json' \
+    -d '{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[3.743,-3.585,-2.544,1.618]}]}' |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["model_version"], "label", r["outputs"][0]["data"][0])'
+}
+wait_answer() { # service version
+  for _ in $(seq 300); do
+    [[ $(infer "$1" 2>/dev/null) == "$2 "* ]] && return
+    sleep 0.1
   done
-  echo "no Deployment for version $version" >&2
-  return 1
+  fail "the Service $1 never answered with $2"
 }
-stable() { kubectl get svc iris -n "$ns" -o jsonpath='{.spec.selector.ferry\.dev/revision}' 2>/dev/null; }
-wait_stable() {
-  for _ in $(seq 150); do [[ $(stable) == "$1" ]] && return; sleep 0.2; done
-  echo "the stable Service never selected $1" >&2
-  return 1
+wait_reason() { # condition reason
+  kubectl -n "$ns" wait md/iris --for=jsonpath="{.status.conditions[?(@.type==\"$1\")].reason}=$2" --timeout=180s \
+    >/dev/null || fail "$1 never became $2: $(kubectl -n "$ns" get md iris -o jsonpath='{.status.conditions}')"
 }
-kubelet_ready() { # plays the kubelet: every pod of revision $1 becomes Running and Ready
-  local revision=$1 now
-  for _ in $(seq 100); do
-    now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    for pod in $(kubectl get pods -n "$ns" -l "ferry.dev/revision=$revision" -o name); do
-      kubectl patch "$pod" -n "$ns" --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",
-        \"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"}],
-        \"containerStatuses\":[{\"name\":\"server\",\"ready\":true,\"started\":true,\"restartCount\":0,
-          \"image\":\"ferry-server:0.1.0\",\"imageID\":\"\",\"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
-    done
-    local want have
-    want=$(kubectl get deploy "iris-$revision" -n "$ns" -o jsonpath='{.spec.replicas}')
-    have=$(kubectl get deploy "iris-$revision" -n "$ns" -o jsonpath='{.status.availableReplicas}')
-    [[ "${have:-0}" -ge "$want" ]] && return
-    sleep 0.2
-  done
-}
-kubelet_fail() { # plays the kubelet for a server that could not load its model
-  local revision=$1 reason=$2 message=$3 now pod
-  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  for _ in $(seq 50); do
-    pod=$(kubectl get pods -n "$ns" -l "ferry.dev/revision=$revision" -o name | head -n 1)
-    [[ -n $pod ]] && break
-    sleep 0.2
-  done
-  local termination
-  termination=$(printf '{\\"reason\\":\\"%s\\",\\"message\\":\\"%s\\"}' "$reason" "$message")
-  kubectl patch "$pod" -n "$ns" --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",
-    \"containerStatuses\":[{\"name\":\"server\",\"ready\":false,\"restartCount\":1,\"image\":\"ferry-server:0.1.0\",\"imageID\":\"\",
-      \"state\":{\"waiting\":{\"reason\":\"CrashLoopBackOff\"}},
-      \"lastState\":{\"terminated\":{\"exitCode\":1,\"reason\":\"Error\",\"message\":\"$termination\",\"startedAt\":\"$now\",\"finishedAt\":\"$now\"}}}]}}" >/dev/null
-}
-set_version() {
-  kubectl patch md iris -n "$ns" --type=merge \
-    -p "{\"spec\":{\"model\":{\"version\":\"$1\",\"uri\":\"https://models.example.com/iris/$1/model.onnx\"}}}" >/dev/null
+since() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", e - s }'; }
+conditions() {
+  kubectl -n "$ns" get md iris -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}'
 }
 
-say "Applying e2e/samples/minimal.yaml (iris 1.0.0)"
-kubectl apply -n "$ns" -f e2e/samples/minimal.yaml
-v1=$(revision_of 1.0.0)
-echo "    revision $v1: Deployment iris-$v1 created; the stable Service selects: '$(stable)'"
-proves "nothing receives traffic before the model is loaded"
-kubelet_ready "$v1"
-kubectl wait --for=condition=Ready md/iris -n "$ns" --timeout=60s
-proves "the first version is promoted once its pods are ready"
-kubectl get md -n "$ns"
+say "Applying iris 1.0.0 (s3://models/iris/1.0.0/model.onnx, with its SHA-256)"
+started=$EPOCHREALTIME
+apply_version 1.0.0 1.0.0 "$(sha logreg)"
+kubectl -n "$ns" wait md/iris --for=condition=Ready --timeout=180s >/dev/null
+wait_answer iris 1.0.0
+echo "    apply -> Ready -> first answer through the Service: $(since "$started")"
+kubectl -n "$ns" get md,pods -o wide
+echo "    $(infer iris)"
+proves "ferry-server downloaded the model from S3, verified its SHA-256, loaded it, warmed it up and answers"
 
-say "Bumping to 1.1.0: a new revision starts next to the serving one"
-set_version 1.1.0
-v2=$(revision_of 1.1.0)
-sleep 1
-kubectl get md -n "$ns"
-echo "    stable Service selects $(stable) (1.0.0); preview Service selects $(kubectl get svc iris-preview -n "$ns" -o jsonpath='{.spec.selector.ferry\.dev/revision}') (1.1.0)"
-[[ $(stable) == "$v1" ]] && proves "traffic stays on 1.0.0 while 1.1.0 loads"
-kubelet_ready "$v2"
-wait_stable "$v2"
-proves "1.1.0 is promoted in one Service write once all its replicas are ready"
+say "Bumping to 2.0.0: a new revision loads next to 1.0.0 and waits at the promotion gate"
+apply_version 2.0.0 2.0.0 "$(sha mlp)"
+wait_reason Progressing WaitingForPromotion
 kubectl ferry status iris -n "$ns"
+echo "    stable  Service: $(infer iris)"
+echo "    preview Service: $(infer iris-preview)"
+[[ $(infer iris) == "1.0.0 "* ]] && proves "2.0.0 is ready (checked on the preview Service) but takes no traffic yet"
 
-say "kubectl ferry rollback: back to 1.0.0, which is still warm"
+say "kubectl ferry promote iris"
+kubectl ferry promote iris -n "$ns"
+wait_answer iris 2.0.0
+echo "    stable Service: $(infer iris)"
+proves "traffic moved to 2.0.0 in one Service switch; 1.0.0 stays warm"
+kubectl -n "$ns" get deploy -l ferry.dev/model-deployment=iris
+
+say "kubectl ferry rollback iris: back to 1.0.0, which is still warm"
+started=$EPOCHREALTIME
 kubectl ferry rollback iris -n "$ns"
-wait_stable "$v1"
-proves "traffic is back on 1.0.0 at once, without a new Deployment or a model reload"
-kubectl get deploy -n "$ns" -l ferry.dev/model-deployment=iris
+wait_answer iris 1.0.0
+echo "    rollback -> the Service answers 1.0.0: $(since "$started")"
+proves "no pod started and no model was reloaded"
 
-say "A broken version (1.2.0) fails to load: checksum mismatch"
-set_version 1.2.0
-v3=$(revision_of 1.2.0)
-kubelet_fail "$v3" ChecksumMismatch "expected sha256 3b0c…, got 9f86…"
-for _ in $(seq 100); do
-  [[ $(kubectl get md iris -n "$ns" -o jsonpath='{.status.phase}') == Degraded ]] && break
-  sleep 0.2
-done
-kubectl get md iris -n "$ns" -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}'
-[[ $(stable) == "$v1" ]] && proves "1.2.0 never received traffic; the status says exactly why"
+say "A broken version: 3.0.0 names the 2.0.0 object with the wrong SHA-256"
+apply_version 3.0.0 2.0.0 "$(sha logreg)"
+wait_reason Degraded ModelLoadFailed
+conditions
+echo "    stable Service: $(infer iris)"
+[[ $(infer iris) == "1.0.0 "* ]] && proves "3.0.0 never received traffic; the status carries ferry-server's reason"
 
 say "kubectl ferry history iris"
 kubectl ferry history iris -n "$ns"
-kubectl get events -n "$ns" --field-selector involvedObject.kind=ModelDeployment -o custom-columns=REASON:.reason,MESSAGE:.message
+kubectl -n "$ns" get events --field-selector involvedObject.kind=ModelDeployment \
+  -o custom-columns=REASON:.reason,MESSAGE:.message
 
-if $keep; then
+if $keep && [[ -n $dir ]]; then
   say "Left running. Use it with:  source $dir/env"
-  echo "Stop with:  kill $controller_pid; bash e2e/control-plane.sh stop $dir"
+  echo "Stop with:  bash e2e/cluster.sh down $dir"
 fi
