@@ -30,6 +30,9 @@ POD_SUBNET=10.244.0.0/24
 CGROUP_ROOT=ferry-node
 NODE_OWNER_FILE=/run/ferry-node.dir # the DIR of the running node
 NODE_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables)
+# Host paths the components use whatever they are configured with (the kubelet's device-plugin directory and
+# container-log links, libcni's result cache, the shim sockets): removed on stop when the node created them.
+NODE_HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd)
 NODE_FORWARD_RULE=(-i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -m comment --comment "ferry-node: pods stay on this machine" -j DROP)
 E2E_DIR=$(dirname "$SCRIPT")
 
@@ -143,7 +146,8 @@ cgroup_hierarchies() {
 node_host_setup() {
   printf '%s\n' "$DIR" >"$NODE_OWNER_FILE"
   : >"$DIR/node"
-  local key h
+  local key h path
+  for path in "${NODE_HOST_PATHS[@]}"; do [[ -e $path ]] || printf '%s\n' "$path"; done >"$DIR/host-paths.created"
   for key in "${NODE_SYSCTLS[@]}"; do printf '%s %s\n' "$key" "$(sysctl -n "$key")"; done >"$DIR/sysctl.saved"
   # Pod -> Service -> pod on the same bridge: forwarded by the host, and un-NATed by conntrack on the bridge.
   for key in "${NODE_SYSCTLS[@]}"; do sysctl -qw "$key=1"; done
@@ -199,7 +203,8 @@ EOF
 version = 3
 root = "$DIR/containerd/root"
 state = "$DIR/containerd/state"
-disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+# NRI would listen on the host-wide /var/run/nri/nri.sock; nothing here uses it.
+disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri"]
 
 [grpc]
   address = "$DIR/containerd.sock"
@@ -423,7 +428,7 @@ unmount_below() {
 }
 
 stop_node() {
-  local dir=$1 key value
+  local dir=$1 key value path
   # The kubelet first, so it does not restart what the runtime removes; then every pod through the CRI, which
   # also releases each pod's network (veth, IP).
   signal_named "$dir" TERM kube-proxy kubelet
@@ -441,5 +446,8 @@ stop_node() {
     while read -r key value; do sysctl -qw "$key=$value" || true; done <"$dir/sysctl.saved"
   fi
   unmount_below "$dir" || die "mounts remain below $dir; not deleting it (see /proc/self/mountinfo)"
+  if [[ -f $dir/host-paths.created ]]; then
+    while read -r path; do rm -rf "$path"; done <"$dir/host-paths.created"
+  fi
   if [[ $(cat "$NODE_OWNER_FILE" 2>/dev/null) == "$dir" ]]; then rm -f "$NODE_OWNER_FILE"; fi
 }
