@@ -546,7 +546,7 @@ async fn gated_bump_promotion_and_rollback_never_fail_a_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_with_a_wrong_checksum_never_receives_traffic() {
+async fn a_version_with_a_wrong_checksum_never_receives_traffic_and_the_fixed_one_does() {
     let ns = Namespace::create();
     ns.apply("fraud", "1.0.0", LOGREG, &sha256_of(LOGREG), true);
     ns.wait_for("fraud", "1.0.0 Ready", Duration::from_secs(180), |md| {
@@ -554,7 +554,11 @@ async fn a_version_with_a_wrong_checksum_never_receives_traffic() {
     });
     let url = ns.service_url("fraud");
     first_answer(&url, Duration::from_secs(30)).await;
-    let requests = RequestLoop::start(url, BTreeMap::from([("1.0.0".to_owned(), LOGREG)]));
+    let models = BTreeMap::from([("1.0.0".to_owned(), LOGREG), ("2.0.1".to_owned(), MLP)]);
+    let requests = RequestLoop::start(url, models);
+    requests
+        .wait_for_version("1.0.0", Duration::from_secs(10))
+        .await;
 
     // 2.0.0 names the mlp object but the logreg checksum: ferry-server refuses it after the download.
     ns.apply("fraud", "2.0.0", MLP, &sha256_of(LOGREG), true);
@@ -586,5 +590,20 @@ async fn a_version_with_a_wrong_checksum_never_receives_traffic() {
     );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    requests.finish(&["1.0.0"]).await;
+    assert_eq!(requests.last_version().as_deref(), Some("1.0.0"));
+
+    // The fixed version replaces the failed candidate and, with autoPromote, takes the traffic by itself.
+    let bumped = Instant::now();
+    ns.apply("fraud", "2.0.1", MLP, &sha256_of(MLP), true);
+    requests
+        .wait_for_version("2.0.1", Duration::from_secs(180))
+        .await;
+    eprintln!(
+        "figure: version bump end to end (apply -> the Service answers the new version, autoPromote): {:.1?}",
+        bumped.elapsed()
+    );
+    ns.wait_for("fraud", "2.0.1 serving", Duration::from_secs(60), |md| {
+        serving(md, "2.0.1") && condition_is(md, "Degraded", "False", None)
+    });
+    requests.finish(&["1.0.0", "2.0.1"]).await;
 }
