@@ -332,6 +332,9 @@ async fn infer(
 /// kept-alive connection stays with the pod it was opened to, whatever the Service selects later: kube-proxy
 /// routes connections, not requests.)
 fn http_client() -> reqwest::Client {
+    // Under `cargo test --workspace` reqwest is built with ferry-server's TLS features: rustls without a
+    // bundled crypto provider, which a client needs installed before it is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(0)
