@@ -685,6 +685,8 @@ struct RolloutFigures {
     /// The controller's own promotion-latency histogram: (count, sum in seconds).
     controller_histogram: (u64, f64),
     mean_reconcile_ms: f64,
+    /// Reconciles that went on before the controller's caches caught up with its previous writes.
+    catch_up_timeouts: u64,
     load: (String, String),
     /// The controller's request latencies during the rollouts, in milliseconds.
     latencies: BTreeMap<(String, String), Vec<f64>>,
@@ -708,6 +710,10 @@ async fn rollouts(
     let requests_before = controller.requests.snapshot();
     let reconciles_before = controller.reconciles();
     let errors_before = controller.errors();
+    let catch_up_timeouts_before = metric_sum(
+        &controller.metrics.render(),
+        "ferry_cache_catch_up_timeouts_total",
+    );
 
     let per_md: Vec<usize> = (0..settings.parallel)
         .map(|i| {
@@ -759,6 +765,8 @@ async fn rollouts(
             metric_value(&histogram, "ferry_promotion_latency_seconds_sum"),
         ),
         mean_reconcile_ms: mean_reconcile_ms(&histogram),
+        catch_up_timeouts: metric_sum(&histogram, "ferry_cache_catch_up_timeouts_total")
+            - catch_up_timeouts_before,
         load: (load_before, load_average()),
         latencies: controller.requests.take_latencies(),
     };
@@ -1201,6 +1209,7 @@ struct ColdFigures {
     reconciles_at_convergence: Option<u64>,
     reconciles_end: Option<u64>,
     errors_end: Option<u64>,
+    catch_up_timeouts_end: Option<u64>,
     mean_reconcile_ms: Option<f64>,
     load: (String, String),
     /// apiserver_request_total from `ferry run` starting to convergence (every client).
@@ -1495,6 +1504,9 @@ async fn cold_start(
         errors_end: final_metrics
             .as_deref()
             .map(|m| metric_sum(m, "ferry_reconcile_errors_total")),
+        catch_up_timeouts_end: final_metrics
+            .as_deref()
+            .map(|m| metric_sum(m, "ferry_cache_catch_up_timeouts_total")),
         mean_reconcile_ms: final_metrics.as_deref().map(mean_reconcile_ms),
         load: (load_before, load_average()),
         apiserver_requests,
@@ -1587,11 +1599,12 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "   controller: {} reconciles ({:.1} per rollout, mean {:.1} ms), {} reconcile errors; requests: {} writes, {} reads",
+                "   controller: {} reconciles ({:.1} per rollout, mean {:.1} ms), {} reconcile errors, {} cache catch-up timeouts; requests: {} writes, {} reads",
                 r.reconciles,
                 r.reconciles as f64 / r.measured.len().max(1) as f64,
                 r.mean_reconcile_ms,
                 r.errors,
+                r.catch_up_timeouts,
                 writes(&r.requests),
                 reads(&r.requests)
             );
@@ -1667,11 +1680,12 @@ impl Report {
             let fmt = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "   reconciles: {} at convergence, {} at the end (mean {:.1} ms); reconcile errors {}; \"reconcile failed\" log lines {} (log: {})",
+                "   reconciles: {} at convergence, {} at the end (mean {:.1} ms); reconcile errors {}; cache catch-up timeouts {}; \"reconcile failed\" log lines {} (log: {})",
                 fmt(c.reconciles_at_convergence),
                 fmt(c.reconciles_end),
                 c.mean_reconcile_ms.unwrap_or(f64::NAN),
                 fmt(c.errors_end),
+                fmt(c.catch_up_timeouts_end),
                 c.failed_lines,
                 c.log.display()
             );

@@ -43,6 +43,9 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Nothing is wrong.
     pub const HEALTHY: &str = "Healthy";
+    /// The last reconcile failed (an API request was rejected or failed); the message carries the error. The
+    /// controller retries with a backoff, and the next successful reconcile replaces the conditions.
+    pub const RECONCILE_ERROR: &str = "ReconcileError";
 }
 
 /// Reasons of Kubernetes Events, sent on transitions only.
@@ -118,6 +121,23 @@ pub fn settle(
         .collect()
 }
 
+/// Sets one condition among `conditions` (replacing the one of the same type, or adding it), keeping its
+/// `lastTransitionTime` unless its status changes; the other conditions are left as they are.
+pub fn upsert(
+    conditions: &mut Vec<Condition>,
+    desired: DesiredCondition,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let Some(settled) = settle(conditions, vec![desired], generation, now).pop() else {
+        return;
+    };
+    match conditions.iter_mut().find(|old| old.type_ == settled.type_) {
+        Some(old) => *old = settled,
+        None => conditions.push(settled),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +187,38 @@ mod tests {
         );
         assert_eq!(flipped[0].last_transition_time, at(30));
         assert_eq!(flipped[0].status, "True");
+    }
+
+    #[test]
+    fn upsert_replaces_one_condition_and_keeps_the_others() {
+        let mut conditions = settle(
+            &[],
+            vec![
+                DesiredCondition::new(types::READY, true, reasons::AVAILABLE, "ok"),
+                DesiredCondition::new(types::DEGRADED, false, reasons::HEALTHY, ""),
+            ],
+            Some(1),
+            &at(10),
+        );
+        upsert(
+            &mut conditions,
+            DesiredCondition::new(types::DEGRADED, false, reasons::RECONCILE_ERROR, "x"),
+            Some(2),
+            &at(20),
+        );
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].reason, reasons::AVAILABLE, "untouched");
+        assert_eq!(conditions[0].observed_generation, Some(1));
+        assert_eq!(conditions[1].reason, reasons::RECONCILE_ERROR);
+        assert_eq!(conditions[1].last_transition_time, at(10), "same status");
+        upsert(
+            &mut conditions,
+            DesiredCondition::new(types::STALLED, true, reasons::RECONCILE_ERROR, "x"),
+            Some(2),
+            &at(30),
+        );
+        assert_eq!(conditions.len(), 3);
+        assert_eq!(conditions[2].last_transition_time, at(30));
+        assert_eq!(conditions[2].status, "True");
     }
 }

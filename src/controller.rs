@@ -1,29 +1,51 @@
 //! The reconcile loop: a thin I/O layer around [`rollout::decide`].
 //!
-//! Each reconcile reads the ModelDeployment's Deployments, Pods and stable Service, asks the pure decision what
+//! Each reconcile reads the ModelDeployment's Deployments, Pods and Services, asks the pure decision what
 //! should exist, and writes only the differences, in an order that keeps traffic safe: the candidate is created
 //! and scaled up first, the Services switch next, scale-downs and deletions come last. Every write uses
 //! server-side apply or a patch under one field manager; the status is written once, and only when it changed.
+//! A reconcile that fails says so in the status (Ready=False, Degraded=True, reason ReconcileError), once.
+//!
+//! Nothing is read from the API server during a reconcile: ModelDeployments, Deployments, Pods and Services come
+//! from caches (reflector stores) that the watches fill. The watch stream that fills a cache is the one that
+//! triggers the reconciles, so a reconcile triggered by an event sees at least that event. Each reconcile also
+//! remembers the resourceVersions its writes returned, and the next reconcile of the same ModelDeployment first
+//! waits (briefly) until the caches have caught up with them: decisions are never made on a state older than
+//! the controller's own last writes, as with live reads.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{
+    self as runtime_controller, applier, Action, Config as ControllerConfig, ReconcileReason,
+    ReconcileRequest,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::CancelableJoinHandle;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::api::ModelDeployment;
-use crate::children::{deployment, service};
+use crate::api::{ModelDeployment, ModelDeploymentStatus, Phase};
+use crate::children::{deployment, pod, service};
+use crate::conditions::{self, reasons, types, DesiredCondition};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
@@ -39,6 +61,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the object has no {0}")]
     MissingField(&'static str),
+    #[error("a cache of watched objects was closed before it was filled")]
+    CacheClosed,
 }
 
 impl Error {
@@ -48,25 +72,57 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
             Error::MissingField(_) => "invalid_object",
+            Error::CacheClosed => "cache",
+        }
+    }
+
+    /// The error as a condition message: for a request the API server refused, its own message (which names
+    /// the object) rather than the whole response.
+    pub fn condition_message(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => format!(
+                "the API server refused a request ({} {}): {}",
+                status.code, status.reason, status.message
+            ),
+            other => other.to_string(),
         }
     }
 }
 
-/// What every reconcile shares.
+/// What every reconcile of one watch scope (a namespace, or all of them) shares.
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// The watched objects of the scope.
+    caches: Arc<Caches>,
     /// When each candidate revision (namespace/name/revision) was first seen fully available, for the
     /// promotion-latency metric.
     available_since: Mutex<HashMap<String, Instant>>,
     /// Consecutive failed reconciles per ModelDeployment (namespace/name), for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// What the last reconcile of each ModelDeployment (namespace/name) wrote, for the next one to wait for.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
+/// on with what they hold (a watch that reconnects can take longer; the events it then delivers trigger again).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Context {
-    pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        client: Client,
+        config: OperatorConfig,
+        metrics: Arc<Metrics>,
+        caches: Arc<Caches>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -79,9 +135,165 @@ impl Context {
             config,
             recorder,
             metrics,
+            caches,
             available_since: Mutex::default(),
             failures: Mutex::default(),
+            written: Mutex::default(),
         }
+    }
+
+    /// Waits until the caches hold what the previous reconcile of `md` wrote (or [`CATCH_UP_TIMEOUT`] passed),
+    /// and returns the ModelDeployment as the cache then holds it.
+    async fn catch_up(&self, md: Arc<ModelDeployment>) -> Arc<ModelDeployment> {
+        let Some(written) = lock(&self.written).remove(&object_key(&md)) else {
+            return md;
+        };
+        let namespace = md.namespace().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let changed = self.caches.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.caches.hold(&namespace, &written) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                debug!(name = %md.name_any(), ?written, "the caches did not catch up with the last writes in time");
+                self.metrics.cache_catch_up_timeouts.inc();
+                break;
+            }
+        }
+        self.caches
+            .model_deployments
+            .store
+            .get(&ObjectRef::from_obj(&*md))
+            .unwrap_or(md)
+    }
+
+    fn remember(&self, key: String, written: Written) {
+        if !written.is_empty() {
+            lock(&self.written).insert(key, written);
+        }
+    }
+
+    /// Drops what is kept about a ModelDeployment that was deleted.
+    fn forget(&self, key: &str) {
+        lock(&self.failures).remove(key);
+        lock(&self.written).remove(key);
+        let prefix = format!("{key}/");
+        lock(&self.available_since).retain(|revision, _| !revision.starts_with(&prefix));
+    }
+}
+
+/// One watched kind as its reflector holds it, with the newest resourceVersion applied to it.
+struct Cache<K: Resource + Clone + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq,
+{
+    store: Store<K>,
+    /// The newest resourceVersion of an event applied to the store. A watch delivers its events in
+    /// resourceVersion order, so once this reaches a write's resourceVersion the store holds that write (or
+    /// something newer).
+    applied: AtomicU64,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn new(store: Store<K>) -> Self {
+        Self {
+            store,
+            applied: AtomicU64::new(0),
+        }
+    }
+
+    fn has_applied(&self, resource_version: u64) -> bool {
+        self.applied.load(Ordering::Acquire) >= resource_version
+    }
+
+    /// The objects of a ModelDeployment (by label) in a namespace, by name: the order a LIST returns them in.
+    fn owned_by(&self, namespace: &str, md_name: &str) -> Vec<Arc<K>> {
+        let mut owned = self.store.state_filter(|object| {
+            object.meta().namespace.as_deref() == Some(namespace)
+                && object
+                    .meta()
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::MODEL_DEPLOYMENT))
+                    .is_some_and(|owner| owner == md_name)
+        });
+        owned.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        owned
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// The watched objects of one scope.
+struct Caches {
+    model_deployments: Cache<ModelDeployment>,
+    deployments: Cache<Deployment>,
+    pods: Cache<Pod>,
+    services: Cache<Service>,
+    /// Resolves (true) once the Deployment, Pod and Service caches hold their first complete list, or (false)
+    /// when one of them closed before. Any number of reconciles can wait on it, whereas a store's own
+    /// `wait_until_ready` wakes only one of its waiters. The ModelDeployment cache is ready before any reconcile
+    /// starts: the applier waits for it.
+    children_ready: Shared<BoxFuture<'static, bool>>,
+    /// Notified after every event applied to any of the caches.
+    changed: Notify,
+}
+
+impl Caches {
+    /// Whether the caches hold at least what `written` says was written.
+    fn hold(&self, namespace: &str, written: &Written) -> bool {
+        self.model_deployments.has_applied(written.model_deployment)
+            && self.deployments.has_applied(written.deployments)
+            && self.services.has_applied(written.services)
+            && written
+                .deleted
+                .iter()
+                .all(|name| self.deployments.get(namespace, name).is_none())
+    }
+}
+
+/// The resourceVersion of an object, as a number (0 when it has none or it is not a number: nothing to wait
+/// for then).
+fn resource_version(meta: &ObjectMeta) -> u64 {
+    meta.resource_version
+        .as_deref()
+        .and_then(|version| version.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What one reconcile wrote: the newest resourceVersion its writes returned, per kind, and the Deployments it
+/// deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Written {
+    model_deployment: u64,
+    deployments: u64,
+    services: u64,
+    deleted: Vec<String>,
+}
+
+impl Written {
+    fn is_empty(&self) -> bool {
+        *self == Written::default()
+    }
+
+    fn model_deployment(&mut self, md: &ModelDeployment) {
+        self.model_deployment = self.model_deployment.max(resource_version(&md.metadata));
+    }
+
+    fn deployment(&mut self, deployment: &Deployment) {
+        self.deployments = self.deployments.max(resource_version(&deployment.metadata));
+    }
+
+    fn service(&mut self, service: &Service) {
+        self.services = self.services.max(resource_version(&service.metadata));
     }
 }
 
@@ -116,7 +328,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_crd_installed(&client).await?;
-    let context = Arc::new(Context::new(client.clone(), config, metrics));
     let shutdown = shutdown.shared();
     let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
@@ -128,7 +339,8 @@ pub async fn run(
             client.clone(),
             namespace,
             options.concurrency,
-            context.clone(),
+            config.clone(),
+            metrics.clone(),
             shutdown.clone(),
         )
     });
@@ -137,40 +349,268 @@ pub async fn run(
     Ok(())
 }
 
+/// Annotation `kubectl apply` (client-side) keeps the whole last-applied object in; never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the controller never reads from a cached ModelDeployment.
+fn strip_model_deployment(md: &mut ModelDeployment) {
+    md.metadata.managed_fields = None;
+    if let Some(annotations) = md.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch of `api` that fills `writer`'s store with objects stripped by `strip`, and reports what it applied
+/// through `applied` and `caches.changed`.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    strip: fn(&mut K),
+    caches: Arc<Caches>,
+    applied: fn(&Caches) -> &AtomicU64,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let mut versions = AppliedVersions::default();
+    watcher(api, config)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            applied(&caches).fetch_max(versions.applied(event), Ordering::AcqRel);
+            caches.changed.notify_waiters();
+        })
+}
+
+/// Follows the resourceVersions a reflector applies to its store.
+#[derive(Default)]
+struct AppliedVersions {
+    /// The newest resourceVersion of the relist under way.
+    relisted: u64,
+}
+
+impl AppliedVersions {
+    /// The newest resourceVersion the store holds once it applied `event` (0: no news). A relist's objects reach
+    /// the store together, when the relist is done.
+    fn applied<K: Resource>(&mut self, event: &watcher::Event<K>) -> u64 {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                resource_version(object.meta())
+            }
+            watcher::Event::Init => {
+                self.relisted = 0;
+                0
+            }
+            watcher::Event::InitApply(object) => {
+                self.relisted = self.relisted.max(resource_version(object.meta()));
+                0
+            }
+            watcher::Event::InitDone => self.relisted,
+        }
+    }
+}
+
+/// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
+/// requests of a relist are sent when it is done, as that is when the store holds its objects.
+fn requests<K, S>(
+    events: S,
+    include_deleted: bool,
+    map: impl Fn(&K) -> Vec<ReconcileRequest<ModelDeployment>> + Send + 'static,
+) -> impl Stream<Item = Result<ReconcileRequest<ModelDeployment>, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut relisted: HashSet<ReconcileRequest<ModelDeployment>> = HashSet::new();
+    events
+        .map(move |event| {
+            let ready: Vec<Result<_, watcher::Error>> = match event {
+                Ok(watcher::Event::Apply(object)) => map(&object).into_iter().map(Ok).collect(),
+                Ok(watcher::Event::Delete(object)) if include_deleted => {
+                    map(&object).into_iter().map(Ok).collect()
+                }
+                Ok(watcher::Event::Delete(_)) => Vec::new(),
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    relisted.extend(map(&object));
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => relisted.drain().map(Ok).collect(),
+                Err(error) => vec![Err(error)],
+            };
+            futures::stream::iter(ready)
+        })
+        .flatten()
+}
+
+fn related<K: Resource<DynamicType = ()>>(
+    object: &K,
+    owner: ObjectRef<ModelDeployment>,
+) -> ReconcileRequest<ModelDeployment> {
+    ReconcileRequest {
+        obj_ref: owner,
+        reason: ReconcileReason::RelatedObjectUpdated {
+            obj_ref: Box::new(ObjectRef::from_obj(object).erase()),
+        },
+    }
+}
+
+/// The ModelDeployments an object names as its owners.
+fn owners<K: Resource<DynamicType = ()>>(object: &K) -> Vec<ReconcileRequest<ModelDeployment>> {
+    let namespace = object.meta().namespace.as_deref();
+    object
+        .owner_references()
+        .iter()
+        .filter_map(|owner| ObjectRef::from_owner_ref(namespace, owner, ()))
+        .map(|owner| related(object, owner))
+        .collect()
+}
+
+/// The ModelDeployment a pod belongs to, by its label (pods are owned by ReplicaSets).
+fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
+    let (Some(owner), Some(namespace)) = (
+        pod.labels().get(labels::MODEL_DEPLOYMENT),
+        pod.metadata.namespace.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    vec![related(pod, ObjectRef::new(owner).within(namespace))]
+}
+
+/// One future that waits for the children's caches to be filled, for every reconcile to share: a store's own
+/// `wait_until_ready` keeps a single waker, so of several tasks waiting on it at once only one would wake.
+fn children_ready(
+    deployments: &Store<Deployment>,
+    pods: &Store<Pod>,
+    services: &Store<Service>,
+) -> Shared<BoxFuture<'static, bool>> {
+    let stores = (deployments.clone(), pods.clone(), services.clone());
+    async move {
+        stores.0.wait_until_ready().await.is_ok()
+            && stores.1.wait_until_ready().await.is_ok()
+            && stores.2.wait_until_ready().await.is_ok()
+    }
+    .boxed()
+    .shared()
+}
+
 /// One controller watching one namespace (or all of them).
 async fn run_scope(
     client: Client,
     namespace: Option<String>,
     concurrency: u16,
-    context: Arc<Context>,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
         match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         }
     }
+    let (md_store, md_writer) = reflector::store::<ModelDeployment>();
+    let (deployment_store, deployment_writer) = reflector::store::<Deployment>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (service_store, service_writer) = reflector::store::<Service>();
+    let children_ready = children_ready(&deployment_store, &pod_store, &service_store);
+    let caches = Arc::new(Caches {
+        model_deployments: Cache::new(md_store.clone()),
+        deployments: Cache::new(deployment_store),
+        pods: Cache::new(pod_store),
+        services: Cache::new(service_store),
+        children_ready,
+        changed: Notify::new(),
+    });
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config,
+        metrics,
+        caches.clone(),
+    ));
+
     let owned = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
-    Controller::new(
+    let forget = context.clone();
+    let model_deployments = reflect(
         api::<ModelDeployment>(&client, &namespace),
         watcher::Config::default(),
+        md_writer,
+        strip_model_deployment,
+        caches.clone(),
+        |caches| &caches.model_deployments.applied,
     )
-    .owns(api::<Deployment>(&client, &namespace), owned.clone())
-    .owns(api::<Service>(&client, &namespace), owned.clone())
-    .watches(api::<Pod>(&client, &namespace), owned, |pod| {
-        let owner = pod.labels().get(labels::MODEL_DEPLOYMENT)?;
-        Some(ObjectRef::<ModelDeployment>::new(owner).within(&pod.namespace()?))
-    })
-    .with_config(ControllerConfig::default().concurrency(concurrency))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(md) = event {
+            forget.forget(&object_key(md));
+        }
+    });
+    let deployments = reflect(
+        api::<Deployment>(&client, &namespace),
+        owned.clone(),
+        deployment_writer,
+        deployment::strip_for_cache,
+        caches.clone(),
+        |caches| &caches.deployments.applied,
+    );
+    let services = reflect(
+        api::<Service>(&client, &namespace),
+        owned.clone(),
+        service_writer,
+        service::strip_for_cache,
+        caches.clone(),
+        |caches| &caches.services.applied,
+    );
+    let pods = reflect(
+        api::<Pod>(&client, &namespace),
+        owned,
+        pod_writer,
+        pod::strip_for_cache,
+        caches.clone(),
+        |caches| &caches.pods.applied,
+    );
+    let queue = futures::stream::select_all([
+        requests(model_deployments, false, |md: &ModelDeployment| {
+            vec![ReconcileRequest {
+                obj_ref: ObjectRef::from_obj(md),
+                reason: ReconcileReason::ObjectUpdated,
+            }]
+        })
+        .boxed(),
+        requests(deployments, true, owners::<Deployment>).boxed(),
+        requests(services, true, owners::<Service>).boxed(),
+        requests(pods, true, pod_owner).boxed(),
+    ])
+    .take_until(shutdown);
+
+    applier(
+        |md, context| {
+            CancelableJoinHandle::spawn(
+                reconcile(md, context).in_current_span(),
+                &tokio::runtime::Handle::current(),
+            )
+        },
+        error_policy,
+        context,
+        md_store,
+        queue,
+        ControllerConfig::default().concurrency(concurrency),
+    )
     .for_each(|result| async move {
-        if let Err(error) = result {
-            warn!(%error, "reconcile failed");
+        match result {
+            Ok(_) => {}
+            // A child or a requeue of a ModelDeployment that is gone.
+            Err(runtime_controller::Error::ObjectNotFound(object)) => {
+                debug!(%object, "nothing to reconcile: the ModelDeployment is gone");
+            }
+            Err(error) => warn!(%error, "reconcile failed"),
         }
     })
     .await;
@@ -183,10 +623,7 @@ fn object_key(md: &ModelDeployment) -> String {
 /// Retries a failing ModelDeployment after 5 s, doubling up to 5 minutes while it keeps failing.
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, context: Arc<Context>) -> Action {
     let failures = {
-        let mut failures = context
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = lock(&context.failures);
         let count = failures.entry(object_key(&md)).or_insert(0);
         *count = count.saturating_add(1);
         *count
@@ -201,22 +638,114 @@ fn error_policy(md: Arc<ModelDeployment>, error: &Error, context: Arc<Context>) 
 #[instrument(skip_all, fields(namespace = %md.namespace().unwrap_or_default(), name = %md.name_any()))]
 pub async fn reconcile(md: Arc<ModelDeployment>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&md, &context, started).await;
+    // Decide only on complete caches, and never on a state older than this controller's own last writes.
+    if !context.caches.children_ready.clone().await {
+        return Err(Error::CacheClosed);
+    }
+    let md = context.catch_up(md).await;
+    let mut written = Written::default();
+    let result = reconcile_inner(&md, &context, started, &mut written).await;
+    if let Err(error) = &result {
+        if let Err(status_error) = record_failure(&md, &context, error, &mut written).await {
+            warn!(%status_error, "could not record the failure in the status");
+        }
+    }
+    context.remember(object_key(&md), written);
     context.metrics.observe_reconcile(started.elapsed());
     if result.is_ok() {
-        let mut failures = context
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.remove(&object_key(&md));
+        lock(&context.failures).remove(&object_key(&md));
     }
     result
+}
+
+/// The longest error message a condition carries.
+const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// The status a failed reconcile leaves: the previous one (what serves, what rolls out, the history stay as they
+/// were last observed) with Ready=False and Degraded=True, reason ReconcileError, saying what failed. Built from
+/// the same inputs it is identical, transition times included, so a failure that repeats is written once.
+pub fn failed_status(
+    previous: Option<&ModelDeploymentStatus>,
+    generation: i64,
+    message: &str,
+    now: Timestamp,
+) -> ModelDeploymentStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let mut message = message.to_owned();
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    let now = Time(now);
+    for (type_, value) in [(types::READY, false), (types::DEGRADED, true)] {
+        conditions::upsert(
+            &mut status.conditions,
+            DesiredCondition::new(type_, value, reasons::RECONCILE_ERROR, message.clone()),
+            Some(generation),
+            &now,
+        );
+    }
+    status.observed_generation = Some(generation);
+    status.phase = Some(Phase::Degraded);
+    status
+}
+
+/// Writes the [`failed_status`] of `error`, unless the status already says exactly that.
+async fn record_failure(
+    md: &ModelDeployment,
+    context: &Context,
+    error: &Error,
+    written: &mut Written,
+) -> Result<(), kube::Error> {
+    let (Some(namespace), Some(name)) = (
+        md.metadata.namespace.as_deref(),
+        md.metadata.name.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    if md.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let status = failed_status(
+        md.status.as_ref(),
+        md.metadata.generation.unwrap_or(0),
+        &error.condition_message(),
+        whole_seconds_now(),
+    );
+    if md.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let mds: Api<ModelDeployment> = Api::namespaced(context.client.clone(), namespace);
+    let updated = mds
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status_body(&status)),
+        )
+        .await?;
+    context.metrics.api_writes.inc();
+    written.model_deployment(&updated);
+    Ok(())
+}
+
+/// The server-side apply body of a status.
+fn status_body(status: &ModelDeploymentStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    })
 }
 
 async fn reconcile_inner(
     md: &ModelDeployment,
     context: &Context,
     started: Instant,
+    written: &mut Written,
 ) -> Result<Action, Error> {
     if md.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner references.
@@ -234,25 +763,23 @@ async fn reconcile_inner(
     let client = &context.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
 
-    // Observe.
-    let selector = ListParams::default().labels(&format!("{}={}", labels::MODEL_DEPLOYMENT, name));
+    // Observe, from the caches: what LISTs by the label `ferry.dev/model-deployment=<name>` and GETs of the two
+    // Services would return.
+    let caches = &context.caches;
     let stable_name = service::stable_name(&name);
     let preview_name = service::preview_name(&name);
-    // Independent reads, issued together: they dominate the time from "candidate available" to promotion.
-    let (owned_deployments, owned_pods, stable_service, preview_service) = futures::try_join!(
-        deployments.list(&selector),
-        pods.list(&selector),
-        services.get_opt(&stable_name),
-        services.get_opt(&preview_name),
-    )?;
-    let (owned_deployments, owned_pods) = (owned_deployments.items, owned_pods.items);
-    let stable_target = stable_service.as_ref().and_then(service::selected_revision);
+    let owned_deployments = caches.deployments.owned_by(&namespace, &name);
+    let owned_pods = caches.pods.owned_by(&namespace, &name);
+    let stable_service = caches.services.get(&namespace, &stable_name);
+    let preview_service = caches.services.get(&namespace, &preview_name);
+    let stable_target = stable_service
+        .as_deref()
+        .and_then(service::selected_revision);
 
     let template = deployment::revision_template(md, &context.config);
-    let pod_refs: Vec<&Pod> = owned_pods.iter().collect();
+    let pod_refs: Vec<&Pod> = owned_pods.iter().map(Arc::as_ref).collect();
     let observed_revisions: Vec<rollout::ObservedRevision> = owned_deployments
         .iter()
         .filter(|d| is_owned_by(d, md))
@@ -302,10 +829,11 @@ async fn reconcile_inner(
         if current_replicas.get(template.revision.as_str()) != Some(&replicas) {
             let desired = deployment::desired_deployment(md, &template, replicas);
             let desired_name = deployment::deployment_name(&name, &template.revision);
-            deployments
+            let applied = deployments
                 .patch(&desired_name, &apply, &Patch::Apply(&desired))
                 .await?;
             context.metrics.api_writes.inc();
+            written.deployment(&applied);
         }
     }
     let current_replicas = &current_replicas;
@@ -320,29 +848,30 @@ async fn reconcile_inner(
     };
     for (deployment_name, replicas) in scale(true) {
         let body = serde_json::json!({"spec": {"replicas": replicas}});
-        deployments
+        let scaled = deployments
             .patch(&deployment_name, &patch, &Patch::Merge(&body))
             .await?;
         context.metrics.api_writes.inc();
+        written.deployment(&scaled);
     }
     let switched = ensure_service(
         &services,
         md,
         &stable_name,
-        stable_service.as_ref(),
+        stable_service.as_deref(),
         plan.stable.as_deref(),
-        &apply,
         &context.metrics,
+        written,
     )
     .await?;
     ensure_service(
         &services,
         md,
         &preview_name,
-        preview_service.as_ref(),
+        preview_service.as_deref(),
         plan.preview.as_deref(),
-        &apply,
         &context.metrics,
+        written,
     )
     .await?;
     track_promotion_latency(
@@ -356,14 +885,15 @@ async fn reconcile_inner(
     );
     for (deployment_name, replicas) in scale(false) {
         let body = serde_json::json!({"spec": {"replicas": replicas}});
-        deployments
+        let scaled = deployments
             .patch(&deployment_name, &patch, &Patch::Merge(&body))
             .await?;
         context.metrics.api_writes.inc();
+        written.deployment(&scaled);
     }
     for (revision, marks) in &plan.marks {
         let body = deployment::marks_patch(marks);
-        deployments
+        let marked = deployments
             .patch(
                 &deployment::deployment_name(&name, revision),
                 &patch,
@@ -371,25 +901,33 @@ async fn reconcile_inner(
             )
             .await?;
         context.metrics.api_writes.inc();
+        written.deployment(&marked);
     }
     for revision in &plan.delete {
-        deployments
-            .delete(
-                &deployment::deployment_name(&name, revision),
-                &DeleteParams::background(),
-            )
-            .await?;
+        let deployment_name = deployment::deployment_name(&name, revision);
+        let deleted = deployments
+            .delete(&deployment_name, &DeleteParams::background())
+            .await;
         context.metrics.api_writes.inc();
+        match deleted {
+            Ok(outcome) => match outcome.left() {
+                // Still there until its finalizers are done.
+                Some(deleting) => written.deployment(&deleting),
+                None => written.deleted.push(deployment_name),
+            },
+            // Already gone: the cache had not seen the deletion yet.
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                written.deleted.push(deployment_name)
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     if md.status.as_ref() != Some(&plan.status) {
-        let body = serde_json::json!({
-            "apiVersion": ModelDeployment::api_version(&()),
-            "kind": ModelDeployment::kind(&()),
-            "status": plan.status,
-        });
-        mds.patch_status(&name, &apply, &Patch::Apply(&body))
+        let updated = mds
+            .patch_status(&name, &apply, &Patch::Apply(&status_body(&plan.status)))
             .await?;
         context.metrics.api_writes.inc();
+        written.model_deployment(&updated);
     }
     publish_events(context, md, &plan).await;
 
@@ -433,16 +971,20 @@ async fn ensure_service(
     name: &str,
     current: Option<&Service>,
     target: Option<&str>,
-    apply: &PatchParams,
     metrics: &Metrics,
+    written: &mut Written,
 ) -> Result<bool, Error> {
     let current_target = current.and_then(service::selected_revision);
     if current.is_some() && current_target.as_deref() == target {
         return Ok(false);
     }
     let desired = service::desired_service(md, name.to_owned(), target);
-    services.patch(name, apply, &Patch::Apply(&desired)).await?;
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = services
+        .patch(name, &apply, &Patch::Apply(&desired))
+        .await?;
     metrics.api_writes.inc();
+    written.service(&applied);
     Ok(current_target.as_deref() != target)
 }
 
@@ -457,10 +999,7 @@ fn track_promotion_latency(
     reconcile_started: Instant,
 ) {
     let key = format!("{}/{desired}", object_key(md));
-    let mut since = context
-        .available_since
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut since = lock(&context.available_since);
     if switched && plan.stable.as_deref() == Some(desired) {
         let first_seen = since.remove(&key).unwrap_or(reconcile_started);
         context
@@ -509,5 +1048,245 @@ async fn publish_events(context: &Context, md: &ModelDeployment, plan: &Plan) {
         if let Err(error) = context.recorder.publish(&event, &reference).await {
             warn!(%error, reason = planned.reason, "could not record event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::settle;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn condition<'a>(
+        status: &'a ModelDeploymentStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_failure_without_a_status_gets_one() {
+        let status = failed_status(None, 3, "deployments.apps is forbidden", at(100));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        let ready = condition(&status, types::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::RECONCILE_ERROR)
+        );
+        assert_eq!(ready.message, "deployments.apps is forbidden");
+        assert_eq!(ready.observed_generation, Some(3));
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", reasons::RECONCILE_ERROR)
+        );
+    }
+
+    #[test]
+    fn a_repeated_failure_leaves_the_status_identical() {
+        let first = failed_status(None, 3, "rejected", at(100));
+        let again = failed_status(Some(&first), 3, "rejected", at(160));
+        assert_eq!(again, first, "nothing to write the second time");
+        let other = failed_status(Some(&first), 3, "rejected differently", at(160));
+        assert_ne!(other, first);
+        assert_eq!(
+            condition(&other, types::DEGRADED).last_transition_time,
+            condition(&first, types::DEGRADED).last_transition_time,
+            "still degraded: no transition"
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_what_serves_and_only_flips_ready_and_degraded() {
+        let healthy = ModelDeploymentStatus {
+            observed_generation: Some(2),
+            phase: Some(Phase::Available),
+            endpoint: Some("http://iris.ml.svc.cluster.local:8080".into()),
+            conditions: settle(
+                &[],
+                vec![
+                    DesiredCondition::new(types::READY, true, reasons::AVAILABLE, "serves"),
+                    DesiredCondition::new(types::PROGRESSING, false, reasons::ROLLOUT_COMPLETE, ""),
+                    DesiredCondition::new(types::DEGRADED, false, reasons::HEALTHY, ""),
+                ],
+                Some(2),
+                &Time(at(10)),
+            ),
+            ..Default::default()
+        };
+        let failed = failed_status(Some(&healthy), 3, "rejected", at(100));
+        assert_eq!(failed.endpoint, healthy.endpoint);
+        assert_eq!(failed.conditions.len(), 3);
+        assert_eq!(
+            condition(&failed, types::PROGRESSING),
+            condition(&healthy, types::PROGRESSING)
+        );
+        assert_eq!(
+            condition(&failed, types::READY).last_transition_time,
+            Time(at(100))
+        );
+        assert_eq!(condition(&failed, types::READY).status, "False");
+        assert_eq!(condition(&failed, types::DEGRADED).status, "True");
+        assert_eq!(failed.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_long_error_message_is_cut() {
+        let long = "é".repeat(MAX_ERROR_MESSAGE);
+        let status = failed_status(None, 1, &long, at(1));
+        let message = &condition(&status, types::READY).message;
+        assert!(message.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8());
+        assert!(message.ends_with('…'));
+    }
+
+    fn pod(name: &str, owner: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "namespace": "ml", "labels": {labels::MODEL_DEPLOYMENT: owner}}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_relist_triggers_once_it_is_complete_and_once_per_owner() {
+        use watcher::Event::*;
+        let events = futures::stream::iter(vec![
+            Ok(Init),
+            Ok(InitApply(pod("a-1", "a"))),
+            Ok(InitApply(pod("a-2", "a"))),
+            Ok(InitApply(pod("b-1", "b"))),
+            Ok(InitDone),
+            Ok(Apply(pod("c-1", "c"))),
+            Ok(Delete(pod("a-1", "a"))),
+        ]);
+        let names: Vec<(usize, String)> = requests(events, true, pod_owner)
+            .enumerate()
+            .map(|(i, request)| (i, request.unwrap().obj_ref.name))
+            .collect()
+            .await;
+        let mut relisted: Vec<&str> = names[..2].iter().map(|(_, n)| n.as_str()).collect();
+        relisted.sort();
+        assert_eq!(relisted, ["a", "b"]);
+        assert_eq!(names[2].1, "c");
+        assert_eq!(names[3].1, "a", "a deleted child triggers its owner");
+        assert_eq!(names.len(), 4);
+    }
+
+    #[test]
+    fn a_refused_request_reads_as_the_api_servers_message() {
+        let status = kube::core::Status {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "deployments.apps \"iris-1\" is forbidden: frozen".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Error::Kube(kube::Error::Api(Box::new(status))).condition_message(),
+            "the API server refused a request (422 Invalid): deployments.apps \"iris-1\" is forbidden: frozen"
+        );
+    }
+
+    fn deployment_at(name: &str, version: &str) -> Deployment {
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some(name.into());
+        deployment.metadata.namespace = Some("ml".into());
+        deployment.metadata.resource_version = Some(version.into());
+        deployment
+    }
+
+    #[test]
+    fn a_relist_counts_once_it_is_done() {
+        use watcher::Event::*;
+        let mut versions = AppliedVersions::default();
+        assert_eq!(versions.applied(&Apply(deployment_at("a", "5"))), 5);
+        assert_eq!(versions.applied(&Init::<Deployment>), 0);
+        assert_eq!(versions.applied(&InitApply(deployment_at("a", "9"))), 0);
+        assert_eq!(versions.applied(&InitApply(deployment_at("b", "7"))), 0);
+        assert_eq!(versions.applied(&InitDone::<Deployment>), 9);
+        assert_eq!(versions.applied(&Delete(deployment_at("b", "12"))), 12);
+    }
+
+    #[test]
+    fn the_caches_hold_a_write_once_they_applied_its_version_or_saw_its_deletion() {
+        let (model_deployments, _) = reflector::store::<ModelDeployment>();
+        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
+        let (pods, _) = reflector::store::<Pod>();
+        let (services, _) = reflector::store::<Service>();
+        let caches = Caches {
+            model_deployments: Cache::new(model_deployments),
+            deployments: Cache::new(deployments),
+            pods: Cache::new(pods),
+            services: Cache::new(services),
+            children_ready: futures::future::ready(true).boxed().shared(),
+            changed: Notify::new(),
+        };
+        deployment_writer.apply_watcher_event(&watcher::Event::Apply(deployment_at("old", "3")));
+        caches.deployments.applied.store(3, Ordering::Release);
+        let written = Written {
+            deployments: 4,
+            deleted: vec!["old".into()],
+            ..Default::default()
+        };
+        assert!(!caches.hold("ml", &written), "version 4 not seen yet");
+        caches.deployments.applied.store(4, Ordering::Release);
+        assert!(
+            !caches.hold("ml", &written),
+            "the deleted one is still cached"
+        );
+        assert!(
+            caches.hold("other", &written),
+            "no such Deployment in another namespace"
+        );
+        deployment_writer.apply_watcher_event(&watcher::Event::Delete(deployment_at("old", "5")));
+        assert!(caches.hold("ml", &written));
+        assert!(caches.hold("ml", &Written::default()));
+        assert!(!caches.hold(
+            "ml",
+            &Written {
+                model_deployment: 1,
+                ..Default::default()
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_caches_wakes_when_they_are_filled() {
+        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
+        let (pods, mut pod_writer) = reflector::store::<Pod>();
+        let (services, mut service_writer) = reflector::store::<Service>();
+        let ready = children_ready(&deployments, &pods, &services);
+        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            deployment_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            pod_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            service_writer.apply_watcher_event(&event);
+        }
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(woke.expect("every waiter wakes").unwrap());
+        }
+    }
+
+    #[test]
+    fn written_versions_only_grow() {
+        let mut written = Written::default();
+        assert!(written.is_empty());
+        let mut deployment = Deployment::default();
+        deployment.metadata.resource_version = Some("42".into());
+        written.deployment(&deployment);
+        deployment.metadata.resource_version = Some("17".into());
+        written.deployment(&deployment);
+        deployment.metadata.resource_version = Some("opaque".into());
+        written.deployment(&deployment);
+        assert_eq!(written.deployments, 42);
+        assert!(!written.is_empty());
     }
 }

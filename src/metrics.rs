@@ -37,6 +37,8 @@ pub struct Metrics {
     pub promotion_latency: Histogram,
     /// Writes to the API server (applies, patches, deletes, status writes).
     pub api_writes: Counter,
+    /// Reconciles that went on before the caches had caught up with the previous reconcile's writes.
+    pub cache_catch_up_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,7 @@ impl Default for Metrics {
         let rollouts = Family::<RolloutLabels, Counter>::default();
         let promotion_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let api_writes = Counter::default();
+        let cache_catch_up_timeouts = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -74,6 +77,11 @@ impl Default for Metrics {
             "Writes to the API server by the controller",
             api_writes.clone(),
         );
+        registry.register(
+            "cache_catch_up_timeouts",
+            "Reconciles that went on before the caches had caught up with the previous reconcile's writes",
+            cache_catch_up_timeouts.clone(),
+        );
         Self {
             registry,
             api_writes,
@@ -82,6 +90,7 @@ impl Default for Metrics {
             reconcile_duration,
             rollouts,
             promotion_latency,
+            cache_catch_up_timeouts,
         }
     }
 }

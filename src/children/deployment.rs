@@ -342,6 +342,22 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
     })
 }
 
+/// Drops from a Deployment what the controller never reads back (managed fields, the pod template, the
+/// source-spec annotation), before it goes into the controller's cache: [`observe`] and the owner check see the
+/// same object, and the cache of every revision of every ModelDeployment stays small. The template is what
+/// made the revision's hash, which its name and labels already carry.
+pub fn strip_for_cache(deployment: &mut Deployment) {
+    let meta = &mut deployment.metadata;
+    meta.managed_fields = None;
+    if let Some(stored) = meta.annotations.as_mut() {
+        stored.remove(annotations::SOURCE_SPEC);
+    }
+    deployment.spec = deployment.spec.take().map(|spec| DeploymentSpec {
+        replicas: spec.replicas,
+        ..Default::default()
+    });
+}
+
 /// How an abort mark is stored in its annotation.
 #[derive(Serialize, serde::Deserialize)]
 struct StoredAbort {
@@ -528,5 +544,50 @@ mod tests {
         assert_eq!(observed.revision, revision.revision);
         assert_eq!(observed.model.version, "1");
         assert!(!observed.rolled_out, "no status yet");
+    }
+
+    #[test]
+    fn the_cached_deployment_observes_like_the_full_one() {
+        let md = md("1");
+        let revision = revision_template(&md, &OperatorConfig::default());
+        let mut deployment = desired_deployment(&md, &revision, 2);
+        deployment.metadata.generation = Some(3);
+        deployment.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-21T10:00:00Z".parse().unwrap(),
+            ));
+        deployment.metadata.managed_fields = Some(vec![Default::default()]);
+        deployment
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                annotations::PROMOTED_AT.into(),
+                "2026-11-21T10:00:00Z".into(),
+            );
+        deployment.status = Some(
+            serde_json::from_value(serde_json::json!({"observedGeneration": 3, "replicas": 2,
+                "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2}))
+            .unwrap(),
+        );
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {labels::REVISION: revision.revision}},
+            "status": {"containerStatuses": [{"name": "server", "ready": false, "restartCount": 1,
+                "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 1, "message": "boom"}}}]}
+        }))
+        .unwrap();
+        let full = observe(&deployment, &[&pod]).unwrap();
+        let mut cached = deployment.clone();
+        strip_for_cache(&mut cached);
+        assert_eq!(observe(&cached, &[&pod]), Some(full.clone()));
+        assert!(full.rolled_out && full.marks.promoted_at.is_some() && full.load_failure.is_some());
+        assert_eq!(
+            cached.metadata.owner_references,
+            deployment.metadata.owner_references
+        );
+        assert_eq!(cached.metadata.managed_fields, None);
+        let annotations = cached.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(annotations::SOURCE_SPEC));
+        assert_eq!(cached.spec.unwrap().template, PodTemplateSpec::default());
     }
 }

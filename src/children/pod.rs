@@ -1,6 +1,6 @@
 //! Pods are created by the Deployments; the controller only reads them, for the server's load-failure reason.
 
-use k8s_openapi::api::core::v1::{ContainerState, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, Pod, PodStatus};
 
 use crate::server_contract;
 
@@ -14,6 +14,21 @@ pub fn load_failure(pod: &Pod) -> Option<String> {
         .flat_map(|status| [status.state.as_ref(), status.last_state.as_ref()])
         .flatten()
         .find_map(failed_termination)
+}
+
+/// Keeps of a Pod only what the controller reads (its identity, labels and container statuses) before it goes
+/// into the controller's cache: the spec, annotations, owner references, managed fields and the rest of the
+/// status are dropped, so the cache of every pod of every revision stays small.
+pub fn strip_for_cache(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    pod.spec = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        container_statuses: status.container_statuses,
+        ..Default::default()
+    });
 }
 
 fn failed_termination(state: &ContainerState) -> Option<String> {
@@ -80,5 +95,29 @@ mod tests {
             "state": {"running": {}}}]}),
         );
         assert_eq!(load_failure(&running), None);
+    }
+
+    #[test]
+    fn the_cached_pod_keeps_its_labels_and_load_failure() {
+        let message = r#"{"reason":"CorruptModel","message":"not an ONNX model"}"#;
+        let mut full: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ml", "labels": {"ferry.dev/revision": "abc"},
+                         "annotations": {"a": "b"}, "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"containers": [{"name": "server", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                "containerStatuses": [{"name": "server", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": message}}}]}
+        }))
+        .unwrap();
+        let failure = load_failure(&full);
+        assert!(failure.is_some());
+        let labels = full.metadata.labels.clone();
+        strip_for_cache(&mut full);
+        assert_eq!(load_failure(&full), failure);
+        assert_eq!(full.metadata.labels, labels);
+        assert_eq!(full.metadata.namespace.as_deref(), Some("ml"));
+        assert!(full.spec.is_none() && full.metadata.managed_fields.is_none());
+        assert_eq!(full.status.unwrap().pod_ip, None);
     }
 }

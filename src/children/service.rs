@@ -69,6 +69,17 @@ pub fn selected_revision(service: &Service) -> Option<String> {
         .cloned()
 }
 
+/// Keeps of a Service only what the controller reads (its identity, labels, owners and selector) before it
+/// goes into the controller's cache.
+pub fn strip_for_cache(service: &mut Service) {
+    service.metadata.managed_fields = None;
+    service.spec = service.spec.take().map(|spec| ServiceSpec {
+        selector: spec.selector,
+        ..Default::default()
+    });
+    service.status = None;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +102,22 @@ mod tests {
         let ports = targeted.spec.unwrap().ports.unwrap();
         assert_eq!(ports.len(), 1, "inference port only");
         assert_eq!(ports[0].port, 8080);
+    }
+
+    #[test]
+    fn the_cached_service_keeps_its_selector() {
+        let md = ModelDeployment::new(
+            "iris",
+            serde_json::from_value::<ModelDeploymentSpec>(
+                serde_json::json!({"model": {"uri": "file:///m", "version": "1"}}),
+            )
+            .unwrap(),
+        );
+        let full = desired_service(&md, stable_name("iris"), Some("abc"));
+        let mut cached = full.clone();
+        strip_for_cache(&mut cached);
+        assert_eq!(selected_revision(&cached).as_deref(), Some("abc"));
+        assert_eq!(cached.metadata, full.metadata);
+        assert_eq!(cached.spec.unwrap().ports, None);
     }
 }
