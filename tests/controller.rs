@@ -17,7 +17,7 @@ use ferry::config::OperatorConfig;
 use ferry::controller::{self, RunOptions};
 use ferry::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -912,6 +912,58 @@ async fn a_format_the_serving_image_cannot_run_is_refused_before_anything_is_dep
     assert!(message.contains("spec.model.format \"pmml\""), "{message}");
     assert_eq!(world.deployment_count("pmml").await, 0);
     world.wait_event("pmml", "InvalidSpec").await;
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_api_server_refuses_is_reported_in_the_status_until_it_goes_through() {
+    let world = World::new().await;
+    // A quota of zero Services: the first version's Deployment is created, its Services are refused.
+    let quotas: Api<ResourceQuota> = Api::namespaced(world.client.clone(), &world.ns.name);
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-services"},
+        "spec": {"hard": {"services": "0"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    world.create("iris", "1", json!({})).await;
+    let md = world
+        .wait_status("iris", "Degraded=ReconcileError", |md| {
+            condition_reason(md, "Degraded")
+                .is_some_and(|(status, reason, _)| status == "True" && reason == "ReconcileError")
+        })
+        .await;
+    let (_, _, message) = condition_reason(&md, "Degraded").unwrap();
+    assert!(
+        message.contains("forbidden") && message.contains("services"),
+        "the API server's own words name what was refused: {message}"
+    );
+    assert_eq!(
+        condition_reason(&md, "Ready").map(|(status, reason, _)| (status, reason)),
+        Some(("False".into(), "ReconcileError".into()))
+    );
+    assert_eq!(md.status.as_ref().unwrap().observed_generation, Some(1));
+    assert!(world.services().get_opt("iris").await.unwrap().is_none());
+    let written = md.metadata.resource_version.clone();
+    // The failure repeats on every retry, but the status says it once.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(world.get("iris").await.metadata.resource_version, written);
+    assert!(world
+        .metrics
+        .render()
+        .contains("ferry_reconcile_errors_total{kind=\"api\"}"));
+
+    // Once the quota is gone the retry goes through and the rollout goes on from where it was.
+    quotas
+        .delete("no-services", &DeleteParams::default())
+        .await
+        .unwrap();
+    let first = world.revision_of("iris", "1").await;
+    world.make_ready("iris", &first).await;
+    world.wait_stable("iris", &first).await;
+    let md = world.wait_status("iris", "Ready", is_ready).await;
+    let (status, reason, _) = condition_reason(&md, "Degraded").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Healthy"));
     world.finish().await;
 }
 
