@@ -16,9 +16,9 @@
 //!    `status.observedGeneration` equal to its generation is measured (again from watch events). The process's peak
 //!    resident set (`VmHWM` in /proc/PID/status) is read once converged and again after a settling period. The
 //!    binary is the one Cargo builds for this target (`CARGO_BIN_EXE_ferry`, optimized under `cargo bench`).
-//!    Each ModelDeployment owns two ClusterIP Services and the local control plane's Service range is a /24, so
-//!    a second ServiceCIDR is added for the run. The apiserver's `apiserver_request_total` over the convergence
-//!    shows what the requests were.
+//!    Each ModelDeployment owns two ClusterIP Services; a second ServiceCIDR is added for the run, so that a
+//!    cluster with a small Service range does not run out of addresses. The apiserver's
+//!    `apiserver_request_total` over the convergence shows what the requests were.
 //! 3. **API writes with nothing changing**. The in-process controller's client carries a tower layer that counts
 //!    every request it sends, by verb and resource, before it leaves the process — so even a write the apiserver
 //!    would turn into a no-op (an identical server-side apply does not bump resourceVersion) is counted. After the
@@ -1155,9 +1155,9 @@ async fn quiet(
 
 const BENCH_SERVICE_CIDR: &str = "ferry-bench";
 
-/// Every ModelDeployment owns two ClusterIP Services, and the local control plane allocates Service addresses
-/// from a /24 (about 250 of them). A second ServiceCIDR (10.96.0.0/16) gives the cold start room for tens of
-/// thousands. Returns whether it was created here (and should be deleted afterwards).
+/// Every ModelDeployment owns two ClusterIP Services. The local control plane's range is a /16, but a cluster
+/// named by `FERRY_TEST_KUBECONFIG` may have a smaller one: a second ServiceCIDR (10.96.0.0/16) gives the cold
+/// start room for tens of thousands whatever the cluster. Returns whether it was created here (and should be deleted afterwards).
 async fn add_service_ip_range(client: &Client) -> bool {
     let cidrs: Api<ServiceCIDR> = Api::all(client.clone());
     if matches!(cidrs.get_opt(BENCH_SERVICE_CIDR).await, Ok(Some(_))) {
