@@ -35,6 +35,8 @@ fn main() {
         work_dir: std::env::temp_dir(),
         max_bytes: u64::MAX,
         timeout: Duration::from_secs(600),
+        concurrency: 1,
+        part_bytes: ferry_server::contract::DEFAULT_DOWNLOAD_PART_BYTES,
     };
     let hash = mode == "sha256";
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

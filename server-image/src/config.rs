@@ -52,6 +52,10 @@ pub struct Args {
     pub max_model_bytes: u64,
     #[arg(long, env = env::DOWNLOAD_TIMEOUT_SECONDS, value_name = env::DOWNLOAD_TIMEOUT_SECONDS, default_value_t = contract::DEFAULT_DOWNLOAD_TIMEOUT_SECONDS)]
     pub download_timeout_seconds: u64,
+    #[arg(long, env = env::DOWNLOAD_CONCURRENCY, value_name = env::DOWNLOAD_CONCURRENCY, default_value_t = contract::DEFAULT_DOWNLOAD_CONCURRENCY)]
+    pub download_concurrency: usize,
+    #[arg(long, env = env::DOWNLOAD_PART_BYTES, value_name = env::DOWNLOAD_PART_BYTES, default_value_t = contract::DEFAULT_DOWNLOAD_PART_BYTES)]
+    pub download_part_bytes: u64,
     #[arg(long, env = env::TERMINATION_MESSAGE_PATH, value_name = env::TERMINATION_MESSAGE_PATH, default_value = contract::DEFAULT_TERMINATION_MESSAGE_PATH)]
     pub termination_message_path: PathBuf,
 
@@ -104,6 +108,8 @@ pub struct Config {
     pub work_dir: PathBuf,
     pub max_model_bytes: u64,
     pub download_timeout: Duration,
+    pub download_concurrency: usize,
+    pub download_part_bytes: u64,
     pub termination_message_path: PathBuf,
     pub store: StoreSettings,
     pub onnxruntime_library: PathBuf,
@@ -186,6 +192,26 @@ impl Config {
         }
         positive(env::MAX_MODEL_BYTES, args.max_model_bytes)?;
         positive(env::DOWNLOAD_TIMEOUT_SECONDS, args.download_timeout_seconds)?;
+        if !(1..=contract::MAX_DOWNLOAD_CONCURRENCY).contains(&args.download_concurrency) {
+            return Err(Failure::invalid_config(
+                env::DOWNLOAD_CONCURRENCY,
+                format!(
+                    "must be from 1 to {} (got {})",
+                    contract::MAX_DOWNLOAD_CONCURRENCY,
+                    args.download_concurrency
+                ),
+            ));
+        }
+        if args.download_part_bytes < contract::MIN_DOWNLOAD_PART_BYTES {
+            return Err(Failure::invalid_config(
+                env::DOWNLOAD_PART_BYTES,
+                format!(
+                    "must be at least {} (got {})",
+                    contract::MIN_DOWNLOAD_PART_BYTES,
+                    args.download_part_bytes
+                ),
+            ));
+        }
         positive(env::MAX_REQUEST_BYTES, args.max_request_bytes as u64)?;
         if let Some(size) = args.session_pool_size {
             positive(env::SESSION_POOL_SIZE, size as u64)?;
@@ -213,6 +239,8 @@ impl Config {
             work_dir: args.work_dir,
             max_model_bytes: args.max_model_bytes,
             download_timeout: Duration::from_secs(args.download_timeout_seconds),
+            download_concurrency: args.download_concurrency,
+            download_part_bytes: args.download_part_bytes,
             termination_message_path: args.termination_message_path,
             store: StoreSettings {
                 s3_endpoint: args.s3_endpoint,
@@ -407,6 +435,8 @@ mod tests {
         assert_eq!(config.model.format, "onnx");
         assert_eq!(config.model.sha256, None);
         assert_eq!(config.download_timeout, Duration::from_secs(600));
+        assert_eq!(config.download_concurrency, 4);
+        assert_eq!(config.download_part_bytes, 16 << 20);
         assert_eq!(
             config.termination_message_path,
             PathBuf::from("/dev/termination-log")
@@ -445,6 +475,9 @@ mod tests {
                 &["--download-timeout-seconds", "0"],
                 env::DOWNLOAD_TIMEOUT_SECONDS,
             ),
+            (&["--download-concurrency", "0"], env::DOWNLOAD_CONCURRENCY),
+            (&["--download-concurrency", "65"], env::DOWNLOAD_CONCURRENCY),
+            (&["--download-part-bytes", "4095"], env::DOWNLOAD_PART_BYTES),
             (&["--session-pool-size", "0"], env::SESSION_POOL_SIZE),
             (&["--intra-op-threads", "0"], env::INTRA_OP_THREADS),
             (&["--s3-endpoint", "http://minio:9000"], env::S3_ENDPOINT),

@@ -28,6 +28,13 @@ pub mod env {
     pub const MAX_MODEL_BYTES: &str = "FERRY_MAX_MODEL_BYTES";
     /// Time allowed for the whole download, retries included. Default 600.
     pub const DOWNLOAD_TIMEOUT_SECONDS: &str = "FERRY_DOWNLOAD_TIMEOUT_SECONDS";
+    /// Range requests in flight for a large object on `s3://`, `gs://` or `az://` (and `file://`). Default 4;
+    /// 1 downloads every object in one stream. `http(s)://` always uses one stream (servers need not support
+    /// ranges).
+    pub const DOWNLOAD_CONCURRENCY: &str = "FERRY_DOWNLOAD_CONCURRENCY";
+    /// Size of each of those range requests, in bytes; objects up to this size take one request. Default 16 MiB,
+    /// at least 4096.
+    pub const DOWNLOAD_PART_BYTES: &str = "FERRY_DOWNLOAD_PART_BYTES";
     /// Where the failure reason is written before a non-zero exit. Default `/dev/termination-log`.
     pub const TERMINATION_MESSAGE_PATH: &str = "FERRY_TERMINATION_MESSAGE_PATH";
     /// Endpoint of an S3-compatible store (MinIO, Ceph, ...). Only for `s3://` URIs.
@@ -57,6 +64,10 @@ pub const DEFAULT_WORK_DIR: &str = "/var/lib/ferry";
 pub const DEFAULT_MODEL_FORMAT: &str = "onnx";
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 2 << 30;
 pub const DEFAULT_DOWNLOAD_TIMEOUT_SECONDS: u64 = 600;
+pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 4;
+pub const MAX_DOWNLOAD_CONCURRENCY: usize = 64;
+pub const DEFAULT_DOWNLOAD_PART_BYTES: u64 = 16 << 20;
+pub const MIN_DOWNLOAD_PART_BYTES: u64 = 4096;
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 pub const DEFAULT_ONNXRUNTIME_LIBRARY: &str = "/usr/lib/ferry/libonnxruntime.so.1.31.1";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;

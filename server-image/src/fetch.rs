@@ -11,6 +11,13 @@
 //! transient request failures (5xx, connection errors, timeouts) with exponential backoff and never 4xx; on top of
 //! that an interrupted body is resumed with a range request from the last byte received. The whole download,
 //! retries included, is bounded by the download timeout.
+//!
+//! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
+//! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the first HEAD returned
+//! (an object replaced mid-download fails the download instead of mixing two versions). One connection to a store
+//! is usually slower than the store; several are how its full bandwidth is reached. Parts are handed on in order,
+//! so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain web server need not
+//! support ranges.
 
 use std::io::{IoSlice, Write};
 use std::path::PathBuf;
@@ -19,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::{HttpError, HttpErrorKind};
@@ -28,8 +35,8 @@ use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreScheme,
-    RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
+    ObjectStoreScheme, RetryConfig,
 };
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
@@ -76,6 +83,10 @@ pub struct Fetcher {
     pub work_dir: PathBuf,
     pub max_bytes: u64,
     pub timeout: Duration,
+    /// Range requests in flight for a large object on an object store; 1 takes every object in one stream.
+    pub concurrency: usize,
+    /// Size of each range request; objects up to this size take one request.
+    pub part_bytes: u64,
 }
 
 /// A downloaded file; it is deleted when this is dropped.
@@ -117,8 +128,24 @@ impl Fetcher {
 
     async fn download(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
         let (store, path) = self.open(uri)?;
+        // HEAD first when the object may come in parts: its size says whether it does, and its ETag pins them.
+        let whole = if self.in_parts(uri) {
+            let meta = store.head(&path).await.map_err(|e| store_failure(uri, e))?;
+            if meta.size > self.max_bytes {
+                return Err(self.too_large(meta.size));
+            }
+            (meta.size > self.part_bytes).then_some(meta)
+        } else {
+            None
+        };
         let (sinks, hashing, writing) = spawn_sinks(self.work_dir.clone());
-        let received = self.receive(uri, &*store, &path, &sinks, progress).await;
+        let received = match whole {
+            Some(meta) => {
+                self.receive_parts(uri, &*store, &path, meta, &sinks, progress)
+                    .await
+            }
+            None => self.receive(uri, &*store, &path, &sinks, progress).await,
+        };
         drop(sinks);
         // Both threads are joined on every path, so a failed download's partial file is gone before the failure
         // is reported.
@@ -130,6 +157,106 @@ impl Fetcher {
         received?;
         let (path, size) = written.map_err(|e| write_failure(&self.work_dir, e))?;
         Ok(Downloaded { path, size, sha256 })
+    }
+
+    /// Whether a large object at `uri` is fetched in parallel parts.
+    fn in_parts(&self, uri: &Url) -> bool {
+        self.concurrency > 1
+            && matches!(
+                ObjectStoreScheme::parse(uri),
+                Ok((
+                    ObjectStoreScheme::AmazonS3
+                        | ObjectStoreScheme::GoogleCloudStorage
+                        | ObjectStoreScheme::MicrosoftAzure
+                        | ObjectStoreScheme::Local,
+                    _
+                ))
+            )
+    }
+
+    /// Fetches `meta`'s object as parts, up to `concurrency` at a time, and hands them to `sinks` in order.
+    async fn receive_parts(
+        &self,
+        uri: &Url,
+        store: &dyn ObjectStore,
+        path: &Path,
+        meta: ObjectMeta,
+        sinks: &Sinks,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
+        let size = meta.size;
+        progress.total.store(size, Ordering::Relaxed);
+        let ranges = (0..size)
+            .step_by(usize::try_from(self.part_bytes).unwrap_or(usize::MAX))
+            .map(|start| start..size.min(start + self.part_bytes));
+        let mut parts = futures::stream::iter(ranges)
+            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone()))
+            .buffered(self.concurrency);
+        while let Some(part) = parts.next().await {
+            let mut batch = Batch::default();
+            for chunk in part? {
+                progress.add(chunk.len() as u64);
+                batch.push(chunk);
+                if batch.bytes >= BATCH_BYTES && !sinks.send(std::mem::take(&mut batch)).await {
+                    // A sink failed; its error is reported when it is joined.
+                    return Ok(());
+                }
+            }
+            if !sinks.send(batch).await {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One part: a range request for exactly `range`, retried from its start when its body breaks off.
+    async fn part(
+        &self,
+        uri: &Url,
+        store: &dyn ObjectStore,
+        path: &Path,
+        range: std::ops::Range<u64>,
+        e_tag: Option<String>,
+    ) -> Result<Vec<Bytes>, Failure> {
+        let mut resumes = 0;
+        loop {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(range.clone())),
+                if_match: e_tag.clone(),
+                ..GetOptions::default()
+            };
+            let received: Result<Vec<Bytes>, object_store::Error> = async {
+                store
+                    .get_opts(path, options)
+                    .await?
+                    .into_stream()
+                    .try_collect()
+                    .await
+            }
+            .await;
+            match received {
+                Ok(chunks) => {
+                    let bytes: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                    if bytes != range.end - range.start {
+                        return Err(Failure::new(
+                            Reason::FetchFailed,
+                            format!(
+                                "{uri}: the store returned {bytes} bytes for bytes {}-{} of the object",
+                                range.start,
+                                range.end - 1
+                            ),
+                        ));
+                    }
+                    return Ok(chunks);
+                }
+                Err(e) if is_transient(&e) && resumes < MAX_RESUMES => {
+                    resumes += 1;
+                    tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
+                    tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
+                }
+                Err(e) => return Err(store_failure(uri, e)),
+            }
+        }
     }
 
     /// Streams the object into `sinks`, resuming an interrupted body from the last byte received.
@@ -421,6 +548,13 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
     let reason = match &error {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
+        // A part's If-Match no longer held: the object was replaced while it was downloading.
+        Error::Precondition { .. } => {
+            return Failure::new(
+                Reason::FetchFailed,
+                format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
+            )
+        }
         e if has_timeout(e) => Reason::Timeout,
         _ => Reason::FetchFailed,
     };
@@ -448,6 +582,8 @@ mod tests {
             work_dir: dir.to_path_buf(),
             max_bytes,
             timeout: Duration::from_secs(10),
+            concurrency: 1,
+            part_bytes: crate::contract::DEFAULT_DOWNLOAD_PART_BYTES,
         }
     }
 
@@ -474,6 +610,80 @@ mod tests {
         let kept = downloaded.path.to_path_buf();
         drop(downloaded);
         assert!(!kept.exists(), "the download is removed once dropped");
+    }
+
+    #[tokio::test]
+    async fn a_large_object_comes_in_parallel_parts_reassembled_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("model.onnx");
+        // Five whole parts and a short last one.
+        let content: Vec<u8> = (0..(5 * 65_536 + 1234u32))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&source, &content).unwrap();
+        let fetcher = Fetcher {
+            concurrency: 3,
+            part_bytes: 65_536,
+            ..fetcher(dir.path(), 1 << 20)
+        };
+        assert!(fetcher.in_parts(&file_url(&source)));
+        assert!(fetcher.in_parts(&"s3://bucket/model.onnx".parse().unwrap()));
+        assert!(!fetcher.in_parts(&"http://host/model.onnx".parse().unwrap()));
+        let progress = Progress::default();
+        let downloaded = fetcher.fetch(&file_url(&source), &progress).await.unwrap();
+        assert_eq!(downloaded.size, content.len() as u64);
+        assert_eq!(downloaded.sha256, hex::encode(Sha256::digest(&content)));
+        assert_eq!(std::fs::read(&downloaded.path).unwrap(), content);
+        assert_eq!(progress.done.load(Ordering::Relaxed), content.len() as u64);
+        assert_eq!(progress.total.load(Ordering::Relaxed), content.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_part_of_an_object_replaced_mid_download_fails_instead_of_mixing_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("model.onnx");
+        std::fs::write(&source, vec![1u8; 1000]).unwrap();
+        let fetcher = fetcher(dir.path(), 1 << 20);
+        let uri = file_url(&source);
+        let (store, path) = fetcher.open(&uri).unwrap();
+        let e_tag = store.head(&path).await.unwrap().e_tag;
+        let first = fetcher
+            .part(&uri, &*store, &path, 0..500, e_tag.clone())
+            .await
+            .unwrap();
+        assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
+        // A new version of the object: another size, so another ETag.
+        std::fs::write(&source, vec![2u8; 2000]).unwrap();
+        let failure = fetcher
+            .part(&uri, &*store, &path, 500..1000, e_tag)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");
+        assert!(
+            failure.message.contains("changed while it was downloading"),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_object_over_the_limit_is_refused_before_any_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let source = dir.path().join("model.onnx");
+        std::fs::write(&source, vec![7u8; 5000]).unwrap();
+        let fetcher = Fetcher {
+            concurrency: 4,
+            part_bytes: 1000,
+            ..fetcher(work.path(), 4999)
+        };
+        let progress = Progress::default();
+        let failure = fetcher
+            .fetch(&file_url(&source), &progress)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::TooLarge, "{failure}");
+        assert_eq!(progress.done.load(Ordering::Relaxed), 0);
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]

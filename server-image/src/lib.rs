@@ -163,6 +163,8 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
             work_dir: config.work_dir.clone(),
             max_bytes: config.max_model_bytes,
             timeout: config.download_timeout,
+            concurrency: config.download_concurrency,
+            part_bytes: config.download_part_bytes,
         },
         runtime: Arc::new(runtime),
         metrics: metrics.clone(),

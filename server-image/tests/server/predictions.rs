@@ -45,8 +45,12 @@ async fn s3_uris_serve_every_model_as_scikit_learn_predicts() {
     for expected in expectations() {
         let bytes = model_bytes(&expected.file);
         let uri = s3.put("models", &format!("sklearn/{}", expected.file), &bytes);
+        // 4 KiB parts: the forests and boosted trees (12-33 KiB) come as 3-9 parallel range requests, the
+        // logistic regression and the MLP in one.
         let builder = s3
             .configure(ServerBuilder::new("model", &uri, "1"))
+            .env("FERRY_DOWNLOAD_PART_BYTES", "4096")
+            .env("FERRY_DOWNLOAD_CONCURRENCY", "4")
             .sha256(&sha256_hex(&bytes));
         assert_predictions(builder, &expected).await;
     }
