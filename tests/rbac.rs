@@ -31,7 +31,7 @@ fn expected_namespaced_rules() -> Value {
         {"apiGroups": ["ferry.dev"], "resources": ["modeldeployments"], "verbs": ["list", "watch"]},
         {"apiGroups": ["ferry.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])

@@ -64,11 +64,11 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The stable and preview Services: read, created and switched by server-side apply; never deleted (garbage
-# collection removes them with their ModelDeployment).
+# The stable and preview Services: watched (the controller reads them from its cache), created and switched by
+# server-side apply; never deleted (garbage collection removes them with their ModelDeployment).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Pods are only read, for readiness and ferry-server's load-failure reason.
 - apiGroups: [""]
   resources: ["pods"]
