@@ -13,11 +13,11 @@
 //! retries included, is bounded by the download timeout.
 //!
 //! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
-//! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the first HEAD returned
-//! (an object replaced mid-download fails the download instead of mixing two versions). One connection to a store
-//! is usually slower than the store; several are how its full bandwidth is reached. Parts are handed on in order,
-//! so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain web server need not
-//! support ranges.
+//! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the
+//! first HEAD returned (an object replaced mid-download fails the download instead of mixing two versions). One
+//! connection to a store is usually slower than the store; several are how its full bandwidth is reached. Parts
+//! are handed on in order, so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain
+//! web server need not support ranges.
 
 use std::io::{IoSlice, Write};
 use std::path::PathBuf;
