@@ -121,6 +121,8 @@ say "Bumping to 2.0.0: a new revision loads next to 1.0.0 and waits at the promo
 apply_version 2.0.0 2.0.0 "$(sha mlp)"
 wait_reason Progressing WaitingForPromotion
 kubectl ferry status iris -n "$ns"
+# The preview Service gained its endpoints with the candidate; kube-proxy programs them within about a second.
+wait_answer iris-preview 2.0.0
 echo "    stable  Service: $(infer iris)"
 echo "    preview Service: $(infer iris-preview)"
 [[ $(infer iris) == "1.0.0 "* ]] && proves "2.0.0 is ready (checked on the preview Service) but takes no traffic yet"

@@ -503,14 +503,13 @@ async fn gated_bump_promotion_and_rollback_never_fail_a_request() {
         |md| condition_is(md, "Progressing", "True", Some("WaitingForPromotion")),
     );
     let candidate_ready = bumped.elapsed();
-    // The preview Service already reaches the candidate; the stable one still answers with 1.0.0.
-    let (preview_version, _) = infer(
-        &http_client(),
-        &ns.service_url("iris-preview"),
-        &expected(LOGREG),
-    )
-    .await
-    .expect("the preview Service answers");
+    // The preview Service reaches the candidate (once kube-proxy has programmed the endpoints it just gained,
+    // within about a second); the stable one still answers with 1.0.0.
+    let preview = ns.service_url("iris-preview");
+    first_answer(&preview, Duration::from_secs(30)).await;
+    let (preview_version, _) = infer(&http_client(), &preview, &expected(LOGREG))
+        .await
+        .expect("the preview Service answers");
     assert_eq!(preview_version, "2.0.0");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
