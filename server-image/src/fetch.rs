@@ -192,20 +192,17 @@ impl Fetcher {
         let mut parts = futures::stream::iter(ranges)
             .map(|range| self.part(uri, store, path, range, meta.e_tag.clone()))
             .buffered(self.concurrency);
+        let mut batch = Batch::default();
         while let Some(part) = parts.next().await {
-            let mut batch = Batch::default();
             for chunk in part? {
                 progress.add(chunk.len() as u64);
-                batch.push(chunk);
-                if batch.bytes >= BATCH_BYTES && !sinks.send(std::mem::take(&mut batch)).await {
+                if !sinks.push(&mut batch, chunk).await {
                     // A sink failed; its error is reported when it is joined.
                     return Ok(());
                 }
             }
-            if !sinks.send(batch).await {
-                return Ok(());
-            }
         }
+        sinks.send(batch).await;
         Ok(())
     }
 
@@ -322,8 +319,7 @@ impl Fetcher {
                 break Err(StreamError::Failed(self.too_large(received)));
             }
             progress.add(chunk.len() as u64);
-            batch.push(chunk);
-            if batch.bytes >= BATCH_BYTES && !sinks.send(std::mem::take(&mut batch)).await {
+            if !sinks.push(&mut batch, chunk).await {
                 // A sink failed; its error is reported when it is joined.
                 return Ok(());
             }
@@ -448,6 +444,12 @@ struct Sinks {
 }
 
 impl Sinks {
+    /// Adds `chunk` to `batch` and sends the batch once it is full; false when a sink has stopped.
+    async fn push(&self, batch: &mut Batch, chunk: Bytes) -> bool {
+        batch.push(chunk);
+        batch.bytes < BATCH_BYTES || self.send(std::mem::take(batch)).await
+    }
+
     /// False when a sink has stopped (its error surfaces when it is joined).
     async fn send(&self, batch: Batch) -> bool {
         if batch.chunks.is_empty() {
