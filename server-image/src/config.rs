@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use url::Url;
 
+use crate::auth::{self, AdminAuth};
 use crate::contract::{self, env};
 use crate::failure::Failure;
 
@@ -78,6 +79,10 @@ pub struct Args {
     pub shutdown_timeout_seconds: u64,
     #[arg(long, env = env::LOG, value_name = env::LOG, default_value = "info")]
     pub log: String,
+    #[arg(long, env = env::ADMIN_TOKEN_FILE, value_name = env::ADMIN_TOKEN_FILE)]
+    pub admin_token_file: Option<PathBuf>,
+    #[arg(long, env = env::INSECURE_OPEN_ADMIN, value_name = env::INSECURE_OPEN_ADMIN, default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_open_admin: bool,
 }
 
 /// What to serve: the same fields come from the environment at start-up and from a repository load request.
@@ -118,6 +123,7 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub shutdown_timeout: Duration,
     pub log: String,
+    pub admin: AdminAuth,
 }
 
 /// Names of the fields of a model spec, so the same checks can report either environment variables (start-up)
@@ -231,6 +237,15 @@ impl Config {
                 "must not be empty",
             ));
         }
+        if let Some(path) = &args.admin_token_file {
+            // A pod whose credential did not mount is misconfigured; never fall back to refusing (or opening).
+            if auth::read_credential(path).is_none() {
+                return Err(Failure::invalid_config(
+                    env::ADMIN_TOKEN_FILE,
+                    format!("{} is missing, unreadable or empty", path.display()),
+                ));
+            }
+        }
         Ok(Config {
             model,
             listen_address: args.listen_address,
@@ -252,6 +267,7 @@ impl Config {
             intra_op_threads: args.intra_op_threads,
             max_request_bytes: args.max_request_bytes,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+            admin: AdminAuth::from_settings(args.admin_token_file, args.insecure_open_admin),
             log: args.log,
         })
     }

@@ -55,6 +55,13 @@ pub mod env {
     pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "FERRY_SHUTDOWN_TIMEOUT_SECONDS";
     /// Log filter in `tracing` syntax. Default `info`.
     pub const LOG: &str = "FERRY_LOG";
+    /// File holding the admin credential (`ID.SECRET`) that every mutating admin call must present as
+    /// `Authorization: Bearer`. Re-read on every such call, so a rotated Secret takes effect without a restart.
+    /// Without it, mutating admin calls are refused.
+    pub const ADMIN_TOKEN_FILE: &str = "FERRY_ADMIN_TOKEN_FILE";
+    /// `true` accepts mutating admin calls without a credential, for local tests and benchmarks only. Ignored
+    /// when `FERRY_ADMIN_TOKEN_FILE` is set. Default false.
+    pub const INSECURE_OPEN_ADMIN: &str = "FERRY_INSECURE_OPEN_ADMIN";
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -81,9 +88,11 @@ pub mod paths {
     pub const STATUS: &str = "/status";
     /// Prometheus metrics. Admin port.
     pub const METRICS: &str = "/metrics";
-    /// Model repository extension (hot swap). Admin port.
+    /// Model repository extension (hot swap). Admin port; load needs the admin credential.
     pub const REPOSITORY_INDEX: &str = "/v2/repository/index";
     pub const REPOSITORY_LOAD: &str = "/v2/repository/models/{name}/load";
+    /// Every admin route that changes what is served; each needs the admin credential.
+    pub const MUTATING: &[&str] = &[REPOSITORY_LOAD];
 }
 
 /// Exit codes: 0 after a clean shutdown, 1 when the model cannot be served, 2 for invalid configuration.

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{require_admin, AdminAuth, AdminView};
 use crate::config::{ModelSpec, SpecFieldNames};
 use crate::contract::{paths, DEFAULT_MODEL_FORMAT};
 use crate::load::Served;
@@ -31,6 +32,7 @@ use crate::runtime::InferError;
 pub struct AppState {
     pub repository: Arc<Repository>,
     pub metrics: Arc<Metrics>,
+    pub admin: Arc<AdminAuth>,
 }
 
 /// An error response: `{"error": message}` with `status`.
@@ -75,11 +77,18 @@ pub fn inference_router(state: AppState, max_request_bytes: usize) -> Router {
 }
 
 pub fn admin_router(state: AppState) -> Router {
+    // Every route that changes what is served goes here, behind the credential check.
+    let mutating = Router::new()
+        .route(paths::REPOSITORY_LOAD, post(repository_load))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
     Router::new()
         .route(paths::STATUS, get(status))
         .route(paths::METRICS, get(metrics))
         .route(paths::REPOSITORY_INDEX, post(repository_index))
-        .route(paths::REPOSITORY_LOAD, post(repository_load))
+        .merge(mutating)
         .merge(health_routes())
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(state)
@@ -327,8 +336,20 @@ async fn run_inference(
         .into_response())
 }
 
+/// `/status`: the repository's state and how the admin API is guarded.
+#[derive(serde::Serialize)]
+struct StatusBody {
+    #[serde(flatten)]
+    repository: crate::repository::Status,
+    admin: AdminView,
+}
+
 async fn status(State(state): State<AppState>) -> Response {
-    Json(state.repository.status()).into_response()
+    Json(StatusBody {
+        repository: state.repository.status(),
+        admin: state.admin.view(),
+    })
+    .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

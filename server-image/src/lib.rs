@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod failure;
@@ -173,12 +174,19 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     let state = AppState {
         repository: repository.clone(),
         metrics,
+        admin: Arc::new(config.admin.clone()),
     };
 
     let inference = bind(config, config.http_port, env::HTTP_PORT).await?;
     let admin = bind(config, config.admin_port, env::ADMIN_PORT).await?;
     let address = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(inference = %address(&inference), admin = %address(&admin), "listening");
+    if config.admin == auth::AdminAuth::InsecureOpen {
+        tracing::warn!(
+            "{}=true: anyone who reaches the admin port can change the served model",
+            env::INSECURE_OPEN_ADMIN
+        );
+    }
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {

@@ -46,6 +46,12 @@ pub struct NameLabel {
     pub model: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// missing, wrong or unconfigured.
+    pub reason: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -58,6 +64,7 @@ pub struct Metrics {
     pub model_info: Family<InfoLabels, Gauge>,
     pub ready: Gauge,
     pub in_flight: Gauge,
+    pub admin_refused: Family<RefusedLabels, Counter>,
 }
 
 fn request_histogram() -> Histogram {
@@ -126,6 +133,12 @@ impl Metrics {
                 "requests_in_flight",
                 "Inference requests received and not yet answered",
                 Gauge::default(),
+            ),
+            admin_refused: registered(
+                &mut r,
+                "admin_refused",
+                "Mutating admin calls refused for a missing or wrong credential",
+                Family::default(),
             ),
             registry: r,
         }

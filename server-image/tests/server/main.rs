@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ferry-server` binary against real stores (file://, a local HTTP server, s3s-fs) and
 //! real ONNX models whose expected predictions come from scikit-learn.
 
+mod admin;
 mod clients;
 mod configuration;
 mod failures;

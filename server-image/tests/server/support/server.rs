@@ -18,6 +18,7 @@ pub struct ServerBuilder {
     envs: Vec<(String, String)>,
     args: Vec<String>,
     dir: tempfile::TempDir,
+    admin_token: Option<String>,
 }
 
 pub struct Server {
@@ -27,6 +28,8 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
     pub client: reqwest::Client,
+    /// The credential `admin_post` presents, as the operator would.
+    pub admin_token: Option<String>,
 }
 
 /// A process that exited before (or without) serving.
@@ -43,12 +46,18 @@ impl ServerBuilder {
         let termination = dir.path().join("termination-log");
         let work = dir.path().join("work");
         let library = onnxruntime_library();
+        // Like a pod the operator made: a credential file of its own, which admin calls present.
+        let token_file = dir.path().join("admin-token");
+        let admin_token = format!("test{}.{}", std::process::id(), random_hex(32));
+        std::fs::write(&token_file, format!("{admin_token}\n")).expect("write the admin token");
         let builder = ServerBuilder {
             envs: Vec::new(),
             args: Vec::new(),
             dir,
+            admin_token: Some(admin_token),
         };
         builder
+            .env("FERRY_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())
             .env("FERRY_MODEL_NAME", name)
             .env("FERRY_MODEL_URI", uri)
             .env("FERRY_MODEL_VERSION", version)
@@ -74,7 +83,19 @@ impl ServerBuilder {
 
     pub fn without(mut self, key: &str) -> ServerBuilder {
         self.envs.retain(|(k, _)| k != key);
+        if key == "FERRY_ADMIN_TOKEN_FILE" {
+            self.admin_token = None;
+        }
         self
+    }
+
+    /// The credential the server's token file holds.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.dir.path().join("admin-token")
     }
 
     pub fn arg(mut self, arg: &str) -> ServerBuilder {
@@ -137,6 +158,7 @@ impl ServerBuilder {
                 log,
                 dir: self.dir,
                 client: client(),
+                admin_token: self.admin_token,
             },
             Err(_) => {
                 let _ = child.kill();
@@ -279,9 +301,24 @@ impl Server {
             .await
     }
 
+    /// A POST to the admin port with the server's own credential, as the operator sends it.
     pub async fn admin_post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(self.client.post(format!("{}{path}", self.admin)).json(body))
+        self.admin_post_as(self.admin_token.as_deref(), path, body)
             .await
+    }
+
+    /// A POST to the admin port presenting `token` as the bearer credential (none when `None`).
+    pub async fn admin_post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.admin)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
     }
 
     pub async fn status(&self) -> Value {
@@ -347,6 +384,16 @@ impl Drop for Server {
             eprintln!("--- ferry-server log ---\n{}", self.log());
         }
     }
+}
+
+/// `bytes` random bytes as hex, from the kernel's generator.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buffer))
+        .expect("read /dev/urandom");
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts a server for `uri` and waits until it is ready.
