@@ -1414,6 +1414,7 @@ async fn cold_start(
         child: std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             // Settings through the environment: `ferry run` reads every flag from a FERRY_* variable too.
             .arg("run")
+            .env("FERRY_ADMIN_KEY_FILE", support::admin_key_file())
             .env("FERRY_WATCH_NAMESPACES", namespace)
             .env("FERRY_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", kubeconfig)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A whole local Ferry installation on a real single node, for the demo and the e2e tests:
-# the control plane and node of e2e/control-plane.sh, the ferry, ferry-server, pause and S3-store images built
+# the control plane and node of e2e/control-plane.sh, the ferry, ferry-server, pause, S3-store and curl images built
 # from this tree and imported into the node's containerd, the Helm chart installed with them, and an S3-compatible
 # store serving the sample models (e2e/manifests/s3-store.yaml). Needs root.
 #
@@ -43,6 +43,15 @@ build_store_image() {
     --entrypoint '["/usr/bin/s3s-fs"]' --expose 9000 >&2
 }
 
+# Debian's curl as a client pod (the tests call serving pods' admin port from another namespace with it).
+build_client_image() {
+  local curl
+  curl=$(command -v curl) || die "curl is missing: apt-get install curl"
+  python3 "$ROOT/e2e/images/oci_image.py" --name "ferry.local/curl:$TAG" --output "$IMAGES/curl.tar" \
+    --binary "$curl:/usr/bin/curl" \
+    --entrypoint '["/usr/bin/curl"]' --user 65532:65532 >&2
+}
+
 cmd_up() {
   local watch=() t0 t dir
   case ${1:-} in
@@ -66,6 +75,7 @@ cmd_up() {
     cargo build --release --locked --quiet --bin ferry && cargo build --release --locked --quiet -p ferry-server)
   bash "$ROOT/e2e/images/build.sh" --out "$IMAGES" --tag "$TAG" >&2
   build_store_image
+  build_client_image
   phase images "$t"
 
   t=$(now)
@@ -79,7 +89,7 @@ cmd_up() {
   source "$dir/env"
 
   t=$(now)
-  bash "$CP" load "$dir" "$IMAGES"/{ferry,ferry-server,s3-store}.tar
+  bash "$CP" load "$dir" "$IMAGES"/{ferry,ferry-server,s3-store,curl}.tar
   phase load-images "$t"
 
   t=$(now)

@@ -3,6 +3,7 @@
 
 pub mod deployment;
 pub mod pod;
+pub mod secret;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -57,6 +57,8 @@ pub mod events {
     pub const ROLLED_BACK: &str = "RolledBack";
     pub const SUPERSEDED: &str = "Superseded";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A new admin-credential Secret was created (first rollout, rotation, or the Secret was deleted).
+    pub const ADMIN_CREDENTIAL_ISSUED: &str = "AdminCredentialIssued";
 }
 
 /// A condition as the controller wants it, before transition times are settled.

@@ -2,6 +2,8 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
+use crate::admin_credential::AdminKey;
+
 /// Settings that come from the operator's flags (and, through the Helm chart, from values.yaml).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
@@ -16,6 +18,8 @@ pub struct OperatorConfig {
     pub server_formats: Vec<String>,
     /// Cluster domain used in status.endpoint.
     pub cluster_domain: String,
+    /// Key the serving pods' admin credentials are derived from (`admin_credential`).
+    pub admin_key: AdminKey,
 }
 
 impl Default for OperatorConfig {
@@ -26,6 +30,8 @@ impl Default for OperatorConfig {
             server_resources: None,
             server_formats: vec!["onnx".into()],
             cluster_domain: "cluster.local".into(),
+            // Random per process: enough for in-process controllers; `ferry run` reads a key file.
+            admin_key: AdminKey::random(),
         }
     }
 }

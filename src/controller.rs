@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{
     self as runtime_controller, applier, Action, Config as ControllerConfig, ReconcileReason,
     ReconcileRequest,
@@ -43,9 +43,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
+use crate::admin_credential;
 use crate::api::{ModelDeployment, ModelDeploymentStatus, Phase};
-use crate::children::{deployment, pod, service};
-use crate::conditions::{self, reasons, types, DesiredCondition};
+use crate::children::{deployment, pod, secret, service};
+use crate::conditions::{self, events, reasons, types, DesiredCondition};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
@@ -104,7 +105,19 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// What the last reconcile of each ModelDeployment (namespace/name) wrote, for the next one to wait for.
     written: Mutex<HashMap<String, Written>>,
+    /// When this process last made sure each ModelDeployment's admin-credential Secret exists.
+    admin_secrets: Mutex<HashMap<String, AdminSecretCheck>>,
 }
+
+/// The last check that a ModelDeployment's admin-credential Secret exists.
+struct AdminSecretCheck {
+    uid: String,
+    rotate_request: Option<String>,
+    at: Instant,
+}
+
+/// How often a pod that does not start makes the controller check the admin-credential Secret again.
+const ADMIN_SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 /// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
 /// on with what they hold (a watch that reconnects can take longer; the events it then delivers trigger again).
@@ -139,6 +152,7 @@ impl Context {
             available_since: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
+            admin_secrets: Mutex::default(),
         }
     }
 
@@ -180,6 +194,7 @@ impl Context {
     fn forget(&self, key: &str) {
         lock(&self.failures).remove(key);
         lock(&self.written).remove(key);
+        lock(&self.admin_secrets).remove(key);
         let prefix = format!("{key}/");
         lock(&self.available_since).retain(|revision, _| !revision.starts_with(&prefix));
     }
@@ -825,18 +840,26 @@ async fn reconcile_inner(
         .iter()
         .map(|r| (r.revision.as_str(), r.replicas))
         .collect();
-    if let Some(replicas) = plan.desired_replicas {
-        if current_replicas.get(template.revision.as_str()) != Some(&replicas) {
-            let desired = deployment::desired_deployment(md, &template, replicas);
-            let desired_name = deployment::deployment_name(&name, &template.revision);
-            let applied = deployments
-                .patch(&desired_name, &apply, &Patch::Apply(&desired))
-                .await?;
-            context.metrics.api_writes.inc();
-            written.deployment(&applied);
-        }
-    }
     let current_replicas = &current_replicas;
+    let apply_desired = plan
+        .desired_replicas
+        .filter(|r| current_replicas.get(template.revision.as_str()) != Some(r));
+    // Pods about to be created mount the admin-credential Secret: it must exist first.
+    let new_pods = apply_desired.is_some()
+        || plan
+            .scale
+            .iter()
+            .any(|(revision, replicas)| *replicas > current_replicas[revision.as_str()]);
+    ensure_admin_secret(context, md, &owned_pods, new_pods).await?;
+    if let Some(replicas) = apply_desired {
+        let desired = deployment::desired_deployment(md, &template, replicas);
+        let desired_name = deployment::deployment_name(&name, &template.revision);
+        let applied = deployments
+            .patch(&desired_name, &apply, &Patch::Apply(&desired))
+            .await?;
+        context.metrics.api_writes.inc();
+        written.deployment(&applied);
+    }
     let scale = |up: bool| {
         plan.scale
             .iter()
@@ -986,6 +1009,76 @@ async fn ensure_service(
     metrics.api_writes.inc();
     written.service(&applied);
     Ok(current_target.as_deref() != target)
+}
+
+/// Creates the ModelDeployment's admin-credential Secret when it may be missing: on the first reconcile in this
+/// process, before new pods are created (they mount it), on a `kubectl ferry rotate` request, and when a pod does
+/// not start (at most every [`ADMIN_SECRET_RECHECK`]). The controller has no right to read Secrets, so "may be
+/// missing" is answered by creating it: 409 means it is there. A created Secret holds a new credential id, so a
+/// deleted Secret comes back as a rotated credential.
+async fn ensure_admin_secret(
+    context: &Context,
+    md: &ModelDeployment,
+    pods: &[Arc<Pod>],
+    new_pods: bool,
+) -> Result<(), Error> {
+    let key = object_key(md);
+    let uid = md.metadata.uid.clone().unwrap_or_default();
+    let rotate_request = md.annotations().get(requests::ROTATE_CREDENTIAL).cloned();
+    let due = match lock(&context.admin_secrets).get(&key) {
+        None => true,
+        Some(check) => {
+            check.uid != uid
+                || check.rotate_request != rotate_request
+                || new_pods
+                || (check.at.elapsed() >= ADMIN_SECRET_RECHECK
+                    && pods.iter().any(|p| pod::is_starting(p)))
+        }
+    };
+    if !due {
+        return Ok(());
+    }
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let id = admin_credential::new_id();
+    let credential = context.config.admin_key.credential(&namespace, &name, &id);
+    let desired = secret::desired_admin_secret(md, &credential);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let created = match secrets.create(&params, &desired).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.is_already_exists() => false,
+        Err(error) => return Err(error.into()),
+    };
+    lock(&context.admin_secrets).insert(
+        key,
+        AdminSecretCheck {
+            uid,
+            rotate_request,
+            at: Instant::now(),
+        },
+    );
+    if created {
+        context.metrics.api_writes.inc();
+        let secret_name = secret::admin_secret_name(&name);
+        info!(%name, %namespace, secret = %secret_name, %id, "issued an admin credential");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: events::ADMIN_CREDENTIAL_ISSUED.into(),
+            note: Some(format!(
+                "Secret {secret_name} holds a new admin credential (id {id}) for the serving pods"
+            )),
+            action: "IssueCredential".into(),
+            secondary: None,
+        };
+        if let Err(error) = context.recorder.publish(&event, &md.object_ref(&())).await {
+            warn!(%error, "could not record event");
+        }
+    }
+    Ok(())
 }
 
 /// Records how long a fully available candidate waited for traffic, as the controller saw it.

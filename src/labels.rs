@@ -34,6 +34,9 @@ pub mod requests {
     pub const PROMOTE: &str = "ferry.dev/promote";
     /// `kubectl ferry abort`: the candidate revision to abort.
     pub const ABORT: &str = "ferry.dev/abort";
+    /// `kubectl ferry rotate`: any new value makes the controller re-create a missing admin-credential Secret now
+    /// (the plugin deletes the Secret first).
+    pub const ROTATE_CREDENTIAL: &str = "ferry.dev/rotate-credential";
 }
 
 /// The label selector of one revision's pods, in string form.

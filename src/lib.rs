@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
+pub mod admin_credential;
 pub mod api;
 pub mod children;
 pub mod conditions;

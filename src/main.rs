@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use ferry::admin_credential::AdminKey;
 use ferry::api::ModelDeployment;
 use ferry::config::OperatorConfig;
 use ferry::controller::{self, RunOptions};
@@ -37,6 +38,8 @@ enum Command {
     Promote(Target),
     /// Abort the candidate; traffic stays where it is.
     Abort(Target),
+    /// Rotate the admin credential of the serving pods: a new Secret, picked up by running pods without a restart.
+    Rotate(Target),
     /// Roll back to the previous version, or to the one given with --to.
     Rollback {
         #[command(flatten)]
@@ -110,6 +113,10 @@ struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// File holding the key (at least 32 bytes) the serving pods' admin credentials are derived from. Every
+    /// replica needs the same key; the chart mounts it from a Secret it creates.
+    #[arg(long, env = "FERRY_ADMIN_KEY_FILE")]
+    admin_key_file: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +164,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", plugin::abort(&api, &target.name).await?);
             Ok(())
         }
+        Command::Rotate(target) => {
+            let (api, namespace) = target_api(&target).await?;
+            let client = Client::try_default().await?;
+            println!(
+                "{}",
+                plugin::rotate(client, &api, &namespace, &target.name).await?
+            );
+            Ok(())
+        }
         Command::Rollback { target, to } => {
             let (_, namespace) = target_api(&target).await?;
             let client = Client::try_default().await?;
@@ -200,6 +216,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         server_resources,
         server_formats: args.server_formats,
         cluster_domain: args.cluster_domain,
+        admin_key: AdminKey::from_file(&args.admin_key_file)
+            .map_err(|error| anyhow::anyhow!("--admin-key-file (FERRY_ADMIN_KEY_FILE): {error}"))?,
     };
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());

@@ -7,12 +7,14 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::{Map, Value};
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
 use crate::children::deployment::{deployment_name, SourceSpec};
+use crate::children::secret::admin_secret_name;
 use crate::labels::{annotations, requests};
 
 /// Field manager of the plugin's writes (the user's intent, not the controller's).
@@ -105,9 +107,9 @@ async fn request(
     api: &Api<ModelDeployment>,
     name: &str,
     key: &str,
-    revision: &str,
+    value: &str,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({"metadata": {"annotations": {key: revision}}});
+    let body = serde_json::json!({"metadata": {"annotations": {key: value}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -132,6 +134,30 @@ pub async fn abort(api: &Api<ModelDeployment>, name: &str) -> anyhow::Result<Str
     let revision = candidate_revision(&md)?;
     request(api, name, requests::ABORT, &revision).await?;
     Ok(format!("{name}: abort of revision {revision} requested"))
+}
+
+/// Rotates the admin credential: deletes the Secret, then asks the controller (an annotation with the time) to
+/// create a new one. Running pods pick the new file up when the kubelet next syncs them, without a restart.
+pub async fn rotate(
+    client: Client,
+    api: &Api<ModelDeployment>,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    api.get(name).await?;
+    let secrets: Api<Secret> = Api::namespaced(client, namespace);
+    let secret_name = admin_secret_name(name);
+    // Deleted first: a request seen while the old Secret still exists would find it there and leave it.
+    match secrets.delete(&secret_name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(error) => return Err(error.into()),
+    }
+    let requested = k8s_openapi::jiff::Timestamp::now().to_string();
+    request(api, name, requests::ROTATE_CREDENTIAL, &requested).await?;
+    Ok(format!(
+        "{name}: Secret {secret_name} deleted; a new admin credential was requested"
+    ))
 }
 
 /// Patches the spec back to an earlier revision: `to` names a version or a revision; by default the newest

@@ -18,12 +18,16 @@ pub mod env {
     pub const S3_ENDPOINT: &str = "FERRY_S3_ENDPOINT";
     pub const S3_REGION: &str = "FERRY_S3_REGION";
     pub const S3_ALLOW_HTTP: &str = "FERRY_S3_ALLOW_HTTP";
+    pub const ADMIN_TOKEN_FILE: &str = "FERRY_ADMIN_TOKEN_FILE";
 }
 
 pub const HTTP_PORT: i32 = 8080;
 pub const ADMIN_PORT: i32 = 8081;
 pub const WORK_DIR: &str = "/var/lib/ferry";
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Where the serving pod mounts its admin-credential Secret, and the Secret's key that holds the credential.
+pub const ADMIN_CREDENTIAL_DIR: &str = "/var/run/ferry/admin";
+pub const ADMIN_CREDENTIAL_KEY: &str = "token";
 
 pub mod paths {
     pub const LIVE: &str = "/v2/health/live";
@@ -103,6 +107,7 @@ mod tests {
             env::S3_ENDPOINT,
             env::S3_REGION,
             env::S3_ALLOW_HTTP,
+            env::ADMIN_TOKEN_FILE,
             paths::LIVE,
             paths::READY,
             WORK_DIR,

@@ -215,6 +215,126 @@ fn helm_lint_strict_passes_in_every_mode() {
 }
 
 #[test]
+fn the_admin_key_is_generated_or_taken_from_an_existing_secret() {
+    let generated = documents(&template("ferry-system", &[]));
+    let secret = find(&generated, "Secret", "ferry-admin-key");
+    let key = secret["data"]["key"].as_str().unwrap();
+    assert!(key.len() * 3 / 4 >= 32, "{key}");
+    let existing = documents(&template(
+        "ferry-system",
+        &["--set", "adminKey.existingSecret=platform-ferry-key"],
+    ));
+    assert!(
+        !existing.iter().any(|o| o["kind"] == "Secret"),
+        "{}",
+        summary(&existing)
+    );
+    let deployment = find(&existing, "Deployment", "ferry");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "platform-ferry-key"
+    );
+}
+
+#[test]
+fn the_network_policy_is_rendered_only_when_enabled_and_admits_the_admin_port_only_from_the_controller(
+) {
+    let off = documents(&template(
+        "ferry-system",
+        &["--set", "watchNamespaces={team-a}"],
+    ));
+    assert!(
+        !off.iter().any(|o| o["kind"] == "NetworkPolicy"),
+        "off by default: {}",
+        summary(&off)
+    );
+    let on = documents(&template(
+        "ferry-system",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+        ],
+    ));
+    let policies: Vec<&Value> = on.iter().filter(|o| o["kind"] == "NetworkPolicy").collect();
+    let namespaces: Vec<&str> = policies
+        .iter()
+        .map(|p| p["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["team-a", "team-b"]);
+    let spec = &policies[0]["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/managed-by": "ferry", "app.kubernetes.io/name": "ferry-server"})
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+    // Inference from anywhere; the admin port from the controller's pods and labelled scrapers only.
+    assert_eq!(
+        spec["ingress"][0],
+        json!({"ports": [{"port": 8080, "protocol": "TCP"}]})
+    );
+    let admin = &spec["ingress"][1];
+    assert_eq!(admin["ports"], json!([{"port": 8081, "protocol": "TCP"}]));
+    assert_eq!(
+        admin["from"],
+        json!([
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ferry-system"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ferry",
+                 "app.kubernetes.io/instance": "ferry", "app.kubernetes.io/component": "controller"}}},
+            {"namespaceSelector": {},
+             "podSelector": {"matchLabels": {"ferry.dev/metrics-scraper": "true"}}},
+        ])
+    );
+    // The controller's pods carry the labels the policy admits.
+    let controller = find(&on, "Deployment", "ferry");
+    for (key, value) in admin["from"][0]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &controller["spec"]["template"]["metadata"]["labels"][key],
+            value
+        );
+    }
+    // Cluster-wide installs must name the namespaces: a NetworkPolicy is namespaced.
+    let chart = chart_dir();
+    let failed = helm(
+        &[
+            "template",
+            "ferry",
+            chart.to_str().unwrap(),
+            "--set",
+            "networkPolicy.enabled=true",
+        ],
+        None,
+    );
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("networkPolicy.namespaces"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    let listed = documents(&template(
+        "ferry-system",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.namespaces={models}",
+        ],
+    ));
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .map(|p| p["metadata"]["namespace"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["models"]
+    );
+}
+
+#[test]
 fn the_values_schema_rejects_wrong_values_naming_them() {
     // (values, what the message must name)
     let table: &[(Value, &[&str])] = &[
@@ -654,6 +774,10 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         ("FERRY_LOG_FORMAT", json!("json")),
         ("FERRY_LOG", json!("info,ferry=debug")),
         (
+            "FERRY_ADMIN_KEY_FILE",
+            json!("/var/run/ferry/admin-key/key"),
+        ),
+        (
             "POD_NAME",
             json!({"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}),
         ),
@@ -677,6 +801,18 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         serde_json::from_value(resources)
             .expect("FERRY_SERVER_RESOURCES is a ResourceRequirements");
     assert!(parsed.requests.is_some());
+
+    // The admin key: generated by the chart, mounted (not read through the API) by the controller.
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "admin-key", "mountPath": "/var/run/ferry/admin-key", "readOnly": true}])
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ferry-admin-key");
+    let admin_key =
+        || get_json(&["secret", "ferry-admin-key", "-n", &ns.name])["data"]["key"].clone();
+    let key_before_upgrade = admin_key();
+    let key_bytes = key_before_upgrade.as_str().expect("the key is set").len() * 3 / 4;
+    assert!(key_bytes >= 32, "{key_bytes} bytes");
 
     // The ReplicaSet controller creates the pods: the namespace's restricted Pod Security level admits them.
     let selector = "app.kubernetes.io/instance=ferry,app.kubernetes.io/component=controller";
@@ -707,6 +843,11 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         kubeconfig,
     );
     assert!(upgraded.contains("REVISION: 2"), "{upgraded}");
+    assert_eq!(
+        admin_key(),
+        key_before_upgrade,
+        "an upgrade keeps the admin key (every pod's credential derives from it)"
+    );
     let deployment = get_json(&["deployment", "ferry", "-n", &ns.name]);
     assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(

@@ -17,7 +17,7 @@ use ferry::config::OperatorConfig;
 use ferry::controller::{self, RunOptions};
 use ferry::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -35,6 +35,8 @@ struct World {
     checker: Option<JoinHandle<()>>,
     violations: Arc<Mutex<Vec<String>>>,
     metrics: Arc<Metrics>,
+    /// The controller's configuration, kept across restarts (its admin key above all).
+    config: OperatorConfig,
 }
 
 impl World {
@@ -49,6 +51,7 @@ impl World {
             checker: None,
             violations: Arc::default(),
             metrics: Arc::new(Metrics::default()),
+            config: OperatorConfig::default(),
         };
         world.start_controller();
         world.start_checker();
@@ -59,6 +62,7 @@ impl World {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client = self.client.clone();
         let metrics = self.metrics.clone();
+        let config = self.config.clone();
         let options = RunOptions {
             namespaces: vec![self.ns.name.clone()],
             concurrency: 4,
@@ -67,15 +71,9 @@ impl World {
             let shutdown = async move {
                 let _ = stop_rx.await;
             };
-            controller::run(
-                client,
-                OperatorConfig::default(),
-                options,
-                metrics,
-                shutdown,
-            )
-            .await
-            .expect("controller runs");
+            controller::run(client, config, options, metrics, shutdown)
+                .await
+                .expect("controller runs");
         });
         self.controller = Some((handle, stop_tx));
     }
@@ -978,6 +976,7 @@ async fn ferry_run_serves_metrics_and_stops_on_sigterm() {
         .port();
     let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("FERRY_ADMIN_KEY_FILE", support::admin_key_file())
         .args([
             "run",
             "--watch-namespaces",
@@ -1083,5 +1082,111 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
         rendered.contains("ferry_promotion_latency_seconds_count 1"),
         "the first promotion is measured:\n{rendered}"
     );
+    world.finish().await;
+}
+
+/// The admin credential the Secret holds, checked against the controller's key.
+async fn admin_credential(world: &World, name: &str) -> (String, String) {
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
+    let secret = world
+        .eventually(&format!("the admin Secret of {name}"), || async {
+            secrets.get_opt(&format!("{name}-ferry-admin")).await.ok()?
+        })
+        .await;
+    assert_eq!(secret.immutable, Some(true));
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ModelDeployment", name, Some(true))
+    );
+    let data = secret.data.unwrap();
+    let credential = String::from_utf8(data["token"].0.clone()).unwrap();
+    let (id, _) = credential.split_once('.').expect("ID.SECRET");
+    assert_eq!(
+        credential,
+        world.config.admin_key.credential(&world.ns.name, name, id),
+        "the controller can derive what it wrote without reading it"
+    );
+    (id.to_owned(), credential)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_model_deployment_gets_its_own_admin_credential_kept_out_of_pod_templates_status_and_events(
+) {
+    let world = World::new().await;
+    serving(&world, "iris", json!({})).await;
+    serving(&world, "wine", json!({})).await;
+    let (iris_id, iris) = admin_credential(&world, "iris").await;
+    let (_, wine) = admin_credential(&world, "wine").await;
+    assert_ne!(iris, wine, "one credential per ModelDeployment");
+    world.wait_event("iris", "AdminCredentialIssued").await;
+
+    // Never in the Deployment (pod template included), the status or an event: only the Secret's name is.
+    let (_, secret_part) = iris.split_once('.').unwrap();
+    let deployments = world
+        .deployments()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let md = world.get("iris").await;
+    let events: Api<Event> = Api::namespaced(world.client.clone(), &world.ns.name);
+    let events = events.list(&ListParams::default()).await.unwrap();
+    for (what, text) in [
+        ("Deployments", serde_json::to_string(&deployments).unwrap()),
+        ("the ModelDeployment", serde_json::to_string(&md).unwrap()),
+        ("Events", serde_json::to_string(&events).unwrap()),
+    ] {
+        assert!(!text.contains(secret_part), "the credential is in {what}");
+    }
+    assert!(serde_json::to_string(&deployments)
+        .unwrap()
+        .contains("iris-ferry-admin"));
+    let issued = world
+        .event_reasons("iris")
+        .await
+        .iter()
+        .filter(|r| *r == "AdminCredentialIssued")
+        .count();
+    assert_eq!(issued, 1, "issued once");
+
+    // A restarted controller derives the same credential and issues none: the Secret is still there.
+    let mut world = world;
+    world.kill_controller().await;
+    world.start_controller();
+    world.set_version("iris", "2").await;
+    let second = world.revision_of("iris", "2").await;
+    world.make_ready("iris", &second).await;
+    world.wait_stable("iris", &second).await;
+    assert_eq!(admin_credential(&world, "iris").await.0, iris_id);
+
+    // Rotation: `kubectl ferry rotate` deletes the Secret; the controller issues one with a new id.
+    let out = world.plugin(&["rotate", "iris"]);
+    assert!(out.contains("iris-ferry-admin"), "{out}");
+    let rotated = world
+        .eventually("a rotated admin credential", || async {
+            let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
+            let secret = secrets.get_opt("iris-ferry-admin").await.ok()??;
+            let token = String::from_utf8(secret.data?["token"].0.clone()).ok()?;
+            (!token.starts_with(&format!("{iris_id}."))).then_some(token)
+        })
+        .await;
+    let (new_id, _) = admin_credential(&world, "iris").await;
+    assert!(rotated.starts_with(&format!("{new_id}.")));
+    assert_ne!(new_id, iris_id);
+    // Traffic never moved for it.
+    assert_eq!(
+        world.stable_revision("iris").await.as_deref(),
+        Some(second.as_str())
+    );
+
+    // A Secret deleted by hand comes back, with a new id, before the next pods need it.
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
+    secrets
+        .delete("wine-ferry-admin", &DeleteParams::default())
+        .await
+        .unwrap();
+    world.set_version("wine", "2").await;
+    let (wine_new, _) = admin_credential(&world, "wine").await;
+    assert_ne!(format!("{wine_new}."), wine[..17]);
     world.finish().await;
 }

@@ -21,6 +21,7 @@ impl Replica {
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .env("KUBECONFIG", &control_plane().kubeconfig)
+            .env("FERRY_ADMIN_KEY_FILE", support::admin_key_file())
             .args([
                 "run",
                 "--watch-namespaces",

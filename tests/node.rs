@@ -609,3 +609,295 @@ async fn a_version_with_a_wrong_checksum_never_receives_traffic_and_the_fixed_on
     });
     requests.finish(&["1.0.0", "2.0.1"]).await;
 }
+
+/// Runs Debian's curl in a restricted pod of namespace `ns` with `args`, and returns its output (`-w` ends it with
+/// the HTTP status on a line of its own).
+fn curl_from_pod(ns: &str, pod: &str, args: &[&str]) -> String {
+    let c = cluster();
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod, "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "curl",
+                "image": "ferry.local/curl:e2e",
+                "imagePullPolicy": "Never",
+                "args": args,
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    });
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&manifest.to_string()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let phase = c.kubectl_ok(
+            &[
+                "-n",
+                ns,
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+            None,
+        );
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {ns}/{pod} is still {phase:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.kubectl_ok(&["-n", ns, "logs", pod], None)
+}
+
+/// A load of `version` through a serving pod's admin port, from a pod in `ns`; returns (HTTP status, body).
+fn load_from_pod(
+    ns: &str,
+    pod: &str,
+    pod_ip: &str,
+    version: &str,
+    authorization: Option<&str>,
+) -> (u16, Value) {
+    let body = json!({"parameters": {
+        "uri": "s3://models/iris/2.0.0/model.onnx", "version": version, "wait": true
+    }})
+    .to_string();
+    let url = format!("http://{pod_ip}:8081/v2/repository/models/iris/load");
+    let header;
+    let mut args = vec![
+        "-sS",
+        "-m",
+        "60",
+        "-X",
+        "POST",
+        &url,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &body,
+        "-w",
+        "\n%{http_code}",
+    ];
+    if let Some(value) = authorization {
+        header = format!("authorization: {value}");
+        args.extend(["-H", &header]);
+    }
+    let output = curl_from_pod(ns, pod, &args);
+    let (answer, code) = output
+        .trim_end()
+        .rsplit_once('\n')
+        .unwrap_or(("", output.trim()));
+    let code = code
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed {output:?}"));
+    (
+        code,
+        serde_json::from_str(answer).unwrap_or(Value::String(answer.into())),
+    )
+}
+
+fn serving_pod(ns: &str, name: &str) -> (String, String) {
+    let out = cluster().kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            &format!("ferry.dev/model-deployment={name}"),
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+        ],
+        None,
+    );
+    let (pod, ip) = out.trim().split_once(' ').expect("a running serving pod");
+    (pod.to_owned(), ip.to_owned())
+}
+
+/// The credential the pod's Secret holds (read here with the test's admin rights; the controller derives it).
+fn admin_credential(ns: &str, name: &str) -> String {
+    cluster().kubectl_ok(
+        &[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            &format!("{name}-ferry-admin"),
+            "-o",
+            "go-template={{.data.token | base64decode}}",
+        ],
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_elsewhere_cannot_swap_the_model_and_a_rotated_credential_reaches_running_pods() {
+    let ns = Namespace::create();
+    let elsewhere = Namespace::create();
+    let c = cluster();
+    ns.apply("iris", "1.0.0", LOGREG, &sha256_of(LOGREG), true);
+    ns.wait_for("iris", "1.0.0 Ready", Duration::from_secs(180), |md| {
+        serving(md, "1.0.0")
+    });
+    let url = ns.service_url("iris");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let models = BTreeMap::from([("1.0.0".to_owned(), LOGREG)]);
+    let requests = RequestLoop::start(url.clone(), models);
+    let (pod, pod_ip) = serving_pod(&ns.name, "iris");
+    let credential = admin_credential(&ns.name, "iris");
+    let (id, _) = credential.split_once('.').unwrap();
+
+    // From another namespace: without a credential, and with a made-up one for this very pod.
+    let forged = format!("Bearer {id}.{}", "0".repeat(64));
+    for (attempt, authorization) in [("no-credential", None), ("forged", Some(forged.as_str()))] {
+        let (code, body) = load_from_pod(&elsewhere.name, attempt, &pod_ip, "evil", authorization);
+        assert_eq!(code, 401, "{attempt}: {body}");
+        assert!(body["error"].is_string(), "{attempt}: {body}");
+    }
+    let (version, labels) = infer(&http_client(), &url, &expected(LOGREG))
+        .await
+        .unwrap();
+    assert_eq!(
+        (version.as_str(), labels),
+        ("1.0.0", expected(LOGREG).labels)
+    );
+    let metrics = curl_from_pod(
+        &elsewhere.name,
+        "metrics",
+        &["-sS", &format!("http://{pod_ip}:8081/metrics")],
+    );
+    assert!(
+        metrics.contains("ferry_admin_refused_total{reason=\"missing\"} 1")
+            && metrics.contains("ferry_admin_refused_total{reason=\"wrong\"} 1"),
+        "{metrics}"
+    );
+    // The pod, its logs and `kubectl describe` never show the credential; the pod names only the Secret.
+    let (_, secret_part) = credential.split_once('.').unwrap();
+    for shown in [
+        c.kubectl_ok(&["-n", &ns.name, "get", "pod", &pod, "-o", "json"], None),
+        c.kubectl_ok(&["-n", &ns.name, "describe", "pod", &pod], None),
+        c.kubectl_ok(&["-n", &ns.name, "logs", &pod], None),
+        c.kubectl_ok(
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "modeldeployment",
+                "iris",
+                "-o",
+                "json",
+            ],
+            None,
+        ),
+    ] {
+        assert!(
+            !shown.contains(secret_part),
+            "the credential is shown:\n{shown}"
+        );
+    }
+
+    // The holder of the mounted credential is obeyed (here: the same version again, so traffic is unchanged).
+    let bearer = format!("Bearer {credential}");
+    let reload = json!({"parameters": {
+        "uri": "s3://models/iris/1.0.0/model.onnx", "version": "1.0.0", "wait": true
+    }})
+    .to_string();
+    let admin_url = format!("http://{pod_ip}:8081/v2/repository/models/iris/load");
+    let out = curl_from_pod(
+        &elsewhere.name,
+        "holder",
+        &[
+            "-sS",
+            "-X",
+            "POST",
+            &admin_url,
+            "-H",
+            &format!("authorization: {bearer}"),
+            "-d",
+            &reload,
+            "-w",
+            "\n%{http_code}",
+        ],
+    );
+    assert!(out.trim_end().ends_with("\n200"), "{out}");
+
+    // Rotation: a new Secret reaches the running pod without a restart; the old credential stops working.
+    c.ferry(&["rotate", "iris", "-n", &ns.name]);
+    let rotated = Instant::now();
+    let new_credential = loop {
+        let current = c.kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "secret",
+                "iris-ferry-admin",
+                "-o",
+                "go-template={{.data.token | base64decode}}",
+            ],
+            None,
+        );
+        let text = String::from_utf8_lossy(&current.stdout).into_owned();
+        if current.status.success() && !text.is_empty() && text != credential {
+            break text;
+        }
+        assert!(rotated.elapsed() < Duration::from_secs(30), "no new Secret");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let (new_id, _) = new_credential.split_once('.').unwrap();
+    // The kubelet refreshes Secret volumes on its pod sync (about a minute).
+    loop {
+        let status = curl_from_pod(
+            &elsewhere.name,
+            &format!("status-{}", rotated.elapsed().as_secs()),
+            &["-sS", &format!("http://{pod_ip}:8081/status")],
+        );
+        let status: Value = serde_json::from_str(&status).unwrap_or_default();
+        if status["admin"]["credential_id"] == new_id {
+            break;
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(180),
+            "the pod still reports {}",
+            status["admin"]
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    eprintln!(
+        "figure: kubectl ferry rotate -> running pod holds the new credential: {:.1?}",
+        rotated.elapsed()
+    );
+    let (code, _) = load_from_pod(
+        &elsewhere.name,
+        "old-credential",
+        &pod_ip,
+        "evil",
+        Some(&bearer),
+    );
+    assert_eq!(code, 401, "the old credential still works");
+    let restarts = c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        None,
+    );
+    assert_eq!(restarts.trim(), "0", "the pod was not restarted");
+    requests.finish(&["1.0.0"]).await;
+}

@@ -32,6 +32,7 @@ fn expected_namespaced_rules() -> Value {
         {"apiGroups": ["ferry.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
@@ -105,6 +106,34 @@ impl Release {
                 (name, value)
             })
             .collect()
+    }
+
+    /// The controller's environment as its pod has it, with the admin key where the kubelet would mount it: the
+    /// chart's key Secret, read here with the test's own (admin) rights, written to a file.
+    fn controller_env_with_key(&self, pod_name: &str) -> BTreeMap<String, String> {
+        let mut env = self.controller_env(pod_name);
+        assert_eq!(env["FERRY_ADMIN_KEY_FILE"], "/var/run/ferry/admin-key/key");
+        let key = control_plane().kubectl_ok(&[
+            "get",
+            "secret",
+            "ferry-admin-key",
+            "-n",
+            &self.namespace,
+            "-o",
+            "go-template={{.data.key | base64decode}}",
+        ]);
+        assert!(
+            key.len() >= 32,
+            "the chart's admin key has {} bytes",
+            key.len()
+        );
+        let path = std::env::temp_dir().join(format!("ferry-rbac-{}-admin-key", self.namespace));
+        std::fs::write(&path, key).unwrap();
+        env.insert(
+            "FERRY_ADMIN_KEY_FILE".into(),
+            path.to_str().unwrap().to_owned(),
+        );
+        env
     }
 }
 
@@ -445,7 +474,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     // (a cluster-wide watch would reconcile other tests' ModelDeployments); the cluster-wide reads the chart
     // grants for that are checked below.
     let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
-    let mut env = release.controller_env("ferry-0");
+    let mut env = release.controller_env_with_key("ferry-0");
     assert!(!env.contains_key("FERRY_WATCH_NAMESPACES"));
     assert_eq!(env["FERRY_LEADER_ELECTION"], "true");
     env.insert("FERRY_WATCH_NAMESPACES".into(), workload_ns.name.clone());
@@ -468,6 +497,13 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         )
         .await;
     let first = workload.revision_of(&mut controller, "iris", "1").await;
+    // The controller created the pods' admin-credential Secret with nothing but `create`.
+    let secret = get_json(&["secret", "iris-ferry-admin", "-n", &workload_ns.name]);
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"],
+        "ModelDeployment"
+    );
+    assert_eq!(secret["immutable"], true);
     workload.make_ready(&mut controller, "iris", &first).await;
     workload
         .wait_status(&mut controller, "iris", "version 1 Ready", is_ready)
@@ -527,6 +563,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
             ns,
         ],
         &["create", "deployments.apps", "-n", ns],
+        &["create", "secrets", "-n", ns],
         &["create", "events.events.k8s.io", "-n", ns],
         &[
             "get",
@@ -538,8 +575,13 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     }
     for refused in [
         &["get", "secrets", "-n", ns][..],
+        &["list", "secrets", "-n", ns],
+        &["watch", "secrets", "-n", ns],
         &["list", "secrets", "--all-namespaces"],
         &["get", "secrets", "-n", release_ns_name],
+        &["patch", "secrets", "-n", ns],
+        &["update", "secrets", "-n", ns],
+        &["delete", "secrets", "-n", ns],
         &["create", "configmaps", "-n", ns],
         &["create", "clusterroles"],
         &["create", "rolebindings", "-n", ns],
@@ -624,7 +666,7 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
 
     // The controller exactly as the chart configures it (watching team-a and team-b).
     let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
-    let mut env = release.controller_env("ferry-0");
+    let mut env = release.controller_env_with_key("ferry-0");
     assert_eq!(
         env["FERRY_WATCH_NAMESPACES"],
         format!("{},{}", team_a.name, team_b.name)

@@ -6,8 +6,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,7 +21,7 @@ use crate::labels::{self, annotations};
 use crate::rollout::{AbortMark, ModelIdentity, ObservedRevision, RevisionMarks};
 use crate::server_contract::{self as contract, env};
 
-use super::{child_labels, owner_reference};
+use super::{child_labels, owner_reference, secret};
 
 /// UID the serving container runs as (the distroless "nonroot" user).
 const SERVER_UID: i64 = 65532;
@@ -86,6 +86,14 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         env_var(
             env::TERMINATION_MESSAGE_PATH,
             contract::TERMINATION_MESSAGE_PATH,
+        ),
+        env_var(
+            env::ADMIN_TOKEN_FILE,
+            &format!(
+                "{}/{}",
+                contract::ADMIN_CREDENTIAL_DIR,
+                contract::ADMIN_CREDENTIAL_KEY
+            ),
         ),
     ];
     if let Some(sha256) = &model.sha256 {
@@ -171,11 +179,19 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         }),
         termination_message_path: Some(contract::TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "work".into(),
-            mount_path: contract::WORK_DIR.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "work".into(),
+                mount_path: contract::WORK_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "admin-credential".into(),
+                mount_path: contract::ADMIN_CREDENTIAL_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         ..Default::default()
     };
 
@@ -186,11 +202,28 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         }),
         spec: Some(PodSpec {
             containers: vec![container],
-            volumes: Some(vec![Volume {
-                name: "work".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            }]),
+            volumes: Some(vec![
+                Volume {
+                    name: "work".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                // Mounted whole (no subPath), so the kubelet swaps its files when the Secret is replaced.
+                Volume {
+                    name: "admin-credential".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret::admin_secret_name(&name)),
+                        items: Some(vec![KeyToPath {
+                            key: contract::ADMIN_CREDENTIAL_KEY.into(),
+                            path: contract::ADMIN_CREDENTIAL_KEY.into(),
+                            ..Default::default()
+                        }]),
+                        default_mode: Some(0o444),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                },
+            ]),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 seccomp_profile: Some(SeccompProfile {
@@ -478,6 +511,33 @@ mod tests {
         assert_eq!(env[env::MODEL_VERSION], "1.2.0");
         assert_eq!(env[env::S3_ENDPOINT], "http://minio:9000");
         assert_eq!(env[env::S3_ALLOW_HTTP], "true");
+        // The admin credential comes from a mounted Secret: the template names it, never holds it.
+        assert_eq!(env[env::ADMIN_TOKEN_FILE], "/var/run/ferry/admin/token");
+        let credential = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "admin-credential")
+            .and_then(|v| v.secret.as_ref())
+            .expect("the admin credential volume");
+        assert_eq!(credential.secret_name.as_deref(), Some("iris-ferry-admin"));
+        assert_eq!(credential.optional, Some(false));
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "admin-credential")
+            .unwrap();
+        assert_eq!(
+            (
+                mount.mount_path.as_str(),
+                mount.read_only,
+                mount.sub_path.as_ref()
+            ),
+            ("/var/run/ferry/admin", Some(true), None)
+        );
         assert_eq!(
             container.env_from.as_ref().unwrap()[0]
                 .secret_ref

@@ -16,6 +16,23 @@ pub fn load_failure(pod: &Pod) -> Option<String> {
         .find_map(failed_termination)
 }
 
+/// Whether the pod's server container has not started yet (no status, or waiting in ContainerCreating): the state
+/// of a pod whose admin-credential Secret is missing, among others.
+pub fn is_starting(pod: &Pod) -> bool {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    match statuses.and_then(|s| s.iter().find(|status| status.name == "server")) {
+        None => true,
+        Some(status) => status
+            .state
+            .as_ref()
+            .and_then(|state| state.waiting.as_ref())
+            .is_some_and(|waiting| waiting.reason.as_deref() == Some("ContainerCreating")),
+    }
+}
+
 /// Keeps of a Pod only what the controller reads (its identity, labels and container statuses) before it goes
 /// into the controller's cache: the spec, annotations, owner references, managed fields and the rest of the
 /// status are dropped, so the cache of every pod of every revision stays small.

@@ -16,6 +16,21 @@ use kube::{Client, Config};
 pub const INSTALL_HINT: &str = "bash e2e/control-plane.sh install";
 
 /// Root of the repository.
+/// A key file for `ferry run --admin-key-file`, made once per test binary.
+pub fn admin_key_file() -> &'static Path {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("ferry-test-admin-key-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("{}\n", ferry::admin_credential::new_id().repeat(4)),
+        )
+        .expect("write the admin key file");
+        path
+    })
+}
+
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -69,6 +69,11 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
+# One admin-credential Secret per ModelDeployment, mounted into its serving pods: created, never read (no get,
+# list or watch), never changed (it is immutable; a rotation is a new Secret).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # Pods are only read, for readiness and ferry-server's load-failure reason.
 - apiGroups: [""]
   resources: ["pods"]
@@ -77,4 +82,8 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{- define "ferry.adminKeySecretName" -}}
+{{- .Values.adminKey.existingSecret | default (printf "%s-admin-key" (include "ferry.fullname" .)) -}}
 {{- end -}}
