@@ -26,11 +26,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::contract::env;
+use crate::contract::{env, AdminMode, AdminView};
 use crate::http::AppState;
 use crate::metrics::RefusedLabels;
 
@@ -83,16 +82,6 @@ impl Refusal {
     }
 }
 
-/// What `/status` says about the admin API: the mode and the public id of the credential in force.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AdminView {
-    /// `token`, `insecure-open` or `refuse`.
-    pub mode: &'static str,
-    /// The `ID` part of the credential, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential_id: Option<String>,
-}
-
 impl AdminAuth {
     pub fn from_settings(token_file: Option<PathBuf>, insecure_open: bool) -> AdminAuth {
         match (token_file, insecure_open) {
@@ -124,16 +113,16 @@ impl AdminAuth {
     pub fn view(&self) -> AdminView {
         match self {
             AdminAuth::Token(path) => AdminView {
-                mode: "token",
+                mode: AdminMode::Token,
                 credential_id: read_credential(path)
                     .and_then(|c| c.split_once('.').map(|(id, _)| id.to_owned())),
             },
             AdminAuth::InsecureOpen => AdminView {
-                mode: "insecure-open",
+                mode: AdminMode::InsecureOpen,
                 credential_id: None,
             },
             AdminAuth::Refuse => AdminView {
-                mode: "refuse",
+                mode: AdminMode::Refuse,
                 credential_id: None,
             },
         }
@@ -259,7 +248,7 @@ mod tests {
         );
         let open = AdminAuth::from_settings(None, true);
         assert_eq!(open.check(&headers(None)), Ok(()));
-        assert_eq!(open.view().mode, "insecure-open");
+        assert_eq!(open.view().mode, AdminMode::InsecureOpen);
         // A token file wins over the open mode: a Secret-backed pod is never open by an extra variable.
         let token = AdminAuth::from_settings(Some("/nonexistent".into()), true);
         assert_eq!(

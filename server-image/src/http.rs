@@ -16,12 +16,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{require_admin, AdminAuth, AdminView};
+use crate::auth::{require_admin, AdminAuth};
 use crate::config::{ModelSpec, SpecFieldNames};
-use crate::contract::{paths, DEFAULT_MODEL_FORMAT};
+use crate::contract::{
+    paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, DEFAULT_MODEL_FORMAT,
+};
 use crate::load::Served;
 use crate::metrics::{Metrics, ModelLabels, RequestLabels};
 use crate::oip;
@@ -336,20 +337,8 @@ async fn run_inference(
         .into_response())
 }
 
-/// `/status`: the repository's state and how the admin API is guarded.
-#[derive(serde::Serialize)]
-struct StatusBody {
-    #[serde(flatten)]
-    repository: crate::repository::Status,
-    admin: AdminView,
-}
-
 async fn status(State(state): State<AppState>) -> Response {
-    Json(StatusBody {
-        repository: state.repository.status(),
-        admin: state.admin.view(),
-    })
-    .into_response()
+    Json(state.repository.status(state.admin.view())).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -365,23 +354,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn repository_index(State(state): State<AppState>) -> Response {
     Json(state.repository.index()).into_response()
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct LoadRequest {
-    #[serde(default)]
-    parameters: LoadParameters,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct LoadParameters {
-    uri: Option<String>,
-    version: Option<String>,
-    sha256: Option<String>,
-    format: Option<String>,
-    /// Answer only when the load has finished (200, or 422 with the reason) instead of at once (202).
-    #[serde(default)]
-    wait: bool,
 }
 
 const LOAD_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
@@ -437,20 +409,30 @@ async fn repository_load(
         )
     })?;
     let load = tokio::spawn(repository.clone().run_load(attempt));
+    let accepted = |state| {
+        Json(LoadAccepted {
+            name: name.clone(),
+            version: version.clone(),
+            state,
+        })
+    };
     if !p.wait {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "name": name, "version": version, "state": "LOADING" })),
-        )
-            .into_response());
+        return Ok((StatusCode::ACCEPTED, accepted(IndexState::Loading)).into_response());
     }
     match load.await {
-        Ok(Ok(())) => Ok(Json(json!({ "name": name, "version": version, "state": "READY" })).into_response()),
+        Ok(Ok(())) => Ok(accepted(IndexState::Ready).into_response()),
         Ok(Err(failure)) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": failure.to_string(), "reason": failure.reason, "operator": failure.operator })),
+            Json(LoadFailed {
+                error: failure.to_string(),
+                reason: failure.reason,
+                operator: failure.operator,
+            }),
         )
             .into_response()),
-        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("load stopped: {e}"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("load stopped: {e}"),
+        )),
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod auth;
 pub mod config;
-pub mod contract;
+pub use ferry_contract as contract;
 pub mod failure;
 pub mod fetch;
 pub mod http;

@@ -7,54 +7,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::ModelSpec;
-use crate::contract::{capabilities, env, Reason};
+use crate::contract::{capabilities, env, AttemptView, LoadPhase, Reason, Timings};
 use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
 use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels};
 use crate::runtime::{Model, Runtime};
 use crate::verify::verify_sha256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Downloading,
-    Verifying,
-    Loading,
-    Warming,
-    Ready,
-    Failed,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Downloading => "downloading",
-            Phase::Verifying => "verifying",
-            Phase::Loading => "loading",
-            Phase::Warming => "warming",
-            Phase::Ready => "ready",
-            Phase::Failed => "failed",
-        }
-    }
-}
-
-/// Seconds spent in each phase of a load.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Timings {
-    pub fetch_seconds: Option<f64>,
-    pub verify_seconds: Option<f64>,
-    pub load_seconds: Option<f64>,
-    pub warmup_seconds: Option<f64>,
-    pub total_seconds: Option<f64>,
-}
-
 #[derive(Debug)]
 struct AttemptState {
-    phase: Phase,
+    phase: LoadPhase,
     sha256: Option<String>,
     failure: Option<Failure>,
     timings: Timings,
@@ -67,22 +32,6 @@ pub struct LoadAttempt {
     state: Mutex<AttemptState>,
 }
 
-/// A snapshot of a load attempt for the status endpoint.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptView {
-    pub version: String,
-    pub uri: String,
-    pub phase: Phase,
-    pub bytes_done: u64,
-    /// `None` until the store reports the size.
-    pub bytes_total: Option<u64>,
-    pub sha256: Option<String>,
-    pub reason: Option<Reason>,
-    pub message: Option<String>,
-    pub operator: Option<String>,
-    pub timings: Timings,
-}
-
 impl LoadAttempt {
     pub fn new(spec: ModelSpec, metrics: &Metrics) -> LoadAttempt {
         let downloaded = metrics.downloaded_bytes.get_or_create_owned(&NameLabel {
@@ -92,7 +41,7 @@ impl LoadAttempt {
             spec,
             progress: Progress::new(downloaded),
             state: Mutex::new(AttemptState {
-                phase: Phase::Downloading,
+                phase: LoadPhase::Downloading,
                 sha256: None,
                 failure: None,
                 timings: Timings::default(),
@@ -106,7 +55,7 @@ impl LoadAttempt {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn phase(&self) -> Phase {
+    pub fn phase(&self) -> LoadPhase {
         self.state().phase
     }
 
@@ -114,7 +63,7 @@ impl LoadAttempt {
         self.state().failure.clone()
     }
 
-    fn enter(&self, phase: Phase) {
+    fn enter(&self, phase: LoadPhase) {
         self.state().phase = phase;
     }
 
@@ -162,7 +111,7 @@ impl Loader {
         let model = attempt.spec.name.clone();
         match &result {
             Ok(served) => {
-                state.phase = Phase::Ready;
+                state.phase = LoadPhase::Ready;
                 let t = state.timings;
                 for (phase, seconds) in [
                     ("fetch", t.fetch_seconds),
@@ -183,7 +132,7 @@ impl Loader {
                 tracing::info!(version = %served.spec.version, sha256 = %served.sha256, bytes = served.size, timings = ?t, "model ready");
             }
             Err(failure) => {
-                state.phase = Phase::Failed;
+                state.phase = LoadPhase::Failed;
                 state.failure = Some(failure.clone());
                 let labels = ReasonLabels {
                     model,
@@ -214,7 +163,7 @@ impl Loader {
         let downloaded = self.fetcher.fetch(&spec.uri, &attempt.progress).await?;
         attempt.state().timings.fetch_seconds = Some(clock.elapsed().as_secs_f64());
 
-        attempt.enter(Phase::Verifying);
+        attempt.enter(LoadPhase::Verifying);
         let clock = Instant::now();
         verify_sha256(spec.sha256.as_deref(), &downloaded.sha256)?;
         {
@@ -223,7 +172,7 @@ impl Loader {
             state.timings.verify_seconds = Some(clock.elapsed().as_secs_f64());
         }
 
-        attempt.enter(Phase::Loading);
+        attempt.enter(LoadPhase::Loading);
         let clock = Instant::now();
         let runtime = self.runtime.clone();
         let size = downloaded.size;
@@ -237,7 +186,7 @@ impl Loader {
         .into();
         attempt.state().timings.load_seconds = Some(clock.elapsed().as_secs_f64());
 
-        attempt.enter(Phase::Warming);
+        attempt.enter(LoadPhase::Warming);
         let clock = Instant::now();
         let warming = model.clone();
         blocking(move || {

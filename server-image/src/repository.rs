@@ -13,12 +13,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::Serialize;
-
 use crate::config::ModelSpec;
-use crate::contract::Reason;
+use crate::contract::{AdminView, IndexEntry, IndexState, LoadPhase, ServerStatus, ServingView};
 use crate::failure::Failure;
-use crate::load::{AttemptView, LoadAttempt, Loader, Phase, Served};
+use crate::load::{LoadAttempt, Loader, Served};
 use crate::metrics::InfoLabels;
 
 pub struct Repository {
@@ -42,45 +40,6 @@ impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
     }
-}
-
-/// Index entry of the repository extension.
-#[derive(Debug, Clone, Serialize)]
-pub struct IndexEntry {
-    pub name: String,
-    pub version: String,
-    /// READY, LOADING or UNAVAILABLE.
-    pub state: &'static str,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServingView {
-    pub version: String,
-    pub uri: String,
-    pub sha256: String,
-    pub bytes: u64,
-    pub platform: &'static str,
-}
-
-/// The JSON status. Top-level fields describe the model that serves, or, before one does, the load in progress;
-/// `reason` is the failure of the latest load (a failed hot swap leaves `ready` true and sets `reason`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub model: String,
-    pub phase: Phase,
-    pub ready: bool,
-    pub shutting_down: bool,
-    pub version: Option<String>,
-    pub sha256: Option<String>,
-    pub bytes_done: u64,
-    pub bytes_total: Option<u64>,
-    pub reason: Option<Reason>,
-    pub message: Option<String>,
-    pub operator: Option<String>,
-    pub serving: Option<ServingView>,
-    pub load: Option<AttemptView>,
-    pub capabilities: serde_json::Value,
 }
 
 impl Repository {
@@ -181,16 +140,16 @@ impl Repository {
             .map(|s| IndexEntry {
                 name: self.name.clone(),
                 version: s.spec.version.clone(),
-                state: "READY",
+                state: IndexState::Ready,
                 reason: String::new(),
             })
             .collect();
         if let Some(attempt) = self.latest() {
             let view = attempt.view();
             let state = match view.phase {
-                Phase::Ready => None,
-                Phase::Failed => Some("UNAVAILABLE"),
-                _ => Some("LOADING"),
+                LoadPhase::Ready => None,
+                LoadPhase::Failed => Some(IndexState::Unavailable),
+                _ => Some(IndexState::Loading),
             };
             if let Some(state) = state {
                 entries.push(IndexEntry {
@@ -207,18 +166,19 @@ impl Repository {
         entries
     }
 
-    pub fn status(&self) -> Status {
+    /// The status; `admin` is how the admin API is guarded (the HTTP layer's business, shown here too).
+    pub fn status(&self, admin: AdminView) -> ServerStatus {
         let serving = self.serving().map(|s| ServingView {
             version: s.spec.version.clone(),
             uri: s.spec.uri.to_string(),
             sha256: s.sha256.clone(),
             bytes: s.size,
-            platform: s.model.platform(),
+            platform: s.model.platform().to_owned(),
         });
         let load = self.latest().map(|a| a.view());
         let (phase, version, sha256, bytes_done, bytes_total) = match (&serving, &load) {
             (Some(s), _) => (
-                Phase::Ready,
+                LoadPhase::Ready,
                 Some(s.version.clone()),
                 Some(s.sha256.clone()),
                 s.bytes,
@@ -231,9 +191,9 @@ impl Repository {
                 l.bytes_done,
                 l.bytes_total,
             ),
-            (None, None) => (Phase::Downloading, None, None, 0, None),
+            (None, None) => (LoadPhase::Downloading, None, None, 0, None),
         };
-        Status {
+        ServerStatus {
             model: self.name.clone(),
             phase,
             ready: self.is_ready(),
@@ -248,6 +208,7 @@ impl Repository {
             serving,
             load,
             capabilities: crate::contract::capabilities_json(),
+            admin,
         }
     }
 }

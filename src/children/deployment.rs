@@ -19,7 +19,7 @@ use crate::api::{ModelDeployment, ModelSource, ServerTemplate};
 use crate::config::OperatorConfig;
 use crate::labels::{self, annotations};
 use crate::rollout::{AbortMark, ModelIdentity, ObservedRevision, RevisionMarks};
-use crate::server_contract::{self as contract, env};
+use crate::server_contract::{self as contract, env, pod};
 
 use super::{child_labels, owner_reference, secret};
 
@@ -91,8 +91,8 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
             env::ADMIN_TOKEN_FILE,
             &format!(
                 "{}/{}",
-                contract::ADMIN_CREDENTIAL_DIR,
-                contract::ADMIN_CREDENTIAL_KEY
+                pod::ADMIN_CREDENTIAL_DIR,
+                pod::ADMIN_CREDENTIAL_KEY
             ),
         ),
     ];
@@ -187,7 +187,7 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
             },
             VolumeMount {
                 name: "admin-credential".into(),
-                mount_path: contract::ADMIN_CREDENTIAL_DIR.into(),
+                mount_path: pod::ADMIN_CREDENTIAL_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
             },
@@ -214,8 +214,8 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
                     secret: Some(SecretVolumeSource {
                         secret_name: Some(secret::admin_secret_name(&name)),
                         items: Some(vec![KeyToPath {
-                            key: contract::ADMIN_CREDENTIAL_KEY.into(),
-                            path: contract::ADMIN_CREDENTIAL_KEY.into(),
+                            key: pod::ADMIN_CREDENTIAL_KEY.into(),
+                            path: pod::ADMIN_CREDENTIAL_KEY.into(),
                             ..Default::default()
                         }]),
                         default_mode: Some(0o444),

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
 use crate::api::ModelDeployment;
-use crate::server_contract::ADMIN_CREDENTIAL_KEY;
+use crate::server_contract::pod::ADMIN_CREDENTIAL_KEY;
 
 use super::{child_labels, owner_reference};
 

@@ -1,8 +1,14 @@
-//! The contract between ferry-server and the Ferry operator, in one place.
+//! The contract between ferry-server and the Ferry operator, in one crate both depend on.
 //!
 //! The operator builds every serving Pod from these names: the environment variables it sets, the ports it
-//! exposes, the paths the kubelet probes, and the termination message it reads back when a Pod fails.
+//! exposes, the paths the kubelet probes, the admin credential it mounts, and the termination message it reads
+//! back when a Pod fails. The admin API's JSON (`/status`, the repository index, the load request and answer) is
+//! typed here too, so a change on one side that the other does not follow fails to compile.
 //! `server-image/README.md` documents the same table; keep the two in step.
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
 
 /// Environment variables read by ferry-server. Every one also has a command-line flag; a flag wins over its variable.
 pub mod env {
@@ -95,6 +101,14 @@ pub mod paths {
     pub const MUTATING: &[&str] = &[REPOSITORY_LOAD];
 }
 
+/// How the operator lays out a serving pod: where the admin credential is mounted, and its key in the Secret.
+pub mod pod {
+    /// Directory of the admin-credential Secret volume; `FERRY_ADMIN_TOKEN_FILE` is `ADMIN_CREDENTIAL_DIR/KEY`.
+    pub const ADMIN_CREDENTIAL_DIR: &str = "/var/run/ferry/admin";
+    /// The Secret's key (and so the file name) holding the credential.
+    pub const ADMIN_CREDENTIAL_KEY: &str = "token";
+}
+
 /// Exit codes: 0 after a clean shutdown, 1 when the model cannot be served, 2 for invalid configuration.
 pub mod exit_code {
     pub const MODEL_FAILED: u8 = 1;
@@ -118,7 +132,7 @@ pub mod capabilities {
 }
 
 /// Why a model cannot be served: the `reason` of the termination message, of the status and of the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reason {
     /// A setting is missing or malformed; the message names it.
     InvalidConfig,
@@ -185,7 +199,7 @@ impl std::fmt::Display for Reason {
 /// The termination message: one line of JSON written to `FERRY_TERMINATION_MESSAGE_PATH` before a non-zero exit,
 /// e.g. `{"reason":"UnsupportedOperator","message":"...","operator":"ferry.example:Frobnicate","model":"iris","version":"2"}`.
 /// Kubernetes keeps at most 4096 bytes of it; the message is cut well below that.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminationMessage {
     pub reason: Reason,
     pub message: String,
@@ -222,4 +236,211 @@ pub fn capabilities_json() -> serde_json::Value {
         "datatypes": capabilities::DATATYPES,
         "uri_schemes": capabilities::URI_SCHEMES,
     })
+}
+
+/// Where a load stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadPhase {
+    Downloading,
+    Verifying,
+    Loading,
+    Warming,
+    Ready,
+    Failed,
+}
+
+impl LoadPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadPhase::Downloading => "downloading",
+            LoadPhase::Verifying => "verifying",
+            LoadPhase::Loading => "loading",
+            LoadPhase::Warming => "warming",
+            LoadPhase::Ready => "ready",
+            LoadPhase::Failed => "failed",
+        }
+    }
+}
+
+/// Seconds spent in each phase of a load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub fetch_seconds: Option<f64>,
+    pub verify_seconds: Option<f64>,
+    pub load_seconds: Option<f64>,
+    pub warmup_seconds: Option<f64>,
+    pub total_seconds: Option<f64>,
+}
+
+/// The version that serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServingView {
+    pub version: String,
+    pub uri: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// The runtime's platform name, e.g. `onnxruntime_onnx`.
+    pub platform: String,
+}
+
+/// The latest load (the initial one or a hot swap), running or finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub version: String,
+    pub uri: String,
+    pub phase: LoadPhase,
+    pub bytes_done: u64,
+    /// `None` until the store reports the size.
+    pub bytes_total: Option<u64>,
+    pub sha256: Option<String>,
+    pub reason: Option<Reason>,
+    pub message: Option<String>,
+    pub operator: Option<String>,
+    pub timings: Timings,
+}
+
+/// How the admin API is guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminMode {
+    /// Mutating calls need the credential of `FERRY_ADMIN_TOKEN_FILE`.
+    Token,
+    /// Every call is accepted (`FERRY_INSECURE_OPEN_ADMIN=true`).
+    InsecureOpen,
+    /// No credential is configured: every mutating call is refused.
+    Refuse,
+}
+
+/// The admin API's guard as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminView {
+    pub mode: AdminMode,
+    /// The public `ID` of the `ID.SECRET` credential in force, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+}
+
+/// `GET /status` on the admin port. Top-level fields describe the model that serves, or, before one does, the
+/// load in progress; `reason` is the failure of the latest load (a failed hot swap leaves `ready` true).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub model: String,
+    pub phase: LoadPhase,
+    pub ready: bool,
+    pub shutting_down: bool,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub reason: Option<Reason>,
+    pub message: Option<String>,
+    pub operator: Option<String>,
+    pub serving: Option<ServingView>,
+    pub load: Option<AttemptView>,
+    pub capabilities: serde_json::Value,
+    pub admin: AdminView,
+}
+
+/// State of a model version in the repository index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum IndexState {
+    Ready,
+    Loading,
+    Unavailable,
+}
+
+/// One entry of `POST /v2/repository/index`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub state: IndexState,
+    /// `Reason: message` of a failed load; empty otherwise.
+    pub reason: String,
+}
+
+/// `POST /v2/repository/models/{name}/load`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRequest {
+    #[serde(default)]
+    pub parameters: LoadParameters,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadParameters {
+    pub uri: Option<String>,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub format: Option<String>,
+    /// Answer only when the load has finished (200, or 422 with the reason) instead of at once (202).
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// The answer to a load that was accepted (202, `LOADING`) or finished (200, `READY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadAccepted {
+    pub name: String,
+    pub version: String,
+    pub state: IndexState,
+}
+
+/// The answer to a load that failed (422).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailed {
+    pub error: String,
+    pub reason: Reason,
+    pub operator: Option<String>,
+}
+
+/// Every error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_round_trips_and_reads_the_documented_example() {
+        let text = r#"{"model": "iris", "phase": "ready", "ready": true, "shutting_down": false,
+            "version": "2", "sha256": "3b1f", "bytes_done": 33562, "bytes_total": 33562,
+            "reason": null, "message": null, "operator": null,
+            "serving": {"version": "2", "uri": "s3://models/iris/2.onnx", "sha256": "3b1f", "bytes": 33562,
+                        "platform": "onnxruntime_onnx"},
+            "load": {"version": "2", "uri": "s3://models/iris/2.onnx", "phase": "ready", "bytes_done": 33562,
+                     "bytes_total": 33562, "sha256": "3b1f", "reason": null, "message": null, "operator": null,
+                     "timings": {"fetch_seconds": 0.004, "verify_seconds": 0.0, "load_seconds": 0.012,
+                                 "warmup_seconds": 0.0004, "total_seconds": 0.017}},
+            "capabilities": {},
+            "admin": {"mode": "token", "credential_id": "1f2e3d4c5b6a7988"}}"#;
+        let status: ServerStatus = serde_json::from_str(text).unwrap();
+        assert_eq!(status.phase, LoadPhase::Ready);
+        assert_eq!(status.admin.mode, AdminMode::Token);
+        assert_eq!(status.serving.as_ref().unwrap().bytes, 33562);
+        let again: ServerStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+        assert_eq!(
+            serde_json::to_value(AdminMode::InsecureOpen).unwrap(),
+            "insecure-open"
+        );
+        assert_eq!(
+            serde_json::to_value(IndexState::Unavailable).unwrap(),
+            "UNAVAILABLE"
+        );
+    }
+
+    #[test]
+    fn every_reason_reads_back_as_itself() {
+        for reason in Reason::ALL {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, reason.as_str());
+            assert_eq!(serde_json::from_value::<Reason>(json).unwrap(), reason);
+        }
+    }
 }
