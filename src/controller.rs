@@ -823,9 +823,11 @@ async fn reconcile_inner(
         },
         invalid_spec: invalid_spec(md, &context.config),
         revisions: &observed_revisions,
-        stable: stable_target.as_deref(),
-        promote_request: annotations.get(requests::PROMOTE).map(String::as_str),
-        abort_request: annotations.get(requests::ABORT).map(String::as_str),
+        stable_target: stable_target.as_deref(),
+        requests: rollout::Requests {
+            promote: annotations.get(requests::PROMOTE).map(String::as_str),
+            abort: annotations.get(requests::ABORT).map(String::as_str),
+        },
         endpoint,
         now,
     });
@@ -882,7 +884,7 @@ async fn reconcile_inner(
         md,
         &stable_name,
         stable_service.as_deref(),
-        plan.stable.as_deref(),
+        plan.active.as_deref(),
         &context.metrics,
         written,
     )
@@ -1093,7 +1095,7 @@ fn track_promotion_latency(
 ) {
     let key = format!("{}/{desired}", object_key(md));
     let mut since = lock(&context.available_since);
-    if switched && plan.stable.as_deref() == Some(desired) {
+    if switched && plan.active.as_deref() == Some(desired) {
         let first_seen = since.remove(&key).unwrap_or(reconcile_started);
         context
             .metrics
@@ -1103,8 +1105,8 @@ fn track_promotion_latency(
     }
     let available = revisions
         .iter()
-        .any(|r| r.revision == desired && r.rolled_out && r.ready_replicas >= md.spec.replicas);
-    if available && plan.stable.as_deref() != Some(desired) {
+        .any(|r| r.revision == desired && r.rolled_out && r.available_replicas >= md.spec.replicas);
+    if available && plan.active.as_deref() != Some(desired) {
         since.entry(key).or_insert(reconcile_started);
     } else {
         since.remove(&key);

@@ -44,10 +44,11 @@ pub fn render_status(md: &ModelDeployment) -> String {
             r.version,
             r.revision,
             r.ready_replicas,
-            r.reason
-                .as_deref()
-                .map(|reason| format!(" ({reason})"))
-                .unwrap_or_default()
+            match (r.reason.as_deref(), r.message.as_deref()) {
+                (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+                (Some(reason), None) => format!(" ({reason})"),
+                _ => String::new(),
+            }
         )
     };
     if let Some(active) = &status.active {

@@ -375,9 +375,13 @@ pub struct RevisionStatus {
     /// When this revision was last promoted (active, previous) or its rollout started (candidate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-    /// Why the revision is in its current state, e.g. the server's load failure.
+    /// Why the candidate is where it is: Deploying, Loading, WaitingForPromotion, or the abort reason
+    /// (ModelLoadFailed, ProgressDeadlineExceeded, AbortedByUser).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The details of `reason`, e.g. "1/2 ready" or the server's load failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One finished or superseded rollout.

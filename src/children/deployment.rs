@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{ModelDeployment, ModelSource, ServerTemplate};
 use crate::config::OperatorConfig;
 use crate::labels::{self, annotations};
-use crate::rollout::{AbortMark, ModelIdentity, ObservedRevision, RevisionMarks};
+use crate::rollout::{AbortMark, AbortReason, ModelIdentity, ObservedRevision, RevisionMarks};
 use crate::server_contract::{self as contract, env, pod};
 
 use super::{child_labels, owner_reference, secret};
@@ -348,18 +348,14 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
             .as_ref()
             .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
         replicas,
-        ready_replicas: available,
+        available_replicas: available,
         rolled_out,
         marks: RevisionMarks {
             promoted_at: timestamp(annotations::PROMOTED_AT),
             rollout_started_at: timestamp(annotations::ROLLOUT_STARTED_AT),
             aborted: annotation(annotations::ABORTED)
                 .and_then(|json| serde_json::from_str::<StoredAbort>(&json).ok())
-                .map(|stored| AbortMark {
-                    reason: stored.reason,
-                    message: stored.message,
-                    generation: stored.generation,
-                }),
+                .map(StoredAbort::into_mark),
         },
         load_failure: pods
             .iter()
@@ -391,12 +387,30 @@ pub fn strip_for_cache(deployment: &mut Deployment) {
     });
 }
 
-/// How an abort mark is stored in its annotation.
+/// How an abort mark is stored in its annotation. The reason is read as text first, so that one this version
+/// does not know is reported as unrecognized (with what it said), not dropped or taken for another.
 #[derive(Serialize, serde::Deserialize)]
 struct StoredAbort {
-    reason: String,
+    reason: serde_json::Value,
     message: String,
     generation: i64,
+}
+
+impl StoredAbort {
+    fn into_mark(self) -> AbortMark {
+        match serde_json::from_value::<AbortReason>(self.reason.clone()) {
+            Ok(reason) => AbortMark {
+                reason,
+                message: self.message,
+                generation: self.generation,
+            },
+            Err(_) => AbortMark {
+                reason: AbortReason::Unrecognized,
+                message: format!("{} (stored reason {})", self.message, self.reason),
+                generation: self.generation,
+            },
+        }
+    }
 }
 
 /// The annotation patch that stores `marks` (removing the marks that are unset).
@@ -405,7 +419,7 @@ pub fn marks_patch(marks: &RevisionMarks) -> serde_json::Value {
         |t: Option<Timestamp>| t.map_or(serde_json::Value::Null, |t| t.to_string().into());
     let aborted = marks.aborted.as_ref().map_or(serde_json::Value::Null, |a| {
         serde_json::to_string(&StoredAbort {
-            reason: a.reason.clone(),
+            reason: serde_json::to_value(a.reason).expect("a reason serializes"),
             message: a.message.clone(),
             generation: a.generation,
         })
@@ -584,12 +598,16 @@ mod tests {
             promoted_at: Some("2026-11-21T10:00:00Z".parse().unwrap()),
             rollout_started_at: None,
             aborted: Some(AbortMark {
-                reason: "ModelLoadFailed".into(),
+                reason: AbortReason::ModelLoadFailed,
                 message: "ChecksumMismatch: x".into(),
                 generation: 4,
             }),
         };
         let patch = marks_patch(&marks);
+        assert_eq!(
+            patch["metadata"]["annotations"][annotations::ABORTED],
+            r#"{"reason":"ModelLoadFailed","message":"ChecksumMismatch: x","generation":4}"#
+        );
         let stored = deployment
             .metadata
             .annotations
@@ -604,6 +622,25 @@ mod tests {
         assert_eq!(observed.revision, revision.revision);
         assert_eq!(observed.model.version, "1");
         assert!(!observed.rolled_out, "no status yet");
+    }
+
+    #[test]
+    fn an_abort_reason_this_version_does_not_know_is_reported_as_unrecognized() {
+        let md = md("1");
+        let revision = revision_template(&md, &OperatorConfig::default());
+        let mut deployment = desired_deployment(&md, &revision, 2);
+        deployment
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                annotations::ABORTED.into(),
+                r#"{"reason":"GpuMissing","message":"no device","generation":2}"#.into(),
+            );
+        let aborted = observe(&deployment, &[]).unwrap().marks.aborted.unwrap();
+        assert_eq!(aborted.reason, AbortReason::Unrecognized);
+        assert_eq!(aborted.message, r#"no device (stored reason "GpuMissing")"#);
+        assert_eq!(aborted.generation, 2);
     }
 
     #[test]

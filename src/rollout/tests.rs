@@ -3,7 +3,10 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
-use crate::api::{ModelDeploymentSpec, ModelSource, RolloutPolicy, ServerTemplate};
+use crate::api::{
+    ModelDeploymentSpec, ModelSource, Outcome, Phase, RevisionStatus, RolloutPolicy, ServerTemplate,
+};
+use crate::conditions::{events, reasons, types};
 
 const T0: i64 = 1_800_000_000;
 
@@ -44,7 +47,7 @@ fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
         model: model(name),
         created_at: at(created),
         replicas,
-        ready_replicas: 0,
+        available_replicas: 0,
         rolled_out: false,
         marks: RevisionMarks {
             rollout_started_at: Some(at(created)),
@@ -55,7 +58,7 @@ fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
 }
 
 fn ready(mut r: ObservedRevision) -> ObservedRevision {
-    r.ready_replicas = r.replicas;
+    r.available_replicas = r.replicas;
     r.rolled_out = true;
     r
 }
@@ -110,23 +113,7 @@ impl Scenario {
         self
     }
     fn decide(&self) -> Plan {
-        decide(&Observed {
-            name: "iris",
-            generation: self.generation,
-            spec: &self.spec,
-            previous_status: &self.status,
-            desired: DesiredRevision {
-                revision: self.desired.into(),
-                model: model(self.desired),
-            },
-            invalid_spec: self.invalid.clone(),
-            revisions: &self.revisions,
-            stable: self.stable,
-            promote_request: self.promote,
-            abort_request: self.abort,
-            endpoint: "http://iris.ns.svc:8080".into(),
-            now: at(self.now),
-        })
+        decide(&self.observed())
     }
 }
 
@@ -149,7 +136,7 @@ fn condition<'a>(
 fn first_deploy_creates_the_revision_without_traffic() {
     let plan = Scenario::new("a").decide();
     assert_eq!(plan.desired_replicas, Some(2));
-    assert_eq!(plan.stable, None, "nothing is available yet");
+    assert_eq!(plan.active, None, "nothing is available yet");
     assert_eq!(plan.preview.as_deref(), Some("a"));
     assert_eq!(plan.marks["a"].rollout_started_at, Some(at(100)));
     assert_eq!(plan.status.phase, Some(Phase::Progressing));
@@ -169,13 +156,13 @@ fn first_deploy_creates_the_revision_without_traffic() {
 fn first_deploy_is_promoted_once_every_replica_is_ready() {
     let half = Scenario::new("a").with({
         let mut r = revision("a", 0, 2);
-        r.ready_replicas = 1;
+        r.available_replicas = 1;
         r
     });
-    assert_eq!(half.decide().stable, None);
+    assert_eq!(half.decide().active, None);
 
     let plan = Scenario::new("a").with(ready(revision("a", 0, 2))).decide();
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.preview, None);
     assert_eq!(plan.status.phase, Some(Phase::Available));
     assert_eq!(plan.status.active.as_ref().unwrap().revision, "a");
@@ -197,7 +184,7 @@ fn first_deploy_is_promoted_once_every_replica_is_ready() {
 fn a_deployment_not_yet_observed_by_its_controller_is_not_promoted() {
     let mut r = ready(revision("a", 0, 2));
     r.rolled_out = false;
-    assert_eq!(Scenario::new("a").with(r).decide().stable, None);
+    assert_eq!(Scenario::new("a").with(r).decide().active, None);
 }
 
 #[test]
@@ -207,7 +194,7 @@ fn a_version_bump_keeps_traffic_on_the_active_revision_while_loading() {
         .with(revision("b", 90, 2))
         .stable("a")
         .decide();
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.preview.as_deref(), Some("b"));
     assert_eq!(plan.desired_replicas, Some(2));
     assert!(plan.scale.is_empty(), "{:?}", plan.scale);
@@ -228,7 +215,7 @@ fn promotion_switches_traffic_and_keeps_the_old_revision_warm() {
         .stable("a");
     scenario.spec.rollout.previous_replicas = Some(1);
     let plan = scenario.decide();
-    assert_eq!(plan.stable.as_deref(), Some("b"));
+    assert_eq!(plan.active.as_deref(), Some("b"));
     assert_eq!(
         plan.scale.get("a"),
         Some(&1),
@@ -248,7 +235,7 @@ fn a_load_failure_aborts_the_candidate_and_traffic_stays() {
         .with(failing)
         .stable("a")
         .decide();
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.preview, None);
     assert_eq!(
         plan.desired_replicas,
@@ -269,7 +256,7 @@ fn a_load_failure_aborts_the_candidate_and_traffic_stays() {
     assert!(plan.events[0].warning);
     assert_eq!(
         plan.marks["b"].aborted.as_ref().unwrap().reason,
-        reasons::MODEL_LOAD_FAILED
+        AbortReason::ModelLoadFailed
     );
 }
 
@@ -295,14 +282,14 @@ fn a_candidate_past_its_deadline_is_aborted() {
         condition(&plan, types::DEGRADED).reason,
         reasons::PROGRESS_DEADLINE_EXCEEDED
     );
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
 }
 
 #[test]
 fn an_abort_is_sticky_until_the_spec_changes() {
     let mut aborted = revision("b", 90, 0);
     aborted.marks.aborted = Some(AbortMark {
-        reason: reasons::MODEL_LOAD_FAILED.into(),
+        reason: AbortReason::ModelLoadFailed,
         message: "CorruptModel".into(),
         generation: 2,
     });
@@ -329,7 +316,7 @@ fn rollback_to_a_warm_revision_switches_at_once() {
         .with(promoted(ready(revision("b", 50, 2)), 60))
         .stable("b")
         .decide();
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.desired_replicas, Some(2));
     assert_eq!(plan.status.history[0].outcome, Outcome::RolledBack);
     assert_eq!(event_reasons(&plan), [events::ROLLED_BACK]);
@@ -346,7 +333,7 @@ fn a_cold_old_revision_is_rolled_out_like_a_new_one() {
         .with(promoted(ready(revision("b", 50, 2)), 60))
         .stable("b")
         .decide();
-    assert_eq!(plan.stable.as_deref(), Some("b"));
+    assert_eq!(plan.active.as_deref(), Some("b"));
     assert_eq!(plan.desired_replicas, Some(2));
     assert_eq!(plan.preview.as_deref(), Some("a"));
 }
@@ -376,7 +363,7 @@ impl Scenario {
         earlier.revisions = self.revisions.clone();
         for r in &mut earlier.revisions {
             if r.revision == candidate {
-                r.ready_replicas = 0;
+                r.available_replicas = 0;
                 r.rolled_out = false;
             }
         }
@@ -396,7 +383,7 @@ fn without_auto_promote_a_ready_candidate_waits_for_promote() {
     scenario.spec.rollout.auto_promote = false;
     scenario.status = scenario.decide_status_with_candidate("b");
     let waiting = scenario.decide();
-    assert_eq!(waiting.stable.as_deref(), Some("a"));
+    assert_eq!(waiting.active.as_deref(), Some("a"));
     assert_eq!(
         condition(&waiting, types::PROGRESSING).reason,
         reasons::WAITING_FOR_PROMOTION
@@ -414,19 +401,19 @@ fn without_auto_promote_a_ready_candidate_waits_for_promote() {
 
     scenario.promote = Some("a");
     assert_eq!(
-        scenario.decide().stable.as_deref(),
+        scenario.decide().active.as_deref(),
         Some("a"),
         "a promote naming another revision is ignored"
     );
     scenario.promote = Some("b");
-    assert_eq!(scenario.decide().stable.as_deref(), Some("b"));
+    assert_eq!(scenario.decide().active.as_deref(), Some("b"));
 }
 
 #[test]
 fn the_first_version_is_promoted_even_without_auto_promote() {
     let mut scenario = Scenario::new("a").with(ready(revision("a", 0, 2)));
     scenario.spec.rollout.auto_promote = false;
-    assert_eq!(scenario.decide().stable.as_deref(), Some("a"));
+    assert_eq!(scenario.decide().active.as_deref(), Some("a"));
 }
 
 #[test]
@@ -439,7 +426,7 @@ fn a_serving_revision_without_its_promotion_mark_gets_it() {
         .decide();
     assert_eq!(plan.marks["b"].promoted_at, Some(at(100)));
     assert_eq!(plan.marks["b"].rollout_started_at, None);
-    assert_eq!(plan.stable.as_deref(), Some("b"));
+    assert_eq!(plan.active.as_deref(), Some("b"));
 }
 
 #[test]
@@ -528,7 +515,7 @@ fn an_invalid_spec_deploys_nothing_and_traffic_stays() {
     );
     let plan = scenario.decide();
     assert_eq!(plan.desired_replicas, None);
-    assert_eq!(plan.stable.as_deref(), Some("a"));
+    assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(
         condition(&plan, types::DEGRADED).reason,
         reasons::INVALID_SPEC
@@ -555,7 +542,7 @@ fn repeated_reconciles_report_each_transition_once() {
     for mut scenario in scenarios {
         let first = scenario.decide();
         scenario.status = first.status.clone();
-        if let Some(stable) = first.stable.clone() {
+        if let Some(stable) = first.active.clone() {
             scenario.stable = Some(Box::leak(stable.into_boxed_str()));
         }
         for r in &mut scenario.revisions {
@@ -587,7 +574,7 @@ fn stable_never_targets_an_unavailable_revision() {
             r
         },
         |mut r| {
-            r.ready_replicas = 1;
+            r.available_replicas = 1;
             r.rolled_out = true;
             r
         },
@@ -601,14 +588,14 @@ fn stable_never_targets_an_unavailable_revision() {
                         .with(b_shape(revision("b", 10, 2)));
                     scenario.stable = stable;
                     let plan = scenario.decide();
-                    if plan.stable.as_deref() != stable {
+                    if plan.active.as_deref() != stable {
                         let target = scenario
                             .revisions
                             .iter()
-                            .find(|r| Some(r.revision.as_str()) == plan.stable.as_deref())
+                            .find(|r| Some(r.revision.as_str()) == plan.active.as_deref())
                             .expect("stable targets an existing revision");
                         assert!(
-                            target.rolled_out && target.ready_replicas >= target.replicas && target.ready_replicas > 0,
+                            target.rolled_out && target.available_replicas >= target.replicas && target.available_replicas > 0,
                             "case a#{i} b#{j} stable {stable:?} desired {desired}: switched to unavailable {target:?}"
                         );
                     }
@@ -616,4 +603,167 @@ fn stable_never_targets_an_unavailable_revision() {
             }
         }
     }
+}
+
+// The shared parts, fed a Summary directly: what any strategy gets from them.
+
+impl Scenario {
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            name: "iris",
+            generation: self.generation,
+            spec: &self.spec,
+            previous_status: &self.status,
+            desired: DesiredRevision {
+                revision: self.desired.into(),
+                model: model(self.desired),
+            },
+            invalid_spec: self.invalid.clone(),
+            revisions: &self.revisions,
+            stable_target: self.stable,
+            requests: Requests {
+                promote: self.promote,
+                abort: self.abort,
+            },
+            endpoint: "http://iris.ns.svc:8080".into(),
+            now: at(self.now),
+        }
+    }
+}
+
+fn summary(active: Option<&str>, candidate: CandidateState) -> Summary {
+    Summary {
+        active: active.map(str::to_owned),
+        candidate,
+        marks: BTreeMap::new(),
+        requeue_after: None,
+    }
+}
+
+#[test]
+fn replicas_keep_the_active_revision_and_a_running_candidate_full_and_the_newest_previous_warm() {
+    let mut scenario = Scenario::new("d")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(promoted(ready(revision("b", 20, 2)), 30))
+        .with(promoted(ready(revision("c", 40, 2)), 50))
+        .with(revision("d", 60, 0));
+    scenario.spec.rollout.keep_previous = 1;
+    scenario.spec.rollout.previous_replicas = Some(1);
+    scenario.spec.revision_history_limit = 2;
+    let observed = scenario.observed();
+    let loading = summary(Some("c"), CandidateState::Loading);
+    let planned = replicas::plan(&observed, &loading);
+    assert_eq!(planned.desired, Some(2));
+    assert_eq!(planned.wanted["c"], 2, "active");
+    assert_eq!(planned.wanted["d"], 2, "running candidate");
+    assert_eq!(
+        planned.wanted["b"], 1,
+        "newest previous, warm at previousReplicas"
+    );
+    assert_eq!(planned.wanted["a"], 0);
+    assert_eq!(
+        planned.scale,
+        BTreeMap::from([("a".into(), 0), ("b".into(), 1)])
+    );
+    // revisionHistoryLimit 2 keeps both older revisions: b warm, a at zero.
+    assert!(planned.delete.is_empty(), "{:?}", planned.delete);
+
+    scenario.spec.revision_history_limit = 0;
+    let observed = scenario.observed();
+    let aborted = summary(
+        Some("c"),
+        CandidateState::Aborted(AbortMark {
+            reason: AbortReason::ProgressDeadlineExceeded,
+            message: "late".into(),
+            generation: 1,
+        }),
+    );
+    let planned = replicas::plan(&observed, &aborted);
+    assert_eq!(
+        planned.desired,
+        Some(0),
+        "an aborted candidate is scaled to zero"
+    );
+    assert_eq!(
+        planned.delete,
+        ["a"],
+        "beyond the history limit and not warm"
+    );
+
+    let invalid = replicas::plan(
+        &observed,
+        &summary(Some("c"), CandidateState::Invalid("x".into())),
+    );
+    assert_eq!(invalid.desired, None, "an invalid spec deploys nothing");
+}
+
+#[test]
+fn history_and_events_follow_the_summary_and_are_recorded_once() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(ready(revision("b", 20, 2)))
+        .stable("a");
+    let promoted_b = summary(Some("b"), CandidateState::Promote { rollback: false });
+    let observed = scenario.observed();
+    let planned = replicas::plan(&observed, &promoted_b);
+    let built = status::build(&observed, &promoted_b, &planned);
+    let (history, events) = history::record(&observed, &promoted_b, &built);
+    assert_eq!(history[0].outcome, Outcome::Promoted);
+    assert_eq!(history[0].revision, "b");
+    assert_eq!(
+        events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        [events::PROMOTED]
+    );
+    assert!(
+        events[0].note.contains("from version version-a"),
+        "{}",
+        events[0].note
+    );
+
+    // The same facts against the status they produced: nothing new.
+    scenario.status = built.into_status(&observed, &promoted_b, &planned, history.clone());
+    let observed = scenario.observed();
+    let built = status::build(
+        &observed,
+        &promoted_b,
+        &replicas::plan(&observed, &promoted_b),
+    );
+    let (again, events) = history::record(&observed, &promoted_b, &built);
+    assert_eq!(again, history);
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_message() {
+    let scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with({
+            let mut r = revision("b", 20, 2);
+            r.available_replicas = 1;
+            r
+        })
+        .stable("a");
+    let candidate = scenario.decide().status.candidate.unwrap();
+    assert_eq!(candidate.reason.as_deref(), Some("Loading"));
+    assert_eq!(candidate.message.as_deref(), Some("1/2 ready"));
+
+    let deploying = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .stable("a")
+        .decide();
+    assert_eq!(
+        deploying.status.candidate.unwrap().reason.as_deref(),
+        Some("Deploying")
+    );
+
+    let mut failed = scenario.revisions.clone();
+    failed[1].load_failure = Some("ChecksumMismatch: expected 00, got 11".into());
+    let mut failing = Scenario::new("b").stable("a");
+    failing.revisions = failed;
+    let aborted = failing.decide().status.candidate.unwrap();
+    assert_eq!(aborted.reason.as_deref(), Some("ModelLoadFailed"));
+    assert_eq!(
+        aborted.message.as_deref(),
+        Some("ChecksumMismatch: expected 00, got 11")
+    );
 }

@@ -1,0 +1,119 @@
+//! Blue/green: the candidate runs on pods of its own, and traffic switches to it in one step once every one of
+//! them is available (or, with `autoPromote: false`, once it is promoted).
+//!
+//! The steps, in order; the first that applies decides:
+//! 1. an invalid spec deploys nothing;
+//! 2. a desired revision that is already active needs no rollout;
+//! 3. a candidate aborted at this generation stays aborted (a new generation retries it);
+//! 4. a warm previous revision is promoted at once (rollback);
+//! 5. an abort request, then a load failure a pod reported, abort it;
+//! 6. a fully available candidate is promoted, or waits for the promote request;
+//! 7. past `loadTimeoutSeconds` it is aborted; before, it is loading and the deadline is the requeue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{AbortMark, AbortReason, CandidateState, Observed, Summary};
+
+pub fn decide(observed: &Observed) -> Summary {
+    let spec = observed.spec;
+    let now = observed.now;
+    let desired = &observed.desired.revision;
+    let desired_rev = observed.find(desired);
+    // Only a revision whose Deployment exists can be active.
+    let active_before = observed
+        .stable_target
+        .filter(|r| observed.find(r).is_some())
+        .map(str::to_owned);
+
+    let mut marks = BTreeMap::new();
+    let mut requeue_after = None;
+    let candidate = if let Some(message) = &observed.invalid_spec {
+        CandidateState::Invalid(message.clone())
+    } else if active_before.as_deref() == Some(desired.as_str()) {
+        CandidateState::Active
+    } else {
+        let current_marks = desired_rev.map(|r| r.marks.clone()).unwrap_or_default();
+        let mut new_marks = current_marks.clone();
+        // A new generation retries a revision aborted at an older one.
+        if let Some(abort) = &current_marks.aborted {
+            if abort.generation < observed.generation {
+                new_marks.aborted = None;
+                new_marks.rollout_started_at = Some(now);
+            }
+        }
+        if new_marks.rollout_started_at.is_none() {
+            new_marks.rollout_started_at = Some(desired_rev.map_or(now, |r| r.created_at));
+        }
+        let started = new_marks.rollout_started_at.unwrap_or(now);
+        let deadline =
+            started + Duration::from_secs(spec.rollout.load_timeout_seconds.max(1) as u64);
+        let abort = |reason, message| {
+            CandidateState::Aborted(AbortMark {
+                reason,
+                message,
+                generation: observed.generation,
+            })
+        };
+
+        let state = match (&new_marks.aborted, desired_rev) {
+            (Some(abort), _) => CandidateState::Aborted(abort.clone()),
+            (None, Some(rev)) if rev.warm() => CandidateState::Promote { rollback: true },
+            (None, Some(rev)) if observed.requests.abort == Some(desired.as_str()) => abort(
+                AbortReason::AbortedByUser,
+                format!("rollout of revision {} aborted by request", rev.revision),
+            ),
+            (None, Some(rev)) if rev.load_failure.is_some() => abort(
+                AbortReason::ModelLoadFailed,
+                rev.load_failure.clone().unwrap_or_default(),
+            ),
+            (None, Some(rev)) if rev.fully_available(spec.replicas) => {
+                // Holding the very first version back would only delay the first traffic: nothing to compare with.
+                if spec.rollout.auto_promote
+                    || active_before.is_none()
+                    || observed.requests.promote == Some(desired.as_str())
+                {
+                    CandidateState::Promote { rollback: false }
+                } else {
+                    CandidateState::WaitingForPromotion
+                }
+            }
+            (None, _) if now >= deadline => abort(
+                AbortReason::ProgressDeadlineExceeded,
+                format!(
+                    "not available within spec.rollout.loadTimeoutSeconds ({}s)",
+                    spec.rollout.load_timeout_seconds
+                ),
+            ),
+            (None, _) => {
+                requeue_after = Some(Duration::from_millis(
+                    (deadline.as_millisecond() - now.as_millisecond()).max(0) as u64,
+                ));
+                CandidateState::Loading
+            }
+        };
+        if let CandidateState::Aborted(abort) = &state {
+            new_marks.aborted = Some(abort.clone());
+        }
+        if let CandidateState::Promote { .. } = state {
+            new_marks.promoted_at = Some(now);
+            new_marks.rollout_started_at = None;
+        }
+        if desired_rev.is_none() || new_marks != current_marks {
+            marks.insert(desired.clone(), new_marks);
+        }
+        state
+    };
+
+    let active = if matches!(candidate, CandidateState::Promote { .. }) {
+        Some(desired.clone())
+    } else {
+        active_before
+    };
+    Summary {
+        active,
+        candidate,
+        marks,
+        requeue_after,
+    }
+}

@@ -1,0 +1,284 @@
+//! The status a [`Summary`] amounts to, whatever the strategy: the active, candidate and previous revisions,
+//! the conditions (Ready, Progressing, Degraded and the kstatus pair Reconciling, Stalled) and the phase.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+
+use super::replicas::{promoted_at, Replicas};
+use super::{to_time, AbortReason, CandidateState, Observed, Summary};
+use crate::api::{HistoryEntry, ModelDeploymentStatus, Phase, RevisionStatus};
+use crate::conditions::{reasons, settle, types, DesiredCondition};
+
+/// Why a revision is where it is: `RevisionStatus.reason`, a value (its `message` says the rest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionReason {
+    /// Its Deployment is about to be created.
+    Deploying,
+    /// Its pods are starting.
+    Loading,
+    WaitingForPromotion,
+    Aborted(AbortReason),
+}
+
+impl RevisionReason {
+    const ALL: [RevisionReason; 7] = [
+        RevisionReason::Deploying,
+        RevisionReason::Loading,
+        RevisionReason::WaitingForPromotion,
+        RevisionReason::Aborted(AbortReason::ModelLoadFailed),
+        RevisionReason::Aborted(AbortReason::ProgressDeadlineExceeded),
+        RevisionReason::Aborted(AbortReason::AbortedByUser),
+        RevisionReason::Aborted(AbortReason::Unrecognized),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionReason::Deploying => reasons::DEPLOYING,
+            RevisionReason::Loading => reasons::LOADING,
+            RevisionReason::WaitingForPromotion => reasons::WAITING_FOR_PROMOTION,
+            RevisionReason::Aborted(reason) => reason.as_str(),
+        }
+    }
+
+    /// The reason a status holds; `None` for a value this build never writes.
+    pub fn parse(text: &str) -> Option<RevisionReason> {
+        RevisionReason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Whether a revision status says its rollout was aborted.
+    pub fn is_aborted(status: &RevisionStatus) -> bool {
+        status
+            .reason
+            .as_deref()
+            .and_then(RevisionReason::parse)
+            .is_some_and(|r| matches!(r, RevisionReason::Aborted(_)))
+    }
+}
+
+/// The status parts that history and events are derived from, before the history itself.
+pub struct Built {
+    pub active: Option<RevisionStatus>,
+    pub candidate: Option<RevisionStatus>,
+    pub previous: Vec<RevisionStatus>,
+    pub phase: Phase,
+    pub conditions: Vec<Condition>,
+}
+
+impl Built {
+    pub fn into_status(
+        self,
+        observed: &Observed,
+        summary: &Summary,
+        replicas: &Replicas,
+        history: Vec<HistoryEntry>,
+    ) -> ModelDeploymentStatus {
+        let active = summary.active.as_deref();
+        ModelDeploymentStatus {
+            observed_generation: Some(observed.generation),
+            phase: Some(self.phase),
+            replicas: Some(
+                active
+                    .and_then(|r| replicas.wanted.get(r).copied())
+                    .unwrap_or(0),
+            ),
+            ready_replicas: Some(self.active.as_ref().map_or(0, |a| a.ready_replicas)),
+            selector: active.map(|r| crate::labels::selector_string(observed.name, r)),
+            active: self.active,
+            candidate: self.candidate,
+            previous: self.previous,
+            history,
+            endpoint: Some(observed.endpoint.clone()),
+            conditions: self.conditions,
+        }
+    }
+}
+
+fn revision_status(
+    observed: &Observed,
+    revision: &str,
+    since: Option<Timestamp>,
+    reason: Option<RevisionReason>,
+    message: Option<String>,
+) -> RevisionStatus {
+    let observed_rev = observed.find(revision);
+    let model = observed_rev.map_or_else(|| observed.desired.model.clone(), |r| r.model.clone());
+    RevisionStatus {
+        revision: revision.to_owned(),
+        version: model.version,
+        uri: model.uri,
+        sha256: model.sha256,
+        ready_replicas: observed_rev.map_or(0, |r| r.available_replicas),
+        since: since.map(to_time),
+        reason: reason.map(|r| r.as_str().to_owned()),
+        message,
+    }
+}
+
+pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Built {
+    let spec = observed.spec;
+    let version = &observed.desired.model.version;
+    let marks_of = |revision: &str| {
+        summary
+            .marks
+            .get(revision)
+            .or_else(|| observed.find(revision).map(|r| &r.marks))
+    };
+    let active = summary.active.as_deref().map(|r| {
+        let since = marks_of(r).and_then(|m| m.promoted_at);
+        revision_status(observed, r, since, None, None)
+    });
+    let candidate = summary.candidate_revision(observed).map(|r| {
+        let since = marks_of(r).and_then(|m| m.rollout_started_at);
+        let (reason, message) = match &summary.candidate {
+            CandidateState::Loading => match observed.find(r) {
+                None => (RevisionReason::Deploying, None),
+                Some(rev) => (
+                    RevisionReason::Loading,
+                    Some(format!(
+                        "{}/{} ready",
+                        rev.available_replicas, spec.replicas
+                    )),
+                ),
+            },
+            CandidateState::Aborted(abort) => (
+                RevisionReason::Aborted(abort.reason),
+                Some(abort.message.clone()),
+            ),
+            _ => (RevisionReason::WaitingForPromotion, None),
+        };
+        revision_status(observed, r, since, Some(reason), message)
+    });
+    let previous = replicas
+        .previous
+        .iter()
+        .map(|r| revision_status(observed, &r.revision, promoted_at(summary, r), None, None))
+        .collect();
+
+    let (ready, ready_reason, ready_message) = match &active {
+        None => (
+            false,
+            reasons::NOTHING_SERVING,
+            "no version has been promoted yet".to_owned(),
+        ),
+        Some(a) if a.ready_replicas >= spec.replicas => (
+            true,
+            reasons::AVAILABLE,
+            format!(
+                "version {} serves with {}/{} replicas ready",
+                a.version, a.ready_replicas, spec.replicas
+            ),
+        ),
+        Some(a) => (
+            false,
+            reasons::REPLICAS_UNAVAILABLE,
+            format!(
+                "version {} has {}/{} replicas ready",
+                a.version, a.ready_replicas, spec.replicas
+            ),
+        ),
+    };
+    let (progressing, progressing_reason, progressing_message) = match &summary.candidate {
+        CandidateState::Loading => (
+            true,
+            reasons::ROLLOUT_IN_PROGRESS,
+            format!("rolling out version {version}"),
+        ),
+        CandidateState::WaitingForPromotion => (
+            true,
+            reasons::WAITING_FOR_PROMOTION,
+            format!("version {version} is ready; promote it with `kubectl ferry promote`"),
+        ),
+        CandidateState::Aborted(abort) => (
+            false,
+            abort.reason.as_str(),
+            format!("rollout of version {version} aborted: {}", abort.message),
+        ),
+        CandidateState::Invalid(message) => (false, reasons::INVALID_SPEC, message.clone()),
+        CandidateState::Active | CandidateState::Promote { .. } => (
+            false,
+            reasons::ROLLOUT_COMPLETE,
+            "no rollout in progress".to_owned(),
+        ),
+    };
+    let (degraded, degraded_reason, degraded_message) = match &summary.candidate {
+        CandidateState::Aborted(abort) => {
+            (true, abort.reason.as_str(), progressing_message.clone())
+        }
+        CandidateState::Invalid(message) => (true, reasons::INVALID_SPEC, message.clone()),
+        _ if active.is_some() && !ready => {
+            (true, reasons::REPLICAS_UNAVAILABLE, ready_message.clone())
+        }
+        _ => (false, reasons::HEALTHY, String::new()),
+    };
+    let phase = if degraded {
+        Phase::Degraded
+    } else if progressing {
+        Phase::Progressing
+    } else if ready {
+        Phase::Available
+    } else {
+        Phase::Pending
+    };
+    let stalled = matches!(
+        summary.candidate,
+        CandidateState::Aborted(_) | CandidateState::Invalid(_)
+    );
+    let conditions = settle(
+        &observed.previous_status.conditions,
+        vec![
+            DesiredCondition::new(types::READY, ready, ready_reason, ready_message),
+            DesiredCondition::new(
+                types::PROGRESSING,
+                progressing,
+                progressing_reason,
+                progressing_message.clone(),
+            ),
+            DesiredCondition::new(
+                types::DEGRADED,
+                degraded,
+                degraded_reason,
+                degraded_message.clone(),
+            ),
+            DesiredCondition::new(
+                types::RECONCILING,
+                summary.candidate == CandidateState::Loading,
+                progressing_reason,
+                progressing_message,
+            ),
+            DesiredCondition::new(types::STALLED, stalled, degraded_reason, degraded_message),
+        ],
+        Some(observed.generation),
+        &to_time(observed.now),
+    );
+    Built {
+        active,
+        candidate,
+        previous,
+        phase,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_revision_reason_reads_back_as_itself_and_nothing_else_does() {
+        for reason in RevisionReason::ALL {
+            assert_eq!(RevisionReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(RevisionReason::parse("Loading: 1/2 ready"), None);
+        assert_eq!(RevisionReason::parse("SomethingNew"), None);
+        let aborted = |reason: &str| {
+            RevisionReason::is_aborted(&RevisionStatus {
+                reason: Some(reason.into()),
+                ..Default::default()
+            })
+        };
+        assert!(aborted("ModelLoadFailed"));
+        assert!(aborted("UnrecognizedAbortReason"));
+        assert!(!aborted("Loading"));
+        assert!(!aborted("ModelLoadFailedSomehow"), "a value, not a prefix");
+    }
+}
