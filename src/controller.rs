@@ -12,6 +12,26 @@
 //! remembers the resourceVersions its writes returned, and the next reconcile of the same ModelDeployment first
 //! waits (briefly) until the caches have caught up with them: decisions are never made on a state older than
 //! the controller's own last writes, as with live reads.
+//!
+//! By concern: `caches` (the stores and the catch-up), `watches` (which ModelDeployment an event concerns),
+//! `apply` (writing a plan, and the children that are ensured: Services, the admin-credential Secret), `report`
+//! (events, the promotion latency), `failure` (the status of a failed reconcile), `error`. This file wires the
+//! watches to the reconcile and reads as: observe from the caches, decide, apply, report.
+
+mod apply;
+mod caches;
+mod error;
+mod failure;
+mod report;
+mod watches;
+
+use apply::*;
+use caches::*;
+pub use error::Error;
+pub use failure::failed_status;
+use failure::*;
+use report::*;
+use watches::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -56,40 +76,6 @@ use crate::server_contract;
 /// The one field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "ferry-controller";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("the object has no {0}")]
-    MissingField(&'static str),
-    #[error("a cache of watched objects was closed before it was filled")]
-    CacheClosed,
-}
-
-impl Error {
-    /// Short label for the failure metric.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "client",
-            Error::MissingField(_) => "invalid_object",
-            Error::CacheClosed => "cache",
-        }
-    }
-
-    /// The error as a condition message: for a request the API server refused, its own message (which names
-    /// the object) rather than the whole response.
-    pub fn condition_message(&self) -> String {
-        match self {
-            Error::Kube(kube::Error::Api(status)) => format!(
-                "the API server refused a request ({} {}): {}",
-                status.code, status.reason, status.message
-            ),
-            other => other.to_string(),
-        }
-    }
-}
-
 /// What every reconcile of one watch scope (a namespace, or all of them) shares.
 pub struct Context {
     pub client: Client,
@@ -108,20 +94,6 @@ pub struct Context {
     /// When this process last made sure each ModelDeployment's admin-credential Secret exists.
     admin_secrets: Mutex<HashMap<String, AdminSecretCheck>>,
 }
-
-/// The last check that a ModelDeployment's admin-credential Secret exists.
-struct AdminSecretCheck {
-    uid: String,
-    rotate_request: Option<String>,
-    at: Instant,
-}
-
-/// How often a pod that does not start makes the controller check the admin-credential Secret again.
-const ADMIN_SECRET_RECHECK: Duration = Duration::from_secs(30);
-
-/// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
-/// on with what they hold (a watch that reconnects can take longer; the events it then delivers trigger again).
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -200,118 +172,6 @@ impl Context {
     }
 }
 
-/// One watched kind as its reflector holds it, with the newest resourceVersion applied to it.
-struct Cache<K: Resource + Clone + 'static>
-where
-    K::DynamicType: std::hash::Hash + Eq,
-{
-    store: Store<K>,
-    /// The newest resourceVersion of an event applied to the store. A watch delivers its events in
-    /// resourceVersion order, so once this reaches a write's resourceVersion the store holds that write (or
-    /// something newer).
-    applied: AtomicU64,
-}
-
-impl<K> Cache<K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    fn new(store: Store<K>) -> Self {
-        Self {
-            store,
-            applied: AtomicU64::new(0),
-        }
-    }
-
-    fn has_applied(&self, resource_version: u64) -> bool {
-        self.applied.load(Ordering::Acquire) >= resource_version
-    }
-
-    /// The objects of a ModelDeployment (by label) in a namespace, by name: the order a LIST returns them in.
-    fn owned_by(&self, namespace: &str, md_name: &str) -> Vec<Arc<K>> {
-        let mut owned = self.store.state_filter(|object| {
-            object.meta().namespace.as_deref() == Some(namespace)
-                && object
-                    .meta()
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::MODEL_DEPLOYMENT))
-                    .is_some_and(|owner| owner == md_name)
-        });
-        owned.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
-        owned
-    }
-
-    fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
-    }
-}
-
-/// The watched objects of one scope.
-struct Caches {
-    model_deployments: Cache<ModelDeployment>,
-    deployments: Cache<Deployment>,
-    pods: Cache<Pod>,
-    services: Cache<Service>,
-    /// Resolves (true) once the Deployment, Pod and Service caches hold their first complete list, or (false)
-    /// when one of them closed before. Any number of reconciles can wait on it, whereas a store's own
-    /// `wait_until_ready` wakes only one of its waiters. The ModelDeployment cache is ready before any reconcile
-    /// starts: the applier waits for it.
-    children_ready: Shared<BoxFuture<'static, bool>>,
-    /// Notified after every event applied to any of the caches.
-    changed: Notify,
-}
-
-impl Caches {
-    /// Whether the caches hold at least what `written` says was written.
-    fn hold(&self, namespace: &str, written: &Written) -> bool {
-        self.model_deployments.has_applied(written.model_deployment)
-            && self.deployments.has_applied(written.deployments)
-            && self.services.has_applied(written.services)
-            && written
-                .deleted
-                .iter()
-                .all(|name| self.deployments.get(namespace, name).is_none())
-    }
-}
-
-/// The resourceVersion of an object, as a number (0 when it has none or it is not a number: nothing to wait
-/// for then).
-fn resource_version(meta: &ObjectMeta) -> u64 {
-    meta.resource_version
-        .as_deref()
-        .and_then(|version| version.parse().ok())
-        .unwrap_or(0)
-}
-
-/// What one reconcile wrote: the newest resourceVersion its writes returned, per kind, and the Deployments it
-/// deleted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Written {
-    model_deployment: u64,
-    deployments: u64,
-    services: u64,
-    deleted: Vec<String>,
-}
-
-impl Written {
-    fn is_empty(&self) -> bool {
-        *self == Written::default()
-    }
-
-    fn model_deployment(&mut self, md: &ModelDeployment) {
-        self.model_deployment = self.model_deployment.max(resource_version(&md.metadata));
-    }
-
-    fn deployment(&mut self, deployment: &Deployment) {
-        self.deployments = self.deployments.max(resource_version(&deployment.metadata));
-    }
-
-    fn service(&mut self, service: &Service) {
-        self.services = self.services.max(resource_version(&service.metadata));
-    }
-}
-
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -362,156 +222,6 @@ pub async fn run(
     futures::future::join_all(controllers).await;
     info!("controller stopped");
     Ok(())
-}
-
-/// Annotation `kubectl apply` (client-side) keeps the whole last-applied object in; never read.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drops what the controller never reads from a cached ModelDeployment.
-fn strip_model_deployment(md: &mut ModelDeployment) {
-    md.metadata.managed_fields = None;
-    if let Some(annotations) = md.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
-}
-
-/// A watch of `api` that fills `writer`'s store with objects stripped by `strip`, and reports what it applied
-/// through `applied` and `caches.changed`.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    strip: fn(&mut K),
-    caches: Arc<Caches>,
-    applied: fn(&Caches) -> &AtomicU64,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let mut versions = AppliedVersions::default();
-    watcher(api, config)
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer)
-        .inspect_ok(move |event| {
-            applied(&caches).fetch_max(versions.applied(event), Ordering::AcqRel);
-            caches.changed.notify_waiters();
-        })
-}
-
-/// Follows the resourceVersions a reflector applies to its store.
-#[derive(Default)]
-struct AppliedVersions {
-    /// The newest resourceVersion of the relist under way.
-    relisted: u64,
-}
-
-impl AppliedVersions {
-    /// The newest resourceVersion the store holds once it applied `event` (0: no news). A relist's objects reach
-    /// the store together, when the relist is done.
-    fn applied<K: Resource>(&mut self, event: &watcher::Event<K>) -> u64 {
-        match event {
-            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
-                resource_version(object.meta())
-            }
-            watcher::Event::Init => {
-                self.relisted = 0;
-                0
-            }
-            watcher::Event::InitApply(object) => {
-                self.relisted = self.relisted.max(resource_version(object.meta()));
-                0
-            }
-            watcher::Event::InitDone => self.relisted,
-        }
-    }
-}
-
-/// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
-/// requests of a relist are sent when it is done, as that is when the store holds its objects.
-fn requests<K, S>(
-    events: S,
-    include_deleted: bool,
-    map: impl Fn(&K) -> Vec<ReconcileRequest<ModelDeployment>> + Send + 'static,
-) -> impl Stream<Item = Result<ReconcileRequest<ModelDeployment>, watcher::Error>> + Send + 'static
-where
-    K: Send + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let mut relisted: HashSet<ReconcileRequest<ModelDeployment>> = HashSet::new();
-    events
-        .map(move |event| {
-            let ready: Vec<Result<_, watcher::Error>> = match event {
-                Ok(watcher::Event::Apply(object)) => map(&object).into_iter().map(Ok).collect(),
-                Ok(watcher::Event::Delete(object)) if include_deleted => {
-                    map(&object).into_iter().map(Ok).collect()
-                }
-                Ok(watcher::Event::Delete(_)) => Vec::new(),
-                Ok(watcher::Event::Init) => {
-                    relisted.clear();
-                    Vec::new()
-                }
-                Ok(watcher::Event::InitApply(object)) => {
-                    relisted.extend(map(&object));
-                    Vec::new()
-                }
-                Ok(watcher::Event::InitDone) => relisted.drain().map(Ok).collect(),
-                Err(error) => vec![Err(error)],
-            };
-            futures::stream::iter(ready)
-        })
-        .flatten()
-}
-
-fn related<K: Resource<DynamicType = ()>>(
-    object: &K,
-    owner: ObjectRef<ModelDeployment>,
-) -> ReconcileRequest<ModelDeployment> {
-    ReconcileRequest {
-        obj_ref: owner,
-        reason: ReconcileReason::RelatedObjectUpdated {
-            obj_ref: Box::new(ObjectRef::from_obj(object).erase()),
-        },
-    }
-}
-
-/// The ModelDeployments an object names as its owners.
-fn owners<K: Resource<DynamicType = ()>>(object: &K) -> Vec<ReconcileRequest<ModelDeployment>> {
-    let namespace = object.meta().namespace.as_deref();
-    object
-        .owner_references()
-        .iter()
-        .filter_map(|owner| ObjectRef::from_owner_ref(namespace, owner, ()))
-        .map(|owner| related(object, owner))
-        .collect()
-}
-
-/// The ModelDeployment a pod belongs to, by its label (pods are owned by ReplicaSets).
-fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
-    let (Some(owner), Some(namespace)) = (
-        pod.labels().get(labels::MODEL_DEPLOYMENT),
-        pod.metadata.namespace.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    vec![related(pod, ObjectRef::new(owner).within(namespace))]
-}
-
-/// One future that waits for the children's caches to be filled, for every reconcile to share: a store's own
-/// `wait_until_ready` keeps a single waker, so of several tasks waiting on it at once only one would wake.
-fn children_ready(
-    deployments: &Store<Deployment>,
-    pods: &Store<Pod>,
-    services: &Store<Service>,
-) -> Shared<BoxFuture<'static, bool>> {
-    let stores = (deployments.clone(), pods.clone(), services.clone());
-    async move {
-        stores.0.wait_until_ready().await.is_ok()
-            && stores.1.wait_until_ready().await.is_ok()
-            && stores.2.wait_until_ready().await.is_ok()
-    }
-    .boxed()
-    .shared()
 }
 
 /// One controller watching one namespace (or all of them).
@@ -673,89 +383,6 @@ pub async fn reconcile(md: Arc<ModelDeployment>, context: Arc<Context>) -> Resul
     result
 }
 
-/// The longest error message a condition carries.
-const MAX_ERROR_MESSAGE: usize = 1024;
-
-/// The status a failed reconcile leaves: the previous one (what serves, what rolls out, the history stay as they
-/// were last observed) with Ready=False and Degraded=True, reason ReconcileError, saying what failed. Built from
-/// the same inputs it is identical, transition times included, so a failure that repeats is written once.
-pub fn failed_status(
-    previous: Option<&ModelDeploymentStatus>,
-    generation: i64,
-    message: &str,
-    now: Timestamp,
-) -> ModelDeploymentStatus {
-    let mut status = previous.cloned().unwrap_or_default();
-    let mut message = message.to_owned();
-    if message.len() > MAX_ERROR_MESSAGE {
-        let mut end = MAX_ERROR_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    let now = Time(now);
-    for (type_, value) in [(types::READY, false), (types::DEGRADED, true)] {
-        conditions::upsert(
-            &mut status.conditions,
-            DesiredCondition::new(type_, value, reasons::RECONCILE_ERROR, message.clone()),
-            Some(generation),
-            &now,
-        );
-    }
-    status.observed_generation = Some(generation);
-    status.phase = Some(Phase::Degraded);
-    status
-}
-
-/// Writes the [`failed_status`] of `error`, unless the status already says exactly that.
-async fn record_failure(
-    md: &ModelDeployment,
-    context: &Context,
-    error: &Error,
-    written: &mut Written,
-) -> Result<(), kube::Error> {
-    let (Some(namespace), Some(name)) = (
-        md.metadata.namespace.as_deref(),
-        md.metadata.name.as_deref(),
-    ) else {
-        return Ok(());
-    };
-    if md.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let status = failed_status(
-        md.status.as_ref(),
-        md.metadata.generation.unwrap_or(0),
-        &error.condition_message(),
-        whole_seconds_now(),
-    );
-    if md.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let mds: Api<ModelDeployment> = Api::namespaced(context.client.clone(), namespace);
-    let updated = mds
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&status_body(&status)),
-        )
-        .await?;
-    context.metrics.api_writes.inc();
-    written.model_deployment(&updated);
-    Ok(())
-}
-
-/// The server-side apply body of a status.
-fn status_body(status: &ModelDeploymentStatus) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "status": status,
-    })
-}
-
 async fn reconcile_inner(
     md: &ModelDeployment,
     context: &Context,
@@ -775,10 +402,6 @@ async fn reconcile_inner(
         .clone()
         .ok_or(Error::MissingField("metadata.name"))?;
     let generation = md.metadata.generation.unwrap_or(0);
-    let client = &context.client;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
 
     // Observe, from the caches: what LISTs by the label `ferry.dev/model-deployment=<name>` and GETs of the two
     // Services would return.
@@ -832,128 +455,21 @@ async fn reconcile_inner(
         now,
     });
 
-    // Act, in the order that keeps traffic safe.
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let current_replicas: BTreeMap<&str, i32> = observed_revisions
-        .iter()
-        .map(|r| (r.revision.as_str(), r.replicas))
-        .collect();
-    let current_replicas = &current_replicas;
-    let apply_desired = plan
-        .desired_replicas
-        .filter(|r| current_replicas.get(template.revision.as_str()) != Some(r));
-    // Pods about to be created mount the admin-credential Secret: it must exist first.
-    let new_pods = apply_desired.is_some()
-        || plan
-            .scale
-            .iter()
-            .any(|(revision, replicas)| *replicas > current_replicas[revision.as_str()]);
-    ensure_admin_secret(context, md, &owned_pods, new_pods).await?;
-    if let Some(replicas) = apply_desired {
-        let desired = deployment::desired_deployment(md, &template, replicas);
-        let desired_name = deployment::deployment_name(&name, &template.revision);
-        let applied = deployments
-            .patch(&desired_name, &apply, &Patch::Apply(&desired))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&applied);
-    }
-    let scale = |up: bool| {
-        plan.scale
-            .iter()
-            .filter(move |(revision, replicas)| {
-                (**replicas > current_replicas[revision.as_str()]) == up
-            })
-            .map(|(revision, replicas)| (deployment::deployment_name(&name, revision), *replicas))
-            .collect::<Vec<_>>()
-    };
-    for (deployment_name, replicas) in scale(true) {
-        let body = serde_json::json!({"spec": {"replicas": replicas}});
-        let scaled = deployments
-            .patch(&deployment_name, &patch, &Patch::Merge(&body))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&scaled);
-    }
-    let switched = ensure_service(
-        &services,
-        md,
-        &stable_name,
-        stable_service.as_deref(),
-        plan.active.as_deref(),
-        &context.metrics,
-        written,
-    )
-    .await?;
-    ensure_service(
-        &services,
-        md,
-        &preview_name,
-        preview_service.as_deref(),
-        plan.preview.as_deref(),
-        &context.metrics,
-        written,
-    )
-    .await?;
-    track_promotion_latency(
+    apply_plan(
         context,
         md,
-        &template.revision,
-        &observed_revisions,
+        &Observation {
+            template: &template,
+            revisions: &observed_revisions,
+            pods: &owned_pods,
+            stable_service: stable_service.as_deref(),
+            preview_service: preview_service.as_deref(),
+        },
         &plan,
-        switched,
         started,
-    );
-    for (deployment_name, replicas) in scale(false) {
-        let body = serde_json::json!({"spec": {"replicas": replicas}});
-        let scaled = deployments
-            .patch(&deployment_name, &patch, &Patch::Merge(&body))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&scaled);
-    }
-    for (revision, marks) in &plan.marks {
-        let body = deployment::marks_patch(marks);
-        let marked = deployments
-            .patch(
-                &deployment::deployment_name(&name, revision),
-                &patch,
-                &Patch::Merge(&body),
-            )
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&marked);
-    }
-    for revision in &plan.delete {
-        let deployment_name = deployment::deployment_name(&name, revision);
-        let deleted = deployments
-            .delete(&deployment_name, &DeleteParams::background())
-            .await;
-        context.metrics.api_writes.inc();
-        match deleted {
-            Ok(outcome) => match outcome.left() {
-                // Still there until its finalizers are done.
-                Some(deleting) => written.deployment(&deleting),
-                None => written.deleted.push(deployment_name),
-            },
-            // Already gone: the cache had not seen the deletion yet.
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
-                written.deleted.push(deployment_name)
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    if md.status.as_ref() != Some(&plan.status) {
-        let updated = mds
-            .patch_status(&name, &apply, &Patch::Apply(&status_body(&plan.status)))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.model_deployment(&updated);
-    }
+        written,
+    )
+    .await?;
     publish_events(context, md, &plan).await;
 
     Ok(match plan.requeue_after {
@@ -987,163 +503,6 @@ fn invalid_spec(md: &ModelDeployment, config: &OperatorConfig) -> Option<String>
             config.server_formats.join(", ")
         )
     })
-}
-
-/// Applies a Service when it is missing or selects the wrong revision; returns whether the selector changed.
-async fn ensure_service(
-    services: &Api<Service>,
-    md: &ModelDeployment,
-    name: &str,
-    current: Option<&Service>,
-    target: Option<&str>,
-    metrics: &Metrics,
-    written: &mut Written,
-) -> Result<bool, Error> {
-    let current_target = current.and_then(service::selected_revision);
-    if current.is_some() && current_target.as_deref() == target {
-        return Ok(false);
-    }
-    let desired = service::desired_service(md, name.to_owned(), target);
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = services
-        .patch(name, &apply, &Patch::Apply(&desired))
-        .await?;
-    metrics.api_writes.inc();
-    written.service(&applied);
-    Ok(current_target.as_deref() != target)
-}
-
-/// Creates the ModelDeployment's admin-credential Secret when it may be missing: on the first reconcile in this
-/// process, before new pods are created (they mount it), on a `kubectl ferry rotate` request, and when a pod does
-/// not start (at most every [`ADMIN_SECRET_RECHECK`]). The controller has no right to read Secrets, so "may be
-/// missing" is answered by creating it: 409 means it is there. A created Secret holds a new credential id, so a
-/// deleted Secret comes back as a rotated credential.
-async fn ensure_admin_secret(
-    context: &Context,
-    md: &ModelDeployment,
-    pods: &[Arc<Pod>],
-    new_pods: bool,
-) -> Result<(), Error> {
-    let key = object_key(md);
-    let uid = md.metadata.uid.clone().unwrap_or_default();
-    let rotate_request = md.annotations().get(requests::ROTATE_CREDENTIAL).cloned();
-    let due = match lock(&context.admin_secrets).get(&key) {
-        None => true,
-        Some(check) => {
-            check.uid != uid
-                || check.rotate_request != rotate_request
-                || new_pods
-                || (check.at.elapsed() >= ADMIN_SECRET_RECHECK
-                    && pods.iter().any(|p| pod::is_starting(p)))
-        }
-    };
-    if !due {
-        return Ok(());
-    }
-    let namespace = md.namespace().unwrap_or_default();
-    let name = md.name_any();
-    let id = admin_credential::new_id();
-    let credential = context.config.admin_key.credential(&namespace, &name, &id);
-    let desired = secret::desired_admin_secret(md, &credential);
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let created = match secrets.create(&params, &desired).await {
-        Ok(_) => true,
-        Err(kube::Error::Api(status)) if status.is_already_exists() => false,
-        Err(error) => return Err(error.into()),
-    };
-    lock(&context.admin_secrets).insert(
-        key,
-        AdminSecretCheck {
-            uid,
-            rotate_request,
-            at: Instant::now(),
-        },
-    );
-    if created {
-        context.metrics.api_writes.inc();
-        let secret_name = secret::admin_secret_name(&name);
-        info!(%name, %namespace, secret = %secret_name, %id, "issued an admin credential");
-        let event = Event {
-            type_: EventType::Normal,
-            reason: events::ADMIN_CREDENTIAL_ISSUED.into(),
-            note: Some(format!(
-                "Secret {secret_name} holds a new admin credential (id {id}) for the serving pods"
-            )),
-            action: "IssueCredential".into(),
-            secondary: None,
-        };
-        if let Err(error) = context.recorder.publish(&event, &md.object_ref(&())).await {
-            warn!(%error, "could not record event");
-        }
-    }
-    Ok(())
-}
-
-/// Records how long a fully available candidate waited for traffic, as the controller saw it.
-fn track_promotion_latency(
-    context: &Context,
-    md: &ModelDeployment,
-    desired: &str,
-    revisions: &[rollout::ObservedRevision],
-    plan: &Plan,
-    switched: bool,
-    reconcile_started: Instant,
-) {
-    let key = format!("{}/{desired}", object_key(md));
-    let mut since = lock(&context.available_since);
-    if switched && plan.active.as_deref() == Some(desired) {
-        let first_seen = since.remove(&key).unwrap_or(reconcile_started);
-        context
-            .metrics
-            .promotion_latency
-            .observe(first_seen.elapsed().as_secs_f64());
-        return;
-    }
-    let available = revisions
-        .iter()
-        .any(|r| r.revision == desired && r.rolled_out && r.available_replicas >= md.spec.replicas);
-    if available && plan.active.as_deref() != Some(desired) {
-        since.entry(key).or_insert(reconcile_started);
-    } else {
-        since.remove(&key);
-    }
-}
-
-async fn publish_events(context: &Context, md: &ModelDeployment, plan: &Plan) {
-    let reference = md.object_ref(&());
-    for planned in &plan.events {
-        context.metrics.count_rollout(planned.reason);
-        let event = Event {
-            type_: if planned.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: planned.reason.into(),
-            note: Some(planned.note.clone()),
-            action: "Rollout".into(),
-            // Relating each event to its revision's Deployment keeps events of different versions apart
-            // (the recorder folds events with the same reason and objects into one series).
-            secondary: planned.revision.as_ref().map(|revision| ObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: Some("Deployment".into()),
-                name: Some(deployment::deployment_name(
-                    md.metadata.name.as_deref().unwrap_or_default(),
-                    revision,
-                )),
-                namespace: md.metadata.namespace.clone(),
-                ..Default::default()
-            }),
-        };
-        // An event that cannot be recorded must not fail the rollout.
-        if let Err(error) = context.recorder.publish(&event, &reference).await {
-            warn!(%error, reason = planned.reason, "could not record event");
-        }
-    }
 }
 
 #[cfg(test)]

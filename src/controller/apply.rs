@@ -1,0 +1,263 @@
+//! The children that are ensured rather than planned: the Services' selectors and the admin-credential Secret.
+
+use super::*;
+
+/// What a reconcile observed that applying its plan needs.
+pub(super) struct Observation<'a> {
+    pub(super) template: &'a deployment::RevisionTemplate,
+    pub(super) revisions: &'a [rollout::ObservedRevision],
+    pub(super) pods: &'a [Arc<Pod>],
+    pub(super) stable_service: Option<&'a Service>,
+    pub(super) preview_service: Option<&'a Service>,
+}
+
+/// Writes the differences between `plan` and what was observed, in the order that keeps traffic safe: the
+/// candidate is created and scaled up first, the Services switch next, scale-downs, marks and deletions come
+/// last, the status once at the end.
+pub(super) async fn apply_plan(
+    context: &Context,
+    md: &ModelDeployment,
+    observed: &Observation<'_>,
+    plan: &Plan,
+    started: Instant,
+    written: &mut Written,
+) -> Result<(), Error> {
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let client = &context.client;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
+    let stable_name = service::stable_name(&name);
+    let preview_name = service::preview_name(&name);
+    let (template, observed_revisions, owned_pods) =
+        (observed.template, observed.revisions, observed.pods);
+    let (stable_service, preview_service) = (observed.stable_service, observed.preview_service);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let current_replicas: BTreeMap<&str, i32> = observed_revisions
+        .iter()
+        .map(|r| (r.revision.as_str(), r.replicas))
+        .collect();
+    let current_replicas = &current_replicas;
+    let apply_desired = plan
+        .desired_replicas
+        .filter(|r| current_replicas.get(template.revision.as_str()) != Some(r));
+    // Pods about to be created mount the admin-credential Secret: it must exist first.
+    let new_pods = apply_desired.is_some()
+        || plan
+            .scale
+            .iter()
+            .any(|(revision, replicas)| *replicas > current_replicas[revision.as_str()]);
+    ensure_admin_secret(context, md, owned_pods, new_pods).await?;
+    if let Some(replicas) = apply_desired {
+        let desired = deployment::desired_deployment(md, template, replicas);
+        let desired_name = deployment::deployment_name(&name, &template.revision);
+        let applied = deployments
+            .patch(&desired_name, &apply, &Patch::Apply(&desired))
+            .await?;
+        context.metrics.api_writes.inc();
+        written.deployment(&applied);
+    }
+    let scale = |up: bool| {
+        plan.scale
+            .iter()
+            .filter(move |(revision, replicas)| {
+                (**replicas > current_replicas[revision.as_str()]) == up
+            })
+            .map(|(revision, replicas)| (deployment::deployment_name(&name, revision), *replicas))
+            .collect::<Vec<_>>()
+    };
+    for (deployment_name, replicas) in scale(true) {
+        let body = serde_json::json!({"spec": {"replicas": replicas}});
+        let scaled = deployments
+            .patch(&deployment_name, &patch, &Patch::Merge(&body))
+            .await?;
+        context.metrics.api_writes.inc();
+        written.deployment(&scaled);
+    }
+    let switched = ensure_service(
+        &services,
+        md,
+        &stable_name,
+        stable_service,
+        plan.active.as_deref(),
+        &context.metrics,
+        written,
+    )
+    .await?;
+    ensure_service(
+        &services,
+        md,
+        &preview_name,
+        preview_service,
+        plan.preview.as_deref(),
+        &context.metrics,
+        written,
+    )
+    .await?;
+    track_promotion_latency(
+        context,
+        md,
+        &template.revision,
+        observed_revisions,
+        plan,
+        switched,
+        started,
+    );
+    for (deployment_name, replicas) in scale(false) {
+        let body = serde_json::json!({"spec": {"replicas": replicas}});
+        let scaled = deployments
+            .patch(&deployment_name, &patch, &Patch::Merge(&body))
+            .await?;
+        context.metrics.api_writes.inc();
+        written.deployment(&scaled);
+    }
+    for (revision, marks) in &plan.marks {
+        let body = deployment::marks_patch(marks);
+        let marked = deployments
+            .patch(
+                &deployment::deployment_name(&name, revision),
+                &patch,
+                &Patch::Merge(&body),
+            )
+            .await?;
+        context.metrics.api_writes.inc();
+        written.deployment(&marked);
+    }
+    for revision in &plan.delete {
+        let deployment_name = deployment::deployment_name(&name, revision);
+        let deleted = deployments
+            .delete(&deployment_name, &DeleteParams::background())
+            .await;
+        context.metrics.api_writes.inc();
+        match deleted {
+            Ok(outcome) => match outcome.left() {
+                // Still there until its finalizers are done.
+                Some(deleting) => written.deployment(&deleting),
+                None => written.deleted.push(deployment_name),
+            },
+            // Already gone: the cache had not seen the deletion yet.
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                written.deleted.push(deployment_name)
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if md.status.as_ref() != Some(&plan.status) {
+        let updated = mds
+            .patch_status(&name, &apply, &Patch::Apply(&status_body(&plan.status)))
+            .await?;
+        context.metrics.api_writes.inc();
+        written.model_deployment(&updated);
+    }
+
+    Ok(())
+}
+
+/// The last check that a ModelDeployment's admin-credential Secret exists.
+pub(super) struct AdminSecretCheck {
+    pub(super) uid: String,
+    pub(super) rotate_request: Option<String>,
+    pub(super) at: Instant,
+}
+
+/// How often a pod that does not start makes the controller check the admin-credential Secret again.
+pub(super) const ADMIN_SECRET_RECHECK: Duration = Duration::from_secs(30);
+
+/// Applies a Service when it is missing or selects the wrong revision; returns whether the selector changed.
+pub(super) async fn ensure_service(
+    services: &Api<Service>,
+    md: &ModelDeployment,
+    name: &str,
+    current: Option<&Service>,
+    target: Option<&str>,
+    metrics: &Metrics,
+    written: &mut Written,
+) -> Result<bool, Error> {
+    let current_target = current.and_then(service::selected_revision);
+    if current.is_some() && current_target.as_deref() == target {
+        return Ok(false);
+    }
+    let desired = service::desired_service(md, name.to_owned(), target);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = services
+        .patch(name, &apply, &Patch::Apply(&desired))
+        .await?;
+    metrics.api_writes.inc();
+    written.service(&applied);
+    Ok(current_target.as_deref() != target)
+}
+
+/// Creates the ModelDeployment's admin-credential Secret when it may be missing: on the first reconcile in this
+/// process, before new pods are created (they mount it), on a `kubectl ferry rotate` request, and when a pod does
+/// not start (at most every [`ADMIN_SECRET_RECHECK`]). The controller has no right to read Secrets, so "may be
+/// missing" is answered by creating it: 409 means it is there. A created Secret holds a new credential id, so a
+/// deleted Secret comes back as a rotated credential.
+pub(super) async fn ensure_admin_secret(
+    context: &Context,
+    md: &ModelDeployment,
+    pods: &[Arc<Pod>],
+    new_pods: bool,
+) -> Result<(), Error> {
+    let key = object_key(md);
+    let uid = md.metadata.uid.clone().unwrap_or_default();
+    let rotate_request = md.annotations().get(requests::ROTATE_CREDENTIAL).cloned();
+    let due = match lock(&context.admin_secrets).get(&key) {
+        None => true,
+        Some(check) => {
+            check.uid != uid
+                || check.rotate_request != rotate_request
+                || new_pods
+                || (check.at.elapsed() >= ADMIN_SECRET_RECHECK
+                    && pods.iter().any(|p| pod::is_starting(p)))
+        }
+    };
+    if !due {
+        return Ok(());
+    }
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let id = admin_credential::new_id();
+    let credential = context.config.admin_key.credential(&namespace, &name, &id);
+    let desired = secret::desired_admin_secret(md, &credential);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let created = match secrets.create(&params, &desired).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.is_already_exists() => false,
+        Err(error) => return Err(error.into()),
+    };
+    lock(&context.admin_secrets).insert(
+        key,
+        AdminSecretCheck {
+            uid,
+            rotate_request,
+            at: Instant::now(),
+        },
+    );
+    if created {
+        context.metrics.api_writes.inc();
+        let secret_name = secret::admin_secret_name(&name);
+        info!(%name, %namespace, secret = %secret_name, %id, "issued an admin credential");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: events::ADMIN_CREDENTIAL_ISSUED.into(),
+            note: Some(format!(
+                "Secret {secret_name} holds a new admin credential (id {id}) for the serving pods"
+            )),
+            action: "IssueCredential".into(),
+            secondary: None,
+        };
+        if let Err(error) = context.recorder.publish(&event, &md.object_ref(&())).await {
+            warn!(%error, "could not record event");
+        }
+    }
+    Ok(())
+}

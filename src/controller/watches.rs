@@ -1,0 +1,75 @@
+//! Which ModelDeployments a watch event concerns: owners of children, and relists once they are complete.
+
+use super::*;
+
+/// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
+/// requests of a relist are sent when it is done, as that is when the store holds its objects.
+pub(super) fn requests<K, S>(
+    events: S,
+    include_deleted: bool,
+    map: impl Fn(&K) -> Vec<ReconcileRequest<ModelDeployment>> + Send + 'static,
+) -> impl Stream<Item = Result<ReconcileRequest<ModelDeployment>, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut relisted: HashSet<ReconcileRequest<ModelDeployment>> = HashSet::new();
+    events
+        .map(move |event| {
+            let ready: Vec<Result<_, watcher::Error>> = match event {
+                Ok(watcher::Event::Apply(object)) => map(&object).into_iter().map(Ok).collect(),
+                Ok(watcher::Event::Delete(object)) if include_deleted => {
+                    map(&object).into_iter().map(Ok).collect()
+                }
+                Ok(watcher::Event::Delete(_)) => Vec::new(),
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    relisted.extend(map(&object));
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => relisted.drain().map(Ok).collect(),
+                Err(error) => vec![Err(error)],
+            };
+            futures::stream::iter(ready)
+        })
+        .flatten()
+}
+
+pub(super) fn related<K: Resource<DynamicType = ()>>(
+    object: &K,
+    owner: ObjectRef<ModelDeployment>,
+) -> ReconcileRequest<ModelDeployment> {
+    ReconcileRequest {
+        obj_ref: owner,
+        reason: ReconcileReason::RelatedObjectUpdated {
+            obj_ref: Box::new(ObjectRef::from_obj(object).erase()),
+        },
+    }
+}
+
+/// The ModelDeployments an object names as its owners.
+pub(super) fn owners<K: Resource<DynamicType = ()>>(
+    object: &K,
+) -> Vec<ReconcileRequest<ModelDeployment>> {
+    let namespace = object.meta().namespace.as_deref();
+    object
+        .owner_references()
+        .iter()
+        .filter_map(|owner| ObjectRef::from_owner_ref(namespace, owner, ()))
+        .map(|owner| related(object, owner))
+        .collect()
+}
+
+/// The ModelDeployment a pod belongs to, by its label (pods are owned by ReplicaSets).
+pub(super) fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
+    let (Some(owner), Some(namespace)) = (
+        pod.labels().get(labels::MODEL_DEPLOYMENT),
+        pod.metadata.namespace.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    vec![related(pod, ObjectRef::new(owner).within(namespace))]
+}
