@@ -34,10 +34,6 @@ pub(super) async fn apply_plan(
         (observed.template, observed.revisions, observed.pods);
     let (stable_service, preview_service) = (observed.stable_service, observed.preview_service);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     let current_replicas: BTreeMap<&str, i32> = observed_revisions
         .iter()
         .map(|r| (r.revision.as_str(), r.replicas))
@@ -72,12 +68,14 @@ pub(super) async fn apply_plan(
             .collect::<Vec<_>>()
     };
     for (deployment_name, replicas) in scale(true) {
-        let body = serde_json::json!({"spec": {"replicas": replicas}});
-        let scaled = deployments
-            .patch(&deployment_name, &patch, &Patch::Merge(&body))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&scaled);
+        merge_patch(
+            context,
+            &deployments,
+            &deployment_name,
+            &serde_json::json!({"spec": {"replicas": replicas}}),
+            written,
+        )
+        .await?;
     }
     let switched = ensure_service(
         &services,
@@ -109,24 +107,19 @@ pub(super) async fn apply_plan(
         started,
     );
     for (deployment_name, replicas) in scale(false) {
-        let body = serde_json::json!({"spec": {"replicas": replicas}});
-        let scaled = deployments
-            .patch(&deployment_name, &patch, &Patch::Merge(&body))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&scaled);
+        merge_patch(
+            context,
+            &deployments,
+            &deployment_name,
+            &serde_json::json!({"spec": {"replicas": replicas}}),
+            written,
+        )
+        .await?;
     }
     for (revision, marks) in &plan.marks {
+        let deployment_name = deployment::deployment_name(&name, revision);
         let body = deployment::marks_patch(marks);
-        let marked = deployments
-            .patch(
-                &deployment::deployment_name(&name, revision),
-                &patch,
-                &Patch::Merge(&body),
-            )
-            .await?;
-        context.metrics.api_writes.inc();
-        written.deployment(&marked);
+        merge_patch(context, &deployments, &deployment_name, &body, written).await?;
     }
     for revision in &plan.delete {
         let deployment_name = deployment::deployment_name(&name, revision);
@@ -167,6 +160,26 @@ pub(super) struct AdminSecretCheck {
 
 /// How often a pod that does not start makes the controller check the admin-credential Secret again.
 pub(super) const ADMIN_SECRET_RECHECK: Duration = Duration::from_secs(30);
+
+/// A merge patch of a revision's Deployment (replicas, marks) under the field manager.
+async fn merge_patch(
+    context: &Context,
+    deployments: &Api<Deployment>,
+    deployment_name: &str,
+    body: &serde_json::Value,
+    written: &mut Written,
+) -> Result<(), Error> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let patched = deployments
+        .patch(deployment_name, &params, &Patch::Merge(body))
+        .await?;
+    context.metrics.api_writes.inc();
+    written.deployment(&patched);
+    Ok(())
+}
 
 /// Applies a Service when it is missing or selects the wrong revision; returns whether the selector changed.
 pub(super) async fn ensure_service(
