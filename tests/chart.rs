@@ -808,6 +808,8 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         json!([{"name": "admin-key", "mountPath": "/var/run/ferry/admin-key", "readOnly": true}])
     );
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ferry-admin-key");
+    // 0444: the controller runs as a non-root user and the pod sets no fsGroup.
+    assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o444);
     let admin_key =
         || get_json(&["secret", "ferry-admin-key", "-n", &ns.name])["data"]["key"].clone();
     let key_before_upgrade = admin_key();
