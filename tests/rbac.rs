@@ -503,7 +503,6 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         secret["metadata"]["ownerReferences"][0]["kind"],
         "ModelDeployment"
     );
-    assert_eq!(secret["immutable"], true);
     workload.make_ready(&mut controller, "iris", &first).await;
     workload
         .wait_status(&mut controller, "iris", "version 1 Ready", is_ready)

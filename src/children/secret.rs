@@ -32,8 +32,8 @@ pub fn desired_admin_secret(md: &ModelDeployment, credential: &str) -> Secret {
             ADMIN_CREDENTIAL_KEY.to_owned(),
             ByteString(credential.as_bytes().to_vec()),
         )])),
-        // Nothing but the controller changes it: a new credential is a new Secret.
-        immutable: Some(true),
+        // Not immutable: the kubelet stops watching an immutable Secret, so a re-created one (a rotation) would
+        // never reach the running pods' files.
         ..Default::default()
     }
 }
@@ -59,6 +59,6 @@ mod tests {
         let data = secret.data.unwrap();
         assert_eq!(data.len(), 1);
         assert_eq!(data["token"].0, b"id.secret");
-        assert_eq!(secret.immutable, Some(true));
+        assert_eq!(secret.immutable, None, "running pods must see a rotated Secret");
     }
 }

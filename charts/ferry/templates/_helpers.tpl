@@ -70,7 +70,7 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
 # One admin-credential Secret per ModelDeployment, mounted into its serving pods: created, never read (no get,
-# list or watch), never changed (it is immutable; a rotation is a new Secret).
+# list or watch), never changed (a rotation is a new Secret).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
