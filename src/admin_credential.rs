@@ -11,8 +11,9 @@
 //! The controller never reads Secrets. It does not need to: it derives the credential of any ModelDeployment from
 //! its key and the credential's public id, which each pod reports in its admin `/status`. Each ModelDeployment
 //! gets its own credential, so one leaked from a pod opens no other model. Deleting the Secret rotates it: the
-//! controller creates a new one, with a new id, the next time it checks (see `controller::ensure_admin_secret`);
-//! the kubelet swaps the files of running pods, which read the file on every call, so nothing restarts.
+//! controller creates a new one, with a new id, the next time it checks (`ensure_admin_secret` in
+//! `controller/apply.rs`); the kubelet swaps the files of running pods, which read the file on every call, so
+//! nothing restarts.
 
 use std::fmt;
 use std::path::Path;
