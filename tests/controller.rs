@@ -1093,7 +1093,10 @@ async fn admin_credential(world: &World, name: &str) -> (String, String) {
             secrets.get_opt(&format!("{name}-ferry-admin")).await.ok()?
         })
         .await;
-    assert_eq!(secret.immutable, None, "the kubelet refreshes only mutable Secrets");
+    assert_eq!(
+        secret.immutable, None,
+        "the kubelet refreshes only mutable Secrets"
+    );
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),

@@ -59,6 +59,9 @@ mod tests {
         let data = secret.data.unwrap();
         assert_eq!(data.len(), 1);
         assert_eq!(data["token"].0, b"id.secret");
-        assert_eq!(secret.immutable, None, "running pods must see a rotated Secret");
+        assert_eq!(
+            secret.immutable, None,
+            "running pods must see a rotated Secret"
+        );
     }
 }
