@@ -63,7 +63,7 @@ pub mod events {
     pub const ROLLED_BACK: &str = "RolledBack";
     pub const SUPERSEDED: &str = "Superseded";
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// A new admin-credential Secret was created (first rollout, rotation, or the Secret was deleted).
+    /// A new admin-credential Secret replaced a missing one (a rotation, or the Secret was deleted).
     pub const ADMIN_CREDENTIAL_ISSUED: &str = "AdminCredentialIssued";
 }
 

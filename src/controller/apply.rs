@@ -64,18 +64,14 @@ pub(super) async fn apply_plan(
             .filter(move |(revision, replicas)| {
                 (**replicas > current_replicas[revision.as_str()]) == up
             })
-            .map(|(revision, replicas)| (deployment::deployment_name(&name, revision), *replicas))
+            .map(|(revision, replicas)| {
+                let body = serde_json::json!({"spec": {"replicas": replicas}});
+                (deployment::deployment_name(&name, revision), body)
+            })
             .collect::<Vec<_>>()
     };
-    for (deployment_name, replicas) in scale(true) {
-        merge_patch(
-            context,
-            &deployments,
-            &deployment_name,
-            &serde_json::json!({"spec": {"replicas": replicas}}),
-            written,
-        )
-        .await?;
+    for (deployment_name, body) in scale(true) {
+        merge_patch(context, &deployments, &deployment_name, &body, written).await?;
     }
     let switched = ensure_service(
         &services,
@@ -106,15 +102,8 @@ pub(super) async fn apply_plan(
         switched,
         started,
     );
-    for (deployment_name, replicas) in scale(false) {
-        merge_patch(
-            context,
-            &deployments,
-            &deployment_name,
-            &serde_json::json!({"spec": {"replicas": replicas}}),
-            written,
-        )
-        .await?;
+    for (deployment_name, body) in scale(false) {
+        merge_patch(context, &deployments, &deployment_name, &body, written).await?;
     }
     for (revision, marks) in &plan.marks {
         let deployment_name = deployment::deployment_name(&name, revision);
@@ -259,6 +248,11 @@ pub(super) async fn ensure_admin_secret(
         context.metrics.api_writes.inc();
         let secret_name = secret::admin_secret_name(&name);
         info!(%name, %namespace, secret = %secret_name, %id, "issued an admin credential");
+        // The first credential is part of the first rollout; only a re-issued one (rotation, a deleted Secret)
+        // is worth an Event, and the first would cost every new ModelDeployment one more write.
+        if md.status.is_none() {
+            return Ok(());
+        }
         let event = Event {
             type_: EventType::Normal,
             reason: events::ADMIN_CREDENTIAL_ISSUED.into(),
