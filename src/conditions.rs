@@ -25,7 +25,7 @@ pub mod reasons {
     pub const AVAILABLE: &str = "Available";
     /// No version has been promoted yet.
     pub const NOTHING_SERVING: &str = "NothingServing";
-    /// The serving version has fewer ready replicas than desired.
+    /// The active revision has fewer ready replicas than desired.
     pub const REPLICAS_UNAVAILABLE: &str = "ReplicasUnavailable";
     /// A candidate is starting: downloading, verifying, loading, warming up.
     pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";

@@ -25,52 +25,45 @@ mod failure;
 mod report;
 mod watches;
 
-use apply::*;
-use caches::*;
+use apply::{apply_plan, AdminSecretCheck, Observation};
+use caches::{
+    children_ready, reflect, strip_model_deployment, Cache, Caches, Written, CATCH_UP_TIMEOUT,
+};
 pub use error::Error;
 pub use failure::failed_status;
-use failure::*;
-use report::*;
-use watches::*;
+use failure::record_failure;
+use report::publish_events;
+use watches::{owners, pod_owner, requests};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::{
     self as runtime_controller, applier, Action, Config as ControllerConfig, ReconcileReason,
     ReconcileRequest,
 };
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::CancelableJoinHandle;
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::admin_credential;
-use crate::api::{ModelDeployment, ModelDeploymentStatus, Phase};
-use crate::children::{deployment, pod, secret, service};
-use crate::conditions::{self, events, reasons, types, DesiredCondition};
+use crate::api::ModelDeployment;
+use crate::children::{deployment, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
-use crate::rollout::{self, DesiredRevision, ModelIdentity, Observed, Plan};
+use crate::rollout::{self, DesiredRevision, ModelIdentity, Observed};
 use crate::server_contract;
 
 /// The one field manager of every write the controller makes.
@@ -406,13 +399,13 @@ async fn reconcile_inner(
     // Observe, from the caches: what LISTs by the label `ferry.dev/model-deployment=<name>` and GETs of the two
     // Services would return.
     let caches = &context.caches;
-    let stable_name = service::stable_name(&name);
+    let active_name = service::active_name(&name);
     let preview_name = service::preview_name(&name);
     let owned_deployments = caches.deployments.owned_by(&namespace, &name);
     let owned_pods = caches.pods.owned_by(&namespace, &name);
-    let stable_service = caches.services.get(&namespace, &stable_name);
+    let active_service = caches.services.get(&namespace, &active_name);
     let preview_service = caches.services.get(&namespace, &preview_name);
-    let stable_target = stable_service
+    let active_service_target = active_service
         .as_deref()
         .and_then(service::selected_revision);
 
@@ -426,7 +419,7 @@ async fn reconcile_inner(
     let annotations = md.annotations();
     let previous_status = md.status.clone().unwrap_or_default();
     let endpoint = format!(
-        "http://{stable_name}.{namespace}.svc.{}:{}",
+        "http://{active_name}.{namespace}.svc.{}:{}",
         context.config.cluster_domain,
         server_contract::HTTP_PORT
     );
@@ -446,7 +439,7 @@ async fn reconcile_inner(
         },
         invalid_spec: invalid_spec(md, &context.config),
         revisions: &observed_revisions,
-        stable_target: stable_target.as_deref(),
+        active_service_target: active_service_target.as_deref(),
         requests: rollout::Requests {
             promote: annotations.get(requests::PROMOTE).map(String::as_str),
             abort: annotations.get(requests::ABORT).map(String::as_str),
@@ -462,7 +455,7 @@ async fn reconcile_inner(
             template: &template,
             revisions: &observed_revisions,
             pods: &owned_pods,
-            stable_service: stable_service.as_deref(),
+            active_service: active_service.as_deref(),
             preview_service: preview_service.as_deref(),
         },
         &plan,
@@ -503,244 +496,4 @@ fn invalid_spec(md: &ModelDeployment, config: &OperatorConfig) -> Option<String>
             config.server_formats.join(", ")
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conditions::settle;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(seconds).unwrap()
-    }
-
-    fn condition<'a>(
-        status: &'a ModelDeploymentStatus,
-        type_: &str,
-    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
-    }
-
-    #[test]
-    fn a_failure_without_a_status_gets_one() {
-        let status = failed_status(None, 3, "deployments.apps is forbidden", at(100));
-        assert_eq!(status.observed_generation, Some(3));
-        assert_eq!(status.phase, Some(Phase::Degraded));
-        let ready = condition(&status, types::READY);
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", reasons::RECONCILE_ERROR)
-        );
-        assert_eq!(ready.message, "deployments.apps is forbidden");
-        assert_eq!(ready.observed_generation, Some(3));
-        let degraded = condition(&status, types::DEGRADED);
-        assert_eq!(
-            (degraded.status.as_str(), degraded.reason.as_str()),
-            ("True", reasons::RECONCILE_ERROR)
-        );
-    }
-
-    #[test]
-    fn a_repeated_failure_leaves_the_status_identical() {
-        let first = failed_status(None, 3, "rejected", at(100));
-        let again = failed_status(Some(&first), 3, "rejected", at(160));
-        assert_eq!(again, first, "nothing to write the second time");
-        let other = failed_status(Some(&first), 3, "rejected differently", at(160));
-        assert_ne!(other, first);
-        assert_eq!(
-            condition(&other, types::DEGRADED).last_transition_time,
-            condition(&first, types::DEGRADED).last_transition_time,
-            "still degraded: no transition"
-        );
-    }
-
-    #[test]
-    fn a_failure_keeps_what_serves_and_only_flips_ready_and_degraded() {
-        let healthy = ModelDeploymentStatus {
-            observed_generation: Some(2),
-            phase: Some(Phase::Available),
-            endpoint: Some("http://iris.ml.svc.cluster.local:8080".into()),
-            conditions: settle(
-                &[],
-                vec![
-                    DesiredCondition::new(types::READY, true, reasons::AVAILABLE, "serves"),
-                    DesiredCondition::new(types::PROGRESSING, false, reasons::ROLLOUT_COMPLETE, ""),
-                    DesiredCondition::new(types::DEGRADED, false, reasons::HEALTHY, ""),
-                ],
-                Some(2),
-                &Time(at(10)),
-            ),
-            ..Default::default()
-        };
-        let failed = failed_status(Some(&healthy), 3, "rejected", at(100));
-        assert_eq!(failed.endpoint, healthy.endpoint);
-        assert_eq!(failed.conditions.len(), 3);
-        assert_eq!(
-            condition(&failed, types::PROGRESSING),
-            condition(&healthy, types::PROGRESSING)
-        );
-        assert_eq!(
-            condition(&failed, types::READY).last_transition_time,
-            Time(at(100))
-        );
-        assert_eq!(condition(&failed, types::READY).status, "False");
-        assert_eq!(condition(&failed, types::DEGRADED).status, "True");
-        assert_eq!(failed.observed_generation, Some(3));
-    }
-
-    #[test]
-    fn a_long_error_message_is_cut() {
-        let long = "é".repeat(MAX_ERROR_MESSAGE);
-        let status = failed_status(None, 1, &long, at(1));
-        let message = &condition(&status, types::READY).message;
-        assert!(message.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8());
-        assert!(message.ends_with('…'));
-    }
-
-    fn pod(name: &str, owner: &str) -> Pod {
-        serde_json::from_value(serde_json::json!({"metadata": {
-            "name": name, "namespace": "ml", "labels": {labels::MODEL_DEPLOYMENT: owner}}}))
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_relist_triggers_once_it_is_complete_and_once_per_owner() {
-        use watcher::Event::*;
-        let events = futures::stream::iter(vec![
-            Ok(Init),
-            Ok(InitApply(pod("a-1", "a"))),
-            Ok(InitApply(pod("a-2", "a"))),
-            Ok(InitApply(pod("b-1", "b"))),
-            Ok(InitDone),
-            Ok(Apply(pod("c-1", "c"))),
-            Ok(Delete(pod("a-1", "a"))),
-        ]);
-        let names: Vec<(usize, String)> = requests(events, true, pod_owner)
-            .enumerate()
-            .map(|(i, request)| (i, request.unwrap().obj_ref.name))
-            .collect()
-            .await;
-        let mut relisted: Vec<&str> = names[..2].iter().map(|(_, n)| n.as_str()).collect();
-        relisted.sort();
-        assert_eq!(relisted, ["a", "b"]);
-        assert_eq!(names[2].1, "c");
-        assert_eq!(names[3].1, "a", "a deleted child triggers its owner");
-        assert_eq!(names.len(), 4);
-    }
-
-    #[test]
-    fn a_refused_request_reads_as_the_api_servers_message() {
-        let status = kube::core::Status {
-            code: 422,
-            reason: "Invalid".into(),
-            message: "deployments.apps \"iris-1\" is forbidden: frozen".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            Error::Kube(kube::Error::Api(Box::new(status))).condition_message(),
-            "the API server refused a request (422 Invalid): deployments.apps \"iris-1\" is forbidden: frozen"
-        );
-    }
-
-    fn deployment_at(name: &str, version: &str) -> Deployment {
-        let mut deployment = Deployment::default();
-        deployment.metadata.name = Some(name.into());
-        deployment.metadata.namespace = Some("ml".into());
-        deployment.metadata.resource_version = Some(version.into());
-        deployment
-    }
-
-    #[test]
-    fn a_relist_counts_once_it_is_done() {
-        use watcher::Event::*;
-        let mut versions = AppliedVersions::default();
-        assert_eq!(versions.applied(&Apply(deployment_at("a", "5"))), 5);
-        assert_eq!(versions.applied(&Init::<Deployment>), 0);
-        assert_eq!(versions.applied(&InitApply(deployment_at("a", "9"))), 0);
-        assert_eq!(versions.applied(&InitApply(deployment_at("b", "7"))), 0);
-        assert_eq!(versions.applied(&InitDone::<Deployment>), 9);
-        assert_eq!(versions.applied(&Delete(deployment_at("b", "12"))), 12);
-    }
-
-    #[test]
-    fn the_caches_hold_a_write_once_they_applied_its_version_or_saw_its_deletion() {
-        let (model_deployments, _) = reflector::store::<ModelDeployment>();
-        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
-        let (pods, _) = reflector::store::<Pod>();
-        let (services, _) = reflector::store::<Service>();
-        let caches = Caches {
-            model_deployments: Cache::new(model_deployments),
-            deployments: Cache::new(deployments),
-            pods: Cache::new(pods),
-            services: Cache::new(services),
-            children_ready: futures::future::ready(true).boxed().shared(),
-            changed: Notify::new(),
-        };
-        deployment_writer.apply_watcher_event(&watcher::Event::Apply(deployment_at("old", "3")));
-        caches.deployments.applied.store(3, Ordering::Release);
-        let written = Written {
-            deployments: 4,
-            deleted: vec!["old".into()],
-            ..Default::default()
-        };
-        assert!(!caches.hold("ml", &written), "version 4 not seen yet");
-        caches.deployments.applied.store(4, Ordering::Release);
-        assert!(
-            !caches.hold("ml", &written),
-            "the deleted one is still cached"
-        );
-        assert!(
-            caches.hold("other", &written),
-            "no such Deployment in another namespace"
-        );
-        deployment_writer.apply_watcher_event(&watcher::Event::Delete(deployment_at("old", "5")));
-        assert!(caches.hold("ml", &written));
-        assert!(caches.hold("ml", &Written::default()));
-        assert!(!caches.hold(
-            "ml",
-            &Written {
-                model_deployment: 1,
-                ..Default::default()
-            }
-        ));
-    }
-
-    #[tokio::test]
-    async fn every_reconcile_waiting_for_the_caches_wakes_when_they_are_filled() {
-        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
-        let (pods, mut pod_writer) = reflector::store::<Pod>();
-        let (services, mut service_writer) = reflector::store::<Service>();
-        let ready = children_ready(&deployments, &pods, &services);
-        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(waiters.iter().all(|w| !w.is_finished()));
-        for event in [watcher::Event::Init, watcher::Event::InitDone] {
-            deployment_writer.apply_watcher_event(&event);
-        }
-        for event in [watcher::Event::Init, watcher::Event::InitDone] {
-            pod_writer.apply_watcher_event(&event);
-        }
-        for event in [watcher::Event::Init, watcher::Event::InitDone] {
-            service_writer.apply_watcher_event(&event);
-        }
-        for waiter in waiters {
-            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-            assert!(woke.expect("every waiter wakes").unwrap());
-        }
-    }
-
-    #[test]
-    fn written_versions_only_grow() {
-        let mut written = Written::default();
-        assert!(written.is_empty());
-        let mut deployment = Deployment::default();
-        deployment.metadata.resource_version = Some("42".into());
-        written.deployment(&deployment);
-        deployment.metadata.resource_version = Some("17".into());
-        written.deployment(&deployment);
-        deployment.metadata.resource_version = Some("opaque".into());
-        written.deployment(&deployment);
-        assert_eq!(written.deployments, 42);
-        assert!(!written.is_empty());
-    }
 }

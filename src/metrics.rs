@@ -33,7 +33,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Rollouts by transition: started, promoted, aborted, rolled_back, superseded.
     pub rollouts: Family<RolloutLabels, Counter>,
-    /// Seconds from a candidate's Deployment becoming available to the stable Service switching to it.
+    /// Seconds from a candidate's Deployment becoming available to the active Service switching to it.
     pub promotion_latency: Histogram,
     /// Writes to the API server (applies, patches, deletes, status writes).
     pub api_writes: Counter,

@@ -3,7 +3,7 @@
 //! ```text
 //!   ModelDeployment spec + previous status ─┐                 strategy (blue_green, ...)
 //!   revisions (Deployments + their pods) ───┼──▶ decide() ──▶   └─▶ Summary: the active revision, the candidate's
-//!   stable Service's target, requests, now ─┘                         state, marks, requeue
+//!   active Service's target, requests, now ─┘                         state, marks, requeue
 //!                                                              shared: replicas ─▶ status ─▶ history + events ─▶ Plan
 //! ```
 //!
@@ -13,7 +13,7 @@
 //! returns a [`Summary`].
 //!
 //! Nothing here talks to the API server, so every transition is unit-tested without a cluster. The state that
-//! must survive a controller restart lives in the cluster itself: which revision is active is the stable Service's
+//! must survive a controller restart lives in the cluster itself: which revision is active is the active Service's
 //! selector, and each revision's Deployment carries its marks (when it was promoted, when its rollout started,
 //! why it was aborted). Events and history entries are derived by comparing the new status with the previous
 //! one, so a reconcile that is repeated (after a failed status write, a restart) reports each transition once.
@@ -21,7 +21,7 @@
 //! Words, used the same way in code, status, events and `kubectl ferry`:
 //! - **revision**: one pod template (model, server settings), named by its hash; one Deployment each.
 //! - **desired** revision: the one the current spec makes.
-//! - **active** revision: the one the stable Service sends traffic to (`status.active`).
+//! - **active** revision: the one the active Service sends traffic to (`status.active`).
 //! - **candidate**: the desired revision while it is not active: loading, waiting for promotion, or aborted
 //!   (`status.candidate`); the preview Service selects it while it runs.
 //! - **previous** revisions: formerly active ones kept warm for an instant rollback (`status.previous`).
@@ -154,10 +154,10 @@ pub struct Observed<'a> {
     /// Why the spec cannot be run by the serving image, if it cannot.
     pub invalid_spec: Option<String>,
     pub revisions: &'a [ObservedRevision],
-    /// The revision the stable Service selects.
-    pub stable_target: Option<&'a str>,
+    /// The revision the active Service selects.
+    pub active_service_target: Option<&'a str>,
     pub requests: Requests<'a>,
-    /// In-cluster URL of the stable Service.
+    /// In-cluster URL of the active Service.
     pub endpoint: String,
     pub now: Timestamp,
 }
@@ -181,7 +181,7 @@ pub struct PlannedEvent {
 /// What should exist after this reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Revision the stable Service selects (the active one); None selects no pods.
+    /// Revision the active Service selects (the active one); None selects no pods.
     pub active: Option<String>,
     /// Revision the preview Service selects (a running candidate); None selects no pods.
     pub preview: Option<String>,

@@ -317,7 +317,7 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 
-    /// The revision receiving traffic through the stable Service.
+    /// The revision receiving traffic through the active Service `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<RevisionStatus>,
 
@@ -333,7 +333,7 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
 
-    /// In-cluster URL of the stable inference endpoint.
+    /// In-cluster URL of the inference endpoint: the active Service `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 
@@ -352,7 +352,7 @@ pub enum Phase {
     Progressing,
     /// The desired version serves with all its replicas ready.
     Available,
-    /// The last rollout failed or the serving version lost ready replicas; the status says why.
+    /// The last rollout failed or the active revision lost ready replicas; the status says why.
     Degraded,
 }
 

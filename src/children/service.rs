@@ -1,4 +1,4 @@
-//! The stable Service `<name>` (the active revision) and the preview Service `<name>-preview` (the candidate).
+//! The active Service `<name>` (the active revision) and the preview Service `<name>-preview` (the candidate).
 //!
 //! Both expose the inference port only; the admin port (metrics, model repository) stays inside the pod.
 //! Switching traffic is a single write of a Service's selector.
@@ -15,7 +15,7 @@ use crate::server_contract as contract;
 
 use super::{child_labels, owner_reference};
 
-pub fn stable_name(md_name: &str) -> String {
+pub fn active_name(md_name: &str) -> String {
     md_name.to_owned()
 }
 
@@ -94,7 +94,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let empty = desired_service(&md, stable_name("iris"), None);
+        let empty = desired_service(&md, active_name("iris"), None);
         assert_eq!(selected_revision(&empty), None);
         let targeted = desired_service(&md, preview_name("iris"), Some("abc"));
         assert_eq!(targeted.metadata.name.as_deref(), Some("iris-preview"));
@@ -113,7 +113,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let full = desired_service(&md, stable_name("iris"), Some("abc"));
+        let full = desired_service(&md, active_name("iris"), Some("abc"));
         let mut cached = full.clone();
         strip_for_cache(&mut cached);
         assert_eq!(selected_revision(&cached).as_deref(), Some("abc"));

@@ -1,13 +1,35 @@
 //! The children that are ensured rather than planned: the Services' selectors and the admin-credential Secret.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use tracing::{info, warn};
+
+use kube::{Resource, ResourceExt};
+
+use super::caches::Written;
+use super::failure::status_body;
+use super::report::track_promotion_latency;
+use super::{lock, object_key, Context, Error, FIELD_MANAGER};
+use crate::admin_credential;
+use crate::api::ModelDeployment;
+use crate::children::{deployment, pod, secret, service};
+use crate::conditions::events;
+use crate::labels::requests;
+use crate::metrics::Metrics;
+use crate::rollout::{self, Plan};
 
 /// What a reconcile observed that applying its plan needs.
 pub(super) struct Observation<'a> {
     pub(super) template: &'a deployment::RevisionTemplate,
     pub(super) revisions: &'a [rollout::ObservedRevision],
     pub(super) pods: &'a [Arc<Pod>],
-    pub(super) stable_service: Option<&'a Service>,
+    pub(super) active_service: Option<&'a Service>,
     pub(super) preview_service: Option<&'a Service>,
 }
 
@@ -28,11 +50,11 @@ pub(super) async fn apply_plan(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
-    let stable_name = service::stable_name(&name);
+    let active_name = service::active_name(&name);
     let preview_name = service::preview_name(&name);
     let (template, observed_revisions, owned_pods) =
         (observed.template, observed.revisions, observed.pods);
-    let (stable_service, preview_service) = (observed.stable_service, observed.preview_service);
+    let (active_service, preview_service) = (observed.active_service, observed.preview_service);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let current_replicas: BTreeMap<&str, i32> = observed_revisions
         .iter()
@@ -76,8 +98,8 @@ pub(super) async fn apply_plan(
     let switched = ensure_service(
         &services,
         md,
-        &stable_name,
-        stable_service,
+        &active_name,
+        active_service,
         plan.active.as_deref(),
         &context.metrics,
         written,

@@ -2,7 +2,29 @@
 //! what the controller never reads, with the newest resourceVersion each applied, and what a reconcile wrote so
 //! that the next one can wait until the caches hold it.
 
-use super::*;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, Shared};
+use futures::Stream;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use futures::{FutureExt, TryStreamExt};
+use kube::runtime::WatchStreamExt;
+
+use crate::api::ModelDeployment;
+use crate::labels;
 
 /// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
 /// on with what they hold (a watch that reconnects can take longer; the events it then delivers trigger again).
@@ -198,4 +220,112 @@ pub(super) fn children_ready(
     }
     .boxed()
     .shared()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    fn deployment_at(name: &str, version: &str) -> Deployment {
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some(name.into());
+        deployment.metadata.namespace = Some("ml".into());
+        deployment.metadata.resource_version = Some(version.into());
+        deployment
+    }
+
+    #[test]
+    fn a_relist_counts_once_it_is_done() {
+        use watcher::Event::*;
+        let mut versions = AppliedVersions::default();
+        assert_eq!(versions.applied(&Apply(deployment_at("a", "5"))), 5);
+        assert_eq!(versions.applied(&Init::<Deployment>), 0);
+        assert_eq!(versions.applied(&InitApply(deployment_at("a", "9"))), 0);
+        assert_eq!(versions.applied(&InitApply(deployment_at("b", "7"))), 0);
+        assert_eq!(versions.applied(&InitDone::<Deployment>), 9);
+        assert_eq!(versions.applied(&Delete(deployment_at("b", "12"))), 12);
+    }
+
+    #[test]
+    fn the_caches_hold_a_write_once_they_applied_its_version_or_saw_its_deletion() {
+        let (model_deployments, _) = reflector::store::<ModelDeployment>();
+        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
+        let (pods, _) = reflector::store::<Pod>();
+        let (services, _) = reflector::store::<Service>();
+        let caches = Caches {
+            model_deployments: Cache::new(model_deployments),
+            deployments: Cache::new(deployments),
+            pods: Cache::new(pods),
+            services: Cache::new(services),
+            children_ready: futures::future::ready(true).boxed().shared(),
+            changed: Notify::new(),
+        };
+        deployment_writer.apply_watcher_event(&watcher::Event::Apply(deployment_at("old", "3")));
+        caches.deployments.applied.store(3, Ordering::Release);
+        let written = Written {
+            deployments: 4,
+            deleted: vec!["old".into()],
+            ..Default::default()
+        };
+        assert!(!caches.hold("ml", &written), "version 4 not seen yet");
+        caches.deployments.applied.store(4, Ordering::Release);
+        assert!(
+            !caches.hold("ml", &written),
+            "the deleted one is still cached"
+        );
+        assert!(
+            caches.hold("other", &written),
+            "no such Deployment in another namespace"
+        );
+        deployment_writer.apply_watcher_event(&watcher::Event::Delete(deployment_at("old", "5")));
+        assert!(caches.hold("ml", &written));
+        assert!(caches.hold("ml", &Written::default()));
+        assert!(!caches.hold(
+            "ml",
+            &Written {
+                model_deployment: 1,
+                ..Default::default()
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_caches_wakes_when_they_are_filled() {
+        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
+        let (pods, mut pod_writer) = reflector::store::<Pod>();
+        let (services, mut service_writer) = reflector::store::<Service>();
+        let ready = children_ready(&deployments, &pods, &services);
+        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            deployment_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            pod_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            service_writer.apply_watcher_event(&event);
+        }
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(woke.expect("every waiter wakes").unwrap());
+        }
+    }
+
+    #[test]
+    fn written_versions_only_grow() {
+        let mut written = Written::default();
+        assert!(written.is_empty());
+        let mut deployment = Deployment::default();
+        deployment.metadata.resource_version = Some("42".into());
+        written.deployment(&deployment);
+        deployment.metadata.resource_version = Some("17".into());
+        written.deployment(&deployment);
+        deployment.metadata.resource_version = Some("opaque".into());
+        written.deployment(&deployment);
+        assert_eq!(written.deployments, 42);
+        assert!(!written.is_empty());
+    }
 }

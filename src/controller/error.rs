@@ -1,7 +1,5 @@
 //! The controller's one error type, with the short label of the failure metric and the condition message.
 
-use super::*;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
@@ -33,5 +31,24 @@ impl Error {
             ),
             other => other.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_reads_as_the_api_servers_message() {
+        let status = kube::core::Status {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "deployments.apps \"iris-1\" is forbidden: frozen".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Error::Kube(kube::Error::Api(Box::new(status))).condition_message(),
+            "the API server refused a request (422 Invalid): deployments.apps \"iris-1\" is forbidden: frozen"
+        );
     }
 }

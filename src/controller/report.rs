@@ -1,6 +1,17 @@
 //! What a reconcile reports besides the status: Events for its transitions and the promotion-latency metric.
 
-use super::*;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType};
+use tracing::warn;
+
+use kube::Resource;
+
+use super::{lock, object_key, Context};
+use crate::api::ModelDeployment;
+use crate::children::deployment;
+use crate::rollout::{self, Plan};
 
 /// Records how long a fully available candidate waited for traffic, as the controller saw it.
 pub(super) fn track_promotion_latency(

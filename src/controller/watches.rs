@@ -1,6 +1,19 @@
 //! Which ModelDeployments a watch event concerns: owners of children, and relists once they are complete.
 
-use super::*;
+use std::collections::HashSet;
+
+use futures::Stream;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{ReconcileReason, ReconcileRequest};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::Resource;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+
+use crate::api::ModelDeployment;
+use crate::labels;
 
 /// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
 /// requests of a relist are sent when it is done, as that is when the store holds its objects.
@@ -72,4 +85,40 @@ pub(super) fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
         return Vec::new();
     };
     vec![related(pod, ObjectRef::new(owner).within(namespace))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, owner: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "namespace": "ml", "labels": {labels::MODEL_DEPLOYMENT: owner}}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_relist_triggers_once_it_is_complete_and_once_per_owner() {
+        use watcher::Event::*;
+        let events = futures::stream::iter(vec![
+            Ok(Init),
+            Ok(InitApply(pod("a-1", "a"))),
+            Ok(InitApply(pod("a-2", "a"))),
+            Ok(InitApply(pod("b-1", "b"))),
+            Ok(InitDone),
+            Ok(Apply(pod("c-1", "c"))),
+            Ok(Delete(pod("a-1", "a"))),
+        ]);
+        let names: Vec<(usize, String)> = requests(events, true, pod_owner)
+            .enumerate()
+            .map(|(i, request)| (i, request.unwrap().obj_ref.name))
+            .collect()
+            .await;
+        let mut relisted: Vec<&str> = names[..2].iter().map(|(_, n)| n.as_str()).collect();
+        relisted.sort();
+        assert_eq!(relisted, ["a", "b"]);
+        assert_eq!(names[2].1, "c");
+        assert_eq!(names[3].1, "a", "a deleted child triggers its owner");
+        assert_eq!(names.len(), 4);
+    }
 }

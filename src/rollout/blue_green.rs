@@ -22,7 +22,7 @@ pub fn decide(observed: &Observed) -> Summary {
     let desired_rev = observed.find(desired);
     // Only a revision whose Deployment exists can be active.
     let active_before = observed
-        .stable_target
+        .active_service_target
         .filter(|r| observed.find(r).is_some())
         .map(str::to_owned);
 

@@ -75,7 +75,7 @@ struct Scenario {
     status: ModelDeploymentStatus,
     desired: &'static str,
     revisions: Vec<ObservedRevision>,
-    stable: Option<&'static str>,
+    active: Option<&'static str>,
     promote: Option<&'static str>,
     abort: Option<&'static str>,
     invalid: Option<String>,
@@ -90,7 +90,7 @@ impl Scenario {
             status: ModelDeploymentStatus::default(),
             desired,
             revisions: Vec::new(),
-            stable: None,
+            active: None,
             promote: None,
             abort: None,
             invalid: None,
@@ -101,9 +101,9 @@ impl Scenario {
         self.revisions.push(r);
         self
     }
-    /// The stable Service selects `r`, and the previous reconcile reported it active.
-    fn stable(mut self, r: &'static str) -> Self {
-        self.stable = Some(r);
+    /// The active Service selects `r`, and the previous reconcile reported it active.
+    fn active(mut self, r: &'static str) -> Self {
+        self.active = Some(r);
         self.status.active = Some(RevisionStatus {
             revision: r.into(),
             version: model(r).version,
@@ -192,7 +192,7 @@ fn a_version_bump_keeps_traffic_on_the_active_revision_while_loading() {
     let plan = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(revision("b", 90, 2))
-        .stable("a")
+        .active("a")
         .decide();
     assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.preview.as_deref(), Some("b"));
@@ -212,7 +212,7 @@ fn promotion_switches_traffic_and_keeps_the_old_revision_warm() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(ready(revision("b", 90, 2)))
-        .stable("a");
+        .active("a");
     scenario.spec.rollout.previous_replicas = Some(1);
     let plan = scenario.decide();
     assert_eq!(plan.active.as_deref(), Some("b"));
@@ -233,7 +233,7 @@ fn a_load_failure_aborts_the_candidate_and_traffic_stays() {
     let plan = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(failing)
-        .stable("a")
+        .active("a")
         .decide();
     assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.preview, None);
@@ -265,7 +265,7 @@ fn a_candidate_past_its_deadline_is_aborted() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(revision("b", 90, 2))
-        .stable("a");
+        .active("a");
     scenario.spec.rollout.load_timeout_seconds = 30;
     scenario.now = 119;
     let plan = scenario.decide();
@@ -296,7 +296,7 @@ fn an_abort_is_sticky_until_the_spec_changes() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(aborted)
-        .stable("a");
+        .active("a");
     scenario.generation = 2;
     let plan = scenario.decide();
     assert_eq!(plan.desired_replicas, Some(0));
@@ -314,7 +314,7 @@ fn rollback_to_a_warm_revision_switches_at_once() {
     let plan = Scenario::new("a")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(promoted(ready(revision("b", 50, 2)), 60))
-        .stable("b")
+        .active("b")
         .decide();
     assert_eq!(plan.active.as_deref(), Some("a"));
     assert_eq!(plan.desired_replicas, Some(2));
@@ -331,7 +331,7 @@ fn a_cold_old_revision_is_rolled_out_like_a_new_one() {
     let plan = Scenario::new("a")
         .with(promoted(revision("a", 0, 0), 10))
         .with(promoted(ready(revision("b", 50, 2)), 60))
-        .stable("b")
+        .active("b")
         .decide();
     assert_eq!(plan.active.as_deref(), Some("b"));
     assert_eq!(plan.desired_replicas, Some(2));
@@ -343,7 +343,7 @@ fn a_spec_change_mid_rollout_supersedes_the_candidate() {
     let mut scenario = Scenario::new("c")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(revision("b", 50, 2))
-        .stable("a");
+        .active("a");
     scenario.status = scenario.decide_status_with_candidate("b");
     let plan = scenario.decide();
     assert_eq!(plan.scale.get("b"), Some(&0));
@@ -367,7 +367,7 @@ impl Scenario {
                 r.rolled_out = false;
             }
         }
-        earlier.stable = self.stable;
+        earlier.active = self.active;
         earlier.status = self.status.clone();
         earlier.spec = self.spec.clone();
         earlier.decide().status
@@ -379,7 +379,7 @@ fn without_auto_promote_a_ready_candidate_waits_for_promote() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(ready(revision("b", 90, 2)))
-        .stable("a");
+        .active("a");
     scenario.spec.rollout.auto_promote = false;
     scenario.status = scenario.decide_status_with_candidate("b");
     let waiting = scenario.decide();
@@ -422,7 +422,7 @@ fn a_serving_revision_without_its_promotion_mark_gets_it() {
     let plan = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(ready(revision("b", 50, 2)))
-        .stable("b")
+        .active("b")
         .decide();
     assert_eq!(plan.marks["b"].promoted_at, Some(at(100)));
     assert_eq!(plan.marks["b"].rollout_started_at, None);
@@ -434,7 +434,7 @@ fn abort_request_aborts_the_named_candidate() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(revision("b", 90, 2))
-        .stable("a");
+        .active("a");
     scenario.abort = Some("b");
     let plan = scenario.decide();
     assert_eq!(plan.desired_replicas, Some(0));
@@ -448,7 +448,7 @@ fn abort_request_aborts_the_named_candidate() {
 fn scaling_resizes_the_active_revision_and_a_candidate() {
     let mut scenario = Scenario::new("a")
         .with(promoted(ready(revision("a", 0, 2)), 10))
-        .stable("a");
+        .active("a");
     scenario.spec.replicas = 5;
     let plan = scenario.decide();
     assert_eq!(plan.desired_replicas, Some(5));
@@ -462,7 +462,7 @@ fn scaling_resizes_the_active_revision_and_a_candidate() {
     let mut bump = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(revision("b", 90, 2))
-        .stable("a");
+        .active("a");
     bump.spec.replicas = 4;
     let plan = bump.decide();
     assert_eq!(plan.desired_replicas, Some(4));
@@ -471,7 +471,7 @@ fn scaling_resizes_the_active_revision_and_a_candidate() {
 
 #[test]
 fn pruning_keeps_warm_previous_and_deletes_beyond_the_history_limit() {
-    let mut scenario = Scenario::new("f").stable("f");
+    let mut scenario = Scenario::new("f").active("f");
     for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
         let t = i as i64 * 10;
         scenario = scenario.with(promoted(ready(revision(name, t, 2)), t + 1));
@@ -509,7 +509,7 @@ fn pruning_keeps_warm_previous_and_deletes_beyond_the_history_limit() {
 fn an_invalid_spec_deploys_nothing_and_traffic_stays() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
-        .stable("a");
+        .active("a");
     scenario.invalid = Some(
         "spec.model.format \"pmml\" is not supported by ferry-server (supported: onnx)".into(),
     );
@@ -537,13 +537,13 @@ fn repeated_reconciles_report_each_transition_once() {
         Scenario::new("b")
             .with(promoted(ready(revision("a", 0, 2)), 10))
             .with(revision("b", 90, 2))
-            .stable("a"),
+            .active("a"),
     ];
     for mut scenario in scenarios {
         let first = scenario.decide();
         scenario.status = first.status.clone();
-        if let Some(stable) = first.active.clone() {
-            scenario.stable = Some(Box::leak(stable.into_boxed_str()));
+        if let Some(active) = first.active.clone() {
+            scenario.active = Some(Box::leak(active.into_boxed_str()));
         }
         for r in &mut scenario.revisions {
             if let Some(m) = first.marks.get(&r.revision) {
@@ -561,9 +561,9 @@ fn repeated_reconciles_report_each_transition_once() {
     }
 }
 
-/// The invariant: the stable Service only ever selects a revision that is available.
+/// The invariant: the active Service only ever selects a revision that is available.
 #[test]
-fn stable_never_targets_an_unavailable_revision() {
+fn the_active_service_never_targets_an_unavailable_revision() {
     let shapes: Vec<fn(ObservedRevision) -> ObservedRevision> = vec![
         |r| r,
         ready,
@@ -581,22 +581,22 @@ fn stable_never_targets_an_unavailable_revision() {
     ];
     for (i, a_shape) in shapes.iter().enumerate() {
         for (j, b_shape) in shapes.iter().enumerate() {
-            for stable in [None, Some("a"), Some("b")] {
+            for active in [None, Some("a"), Some("b")] {
                 for desired in ["a", "b"] {
                     let mut scenario = Scenario::new(desired)
                         .with(a_shape(revision("a", 0, 2)))
                         .with(b_shape(revision("b", 10, 2)));
-                    scenario.stable = stable;
+                    scenario.active = active;
                     let plan = scenario.decide();
-                    if plan.active.as_deref() != stable {
+                    if plan.active.as_deref() != active {
                         let target = scenario
                             .revisions
                             .iter()
                             .find(|r| Some(r.revision.as_str()) == plan.active.as_deref())
-                            .expect("stable targets an existing revision");
+                            .expect("the active Service targets an existing revision");
                         assert!(
                             target.rolled_out && target.available_replicas >= target.replicas && target.available_replicas > 0,
-                            "case a#{i} b#{j} stable {stable:?} desired {desired}: switched to unavailable {target:?}"
+                            "case a#{i} b#{j} active {active:?} desired {desired}: switched to unavailable {target:?}"
                         );
                     }
                 }
@@ -620,7 +620,7 @@ impl Scenario {
             },
             invalid_spec: self.invalid.clone(),
             revisions: &self.revisions,
-            stable_target: self.stable,
+            active_service_target: self.active,
             requests: Requests {
                 promote: self.promote,
                 abort: self.abort,
@@ -702,7 +702,7 @@ fn history_and_events_follow_the_summary_and_are_recorded_once() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(ready(revision("b", 20, 2)))
-        .stable("a");
+        .active("a");
     let promoted_b = summary(Some("b"), CandidateState::Promote { rollback: false });
     let observed = scenario.observed();
     let planned = replicas::plan(&observed, &promoted_b);
@@ -742,14 +742,14 @@ fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_messa
             r.available_replicas = 1;
             r
         })
-        .stable("a");
+        .active("a");
     let candidate = scenario.decide().status.candidate.unwrap();
     assert_eq!(candidate.reason.as_deref(), Some("Loading"));
     assert_eq!(candidate.message.as_deref(), Some("1/2 ready"));
 
     let deploying = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
-        .stable("a")
+        .active("a")
         .decide();
     assert_eq!(
         deploying.status.candidate.unwrap().reason.as_deref(),
@@ -758,7 +758,7 @@ fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_messa
 
     let mut failed = scenario.revisions.clone();
     failed[1].load_failure = Some("ChecksumMismatch: expected 00, got 11".into());
-    let mut failing = Scenario::new("b").stable("a");
+    let mut failing = Scenario::new("b").active("a");
     failing.revisions = failed;
     let aborted = failing.decide().status.candidate.unwrap();
     assert_eq!(aborted.reason.as_deref(), Some("ModelLoadFailed"));
