@@ -35,7 +35,8 @@ pub mod reasons {
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     /// ferry-server reported that the model cannot be served (the message carries the server's reason).
     pub const MODEL_LOAD_FAILED: &str = "ModelLoadFailed";
-    /// The candidate was not available within spec.rollout.loadTimeoutSeconds.
+    /// The candidate made no load progress for spec.rollout.progressDeadlineSeconds, or was not available
+    /// within spec.rollout.loadTimeoutSeconds.
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// Somebody ran `kubectl ferry abort`.
     pub const ABORTED_BY_USER: &str = "AbortedByUser";
@@ -47,6 +48,9 @@ pub mod reasons {
     pub const LOADING: &str = "Loading";
     /// The spec asks for something the serving image cannot do; nothing was deployed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A ready pod serves a model whose SHA-256 differs from the pinned one (or pods of one revision serve
+    /// different files): a fault to investigate, never hidden.
+    pub const SERVED_CHECKSUM_MISMATCH: &str = "ServedChecksumMismatch";
     /// Nothing is wrong.
     pub const HEALTHY: &str = "Healthy";
     /// The last reconcile failed (an API request was rejected or failed); the message carries the error. The

@@ -22,6 +22,7 @@ mod apply;
 mod caches;
 mod error;
 mod failure;
+mod pod_reader;
 mod report;
 mod watches;
 
@@ -32,6 +33,7 @@ use caches::{
 pub use error::Error;
 pub use failure::failed_status;
 use failure::record_failure;
+pub use pod_reader::PodReader;
 use report::publish_events;
 use watches::{owners, pod_owner, requests};
 
@@ -58,7 +60,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, PodPhase};
 use crate::children::{deployment, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
@@ -86,6 +88,10 @@ pub struct Context {
     written: Mutex<HashMap<String, Written>>,
     /// When this process last made sure each ModelDeployment's admin-credential Secret exists.
     admin_secrets: Mutex<HashMap<String, AdminSecretCheck>>,
+    /// What each serving pod's server last reported.
+    pod_reader: Arc<PodReader>,
+    /// When each ModelDeployment's status was last written, for the throttle on progress-only writes.
+    status_written: Mutex<HashMap<String, Instant>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +106,7 @@ impl Context {
         config: OperatorConfig,
         metrics: Arc<Metrics>,
         caches: Arc<Caches>,
+        pod_reader: Arc<PodReader>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -118,6 +125,8 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             admin_secrets: Mutex::default(),
+            pod_reader,
+            status_written: Mutex::default(),
         }
     }
 
@@ -160,6 +169,7 @@ impl Context {
         lock(&self.failures).remove(key);
         lock(&self.written).remove(key);
         lock(&self.admin_secrets).remove(key);
+        lock(&self.status_written).remove(key);
         let prefix = format!("{key}/");
         lock(&self.available_since).retain(|revision, _| !revision.starts_with(&prefix));
     }
@@ -243,16 +253,19 @@ async fn run_scope(
     let caches = Arc::new(Caches {
         model_deployments: Cache::new(md_store.clone()),
         deployments: Cache::new(deployment_store),
-        pods: Cache::new(pod_store),
+        pods: Cache::new(pod_store.clone()),
         services: Cache::new(service_store),
         children_ready,
         changed: Notify::new(),
     });
+    let pod_reader = Arc::new(PodReader::default());
+    let pod_reports = pod_reader.clone().run(pod_store, metrics.clone());
     let context = Arc::new(Context::new(
         client.clone(),
         config,
         metrics,
         caches.clone(),
+        pod_reader,
     ));
 
     let owned = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
@@ -305,6 +318,7 @@ async fn run_scope(
         requests(deployments, true, owners::<Deployment>).boxed(),
         requests(services, true, owners::<Service>).boxed(),
         requests(pods, true, pod_owner).boxed(),
+        pod_reports.map(Ok).boxed(),
     ])
     .take_until(shutdown);
 
@@ -415,6 +429,7 @@ async fn reconcile_inner(
         .iter()
         .filter(|d| is_owned_by(d, md))
         .filter_map(|d| deployment::observe(d, &pod_refs))
+        .map(|revision| with_pods(revision, &pod_refs, &context.pod_reader))
         .collect();
     let annotations = md.annotations();
     let previous_status = md.status.clone().unwrap_or_default();
@@ -448,7 +463,7 @@ async fn reconcile_inner(
         now,
     });
 
-    apply_plan(
+    let deferred = apply_plan(
         context,
         md,
         &Observation {
@@ -465,7 +480,11 @@ async fn reconcile_inner(
     .await?;
     publish_events(context, md, &plan).await;
 
-    Ok(match plan.requeue_after {
+    let requeue_after = match (plan.requeue_after, deferred) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(match requeue_after {
         Some(after) => Action::requeue(after + Duration::from_millis(50)),
         None => Action::await_change(),
     })
@@ -476,6 +495,29 @@ async fn reconcile_inner(
 fn whole_seconds_now() -> Timestamp {
     let now = Timestamp::now();
     Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Adds what each pod of the revision reports from inside (phase, SHA-256, progress); a load that failed inside
+/// a running pod is the revision's load failure like one its termination message reports.
+fn with_pods(
+    mut revision: rollout::ObservedRevision,
+    pods: &[&Pod],
+    reader: &PodReader,
+) -> rollout::ObservedRevision {
+    revision.pods = pods
+        .iter()
+        .filter(|p| p.labels().get(labels::REVISION) == Some(&revision.revision))
+        .map(|p| pod::observe(p, reader.report(p).as_ref()))
+        .collect();
+    if revision.load_failure.is_none() {
+        revision.load_failure = revision
+            .pods
+            .iter()
+            .filter(|p| p.phase == PodPhase::Failed)
+            .find_map(|p| p.failure.as_ref())
+            .map(|(reason, message)| format!("{reason}: {message}"));
+    }
+    revision
 }
 
 fn is_owned_by(deployment: &Deployment, md: &ModelDeployment) -> bool {

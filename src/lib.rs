@@ -14,5 +14,6 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;
+pub mod pod_state;
 pub mod rollout;
 pub mod server_contract;

@@ -26,6 +26,12 @@ pub struct RolloutLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodReadLabels {
+    /// `answered` or `unreachable`.
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -39,6 +45,10 @@ pub struct Metrics {
     pub api_writes: Counter,
     /// Reconciles that went on before the caches had caught up with the previous reconcile's writes.
     pub cache_catch_up_timeouts: Counter,
+    /// Reads of serving pods' `/status`, by result.
+    pub pod_reads: Family<PodReadLabels, Counter>,
+    /// Status writes put off because only pod progress changed and the last such write was recent.
+    pub status_writes_deferred: Counter,
 }
 
 impl Default for Metrics {
@@ -51,6 +61,18 @@ impl Default for Metrics {
         let promotion_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let api_writes = Counter::default();
         let cache_catch_up_timeouts = Counter::default();
+        let pod_reads = Family::<PodReadLabels, Counter>::default();
+        let status_writes_deferred = Counter::default();
+        registry.register(
+            "pod_status_reads",
+            "Reads of serving pods' /status by the controller, by result (answered, unreachable)",
+            pod_reads.clone(),
+        );
+        registry.register(
+            "status_writes_deferred",
+            "Status writes put off because only pod progress changed since a recent write",
+            status_writes_deferred.clone(),
+        );
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -91,6 +113,8 @@ impl Default for Metrics {
             rollouts,
             promotion_latency,
             cache_catch_up_timeouts,
+            pod_reads,
+            status_writes_deferred,
         }
     }
 }

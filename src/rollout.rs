@@ -40,7 +40,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RolloutStrategy};
+use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, PodPhase, RolloutStrategy};
 use crate::conditions::reasons;
 
 /// What a revision serves, as shown in the status.
@@ -109,11 +109,45 @@ pub struct ObservedRevision {
     /// The Deployment controller has observed the current spec and every replica is updated and available.
     pub rolled_out: bool,
     pub marks: RevisionMarks,
-    /// The load failure a pod reported through its termination message, e.g. "ChecksumMismatch: ...".
+    /// The load failure a pod reported, through its termination message or its server's `/status`, e.g.
+    /// "ChecksumMismatch: ...".
     pub load_failure: Option<String>,
+    /// Its pods, as their servers last reported them.
+    pub pods: Vec<ObservedPod>,
+}
+
+/// One pod of a revision, as its server last reported it (`crate::pod_state`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ObservedPod {
+    pub name: String,
+    pub phase: PodPhase,
+    /// SHA-256 of the model the pod serves or loads, once known.
+    pub sha256: Option<String>,
+    /// Bytes downloaded (in steps of 5 percent) and the total, while it loads.
+    pub bytes: Option<(u64, Option<u64>)>,
+    pub load_started_at: Option<Timestamp>,
+    /// The failure of its latest load, as (reason, message).
+    pub failure: Option<(String, String)>,
+    /// When it last made load progress; None before the controller has seen it.
+    pub last_progress_at: Option<Timestamp>,
+    /// Where its load stands, in words ("downloading at 1.2 GiB of 20.0 GiB").
+    pub stands: String,
 }
 
 impl ObservedRevision {
+    /// When a pod of this revision last made load progress.
+    fn last_progress_at(&self) -> Option<Timestamp> {
+        self.pods.iter().filter_map(|p| p.last_progress_at).max()
+    }
+
+    /// Where the load stalled: the pod that moved last, and where it stands.
+    fn stall(&self) -> String {
+        match self.pods.iter().max_by_key(|p| p.last_progress_at) {
+            Some(pod) => format!("pod {} is {}", pod.name, pod.stands),
+            None => "no pod was created".into(),
+        }
+    }
+
     fn fully_available(&self, replicas: i32) -> bool {
         self.rolled_out && self.replicas == replicas && self.available_replicas >= replicas
     }

@@ -53,6 +53,18 @@ pub const MAX_NAME_LENGTH: usize = 55;
         json_path = ".status.candidate.version"
     ),
     printcolumn(
+        name = "Progress",
+        type_ = "string",
+        description = "Load phase of the version being rolled out",
+        json_path = ".status.candidate.progress.phase"
+    ),
+    printcolumn(
+        name = "Loaded",
+        type_ = "integer",
+        description = "Percent of the model file the version being rolled out has downloaded (steps of 5)",
+        json_path = ".status.candidate.progress.percent"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "integer",
         description = "Ready replicas of the version receiving traffic",
@@ -257,10 +269,22 @@ pub struct RolloutPolicy {
     #[serde(default = "default_true")]
     pub auto_promote: bool,
 
-    /// Seconds a new version may take to download, verify, load and warm up before it is aborted. 1 to 86400.
+    /// Hard bound, in seconds, on the whole load of a new version (download, verify, load, warm-up) however
+    /// it progresses; past it the version is aborted. 1 to 86400. The default, an hour, lets a 20 GiB model
+    /// come from a slow store (about 6 MB/s); `progressDeadlineSeconds` catches a load that stops moving.
     #[serde(default = "default_load_timeout_seconds")]
     #[schemars(range(min = 1, max = 86400))]
     pub load_timeout_seconds: i32,
+
+    /// Seconds a new version may go without load progress before it is aborted with ProgressDeadlineExceeded.
+    /// Progress is a pod of the version that is created, starts, moves to the next load phase (downloading,
+    /// verifying, loading, warming, ready) or downloads more bytes than any of its pods had before, so a pod that
+    /// crash-loops and downloads the same bytes again is not progress. 10 to 86400. The default, five minutes,
+    /// leaves room for a node to be added and an image pulled, while a hung download is noticed well before
+    /// `loadTimeoutSeconds`.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: i32,
 
     /// Number of previous versions kept warm (running) for an instant rollback. 0 to 10.
     #[serde(default = "default_keep_previous")]
@@ -279,6 +303,7 @@ impl Default for RolloutPolicy {
             strategy: RolloutStrategy::default(),
             auto_promote: true,
             load_timeout_seconds: default_load_timeout_seconds(),
+            progress_deadline_seconds: default_progress_deadline_seconds(),
             keep_previous: default_keep_previous(),
             previous_replicas: None,
         }
@@ -382,6 +407,103 @@ pub struct RevisionStatus {
     /// The details of `reason`, e.g. "1/2 ready" or the server's load failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// This revision's pods by state, as the controller last read them from each pod's ferry-server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_counts: Option<PodCounts>,
+    /// Every SHA-256 that a ready pod of this revision reports it serves. One value, equal to `sha256` when
+    /// that is pinned; anything else is reported as Degraded with reason ServedChecksumMismatch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_sha256: Vec<String>,
+    /// Load progress of the candidate's pods together, while they load. Updated in steps of 5 percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<LoadProgress>,
+    /// Each pod of this revision (at most 50, the ones not ready first); `kubectl ferry status` shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodState>,
+}
+
+/// Pods of a revision by state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCounts {
+    /// Pods starting, downloading, verifying, loading or warming up.
+    pub loading: i32,
+    /// Pods serving their model.
+    pub ready: i32,
+    /// Pods whose load failed.
+    pub failed: i32,
+    /// Pods whose server did not answer the controller (the last read timed out or was refused); never
+    /// counted as failed.
+    pub unreachable: i32,
+}
+
+/// Where a load stands: its phase and how many bytes of the model file have arrived.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadProgress {
+    /// The least advanced load phase: Starting, Downloading, Verifying, Loading, Warming.
+    pub phase: PodPhase,
+    /// Bytes downloaded, rounded down to a step of 5 percent of `bytesTotal`.
+    pub bytes_done: i64,
+    /// Size of the model file(s), once the store reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<i64>,
+    /// `bytesDone` as a percentage of `bytesTotal`, in steps of 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+}
+
+/// One serving pod as its ferry-server reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    /// Pod name.
+    pub name: String,
+    /// Starting, Downloading, Verifying, Loading, Warming, Ready, Failed or Unreachable.
+    pub phase: PodPhase,
+    /// SHA-256 of the model file the pod serves (ready) or downloaded (later phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Bytes downloaded, in steps of 5 percent of `bytesTotal`, while the pod loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<i64>,
+    /// Size of the model file(s), while the pod loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<i64>,
+    /// When the controller first saw this pod's load running (for the rate and the estimate of the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_started_at: Option<Time>,
+    /// The server's failure reason of its latest load (e.g. ChecksumMismatch), or why it is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The details of `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a serving pod stands, from the controller's reads of its ferry-server.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+pub enum PodPhase {
+    /// Created, the server not answering yet (scheduling, image pull, start-up).
+    #[default]
+    Starting,
+    Downloading,
+    Verifying,
+    Loading,
+    Warming,
+    Ready,
+    Failed,
+    /// Running, but its server did not answer the controller's last read.
+    Unreachable,
+}
+
+impl PodPhase {
+    /// Still on its way to ready.
+    pub fn is_loading(self) -> bool {
+        self < PodPhase::Ready
+    }
 }
 
 /// One finished or superseded rollout.
@@ -436,7 +558,10 @@ fn default_true() -> bool {
     true
 }
 fn default_load_timeout_seconds() -> i32 {
-    600
+    3600
+}
+fn default_progress_deadline_seconds() -> i32 {
+    300
 }
 fn default_keep_previous() -> i32 {
     1
@@ -483,7 +608,8 @@ mod tests {
             RolloutPolicy {
                 strategy: RolloutStrategy::BlueGreen,
                 auto_promote: true,
-                load_timeout_seconds: 600,
+                load_timeout_seconds: 3600,
+                progress_deadline_seconds: 300,
                 keep_previous: 1,
                 previous_replicas: None,
             }

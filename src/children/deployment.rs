@@ -99,6 +99,15 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
     if let Some(sha256) = &model.sha256 {
         env_vars.push(env_var(env::MODEL_SHA256, sha256));
     }
+    // The server's own bound on the download follows loadTimeoutSeconds. Set only when it differs from the
+    // server's default, so that revisions made before this setting existed keep their hash.
+    let load_timeout = spec.rollout.load_timeout_seconds.max(1);
+    if u64::try_from(load_timeout).ok() != Some(ferry_contract::DEFAULT_DOWNLOAD_TIMEOUT_SECONDS) {
+        env_vars.push(env_var(
+            env::DOWNLOAD_TIMEOUT_SECONDS,
+            &load_timeout.to_string(),
+        ));
+    }
     if let Some(storage) = &model.storage {
         if let Some(endpoint) = &storage.endpoint {
             env_vars.push(env_var(env::S3_ENDPOINT, endpoint));
@@ -135,7 +144,6 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         ..Default::default()
     };
     // The startup probe gives the server loadTimeoutSeconds to download, verify, load and warm up.
-    let load_timeout = spec.rollout.load_timeout_seconds.max(1);
     let startup_failures = (load_timeout + PROBE_PERIOD_SECONDS - 1) / PROBE_PERIOD_SECONDS;
 
     let container = Container {
@@ -367,6 +375,7 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
                     == Some(&revision)
             })
             .find_map(|pod| super::pod::load_failure(pod)),
+        pods: Vec::new(),
         revision,
     })
 }
@@ -579,8 +588,8 @@ mod tests {
         let startup = container.startup_probe.as_ref().unwrap();
         assert_eq!(
             startup.failure_threshold,
-            Some(300),
-            "600 s at one probe every 2 s"
+            Some(1800),
+            "3600 s at one probe every 2 s"
         );
         assert_eq!(
             startup.http_get.as_ref().unwrap().path.as_deref(),

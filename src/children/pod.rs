@@ -1,7 +1,14 @@
-//! Pods are created by the Deployments; the controller only reads them, for the server's load-failure reason.
+//! Pods are created by the Deployments; the controller only reads them: for the server's load-failure reason,
+//! and for the address where the controller reads each server's `/status` (`crate::pod_state`).
+
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ContainerState, Pod, PodStatus};
+use kube::ResourceExt;
 
+use crate::api::PodPhase;
+use crate::pod_state::{PodReport, Read};
+use crate::rollout::ObservedPod;
 use crate::server_contract;
 
 /// The load failure a pod reports: the termination message of its server container's current or last
@@ -33,9 +40,68 @@ pub fn is_starting(pod: &Pod) -> bool {
     }
 }
 
-/// Keeps of a Pod only what the controller reads (its identity, labels and container statuses) before it goes
-/// into the controller's cache: the spec, annotations, owner references, managed fields and the rest of the
-/// status are dropped, so the cache of every pod of every revision stays small.
+/// Where the controller reads the pod's server: its IP, once its server container runs.
+pub fn server_address(pod: &Pod) -> Option<IpAddr> {
+    let status = pod.status.as_ref()?;
+    let running = status
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .any(|c| c.name == "server" && c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    if !running || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    status.pod_ip.as_deref()?.parse().ok()
+}
+
+/// The pod as the rollout sees it: its server's last report, and its termination message when the server
+/// exited with a load failure.
+pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
+    let exited = load_failure(pod);
+    let answer = match report.and_then(|r| r.read.as_ref()) {
+        Some(Read::Answered(answer)) => Some(answer),
+        _ => None,
+    };
+    let mut phase = match report {
+        Some(report) if report.read.is_some() => report.phase(),
+        // Not read yet (a controller that just started): the kubelet's readiness is the best word there is.
+        _ if container_ready(pod) => PodPhase::Ready,
+        _ => PodPhase::Starting,
+    };
+    let mut failure = answer.and_then(|a| a.failure.clone());
+    // A server that exited with a load failure is failed until it serves, whatever its restart is doing.
+    if let Some(exited) = exited.filter(|_| phase != PodPhase::Ready) {
+        phase = PodPhase::Failed;
+        let (reason, message) = exited.split_once(": ").unwrap_or((exited.as_str(), ""));
+        failure = Some((reason.to_owned(), message.to_owned()));
+    }
+    if phase == PodPhase::Unreachable {
+        if let Some(Read::Unreachable(error)) = report.and_then(|r| r.read.as_ref()) {
+            failure = Some(("Unreachable".into(), error.clone()));
+        }
+    }
+    ObservedPod {
+        name: pod.name_any(),
+        phase,
+        sha256: answer.and_then(|a| a.sha256.clone()),
+        bytes: report.and_then(PodReport::shown_bytes),
+        load_started_at: report.and_then(|r| r.load_started_at),
+        failure,
+        last_progress_at: report.map(|r| r.last_progress_at),
+        stands: report.map_or_else(|| "not started".into(), PodReport::describe),
+    }
+}
+
+fn container_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|statuses| statuses.iter().any(|c| c.name == "server" && c.ready))
+}
+
+/// Keeps of a Pod only what the controller reads (its identity, labels, IP and container statuses) before it
+/// goes into the controller's cache: the spec, annotations, owner references, managed fields and the rest of
+/// the status are dropped, so the cache of every pod of every revision stays small.
 pub fn strip_for_cache(pod: &mut Pod) {
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
@@ -44,6 +110,7 @@ pub fn strip_for_cache(pod: &mut Pod) {
     pod.spec = None;
     pod.status = pod.status.take().map(|status| PodStatus {
         container_statuses: status.container_statuses,
+        pod_ip: status.pod_ip,
         ..Default::default()
     });
 }
@@ -135,6 +202,10 @@ mod tests {
         assert_eq!(full.metadata.labels, labels);
         assert_eq!(full.metadata.namespace.as_deref(), Some("ml"));
         assert!(full.spec.is_none() && full.metadata.managed_fields.is_none());
-        assert_eq!(full.status.unwrap().pod_ip, None);
+        assert_eq!(
+            full.status.unwrap().pod_ip.as_deref(),
+            Some("10.0.0.1"),
+            "where the controller reads the server"
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::failure::status_body;
 use super::report::track_promotion_latency;
 use super::{lock, object_key, Context, Error, FIELD_MANAGER};
 use crate::admin_credential;
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, ModelDeploymentStatus};
 use crate::children::{deployment, pod, secret, service};
 use crate::conditions::events;
 use crate::labels::requests;
@@ -35,7 +35,7 @@ pub(super) struct Observation<'a> {
 
 /// Writes the differences between `plan` and what was observed, in the order that keeps traffic safe: the
 /// candidate is created and scaled up first, the Services switch next, scale-downs, marks and deletions come
-/// last, the status once at the end.
+/// last, the status once at the end. Returns when to look again when the status write was put off.
 pub(super) async fn apply_plan(
     context: &Context,
     md: &ModelDeployment,
@@ -43,7 +43,7 @@ pub(super) async fn apply_plan(
     plan: &Plan,
     started: Instant,
     written: &mut Written,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let client = &context.client;
@@ -151,15 +151,54 @@ pub(super) async fn apply_plan(
             Err(error) => return Err(error.into()),
         }
     }
-    if md.status.as_ref() != Some(&plan.status) {
-        let updated = mds
-            .patch_status(&name, &apply, &Patch::Apply(&status_body(&plan.status)))
-            .await?;
-        context.metrics.api_writes.inc();
-        written.model_deployment(&updated);
+    if md.status.as_ref() == Some(&plan.status) {
+        return Ok(None);
     }
+    let key = object_key(md);
+    let last_write = lock(&context.status_written).get(&key).copied();
+    if let Some(wait) = progress_write_wait(md.status.as_ref(), &plan.status, last_write) {
+        context.metrics.status_writes_deferred.inc();
+        return Ok(Some(wait));
+    }
+    let updated = mds
+        .patch_status(&name, &apply, &Patch::Apply(&status_body(&plan.status)))
+        .await?;
+    context.metrics.api_writes.inc();
+    lock(&context.status_written).insert(key, Instant::now());
+    written.model_deployment(&updated);
+    Ok(None)
+}
 
-    Ok(())
+/// The least time between two status writes that differ only in pod progress.
+pub(super) const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long to put off a status write that changes only what pods report (phases, steps, SHA-256s), when the
+/// last write was less than [`PROGRESS_WRITE_INTERVAL`] ago; None writes now. Anything else (a condition, the
+/// active revision, the candidate's reason) is written at once.
+pub(super) fn progress_write_wait(
+    current: Option<&ModelDeploymentStatus>,
+    new: &ModelDeploymentStatus,
+    last_write: Option<Instant>,
+) -> Option<Duration> {
+    let since = last_write?.elapsed();
+    let current = current?;
+    let without_pods = |status: &ModelDeploymentStatus| {
+        let mut status = status.clone();
+        for revision in status
+            .active
+            .iter_mut()
+            .chain(status.candidate.iter_mut())
+            .chain(status.previous.iter_mut())
+        {
+            revision.pod_counts = None;
+            revision.served_sha256.clear();
+            revision.progress = None;
+            revision.pods.clear();
+        }
+        status
+    };
+    (since < PROGRESS_WRITE_INTERVAL && without_pods(current) == without_pods(new))
+        .then(|| PROGRESS_WRITE_INTERVAL - since)
 }
 
 /// The last check that a ModelDeployment's admin-credential Secret exists.
@@ -289,4 +328,49 @@ pub(super) async fn ensure_admin_secret(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PodCounts, RevisionStatus};
+
+    fn status(ready: i32, reason: &str) -> ModelDeploymentStatus {
+        ModelDeploymentStatus {
+            candidate: Some(RevisionStatus {
+                revision: "b".into(),
+                reason: Some(reason.into()),
+                pod_counts: Some(PodCounts {
+                    ready,
+                    loading: 2 - ready,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_progress_is_written_at_most_every_few_seconds_and_anything_else_at_once() {
+        let current = status(0, "Loading");
+        let just_now = Some(Instant::now());
+        let wait = progress_write_wait(Some(&current), &status(1, "Loading"), just_now);
+        assert!(wait.is_some_and(|w| w > Duration::from_secs(4)), "{wait:?}");
+        assert_eq!(
+            progress_write_wait(Some(&current), &status(1, "WaitingForPromotion"), just_now),
+            None,
+            "a new candidate reason is written at once"
+        );
+        let long_ago = Instant::now().checked_sub(PROGRESS_WRITE_INTERVAL);
+        assert_eq!(
+            progress_write_wait(Some(&current), &status(1, "Loading"), long_ago),
+            None
+        );
+        assert_eq!(
+            progress_write_wait(Some(&current), &status(1, "Loading"), None),
+            None,
+            "the first write of this process"
+        );
+    }
 }

@@ -8,7 +8,8 @@
 //! 4. a warm previous revision is promoted at once (rollback);
 //! 5. an abort request, then a load failure a pod reported, abort it;
 //! 6. a fully available candidate is promoted, or waits for the promote request;
-//! 7. past `loadTimeoutSeconds` it is aborted; before, it is loading and the deadline is the requeue.
+//! 7. past `loadTimeoutSeconds`, or `progressDeadlineSeconds` after its pods last made load progress, it is
+//!    aborted; before, it is loading and the nearer deadline is the requeue.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,12 @@ pub fn decide(observed: &Observed) -> Summary {
         let started = new_marks.rollout_started_at.unwrap_or(now);
         let deadline =
             started + Duration::from_secs(spec.rollout.load_timeout_seconds.max(1) as u64);
+        // Progress older than this rollout attempt (a retry of an aborted revision) does not count.
+        let last_progress = desired_rev
+            .and_then(|r| r.last_progress_at())
+            .map_or(started, |p| p.max(started));
+        let progress_deadline = last_progress
+            + Duration::from_secs(spec.rollout.progress_deadline_seconds.max(1) as u64);
         let abort = |reason, message| {
             CandidateState::Aborted(AbortMark {
                 reason,
@@ -85,9 +92,18 @@ pub fn decide(observed: &Observed) -> Summary {
                     spec.rollout.load_timeout_seconds
                 ),
             ),
+            (None, _) if now >= progress_deadline => abort(
+                AbortReason::ProgressDeadlineExceeded,
+                format!(
+                    "no load progress for {}s (spec.rollout.progressDeadlineSeconds): {}",
+                    (now.as_second() - last_progress.as_second()),
+                    desired_rev.map_or_else(|| "no pod was created".into(), |r| r.stall())
+                ),
+            ),
             (None, _) => {
+                let next = deadline.min(progress_deadline);
                 requeue_after = Some(Duration::from_millis(
-                    (deadline.as_millisecond() - now.as_millisecond()).max(0) as u64,
+                    (next.as_millisecond() - now.as_millisecond()).max(0) as u64,
                 ));
                 CandidateState::Loading
             }

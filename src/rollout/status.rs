@@ -4,10 +4,16 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
+use std::collections::BTreeSet;
+
 use super::replicas::{promoted_at, Replicas};
-use super::{to_time, AbortReason, CandidateState, Observed, Summary};
-use crate::api::{HistoryEntry, ModelDeploymentStatus, Phase, RevisionStatus};
+use super::{to_time, AbortReason, CandidateState, Observed, ObservedPod, Summary};
+use crate::api::{
+    HistoryEntry, LoadProgress, ModelDeploymentStatus, Phase, PodCounts, PodPhase, PodState,
+    RevisionStatus,
+};
 use crate::conditions::{reasons, settle, types, DesiredCondition};
+use crate::pod_state::{percent, stepped};
 
 /// Why a revision is where it is: `RevisionStatus.reason`, a value (its `message` says the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +108,7 @@ fn revision_status(
 ) -> RevisionStatus {
     let observed_rev = observed.find(revision);
     let model = observed_rev.map_or_else(|| observed.desired.model.clone(), |r| r.model.clone());
+    let pods = observed_rev.map_or(&[][..], |r| r.pods.as_slice());
     RevisionStatus {
         revision: revision.to_owned(),
         version: model.version,
@@ -111,6 +118,95 @@ fn revision_status(
         since: since.map(to_time),
         reason: reason.map(|r| r.as_str().to_owned()),
         message,
+        pod_counts: (!pods.is_empty()).then(|| pod_counts(pods)),
+        served_sha256: served_sha256(pods),
+        progress: None,
+        pods: pod_states(pods),
+    }
+}
+
+/// The most pods a revision lists in the status; the counts cover all of them.
+pub const MAX_LISTED_PODS: usize = 50;
+
+fn pod_counts(pods: &[ObservedPod]) -> PodCounts {
+    let mut counts = PodCounts::default();
+    for pod in pods {
+        match pod.phase {
+            PodPhase::Ready => counts.ready += 1,
+            PodPhase::Failed => counts.failed += 1,
+            PodPhase::Unreachable => counts.unreachable += 1,
+            _ => counts.loading += 1,
+        }
+    }
+    counts
+}
+
+fn served_sha256(pods: &[ObservedPod]) -> Vec<String> {
+    let served: BTreeSet<&String> = pods
+        .iter()
+        .filter(|p| p.phase == PodPhase::Ready)
+        .filter_map(|p| p.sha256.as_ref())
+        .collect();
+    served.into_iter().cloned().collect()
+}
+
+/// The pods, the ones not ready first, then by name.
+fn pod_states(pods: &[ObservedPod]) -> Vec<PodState> {
+    let mut listed: Vec<&ObservedPod> = pods.iter().collect();
+    listed.sort_by(|a, b| {
+        (a.phase == PodPhase::Ready, &a.name).cmp(&(b.phase == PodPhase::Ready, &b.name))
+    });
+    listed
+        .into_iter()
+        .take(MAX_LISTED_PODS)
+        .map(|pod| PodState {
+            name: pod.name.clone(),
+            phase: pod.phase,
+            sha256: pod.sha256.clone(),
+            bytes_done: pod.bytes.map(|(done, _)| done as i64),
+            bytes_total: pod.bytes.and_then(|(_, total)| total).map(|t| t as i64),
+            load_started_at: pod
+                .load_started_at
+                .filter(|_| pod.phase.is_loading())
+                .map(to_time),
+            reason: pod.failure.as_ref().map(|(reason, _)| reason.clone()),
+            message: pod.failure.as_ref().map(|(_, message)| message.clone()),
+        })
+        .collect()
+}
+
+/// The load progress of a revision's pods together: the least advanced phase, and the bytes of all of them.
+fn progress(pods: &[ObservedPod]) -> Option<LoadProgress> {
+    let loading: Vec<&ObservedPod> = pods.iter().filter(|p| p.phase.is_loading()).collect();
+    let phase = loading.iter().map(|p| p.phase).min()?;
+    let done: u64 = loading.iter().filter_map(|p| p.bytes).map(|(d, _)| d).sum();
+    let totals: Option<u64> = loading
+        .iter()
+        .map(|p| p.bytes.and_then(|(_, total)| total))
+        .sum();
+    Some(LoadProgress {
+        phase,
+        bytes_done: stepped(done, totals) as i64,
+        bytes_total: totals.map(|t| t as i64),
+        percent: percent(done, totals),
+    })
+}
+
+/// Why the active revision's pods do not serve the file they should, if they do not.
+fn served_mismatch(active: &RevisionStatus) -> Option<String> {
+    match (active.served_sha256.as_slice(), active.sha256.as_deref()) {
+        ([], _) | ([_], None) => None,
+        ([one], Some(pinned)) if one == pinned => None,
+        (served, Some(pinned)) => Some(format!(
+            "pods of version {} serve SHA-256 {} instead of the pinned {pinned}",
+            active.version,
+            served.join(", ")
+        )),
+        (served, None) => Some(format!(
+            "pods of version {} serve different files: SHA-256 {}",
+            active.version,
+            served.join(", ")
+        )),
     }
 }
 
@@ -146,7 +242,11 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
             ),
             _ => (RevisionReason::WaitingForPromotion, None),
         };
-        revision_status(observed, r, since, Some(reason), message)
+        let mut status = revision_status(observed, r, since, Some(reason), message);
+        if summary.candidate == CandidateState::Loading {
+            status.progress = observed.find(r).and_then(|rev| progress(&rev.pods));
+        }
+        status
     });
     let previous = replicas
         .previous
@@ -200,6 +300,7 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
             "no rollout in progress".to_owned(),
         ),
     };
+    let mismatch = active.as_ref().and_then(served_mismatch);
     let (degraded, degraded_reason, degraded_message) = match &summary.candidate {
         CandidateState::Aborted(abort) => {
             (true, abort.reason.as_str(), progressing_message.clone())
@@ -208,6 +309,11 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
         _ if active.is_some() && !ready => {
             (true, reasons::REPLICAS_UNAVAILABLE, ready_message.clone())
         }
+        _ if mismatch.is_some() => (
+            true,
+            reasons::SERVED_CHECKSUM_MISMATCH,
+            mismatch.clone().unwrap_or_default(),
+        ),
         _ => (false, reasons::HEALTHY, String::new()),
     };
     let phase = if degraded {

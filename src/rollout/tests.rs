@@ -4,7 +4,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::*;
 use crate::api::{
-    ModelDeploymentSpec, ModelSource, Outcome, Phase, RevisionStatus, RolloutPolicy, ServerTemplate,
+    ModelDeploymentSpec, ModelSource, Outcome, Phase, PodCounts, PodPhase, RevisionStatus,
+    RolloutPolicy, ServerTemplate,
 };
 use crate::conditions::{events, reasons, types};
 
@@ -27,7 +28,12 @@ fn spec(replicas: i32) -> ModelDeploymentSpec {
         },
         replicas,
         server: ServerTemplate::default(),
-        rollout: RolloutPolicy::default(),
+        // The table tests below are about the hard deadline; the progress deadline has tests of its own.
+        rollout: RolloutPolicy {
+            load_timeout_seconds: 600,
+            progress_deadline_seconds: 86400,
+            ..RolloutPolicy::default()
+        },
         revision_history_limit: 10,
     }
 }
@@ -54,6 +60,7 @@ fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
             ..Default::default()
         },
         load_failure: None,
+        pods: Vec::new(),
     }
 }
 
@@ -283,6 +290,183 @@ fn a_candidate_past_its_deadline_is_aborted() {
         reasons::PROGRESS_DEADLINE_EXCEEDED
     );
     assert_eq!(plan.active.as_deref(), Some("a"));
+}
+
+fn loading_pod(name: &str, phase: PodPhase, bytes: (u64, u64), last_progress: i64) -> ObservedPod {
+    ObservedPod {
+        name: name.into(),
+        phase,
+        bytes: Some(bytes.0).map(|done| (done, Some(bytes.1))),
+        last_progress_at: Some(at(last_progress)),
+        stands: format!(
+            "{} at {} of {}",
+            format!("{phase:?}").to_lowercase(),
+            crate::pod_state::human_bytes(bytes.0),
+            crate::pod_state::human_bytes(bytes.1)
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_load_that_keeps_moving_outlives_the_progress_deadline_and_a_stalled_one_does_not() {
+    let mut b = revision("b", 90, 2);
+    b.pods = vec![
+        loading_pod("iris-b-1", PodPhase::Downloading, (6 << 30, 20 << 30), 150),
+        loading_pod("iris-b-2", PodPhase::Downloading, (5 << 30, 20 << 30), 140),
+    ];
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(b)
+        .active("a");
+    scenario.spec.rollout.load_timeout_seconds = 3600;
+    scenario.spec.rollout.progress_deadline_seconds = 60;
+    // 100 s after the rollout started, longer than the progress deadline, but a pod moved 50 s ago.
+    scenario.now = 200;
+    let plan = scenario.decide();
+    assert_eq!(
+        plan.status.candidate.as_ref().unwrap().reason.as_deref(),
+        Some(reasons::LOADING)
+    );
+    assert_eq!(
+        plan.requeue_after,
+        Some(Duration::from_secs(10)),
+        "looks again when the progress deadline would pass"
+    );
+    let progress = plan
+        .status
+        .candidate
+        .as_ref()
+        .unwrap()
+        .progress
+        .clone()
+        .unwrap();
+    assert_eq!(progress.phase, PodPhase::Downloading);
+    assert_eq!(progress.bytes_total, Some(40 << 30));
+    assert_eq!(progress.percent, Some(25), "11 of 40 GiB, in steps of 5");
+
+    scenario.now = 210;
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"), "traffic stays");
+    assert_eq!(plan.desired_replicas, Some(0));
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(degraded.reason, reasons::PROGRESS_DEADLINE_EXCEEDED);
+    assert!(
+        degraded.message.contains("no load progress for 60s")
+            && degraded
+                .message
+                .contains("pod iris-b-1 is downloading at 6.0 GiB of 20.0 GiB"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn without_any_pod_the_progress_deadline_counts_from_the_start_of_the_rollout() {
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(revision("b", 90, 2))
+        .active("a");
+    scenario.spec.rollout.progress_deadline_seconds = 60;
+    scenario.now = 150;
+    let plan = scenario.decide();
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(degraded.reason, reasons::PROGRESS_DEADLINE_EXCEEDED);
+    assert!(
+        degraded.message.contains("no pod was created"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn a_load_that_fails_inside_a_running_pod_aborts_with_the_servers_reason() {
+    let mut b = revision("b", 90, 2);
+    b.load_failure = Some("ChecksumMismatch: expected 00aa, got 11bb".into());
+    b.pods = vec![ObservedPod {
+        name: "iris-b-1".into(),
+        phase: PodPhase::Failed,
+        failure: Some(("ChecksumMismatch".into(), "expected 00aa, got 11bb".into())),
+        ..Default::default()
+    }];
+    let plan = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(b)
+        .active("a")
+        .decide();
+    let candidate = plan.status.candidate.as_ref().unwrap();
+    assert_eq!(
+        candidate.reason.as_deref(),
+        Some(reasons::MODEL_LOAD_FAILED)
+    );
+    assert_eq!(candidate.pod_counts.unwrap().failed, 1);
+    assert_eq!(
+        candidate.pods[0].reason.as_deref(),
+        Some("ChecksumMismatch")
+    );
+}
+
+#[test]
+fn the_status_shows_each_pods_state_and_a_served_checksum_that_is_not_the_pinned_one() {
+    let ready_pod = |name: &str, sha: &str| ObservedPod {
+        name: name.into(),
+        phase: PodPhase::Ready,
+        sha256: Some(sha.into()),
+        ..Default::default()
+    };
+    let mut a = promoted(ready(revision("a", 0, 2)), 10);
+    a.model.sha256 = Some("aa".repeat(32));
+    a.pods = vec![
+        ready_pod("iris-a-1", &"aa".repeat(32)),
+        ready_pod("iris-a-2", &"aa".repeat(32)),
+    ];
+    let mut scenario = Scenario::new("a").with(a).active("a");
+    let plan = scenario.decide();
+    let active = plan.status.active.as_ref().unwrap();
+    assert_eq!(active.served_sha256, vec!["aa".repeat(32)]);
+    assert_eq!(active.pod_counts.unwrap().ready, 2);
+    assert_eq!(active.pods.len(), 2);
+    assert_eq!(condition(&plan, types::DEGRADED).status, "False");
+
+    scenario.revisions[0].pods[1].sha256 = Some("bb".repeat(32));
+    let plan = scenario.decide();
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reasons::SERVED_CHECKSUM_MISMATCH)
+    );
+    assert!(
+        degraded.message.contains(&"bb".repeat(32)),
+        "{}",
+        degraded.message
+    );
+
+    scenario.revisions[0].pods[1] = ObservedPod {
+        name: "iris-a-2".into(),
+        phase: PodPhase::Unreachable,
+        failure: Some(("Unreachable".into(), "connection refused".into())),
+        ..Default::default()
+    };
+    let plan = scenario.decide();
+    let active = plan.status.active.as_ref().unwrap();
+    assert_eq!(
+        active.pod_counts.unwrap(),
+        PodCounts {
+            ready: 1,
+            unreachable: 1,
+            ..Default::default()
+        },
+        "unreachable, never failed"
+    );
+    assert_eq!(
+        active.pods[0].name, "iris-a-2",
+        "the pods that need a look come first"
+    );
+    assert_eq!(
+        condition(&plan, types::READY).status,
+        "True",
+        "the kubelet says ready"
+    );
 }
 
 #[test]

@@ -1,0 +1,326 @@
+//! What the controller knows of the model inside each serving pod, from reading its ferry-server's `/status`.
+//!
+//! The reads themselves happen beside the watches (`controller::pod_reader`), never inside a reconcile; this
+//! module is the pure part: what an answer means ([`PodPhase`], SHA-256, bytes), when a load made progress, and
+//! which changes are worth a reconcile (a phase, a step of 5 percent, a SHA-256, reachability).
+//!
+//! Progress is a high-water mark per pod: a later phase than any before, or more bytes than any before. A pod
+//! that crash-loops and downloads the same bytes again does not move its mark, so it is not progress.
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::PodPhase;
+use crate::server_contract::{LoadPhase, ServerStatus};
+
+/// Downloads are shown (and written to the status) in steps of this many percent.
+pub const PROGRESS_STEP_PERCENT: u64 = 5;
+
+/// What one read of a pod's `/status` gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The server answered.
+    Answered(Answer),
+    /// The request failed or timed out: the pod may be fine and the network not (never a load failure).
+    Unreachable(String),
+}
+
+/// The parts of a server's `/status` the controller uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub phase: PodPhase,
+    /// The version that serves, when one does.
+    pub serving_version: Option<String>,
+    /// SHA-256 of the file that serves, else of the one being loaded once it is known.
+    pub sha256: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// `Reason` of the latest load's failure, and its message.
+    pub failure: Option<(String, String)>,
+}
+
+impl Answer {
+    pub fn from_status(status: &ServerStatus) -> Answer {
+        // The latest load (a first load, or later a hot swap) says where loading stands; what serves says the
+        // rest. A failed hot swap leaves the pod ready, serving the version it had.
+        let load = status.load.as_ref();
+        let phase = match (status.ready, status.phase) {
+            (true, _) => PodPhase::Ready,
+            (false, LoadPhase::Downloading) => PodPhase::Downloading,
+            (false, LoadPhase::Verifying) => PodPhase::Verifying,
+            (false, LoadPhase::Loading) => PodPhase::Loading,
+            (false, LoadPhase::Warming) => PodPhase::Warming,
+            (false, LoadPhase::Ready) => PodPhase::Warming,
+            (false, LoadPhase::Failed) => PodPhase::Failed,
+        };
+        let failure = status.reason.map(|reason| {
+            (
+                reason.as_str().to_owned(),
+                status.message.clone().unwrap_or_default(),
+            )
+        });
+        Answer {
+            phase,
+            serving_version: status.serving.as_ref().map(|s| s.version.clone()),
+            sha256: status
+                .serving
+                .as_ref()
+                .map(|s| s.sha256.clone())
+                .or_else(|| status.sha256.clone())
+                .or_else(|| load.and_then(|l| l.sha256.clone())),
+            bytes_done: status.bytes_done,
+            bytes_total: status.bytes_total,
+            failure,
+        }
+    }
+}
+
+/// Everything known about one pod's model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodReport {
+    /// The pod's UID: a pod re-created under the same name starts a new report.
+    pub uid: String,
+    /// The latest read; `None` until the server was first asked (no IP yet, container not running).
+    pub read: Option<Read>,
+    /// The highest phase and byte count this pod has reached.
+    high_water: (PodPhase, u64),
+    /// When the pod last made progress (first seen, a later phase, more bytes).
+    pub last_progress_at: Timestamp,
+    /// When the pod's load was first seen running.
+    pub load_started_at: Option<Timestamp>,
+    /// What the last reconcile trigger was about, to trigger again only on a visible change.
+    visible: Visible,
+}
+
+/// What a reconcile shows of a pod: a change here is worth one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct Visible {
+    phase: PodPhase,
+    sha256: Option<String>,
+    step: Option<u64>,
+    failure: Option<(String, String)>,
+}
+
+impl PodReport {
+    /// A pod seen for the first time (its creation is progress).
+    pub fn new(uid: String, now: Timestamp) -> PodReport {
+        PodReport {
+            uid,
+            read: None,
+            high_water: (PodPhase::Starting, 0),
+            last_progress_at: now,
+            load_started_at: None,
+            visible: Visible::default(),
+        }
+    }
+
+    pub fn phase(&self) -> PodPhase {
+        match &self.read {
+            None => PodPhase::Starting,
+            Some(Read::Unreachable(_)) => PodPhase::Unreachable,
+            Some(Read::Answered(answer)) => answer.phase,
+        }
+    }
+
+    /// Whether the pod serves and nothing is moving: it is read on the slow period.
+    pub fn settled(&self) -> bool {
+        matches!(&self.read, Some(Read::Answered(a)) if a.phase == PodPhase::Ready || a.phase == PodPhase::Failed)
+    }
+
+    /// Takes a new read; returns whether a reconcile should look (a visible change).
+    pub fn update(&mut self, read: Read, now: Timestamp) -> bool {
+        if let Read::Answered(answer) = &read {
+            let (phase, bytes) = self.high_water;
+            if answer.phase != PodPhase::Failed
+                && (answer.phase > phase || answer.bytes_done > bytes)
+            {
+                self.high_water = (answer.phase.max(phase), answer.bytes_done.max(bytes));
+                self.last_progress_at = now;
+            }
+            if answer.phase.is_loading() && self.load_started_at.is_none() {
+                self.load_started_at = Some(now);
+            }
+        }
+        self.read = Some(read);
+        let visible = self.visible();
+        let changed = visible != self.visible;
+        self.visible = visible;
+        changed
+    }
+
+    fn visible(&self) -> Visible {
+        match &self.read {
+            Some(Read::Answered(answer)) => Visible {
+                phase: answer.phase,
+                sha256: answer.sha256.clone(),
+                step: answer
+                    .phase
+                    .is_loading()
+                    .then(|| step(answer.bytes_done, answer.bytes_total))
+                    .flatten(),
+                failure: answer.failure.clone(),
+            },
+            _ => Visible {
+                phase: self.phase(),
+                ..Visible::default()
+            },
+        }
+    }
+
+    /// `bytes_done` rounded down to its step, as it is shown.
+    pub fn shown_bytes(&self) -> Option<(u64, Option<u64>)> {
+        match &self.read {
+            Some(Read::Answered(a)) if a.phase.is_loading() => {
+                Some((stepped(a.bytes_done, a.bytes_total), a.bytes_total))
+            }
+            _ => None,
+        }
+    }
+
+    /// "downloading at 1.2 GiB of 20.0 GiB": where the load stands, for a stall message.
+    pub fn describe(&self) -> String {
+        match &self.read {
+            None => "not started (no server answering yet)".into(),
+            Some(Read::Unreachable(error)) => format!("unreachable ({error})"),
+            Some(Read::Answered(a)) => {
+                let phase = format!("{:?}", a.phase).to_lowercase();
+                match a.bytes_total {
+                    Some(total) => format!(
+                        "{phase} at {} of {}",
+                        human_bytes(a.bytes_done),
+                        human_bytes(total)
+                    ),
+                    None => format!("{phase} at {}", human_bytes(a.bytes_done)),
+                }
+            }
+        }
+    }
+}
+
+/// The step (0..=20) `done` is at, when the total is known.
+fn step(done: u64, total: Option<u64>) -> Option<u64> {
+    let total = total.filter(|t| *t > 0)?;
+    Some(done.min(total) * (100 / PROGRESS_STEP_PERCENT) / total)
+}
+
+/// `done` rounded down to its step; unchanged when the total is unknown.
+pub fn stepped(done: u64, total: Option<u64>) -> u64 {
+    match (step(done, total), total) {
+        (Some(step), Some(total)) => {
+            (u128::from(total) * u128::from(step) / u128::from(100 / PROGRESS_STEP_PERCENT)) as u64
+        }
+        _ => done,
+    }
+}
+
+/// Percent of `done` in steps of [`PROGRESS_STEP_PERCENT`].
+pub fn percent(done: u64, total: Option<u64>) -> Option<i32> {
+    step(done, total).map(|s| (s * PROGRESS_STEP_PERCENT) as i32)
+}
+
+/// "1.2 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn downloading(done: u64, total: u64) -> Read {
+        Read::Answered(Answer {
+            phase: PodPhase::Downloading,
+            serving_version: None,
+            sha256: None,
+            bytes_done: done,
+            bytes_total: Some(total),
+            failure: None,
+        })
+    }
+
+    fn phase(phase: PodPhase) -> Read {
+        Read::Answered(Answer {
+            phase,
+            serving_version: None,
+            sha256: None,
+            bytes_done: 1000,
+            bytes_total: Some(1000),
+            failure: None,
+        })
+    }
+
+    #[test]
+    fn bytes_and_phases_are_progress_and_a_step_of_five_percent_is_visible() {
+        let mut pod = PodReport::new("u".into(), at(0));
+        assert!(
+            pod.update(downloading(0, 1000), at(1)),
+            "starting -> downloading"
+        );
+        assert_eq!(pod.last_progress_at, at(1), "a phase step");
+        assert_eq!(pod.load_started_at, Some(at(1)));
+        assert!(!pod.update(downloading(30, 1000), at(2)), "3%: same step");
+        assert_eq!(pod.last_progress_at, at(2), "but it is progress");
+        assert!(pod.update(downloading(55, 1000), at(3)), "5%: a new step");
+        assert_eq!(pod.shown_bytes(), Some((50, Some(1000))));
+        assert!(pod.update(phase(PodPhase::Loading), at(4)));
+        assert_eq!(pod.last_progress_at, at(4));
+        assert!(pod.update(phase(PodPhase::Ready), at(5)));
+        assert!(pod.settled());
+        assert_eq!(pod.shown_bytes(), None);
+    }
+
+    #[test]
+    fn a_crash_loop_that_downloads_the_same_bytes_again_is_not_progress() {
+        let mut pod = PodReport::new("u".into(), at(0));
+        pod.update(downloading(600, 1000), at(10));
+        pod.update(phase(PodPhase::Loading), at(20));
+        pod.update(Read::Unreachable("connection refused".into()), at(30));
+        pod.update(downloading(100, 1000), at(40));
+        pod.update(downloading(900, 1000), at(50));
+        assert_eq!(pod.last_progress_at, at(20));
+        assert_eq!(pod.phase(), PodPhase::Downloading);
+    }
+
+    #[test]
+    fn an_unreachable_pod_is_visible_as_such_and_never_as_failed() {
+        let mut pod = PodReport::new("u".into(), at(0));
+        pod.update(phase(PodPhase::Ready), at(1));
+        assert!(pod.update(Read::Unreachable("timed out".into()), at(2)));
+        assert_eq!(pod.phase(), PodPhase::Unreachable);
+        assert!(!pod.settled(), "read on the fast period until it answers");
+        assert!(
+            !pod.update(Read::Unreachable("timed out".into()), at(3)),
+            "still unreachable: nothing new"
+        );
+    }
+
+    #[test]
+    fn steps_and_sizes_read_as_users_expect() {
+        assert_eq!(percent(0, Some(100)), Some(0));
+        assert_eq!(percent(49, Some(100)), Some(45));
+        assert_eq!(percent(100, Some(100)), Some(100));
+        assert_eq!(percent(5, None), None);
+        assert_eq!(percent(5, Some(0)), None);
+        assert_eq!(
+            stepped(21_474_836_480 / 3, Some(21_474_836_480)),
+            6_442_450_944
+        );
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(21_474_836_480), "20.0 GiB");
+    }
+}
