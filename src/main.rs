@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferry::admin_credential::AdminKey;
@@ -10,6 +11,7 @@ use ferry::config::OperatorConfig;
 use ferry::controller::{self, RunOptions};
 use ferry::metrics::Metrics;
 use ferry::plugin;
+use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
 /// Ferry: roll ML model versions out without downtime. Installed as `kubectl-ferry`, it is the kubectl plugin.
@@ -30,8 +32,32 @@ enum Command {
     },
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Show a ModelDeployment's versions, traffic and conditions.
-    Status(Target),
+    /// Show a ModelDeployment's versions, traffic, conditions and every pod (phase, SHA-256, load progress).
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Keep showing it, redrawn in place as it changes.
+        #[arg(long, short)]
+        watch: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Point a ModelDeployment at a new model version (for CI pipelines; GitOps users commit the change instead).
+    Set {
+        #[command(flatten)]
+        target: Target,
+        /// New model URI (default: unchanged).
+        #[arg(long)]
+        uri: Option<String>,
+        /// New model version.
+        #[arg(long)]
+        version: String,
+        /// Expected SHA-256 of the new file; without it any pin of the previous version is removed.
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Show a ModelDeployment's rollout history.
     History(Target),
     /// Promote the ready candidate (when spec.rollout.autoPromote is false).
@@ -49,6 +75,21 @@ enum Command {
         to: Option<String>,
     },
 }
+
+#[derive(clap::Args)]
+struct Wait {
+    /// Follow the rollout until it is promoted (exit 0), aborted (exit 1) or the timeout passes (exit 2).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+/// Exit code of a `--wait` whose rollout was aborted.
+const EXIT_ABORTED: u8 = 1;
+/// Exit code of a `--wait` that timed out.
+const EXIT_TIMED_OUT: u8 = 2;
 
 #[derive(clap::Args)]
 struct Target {
@@ -132,7 +173,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("ferry: {error:#}");
             ExitCode::FAILURE
@@ -140,29 +181,72 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<()> {
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Crd { output_dir } => write_crds(output_dir),
-        Command::Run(args) => run(*args).await,
-        Command::Status(target) => {
+        Command::Status {
+            target,
+            watch,
+            wait,
+        } => {
             let (api, _) = target_api(&target).await?;
-            print!("{}", plugin::render_status(&api.get(&target.name).await?));
-            Ok(())
+            if wait.wait {
+                let generation = api
+                    .get(&target.name)
+                    .await?
+                    .metadata
+                    .generation
+                    .unwrap_or_default();
+                return follow_until(&api, &target.name, generation, &wait).await;
+            }
+            if watch {
+                plugin::follow(&api, &target.name, None, Duration::MAX).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let md = api.get(&target.name).await?;
+            print!("{}", plugin::render_status(&md));
+            if let Some(status) = &md.status {
+                print!("{}", plugin::render_pods(status, Timestamp::now()));
+            }
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Set {
+            target,
+            uri,
+            version,
+            sha256,
+            wait,
+        } => {
+            let (api, _) = target_api(&target).await?;
+            let (generation, message) = plugin::set(
+                &api,
+                &target.name,
+                uri.as_deref(),
+                &version,
+                sha256.as_deref(),
+            )
+            .await?;
+            println!("{message}");
+            if wait.wait {
+                return follow_until(&api, &target.name, generation, &wait).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd { output_dir } => write_crds(output_dir).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::History(target) => {
             let (api, _) = target_api(&target).await?;
             print!("{}", plugin::render_history(&api.get(&target.name).await?));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Promote(target) => {
             let (api, _) = target_api(&target).await?;
             println!("{}", plugin::promote(&api, &target.name).await?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Abort(target) => {
             let (api, _) = target_api(&target).await?;
             println!("{}", plugin::abort(&api, &target.name).await?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rotate(target) => {
             let (api, namespace) = target_api(&target).await?;
@@ -171,7 +255,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 "{}",
                 plugin::rotate(client, &api, &namespace, &target.name).await?
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rollback { target, to } => {
             let (_, namespace) = target_api(&target).await?;
@@ -180,9 +264,40 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 "{}",
                 plugin::rollback(client, &namespace, &target.name, to.as_deref()).await?
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Follows `generation` with the progress display until its rollout ends; the exit code says how.
+async fn follow_until(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    generation: i64,
+    wait: &Wait,
+) -> anyhow::Result<ExitCode> {
+    let ending = plugin::follow(
+        api,
+        name,
+        Some(generation),
+        Duration::from_secs(wait.timeout),
+    )
+    .await?;
+    Ok(match ending {
+        Some(plugin::Ending::Promoted(message)) => {
+            println!("{name}: promoted: {message}");
+            ExitCode::SUCCESS
+        }
+        Some(plugin::Ending::Aborted(message)) => {
+            eprintln!("{name}: aborted: {message}");
+            ExitCode::from(EXIT_ABORTED)
+        }
+        Some(plugin::Ending::TimedOut(message)) => {
+            eprintln!("{name}: timed out: {message}");
+            ExitCode::from(EXIT_TIMED_OUT)
+        }
+        None => anyhow::bail!("stopped following {name} before its rollout ended"),
+    })
 }
 
 async fn target_api(target: &Target) -> anyhow::Result<(Api<ModelDeployment>, String)> {

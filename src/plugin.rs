@@ -1,8 +1,15 @@
-//! `kubectl ferry`: status, history, promote, abort and rollback of a ModelDeployment.
+//! `kubectl ferry`: status (with every pod, `--watch` and `--wait`), set, history, promote, abort, rollback
+//! and rotate of a ModelDeployment.
 //!
 //! Promote and abort are requests the controller acts on (annotations naming the candidate revision, so a stale
 //! request never touches a later rollout). Rollback is declarative, like `kubectl rollout undo`: it patches the
 //! spec back to what an earlier revision was made from; when that revision is still warm, traffic switches at once.
+
+mod follow;
+mod pods;
+
+pub use follow::{ending, follow, set, Ending};
+pub use pods::render_pods;
 
 use std::fmt::Write as _;
 

@@ -52,10 +52,12 @@ impl Answer {
             (false, LoadPhase::Ready) => PodPhase::Warming,
             (false, LoadPhase::Failed) => PodPhase::Failed,
         };
+        // What a pod says goes into the status: bounded, whatever the pod sends.
+        let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
         let failure = status.reason.map(|reason| {
             (
                 reason.as_str().to_owned(),
-                status.message.clone().unwrap_or_default(),
+                bounded(status.message.as_deref().unwrap_or_default(), 512),
             )
         });
         Answer {
@@ -64,9 +66,10 @@ impl Answer {
             sha256: status
                 .serving
                 .as_ref()
-                .map(|s| s.sha256.clone())
-                .or_else(|| status.sha256.clone())
-                .or_else(|| load.and_then(|l| l.sha256.clone())),
+                .map(|s| s.sha256.as_str())
+                .or(status.sha256.as_deref())
+                .or_else(|| load.and_then(|l| l.sha256.as_deref()))
+                .map(|sha| bounded(sha, 64)),
             bytes_done: status.bytes_done,
             bytes_total: status.bytes_total,
             failure,
