@@ -58,21 +58,18 @@ use std::time::{Duration, Instant};
 
 use axum::http;
 use ferry::api::ModelDeployment;
-use ferry::config::OperatorConfig;
-use ferry::controller::{self, RunOptions};
 use ferry::labels;
 use ferry::metrics::Metrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{control_plane, TestNamespace};
+use support::{control_plane, FerryRun, InProcess, Kubelet, TestNamespace};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -390,10 +387,7 @@ fn describe(counts: &Counts, filter: impl Fn(&str) -> bool) -> String {
 }
 
 async fn counting_client(kubeconfig: &Path, log: Arc<RequestLog>) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable");
+    let config = support::client_config(kubeconfig).await;
     let layer = tower::layer::layer_fn(move |inner| Recorded {
         inner,
         log: log.clone(),
@@ -407,48 +401,23 @@ async fn counting_client(kubeconfig: &Path, log: Arc<RequestLog>) -> Client {
 // --- The in-process controller -----------------------------------------------------------------------------
 
 struct InProcessController {
+    controller: InProcess,
     metrics: Arc<Metrics>,
     requests: Arc<RequestLog>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: JoinHandle<()>,
 }
 
 impl InProcessController {
     async fn start(kubeconfig: &Path, namespace: &str, settings: &Settings) -> Self {
         let requests = Arc::new(RequestLog::default());
-        let client = counting_client(kubeconfig, requests.clone()).await;
-        let metrics = Arc::new(Metrics::default());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let options = RunOptions {
-            namespaces: vec![namespace.to_owned()],
-            concurrency: settings.concurrency,
-        };
-        let handle = tokio::spawn({
-            let metrics = metrics.clone();
-            async move {
-                let shutdown = async move {
-                    let _ = stop_rx.await;
-                };
-                if let Err(error) = controller::run(
-                    client,
-                    OperatorConfig::default(),
-                    options,
-                    metrics,
-                    shutdown,
-                )
-                .await
-                {
-                    say(&format!(
-                        "the in-process controller stopped with an error: {error:#}"
-                    ));
-                }
-            }
-        });
+        let controller = InProcess::watching(&[namespace])
+            .client(counting_client(kubeconfig, requests.clone()).await)
+            .concurrency(settings.concurrency)
+            .start()
+            .await;
         InProcessController {
-            metrics,
+            metrics: controller.metrics.clone(),
+            controller,
             requests,
-            stop,
-            handle,
         }
     }
 
@@ -479,8 +448,9 @@ impl InProcessController {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        if let Err(error) = self.controller.stop().await {
+            say(&format!("the in-process controller: {error}"));
+        }
     }
 }
 
@@ -856,7 +826,9 @@ async fn roll(
         .await
         .ok_or("no Deployment appeared")?;
     let deployed = asked.elapsed();
-    let ready_at = make_ready(client, namespace, &revision, replicas).await?;
+    let ready_at = Kubelet::new(client, namespace)
+        .mark_ready(&revision, replicas, STEP_TIMEOUT)
+        .await?;
     let key = (name.to_owned(), revision.clone());
     let (available, switched) = observer
         .wait(STEP_TIMEOUT, |seen| {
@@ -881,50 +853,6 @@ async fn roll(
         became_available: available.saturating_duration_since(ready_at),
         overhead_ms,
     })
-}
-
-/// Plays the kubelet: marks every pod of the revision Running and Ready, once all `replicas` pods exist.
-/// Returns when the last pod was marked.
-async fn make_ready(
-    client: &Client,
-    namespace: &str,
-    revision: &str,
-    replicas: i32,
-) -> Result<Instant, String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = ListParams::default().labels(&format!("{}={revision}", labels::REVISION));
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let mut marked: HashSet<String> = HashSet::new();
-    loop {
-        let list = pods
-            .list(&selector)
-            .await
-            .map_err(|e| format!("list pods: {e}"))?;
-        for pod in list.items {
-            let pod_name = pod.name_any();
-            if marked.contains(&pod_name) || pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let status = support::ready_pod_status();
-            if pods
-                .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .is_ok()
-            {
-                marked.insert(pod_name);
-            }
-        }
-        if marked.len() >= replicas as usize {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {} of {replicas} pods of {revision} appeared",
-                marked.len()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // --- Part 3: writes with nothing changing -----------------------------------------------------------------
@@ -1218,45 +1146,6 @@ struct ColdFigures {
     log: PathBuf,
 }
 
-/// The `ferry` binary as a child process, stopped (and killed if need be) when dropped.
-struct FerryProcess {
-    child: std::process::Child,
-}
-
-impl FerryProcess {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, so it shuts down gracefully; SIGKILL after 10 s.
-    fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for FerryProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A field of /proc/PID/status in kB (VmHWM, VmRSS).
 fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1269,24 +1158,11 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// GET http://127.0.0.1:PORT/metrics.
-async fn scrape(port: u16) -> Option<String> {
+/// The body of `ferry run`'s /metrics.
+async fn scrape(process: &Arc<FerryRun>) -> Option<String> {
+    let process = process.clone();
     tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
+        let response = process.http_get("/metrics").ok()?;
         Some(response.split_once("\r\n\r\n")?.1.to_owned())
     })
     .await
@@ -1400,9 +1276,7 @@ async fn cold_start(
         synced_rx.recv().await;
     }
 
-    let port = free_port();
     let log = std::env::temp_dir().join(format!("ferry-bench-cold-{}.log", std::process::id()));
-    let log_file = std::fs::File::create(&log).expect("log file");
     say(&format!(
         "part 2: starting `ferry run` watching {namespace} (log: {})",
         log.display()
@@ -1410,21 +1284,13 @@ async fn cold_start(
     let load_before = load_average();
     let apiserver_before = apiserver_requests(client, &READ_AND_WRITE_VERBS).await;
     let started = Instant::now();
-    let mut process = FerryProcess {
-        child: std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-            // Settings through the environment: `ferry run` reads every flag from a FERRY_* variable too.
-            .arg("run")
-            .env("FERRY_ADMIN_KEY_FILE", support::admin_key_file())
-            .env("FERRY_WATCH_NAMESPACES", namespace)
-            .env("FERRY_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("KUBECONFIG", kubeconfig)
+    let process = Arc::new(
+        FerryRun::watching(&[namespace])
+            .kubeconfig(kubeconfig)
             .env("FERRY_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("the ferry binary starts"),
-    };
+            .log_to(&log)
+            .start(),
+    );
     let pid = process.pid();
 
     let mut last_report = Instant::now();
@@ -1440,7 +1306,7 @@ async fn cold_start(
         if started.elapsed() > settings.cold_timeout {
             break None;
         }
-        if process.child.try_wait().ok().flatten().is_some() {
+        if process.exited().is_some() {
             say("part 2: the ferry process exited before convergence");
             break None;
         }
@@ -1459,7 +1325,7 @@ async fn cold_start(
         apiserver_before,
         apiserver_requests(client, &READ_AND_WRITE_VERBS).await,
     );
-    let reconciles_at_convergence = scrape(port)
+    let reconciles_at_convergence = scrape(&process)
         .await
         .map(|m| metric_sum(&m, "ferry_reconciles_total"));
     if let Some(took) = converged_in {
@@ -1472,12 +1338,12 @@ async fn cold_start(
     }
     let hwm_end_kb = proc_status_kb(pid, "VmHWM");
     let rss_end_kb = proc_status_kb(pid, "VmRSS");
-    let final_metrics = scrape(port).await;
+    let final_metrics = scrape(&process).await;
     let (with_deployment, with_status) = {
         let p = progress.0.lock().unwrap();
         (p.with_deployment.len(), p.with_status.len())
     };
-    tokio::task::spawn_blocking(move || process.stop())
+    tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(10)))
         .await
         .expect("stop ferry");
     md_watch.abort();

@@ -14,23 +14,23 @@ use std::time::Duration;
 
 use ferry::api::{ModelDeployment, Outcome, Phase};
 use ferry::config::OperatorConfig;
-use ferry::controller::{self, RunOptions};
 use ferry::metrics::Metrics;
+use ferry::server_contract::Reason;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, ResourceQuota, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
-use support::{control_plane, TestNamespace};
+use support::{control_plane, eventually, FerryRun, InProcess, Kubelet, TestNamespace};
 use tokio::task::JoinHandle;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// One scenario's world: a namespace, a running controller watching it, and the invariant checker.
 struct World {
     ns: TestNamespace,
     client: Client,
-    controller: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    /// The tests play the kubelet.
+    kubelet: Kubelet,
+    controller: Option<InProcess>,
     checker_stop: Arc<AtomicBool>,
     checker: Option<JoinHandle<()>>,
     violations: Arc<Mutex<Vec<String>>>,
@@ -44,6 +44,7 @@ impl World {
         let ns = TestNamespace::create();
         let client = control_plane().client().await;
         let mut world = World {
+            kubelet: Kubelet::new(&client, &ns.name),
             ns,
             client,
             controller: None,
@@ -53,36 +54,25 @@ impl World {
             metrics: Arc::new(Metrics::default()),
             config: OperatorConfig::default(),
         };
-        world.start_controller();
+        world.start_controller().await;
         world.start_checker();
         world
     }
 
-    fn start_controller(&mut self) {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let config = self.config.clone();
-        let options = RunOptions {
-            namespaces: vec![self.ns.name.clone()],
-            concurrency: 4,
-        };
-        let handle = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.await;
-            };
-            controller::run(client, config, options, metrics, shutdown)
-                .await
-                .expect("controller runs");
-        });
-        self.controller = Some((handle, stop_tx));
+    async fn start_controller(&mut self) {
+        let controller = InProcess::watching(&[&self.ns.name])
+            .client(self.client.clone())
+            .config(self.config.clone())
+            .metrics(self.metrics.clone())
+            .start()
+            .await;
+        self.controller = Some(controller);
     }
 
     /// Kills the controller abruptly, as a crash would.
     async fn kill_controller(&mut self) {
-        if let Some((handle, _stop)) = self.controller.take() {
-            handle.abort();
-            let _ = handle.await;
+        if let Some(controller) = self.controller.take() {
+            controller.kill().await;
         }
     }
 
@@ -163,9 +153,11 @@ impl World {
         if let Some(checker) = self.checker.take() {
             let _ = checker.await;
         }
-        if let Some((handle, stop)) = self.controller.take() {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        if let Some(controller) = self.controller.take() {
+            controller
+                .stop()
+                .await
+                .expect("the controller stops cleanly");
         }
         let violations = self.violations.lock().unwrap().clone();
         assert!(
@@ -179,9 +171,6 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
     fn deployments(&self) -> Api<Deployment> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-    fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
     fn services(&self) -> Api<Service> {
@@ -215,41 +204,9 @@ impl World {
         self.mds().get(name).await.expect("get ModelDeployment")
     }
 
-    /// Polls until `check` returns Some, or fails after [`WAIT`] with `what`.
-    async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// The revision whose Deployment serves `version`, once it exists.
     async fn revision_of(&self, name: &str, version: &str) -> String {
-        self.eventually(
-            &format!("a Deployment for {name} version {version}"),
-            || async {
-                self.deployments()
-                    .list(
-                        &ListParams::default()
-                            .labels(&format!("ferry.dev/model-deployment={name}")),
-                    )
-                    .await
-                    .ok()
-                    .and_then(|list| support::revision_serving(list.items, version))
-            },
-        )
-        .await
+        support::revision_of(&self.deployments(), name, version).await
     }
 
     async fn stable_revision(&self, name: &str) -> Option<String> {
@@ -263,7 +220,7 @@ impl World {
     }
 
     async fn wait_stable(&self, name: &str, revision: &str) {
-        self.eventually(
+        eventually(
             &format!("the stable Service of {name} to select {revision}"),
             || async {
                 (self.stable_revision(name).await.as_deref() == Some(revision)).then_some(())
@@ -291,76 +248,11 @@ impl World {
             .unwrap_or(-1)
     }
 
-    /// Plays the kubelet: marks every pod of the revision Running and Ready until the Deployment reports all
-    /// of its replicas available.
-    async fn make_ready(&self, name: &str, revision: &str) {
-        let deployment_name = format!("{name}-{revision}");
-        self.eventually(&format!("{deployment_name} to be available"), || async {
-            let pods = self
-                .pods()
-                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-                .await
-                .ok()?;
-            for pod in &pods.items {
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                if !ready {
-                    let pod_name = pod.metadata.name.clone()?;
-                    let status = support::ready_pod_status();
-                    let _ = self
-                        .pods()
-                        .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
-                        .await;
-                }
-            }
-            let deployment = self.deployments().get(&deployment_name).await.ok()?;
-            let wanted = deployment.spec.as_ref()?.replicas?;
-            let status = deployment.status?;
-            (status.available_replicas.unwrap_or(0) >= wanted
-                && status.observed_generation >= deployment.metadata.generation)
-                .then_some(())
-        })
-        .await;
-    }
-
-    /// Plays the kubelet for a server that failed to load: the container terminated with ferry-server's
-    /// termination message.
-    async fn fail_load(&self, revision: &str, reason: &str, message: &str) {
-        let termination = json!({"reason": reason, "message": message}).to_string();
-        self.eventually("a pod of the failing revision", || async {
-            let pods = self
-                .pods()
-                .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-                .await
-                .ok()?;
-            let pod = pods.items.first()?;
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let status = json!({"status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-                "containerStatuses": [{"name": "server", "ready": false, "restartCount": 1,
-                    "image": "ferry-server:0.1.0", "imageID": "",
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": termination,
-                        "startedAt": now, "finishedAt": now}}}],
-            }});
-            self.pods()
-                .patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-    }
-
     async fn wait_status<F>(&self, name: &str, what: &str, check: F) -> ModelDeployment
     where
         F: Fn(&ModelDeployment) -> bool,
     {
-        self.eventually(what, || async {
+        eventually(what, || async {
             let md = self.mds().get(name).await.ok()?;
             check(&md).then_some(md)
         })
@@ -369,7 +261,7 @@ impl World {
 
     /// Waits for an Event with `reason` on `name` (events follow the status write of their reconcile).
     async fn wait_event(&self, name: &str, reason: &str) {
-        self.eventually(&format!("a {reason} event on {name}"), || async {
+        eventually(&format!("a {reason} event on {name}"), || async {
             self.event_reasons(name)
                 .await
                 .iter()
@@ -447,7 +339,7 @@ async fn serving(world: &World, name: &str, extra: serde_json::Value) -> String 
         None,
         "nothing serves before the first version is ready"
     );
-    world.make_ready(name, &first).await;
+    world.kubelet.make_ready(name, &first).await;
     world.wait_stable(name, &first).await;
     world.wait_status(name, "Ready", is_ready).await;
     first
@@ -501,7 +393,7 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
         second
     );
 
-    world.make_ready("iris", &second).await;
+    world.kubelet.make_ready("iris", &second).await;
     world.wait_stable("iris", &second).await;
     let md = world
         .wait_status("iris", "version 2 active", |md| {
@@ -514,19 +406,17 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
     let status = md.status.unwrap();
     assert_eq!(status.previous[0].revision, first);
     assert_eq!(status.history[0].outcome, Outcome::Promoted);
-    world
-        .eventually(
-            "the previous revision scaled to previousReplicas",
-            || async { (world.replicas_of("iris", &first).await == 1).then_some(()) },
-        )
-        .await;
+    eventually(
+        "the previous revision scaled to previousReplicas",
+        || async { (world.replicas_of("iris", &first).await == 1).then_some(()) },
+    )
+    .await;
     for expected in ["RolloutStarted", "Promoted"] {
-        world
-            .eventually(&format!("one {expected} event per version"), || async {
-                let reasons = world.event_reasons("iris").await;
-                (reasons.iter().filter(|r| *r == expected).count() == 2).then_some(())
-            })
-            .await;
+        eventually(&format!("one {expected} event per version"), || async {
+            let reasons = world.event_reasons("iris").await;
+            (reasons.iter().filter(|r| *r == expected).count() == 2).then_some(())
+        })
+        .await;
     }
     world.finish().await;
 }
@@ -539,9 +429,10 @@ async fn a_candidate_that_fails_to_load_never_gets_traffic_and_is_aborted_with_t
     world.set_version("fraud", "2").await;
     let second = world.revision_of("fraud", "2").await;
     world
+        .kubelet
         .fail_load(
             &second,
-            "ChecksumMismatch",
+            Reason::ChecksumMismatch,
             "expected sha256 00aa..., got 11bb...",
         )
         .await;
@@ -560,11 +451,10 @@ async fn a_candidate_that_fails_to_load_never_gets_traffic_and_is_aborted_with_t
         world.stable_revision("fraud").await.as_deref(),
         Some(first.as_str())
     );
-    world
-        .eventually("the aborted candidate scaled to zero", || async {
-            (world.replicas_of("fraud", &second).await == 0).then_some(())
-        })
-        .await;
+    eventually("the aborted candidate scaled to zero", || async {
+        (world.replicas_of("fraud", &second).await == 0).then_some(())
+    })
+    .await;
     world.wait_event("fraud", "RolloutAborted").await;
     assert!(
         is_ready(&world.get("fraud").await),
@@ -599,7 +489,7 @@ async fn rollback_to_a_warm_revision_is_immediate_and_creates_nothing() {
     let first = serving(&world, "iris", json!({})).await;
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
-    world.make_ready("iris", &second).await;
+    world.kubelet.make_ready("iris", &second).await;
     world.wait_stable("iris", &second).await;
     world
         .wait_status("iris", "version 2 Ready", |md| {
@@ -672,16 +562,15 @@ async fn a_spec_change_mid_rollout_supersedes_the_candidate() {
         })
         .await;
     assert_eq!(md.status.unwrap().candidate.unwrap().revision, third);
-    world
-        .eventually("the superseded candidate scaled to zero", || async {
-            (world.replicas_of("iris", &second).await == 0).then_some(())
-        })
-        .await;
+    eventually("the superseded candidate scaled to zero", || async {
+        (world.replicas_of("iris", &second).await == 0).then_some(())
+    })
+    .await;
     assert_eq!(
         world.stable_revision("iris").await.as_deref(),
         Some(first.as_str())
     );
-    world.make_ready("iris", &third).await;
+    world.kubelet.make_ready("iris", &third).await;
     world.wait_stable("iris", &third).await;
     world.finish().await;
 }
@@ -692,7 +581,7 @@ async fn without_auto_promote_a_ready_candidate_waits_for_kubectl_ferry_promote(
     let first = serving(&world, "iris", json!({"rollout": {"autoPromote": false}})).await;
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
-    world.make_ready("iris", &second).await;
+    world.kubelet.make_ready("iris", &second).await;
     world
         .wait_status("iris", "WaitingForPromotion", |md| {
             condition_reason(md, "Progressing")
@@ -747,21 +636,19 @@ async fn scaling_resizes_the_active_revision_and_the_candidate() {
     let world = World::new().await;
     let first = serving(&world, "iris", json!({})).await;
     control_plane().kubectl_ok(&["scale", "md/iris", "--replicas=3", "-n", &world.ns.name]);
-    world
-        .eventually("the active Deployment at 3 replicas", || async {
-            (world.replicas_of("iris", &first).await == 3).then_some(())
-        })
-        .await;
+    eventually("the active Deployment at 3 replicas", || async {
+        (world.replicas_of("iris", &first).await == 3).then_some(())
+    })
+    .await;
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
     control_plane().kubectl_ok(&["scale", "md/iris", "--replicas=4", "-n", &world.ns.name]);
-    world
-        .eventually("both Deployments at 4 replicas", || async {
-            (world.replicas_of("iris", &first).await == 4
-                && world.replicas_of("iris", &second).await == 4)
-                .then_some(())
-        })
-        .await;
+    eventually("both Deployments at 4 replicas", || async {
+        (world.replicas_of("iris", &first).await == 4
+            && world.replicas_of("iris", &second).await == 4)
+            .then_some(())
+    })
+    .await;
     world.finish().await;
 }
 
@@ -774,19 +661,18 @@ async fn deleting_the_model_deployment_garbage_collects_its_children() {
         .delete("iris", &DeleteParams::foreground())
         .await
         .expect("delete");
-    world
-        .eventually("children garbage-collected", || async {
-            let deployments = world.deployment_count("iris").await;
-            let services = world
-                .services()
-                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
-                .await
-                .ok()?
-                .items
-                .len();
-            (deployments == 0 && services == 0).then_some(())
-        })
-        .await;
+    eventually("children garbage-collected", || async {
+        let deployments = world.deployment_count("iris").await;
+        let services = world
+            .services()
+            .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+            .await
+            .ok()?
+            .items
+            .len();
+        (deployments == 0 && services == 0).then_some(())
+    })
+    .await;
     world.finish().await;
 }
 
@@ -797,8 +683,8 @@ async fn a_controller_restarted_mid_rollout_converges() {
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
     world.kill_controller().await;
-    world.make_ready("iris", &second).await;
-    world.start_controller();
+    world.kubelet.make_ready("iris", &second).await;
+    world.start_controller().await;
     world.wait_stable("iris", &second).await;
     let md = world
         .wait_status("iris", "version 2 Ready", |md| {
@@ -839,7 +725,7 @@ async fn reapplying_the_same_manifest_creates_no_revision() {
     ];
     control_plane().kubectl_with_stdin(&apply, Some(&manifest));
     let first = world.revision_of("iris", "1").await;
-    world.make_ready("iris", &first).await;
+    world.kubelet.make_ready("iris", &first).await;
     world.wait_status("iris", "Ready", is_ready).await;
     let before = world.get("iris").await;
     let output = control_plane().kubectl_with_stdin(&apply, Some(&manifest));
@@ -865,31 +751,30 @@ async fn pruning_respects_keep_previous_and_revision_history_limit() {
     for version in ["2", "3", "4"] {
         world.set_version("iris", version).await;
         let revision = world.revision_of("iris", version).await;
-        world.make_ready("iris", &revision).await;
+        world.kubelet.make_ready("iris", &revision).await;
         world.wait_stable("iris", &revision).await;
         revisions.push(revision);
     }
-    let names: BTreeMap<String, i32> = world
-        .eventually("old revisions pruned", || async {
-            let list = world
-                .deployments()
-                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
-                .await
-                .ok()?;
-            let names: BTreeMap<String, i32> = list
-                .items
-                .iter()
-                .filter(|d| d.metadata.deletion_timestamp.is_none())
-                .map(|d| {
-                    (
-                        d.metadata.labels.clone().unwrap()["ferry.dev/revision"].clone(),
-                        d.spec.as_ref().unwrap().replicas.unwrap(),
-                    )
-                })
-                .collect();
-            (names.len() == 2).then_some(names)
-        })
-        .await;
+    let names: BTreeMap<String, i32> = eventually("old revisions pruned", || async {
+        let list = world
+            .deployments()
+            .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+            .await
+            .ok()?;
+        let names: BTreeMap<String, i32> = list
+            .items
+            .iter()
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .map(|d| {
+                (
+                    d.metadata.labels.clone().unwrap()["ferry.dev/revision"].clone(),
+                    d.spec.as_ref().unwrap().replicas.unwrap(),
+                )
+            })
+            .collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
     assert_eq!(names.get(&revisions[3]), Some(&2), "active");
     assert_eq!(names.get(&revisions[2]), Some(&2), "one warm previous");
     world.finish().await;
@@ -957,7 +842,7 @@ async fn a_write_the_api_server_refuses_is_reported_in_the_status_until_it_goes_
         .await
         .unwrap();
     let first = world.revision_of("iris", "1").await;
-    world.make_ready("iris", &first).await;
+    world.kubelet.make_ready("iris", &first).await;
     world.wait_stable("iris", &first).await;
     let md = world.wait_status("iris", "Ready", is_ready).await;
     let (status, reason, _) = condition_reason(&md, "Degraded").unwrap();
@@ -969,45 +854,19 @@ async fn a_write_the_api_server_refuses_is_reported_in_the_status_until_it_goes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_run_serves_metrics_and_stops_on_sigterm() {
     let ns = TestNamespace::create();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .env("FERRY_ADMIN_KEY_FILE", support::admin_key_file())
-        .args([
-            "run",
-            "--watch-namespaces",
-            &ns.name,
-            "--metrics-address",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ferry run starts");
+    let process = FerryRun::watching(&[&ns.name]).start();
     let sample =
         std::fs::read_to_string(support::repo_root().join("e2e/samples/minimal.yaml")).unwrap();
     control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&sample));
     let client = control_plane().client().await;
     let mds: Api<ModelDeployment> = Api::namespaced(client, &ns.name);
-    let deadline = std::time::Instant::now() + WAIT;
-    while mds
-        .get("iris")
-        .await
-        .ok()
-        .and_then(|md| md.status)
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry run never wrote a status"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let metrics = http_get(port, "/metrics");
+    support::eventually_explained(
+        "ferry run to write a status",
+        || process.log(),
+        || async { mds.get("iris").await.ok()?.status.map(|_| ()) },
+    )
+    .await;
+    let metrics = process.metrics();
     assert!(metrics.contains("ferry_reconciles_total"), "{metrics}");
     assert!(
         metrics.contains("ferry_rollout_transitions_total{outcome=\"RolloutStarted\"} 1"),
@@ -1017,35 +876,21 @@ async fn ferry_run_serves_metrics_and_stops_on_sigterm() {
         metrics.contains("ferry_reconcile_duration_seconds_bucket"),
         "{metrics}"
     );
-    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(process
+        .http_get("/healthz")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
 
     let started = std::time::Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &process.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = process.wait().expect("ferry run exits");
+    let exit = process
+        .terminate(Duration::from_secs(15))
+        .expect("ferry run exits on SIGTERM");
     assert!(exit.success(), "ferry run exited with {exit}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "shutdown took {:?}",
         started.elapsed()
     );
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port answers");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 /// With nothing to change, a reconcile writes nothing: not the children, not the status.
@@ -1088,11 +933,10 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
 /// The admin credential the Secret holds, checked against the controller's key.
 async fn admin_credential(world: &World, name: &str) -> (String, String) {
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
-    let secret = world
-        .eventually(&format!("the admin Secret of {name}"), || async {
-            secrets.get_opt(&format!("{name}-ferry-admin")).await.ok()?
-        })
-        .await;
+    let secret = eventually(&format!("the admin Secret of {name}"), || async {
+        secrets.get_opt(&format!("{name}-ferry-admin")).await.ok()?
+    })
+    .await;
     assert_eq!(
         secret.immutable, None,
         "the kubelet refreshes only mutable Secrets"
@@ -1158,24 +1002,23 @@ async fn each_model_deployment_gets_its_own_admin_credential_kept_out_of_pod_tem
     // A restarted controller derives the same credential and issues none: the Secret is still there.
     let mut world = world;
     world.kill_controller().await;
-    world.start_controller();
+    world.start_controller().await;
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
-    world.make_ready("iris", &second).await;
+    world.kubelet.make_ready("iris", &second).await;
     world.wait_stable("iris", &second).await;
     assert_eq!(admin_credential(&world, "iris").await.0, iris_id);
 
     // Rotation: `kubectl ferry rotate` deletes the Secret; the controller issues one with a new id.
     let out = world.plugin(&["rotate", "iris"]);
     assert!(out.contains("iris-ferry-admin"), "{out}");
-    let rotated = world
-        .eventually("a rotated admin credential", || async {
-            let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
-            let secret = secrets.get_opt("iris-ferry-admin").await.ok()??;
-            let token = String::from_utf8(secret.data?["token"].0.clone()).ok()?;
-            (!token.starts_with(&format!("{iris_id}."))).then_some(token)
-        })
-        .await;
+    let rotated = eventually("a rotated admin credential", || async {
+        let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns.name);
+        let secret = secrets.get_opt("iris-ferry-admin").await.ok()??;
+        let token = String::from_utf8(secret.data?["token"].0.clone()).ok()?;
+        (!token.starts_with(&format!("{iris_id}."))).then_some(token)
+    })
+    .await;
     let (new_id, _) = admin_credential(&world, "iris").await;
     assert!(rotated.starts_with(&format!("{new_id}.")));
     assert_ne!(new_id, iris_id);

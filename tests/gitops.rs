@@ -6,21 +6,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry::api::ModelDeployment;
-use ferry::config::OperatorConfig;
-use ferry::controller::{self, RunOptions};
-use ferry::metrics::Metrics;
+use ferry::server_contract::Reason;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use mlua::serde::SerializeOptions;
 use mlua::{Lua, LuaOptions, LuaSerdeExt, StdLib};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use support::{control_plane, repo_root, TestNamespace};
+use serde_json::Value;
+use support::{control_plane, repo_root, revision_of, InProcess, Kubelet, TestNamespace, WAIT};
 
 const SCRIPT: &str = "gitops/argocd/modeldeployment-health.lua";
 
@@ -124,26 +120,6 @@ fn the_argocd_cm_snippet_holds_exactly_the_script() {
 
 // --- The health check on what the controller really writes ---------------------------------------------------
 
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The object as Argo CD gets it from the API server.
 fn raw(ns: &str, name: &str) -> Value {
     serde_json::from_str(&control_plane().kubectl_ok(&[
@@ -156,73 +132,6 @@ fn raw(ns: &str, name: &str) -> Value {
         "json",
     ]))
     .unwrap()
-}
-
-/// Plays the kubelet: every pod of `revision` Running and Ready until its Deployment is available.
-async fn make_ready(pods: &Api<Pod>, deployments: &Api<Deployment>, name: &str, revision: &str) {
-    eventually(&format!("{name}-{revision} to be available"), || async {
-        let list = pods
-            .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-            .await
-            .ok()?;
-        for pod in &list.items {
-            let status = support::ready_pod_status();
-            let _ = pods
-                .patch_status(
-                    pod.metadata.name.as_deref()?,
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                )
-                .await;
-        }
-        let deployment = deployments.get(&format!("{name}-{revision}")).await.ok()?;
-        let wanted = deployment.spec.as_ref()?.replicas?;
-        let status = deployment.status?;
-        (status.available_replicas.unwrap_or(0) >= wanted
-            && status.observed_generation >= deployment.metadata.generation)
-            .then_some(())
-    })
-    .await;
-}
-
-/// Plays the kubelet for a server that failed to load: its termination message.
-async fn fail_load(pods: &Api<Pod>, revision: &str) {
-    let termination =
-        json!({"reason": "ChecksumMismatch", "message": "expected sha256 00aa..., got 11bb..."})
-            .to_string();
-    eventually("a pod of the failing revision", || async {
-        let list = pods
-            .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-            .await
-            .ok()?;
-        let pod = list.items.first()?;
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let status = json!({"status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-            "containerStatuses": [{"name": "server", "ready": false, "restartCount": 1,
-                "image": "ferry-server:0.1.0", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": termination,
-                    "startedAt": now, "finishedAt": now}}}],
-        }});
-        pods.patch_status(pod.metadata.name.as_deref()?, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-}
-
-/// The revision label of the Deployment that serves `version`, once it exists.
-async fn revision_of(deployments: &Api<Deployment>, version: &str) -> String {
-    eventually(&format!("a Deployment for version {version}"), || async {
-        deployments
-            .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
-            .await
-            .ok()
-            .and_then(|list| support::revision_serving(list.items, version))
-    })
-    .await
 }
 
 /// Waits until Argo CD would report `status` for the ModelDeployment; returns the message.
@@ -251,7 +160,6 @@ async fn the_argocd_health_check_follows_a_real_rollout() {
     let client = control_plane().client().await;
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
 
     // Before any controller sees it: no status.
     let manifest = |version: &str| {
@@ -276,25 +184,18 @@ async fn the_argocd_health_check_follows_a_real_rollout() {
     assert!(apply("1").status.success());
     assert_eq!(health(&raw(&ns.name, "iris")).0, "Progressing");
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(
-        client.clone(),
-        OperatorConfig::default(),
-        RunOptions {
-            namespaces: vec![ns.name.clone()],
-            concurrency: 2,
-        },
-        Arc::new(Metrics::default()),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let controller = InProcess::watching(&[&ns.name])
+        .client(client.clone())
+        .concurrency(2)
+        .start()
+        .await;
+    let kubelet = Kubelet::new(&client, &ns.name);
 
     // First version loading, then serving.
-    let first = revision_of(&deployments, "1").await;
+    let first = revision_of(&deployments, "iris", "1").await;
     let message = wait_health(&ns.name, "Progressing").await;
     assert!(message.contains("version 1"), "{message}");
-    make_ready(&pods, &deployments, "iris", &first).await;
+    kubelet.make_ready("iris", &first).await;
     let message = wait_health(&ns.name, "Healthy").await;
     assert!(message.contains("version 1 serves"), "{message}");
 
@@ -302,8 +203,8 @@ async fn the_argocd_health_check_follows_a_real_rollout() {
     assert!(apply("2").status.success());
     let right_after = health(&raw(&ns.name, "iris"));
     assert_eq!(right_after.0, "Progressing", "{right_after:?}");
-    let second = revision_of(&deployments, "2").await;
-    make_ready(&pods, &deployments, "iris", &second).await;
+    let second = revision_of(&deployments, "iris", "2").await;
+    kubelet.make_ready("iris", &second).await;
     // autoPromote: false, the ready candidate waits: Suspended.
     let message = wait_health(&ns.name, "Suspended").await;
     assert!(message.contains("kubectl ferry promote"), "{message}");
@@ -314,13 +215,21 @@ async fn the_argocd_health_check_follows_a_real_rollout() {
 
     // A version that fails to load: Degraded, with the server's reason.
     assert!(apply("3").status.success());
-    let third = revision_of(&deployments, "3").await;
-    fail_load(&pods, &third).await;
+    let third = revision_of(&deployments, "iris", "3").await;
+    kubelet
+        .fail_load(
+            &third,
+            Reason::ChecksumMismatch,
+            "expected sha256 00aa..., got 11bb...",
+        )
+        .await;
     let message = wait_health(&ns.name, "Degraded").await;
     assert!(message.contains("ChecksumMismatch"), "{message}");
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    controller
+        .stop()
+        .await
+        .expect("the controller stops cleanly");
 }
 
 // --- Server-side apply twice ----------------------------------------------------------------------------------

@@ -9,20 +9,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use ferry::api::ModelDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
-use support::{control_plane, repo_root, TestNamespace};
-
-const WAIT: Duration = Duration::from_secs(60);
+use support::{control_plane, repo_root, FerryRun, Kubelet, TestNamespace};
 
 /// Exactly what the controller may do in a watched namespace; a change to the chart's rules must change this
 /// list (and the README's table) on purpose.
@@ -147,104 +143,16 @@ impl Drop for Release {
     }
 }
 
-/// A kubeconfig file, removed when the test ends (it holds a token).
-struct Kubeconfig(PathBuf);
-
-impl Drop for Kubeconfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// Fails the test with the controller's output if it exited or ever met a `forbidden`.
+fn assert_healthy(controller: &FerryRun) {
+    let output = controller.log();
+    if let Some(status) = controller.exited() {
+        panic!("ferry run exited with {status}:\n{output}");
     }
-}
-
-/// A kubeconfig that authenticates with a fresh token of `namespace/service_account` (TokenRequest API).
-fn service_account_kubeconfig(namespace: &str, service_account: &str) -> Kubeconfig {
-    let plane = control_plane();
-    let token = plane.kubectl_ok(&[
-        "create",
-        "token",
-        service_account,
-        "-n",
-        namespace,
-        "--duration=1h",
-    ]);
-    let admin: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&plane.kubeconfig).unwrap()).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {
-            "server": cluster["server"],
-            "certificate-authority-data": cluster["certificate-authority-data"],
-        }}],
-        "users": [{"name": service_account, "user": {"token": token.trim()}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account, "namespace": namespace}}],
-        "current-context": "sa",
-    });
-    let path = std::env::temp_dir().join(format!("ferry-rbac-{namespace}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
-    Kubeconfig(path)
-}
-
-/// The `ferry run` process, killed when the test ends; its output is kept for the `forbidden` check.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn start(kubeconfig: &std::path::Path, env: &BTreeMap<String, String>, log_name: &str) -> Self {
-        let log = std::env::temp_dir().join(format!("ferry-rbac-{log_name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .arg("run")
-            // Only what the pod would have: the chart's environment.
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env)
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("ferry run starts");
-        Controller { child, log }
-    }
-
-    fn output(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.log)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .unwrap();
-        text
-    }
-
-    /// Fails the test with the controller's output if it exited or ever met a `forbidden`.
-    fn assert_healthy(&mut self) {
-        let output = self.output();
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("ferry run exited with {status}:\n{output}");
-        }
-        assert!(
-            !output.to_lowercase().contains("forbidden"),
-            "the controller was refused a request:\n{output}"
-        );
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    assert!(
+        !output.to_lowercase().contains("forbidden"),
+        "the controller was refused a request:\n{output}"
+    );
 }
 
 /// `kubectl auth can-i` as `user`: whether the API server would allow it.
@@ -290,41 +198,55 @@ fn bindings_of(namespace: &str, service_account: &str) -> Vec<String> {
         .collect()
 }
 
-// --- Playing the kubelet (as tests/controller.rs does) ---------------------------------------------------------
+// --- The workload -------------------------------------------------------------------------------------------
 
-async fn eventually<T, F, Fut>(what: &str, controller: &mut Controller, mut check: F) -> T
+/// Runs `step` (which waits for something), failing at once if the controller exits or meets a `forbidden`
+/// meanwhile.
+async fn watched<T>(controller: &FerryRun, step: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(step);
+    loop {
+        assert_healthy(controller);
+        tokio::select! {
+            value = &mut step => return value,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, failing at once if the controller exits or meets a `forbidden`, and
+/// with its output after [`support::WAIT`].
+async fn eventually<T, F, Fut>(what: &str, controller: &FerryRun, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        controller.assert_healthy();
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; controller output:\n{}",
-            controller.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let explain = || format!("controller output:\n{}", controller.log());
+    watched(
+        controller,
+        support::eventually_explained(what, explain, check),
+    )
+    .await
 }
 
 struct Workload {
     client: Client,
     namespace: String,
+    kubelet: Kubelet,
 }
 
 impl Workload {
+    fn new(client: &Client, namespace: &str) -> Self {
+        Workload {
+            client: client.clone(),
+            namespace: namespace.to_owned(),
+            kubelet: Kubelet::new(client, namespace),
+        }
+    }
+
     fn mds(&self) -> Api<ModelDeployment> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
     fn deployments(&self) -> Api<Deployment> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-    fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -353,61 +275,21 @@ impl Workload {
             .expect("patch spec");
     }
 
-    async fn revision_of(&self, controller: &mut Controller, name: &str, version: &str) -> String {
-        eventually(
-            &format!("a Deployment of {name} version {version}"),
+    async fn revision_of(&self, controller: &FerryRun, name: &str, version: &str) -> String {
+        watched(
             controller,
-            || async {
-                self.deployments()
-                    .list(
-                        &ListParams::default()
-                            .labels(&format!("ferry.dev/model-deployment={name}")),
-                    )
-                    .await
-                    .ok()
-                    .and_then(|list| support::revision_serving(list.items, version))
-            },
+            support::revision_of(&self.deployments(), name, version),
         )
         .await
     }
 
-    /// Marks every pod of the revision Running and Ready until its Deployment is available.
-    async fn make_ready(&self, controller: &mut Controller, name: &str, revision: &str) {
-        let deployment_name = format!("{name}-{revision}");
-        eventually(
-            &format!("{deployment_name} to be available"),
-            controller,
-            || async {
-                let pods = self
-                    .pods()
-                    .list(&ListParams::default().labels(&format!("ferry.dev/revision={revision}")))
-                    .await
-                    .ok()?;
-                for pod in &pods.items {
-                    let status = support::ready_pod_status();
-                    let _ = self
-                        .pods()
-                        .patch_status(
-                            pod.metadata.name.as_deref()?,
-                            &PatchParams::default(),
-                            &Patch::Merge(&status),
-                        )
-                        .await;
-                }
-                let deployment = self.deployments().get(&deployment_name).await.ok()?;
-                let wanted = deployment.spec.as_ref()?.replicas?;
-                let status = deployment.status?;
-                (status.available_replicas.unwrap_or(0) >= wanted
-                    && status.observed_generation >= deployment.metadata.generation)
-                    .then_some(())
-            },
-        )
-        .await;
+    async fn make_ready(&self, controller: &FerryRun, name: &str, revision: &str) {
+        watched(controller, self.kubelet.make_ready(name, revision)).await
     }
 
     async fn wait_status(
         &self,
-        controller: &mut Controller,
+        controller: &FerryRun,
         name: &str,
         what: &str,
         check: impl Fn(&ModelDeployment) -> bool,
@@ -473,21 +355,18 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     // The controller as the chart runs it, leader election included. It watches only this test's namespace
     // (a cluster-wide watch would reconcile other tests' ModelDeployments); the cluster-wide reads the chart
     // grants for that are checked below.
-    let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
+    let kubeconfig = plane.service_account_kubeconfig(&release_ns.name, "ferry");
     let mut env = release.controller_env_with_key("ferry-0");
     assert!(!env.contains_key("FERRY_WATCH_NAMESPACES"));
     assert_eq!(env["FERRY_LEADER_ELECTION"], "true");
     env.insert("FERRY_WATCH_NAMESPACES".into(), workload_ns.name.clone());
-    env.insert(
-        "FERRY_METRICS_ADDRESS".into(),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut controller = Controller::start(&kubeconfig.0, &env, &release_ns.name);
+    // Only what the pod would have: the chart's environment (and a free metrics port).
+    let controller = FerryRun::watching(&[])
+        .only(&env)
+        .kubeconfig(&kubeconfig.0)
+        .start();
 
-    let workload = Workload {
-        client: plane.client().await,
-        namespace: workload_ns.name.clone(),
-    };
+    let workload = Workload::new(&plane.client().await, &workload_ns.name);
     // No warm previous version and no history (so status.history stays empty): promoting version 2 deletes
     // version 1's Deployment.
     workload
@@ -496,23 +375,23 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
             json!({"rollout": {"keepPrevious": 0}, "revisionHistoryLimit": 0}),
         )
         .await;
-    let first = workload.revision_of(&mut controller, "iris", "1").await;
+    let first = workload.revision_of(&controller, "iris", "1").await;
     // The controller created the pods' admin-credential Secret with nothing but `create`.
     let secret = get_json(&["secret", "iris-ferry-admin", "-n", &workload_ns.name]);
     assert_eq!(
         secret["metadata"]["ownerReferences"][0]["kind"],
         "ModelDeployment"
     );
-    workload.make_ready(&mut controller, "iris", &first).await;
+    workload.make_ready(&controller, "iris", &first).await;
     workload
-        .wait_status(&mut controller, "iris", "version 1 Ready", is_ready)
+        .wait_status(&controller, "iris", "version 1 Ready", is_ready)
         .await;
 
     workload.set_version("iris", "2").await;
-    let second = workload.revision_of(&mut controller, "iris", "2").await;
-    workload.make_ready(&mut controller, "iris", &second).await;
+    let second = workload.revision_of(&controller, "iris", "2").await;
+    workload.make_ready(&controller, "iris", &second).await;
     let md = workload
-        .wait_status(&mut controller, "iris", "version 2 promoted", |md| {
+        .wait_status(&controller, "iris", "version 2 promoted", |md| {
             is_ready(md)
                 && md
                     .status
@@ -522,19 +401,15 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         })
         .await;
     assert_eq!(md.status.unwrap().active.unwrap().revision, second);
-    eventually(
-        "version 1's Deployment deleted",
-        &mut controller,
-        || async {
-            let left = workload
-                .deployments()
-                .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
-                .await
-                .ok()?
-                .items;
-            (left.len() == 1).then_some(())
-        },
-    )
+    eventually("version 1's Deployment deleted", &controller, || async {
+        let left = workload
+            .deployments()
+            .list(&ListParams::default().labels("ferry.dev/model-deployment=iris"))
+            .await
+            .ok()?
+            .items;
+        (left.len() == 1).then_some(())
+    })
     .await;
     let reasons = workload.event_reasons().await;
     for expected in ["RolloutStarted", "Promoted"] {
@@ -546,7 +421,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     // The leader renews the chart's Lease under the pod's name.
     let lease = get_json(&["lease", "ferry", "-n", &release_ns.name]);
     assert_eq!(lease["spec"]["holderIdentity"], "ferry-0");
-    controller.assert_healthy();
+    assert_healthy(&controller);
 
     // What the cluster-wide mode needs, and nothing more.
     let ns = workload_ns.name.as_str();
@@ -664,34 +539,31 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
         .success());
 
     // The controller exactly as the chart configures it (watching team-a and team-b).
-    let kubeconfig = service_account_kubeconfig(&release_ns.name, "ferry");
-    let mut env = release.controller_env_with_key("ferry-0");
+    let kubeconfig = plane.service_account_kubeconfig(&release_ns.name, "ferry");
+    let env = release.controller_env_with_key("ferry-0");
     assert_eq!(
         env["FERRY_WATCH_NAMESPACES"],
         format!("{},{}", team_a.name, team_b.name)
     );
-    env.insert(
-        "FERRY_METRICS_ADDRESS".into(),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut controller = Controller::start(&kubeconfig.0, &env, &release_ns.name);
+    // Only what the pod would have: the chart's environment (and a free metrics port).
+    let controller = FerryRun::watching(&[])
+        .only(&env)
+        .kubeconfig(&kubeconfig.0)
+        .start();
 
     let client = plane.client().await;
     let workloads: Vec<Workload> = [&team_a, &team_b, &elsewhere]
         .into_iter()
-        .map(|ns| Workload {
-            client: client.clone(),
-            namespace: ns.name.clone(),
-        })
+        .map(|ns| Workload::new(&client, &ns.name))
         .collect();
     for workload in &workloads {
         workload.create("iris", json!({})).await;
     }
     for workload in &workloads[..2] {
-        let first = workload.revision_of(&mut controller, "iris", "1").await;
-        workload.make_ready(&mut controller, "iris", &first).await;
+        let first = workload.revision_of(&controller, "iris", "1").await;
+        workload.make_ready(&controller, "iris", &first).await;
         workload
-            .wait_status(&mut controller, "iris", "Ready", is_ready)
+            .wait_status(&controller, "iris", "Ready", is_ready)
             .await;
     }
     // The namespace it does not watch is untouched: no status, no Deployment.
@@ -705,7 +577,7 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
         .unwrap()
         .items
         .is_empty());
-    controller.assert_healthy();
+    assert_healthy(&controller);
 
     let (a, b, other) = (
         team_a.name.as_str(),

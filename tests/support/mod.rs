@@ -4,7 +4,21 @@
 //! (with a watchdog that stops it when this process exits), or reused when `FERRY_TEST_KUBECONFIG` names the
 //! kubeconfig of one that is already running (`.ci/run` does that so every test binary shares one). The CRDs
 //! from `crds/` are installed once; each test gets its own random namespace, deleted when it ends.
+//!
+//! Beside it: `kubelet` (the tests play the kubelet, as the plane has none), `controller` (the controller in
+//! this process or as a `ferry run` process) and `wait` (`eventually`, `revision_of`).
 #![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod controller;
+pub mod kubelet;
+pub mod wait;
+
+#[allow(unused_imports)] // each test binary uses a different part of the harness
+pub use controller::{FerryRun, InProcess};
+#[allow(unused_imports)]
+pub use kubelet::Kubelet;
+#[allow(unused_imports)]
+pub use wait::{eventually, eventually_explained, revision_of, WAIT};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,7 +29,6 @@ use kube::{Client, Config};
 
 pub const INSTALL_HINT: &str = "bash e2e/control-plane.sh install";
 
-/// Root of the repository.
 /// A key file for `ferry run --admin-key-file`, made once per test binary.
 pub fn admin_key_file() -> &'static Path {
     static KEY: OnceLock<PathBuf> = OnceLock::new();
@@ -31,6 +44,7 @@ pub fn admin_key_file() -> &'static Path {
     })
 }
 
+/// Root of the repository.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -143,11 +157,73 @@ impl ControlPlane {
 
     /// A kube client authenticated as the control plane's administrator.
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig is usable");
-        Client::try_from(config).expect("client builds")
+        client_of(&self.kubeconfig).await
+    }
+
+    /// A kubeconfig that authenticates with a fresh token (TokenRequest API) of
+    /// `namespace/service_account`: the identity a chart gives the controller's pods.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> TokenKubeconfig {
+        let token = self.kubectl_ok(&[
+            "create",
+            "token",
+            service_account,
+            "-n",
+            namespace,
+            "--duration=1h",
+        ]);
+        let admin: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig).unwrap()).unwrap();
+        let cluster = &admin["clusters"][0]["cluster"];
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": cluster["server"],
+                "certificate-authority-data": cluster["certificate-authority-data"],
+            }}],
+            "users": [{"name": service_account, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account, "namespace": namespace}}],
+            "current-context": "sa",
+        });
+        let path = std::env::temp_dir().join(format!(
+            "ferry-{namespace}-{service_account}-{}.kubeconfig",
+            std::process::id()
+        ));
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        TokenKubeconfig(path)
+    }
+}
+
+/// The client configuration of `kubeconfig`; `kube::client::ClientBuilder::try_from` it to add layers (a
+/// request counter).
+pub async fn client_config(kubeconfig: &Path) -> Config {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig parses");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable")
+}
+
+/// A client of `kubeconfig`.
+pub async fn client_of(kubeconfig: &Path) -> Client {
+    Client::try_from(client_config(kubeconfig).await).expect("client builds")
+}
+
+/// A kubeconfig file holding a token, removed when dropped.
+pub struct TokenKubeconfig(pub PathBuf);
+
+impl TokenKubeconfig {
+    pub async fn client(&self) -> Client {
+        client_of(&self.0).await
+    }
+}
+
+impl Drop for TokenKubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -205,37 +281,4 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         control_plane().kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
-}
-
-/// The revision label of the Deployment among `deployments` that serves model `version`.
-pub fn revision_serving(
-    deployments: Vec<k8s_openapi::api::apps::v1::Deployment>,
-    version: &str,
-) -> Option<String> {
-    deployments
-        .into_iter()
-        .find(|d| {
-            d.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("ferry.dev/version"))
-                .is_some_and(|v| v == version)
-        })
-        .and_then(|d| d.metadata.labels?.get("ferry.dev/revision").cloned())
-}
-
-/// The Pod status a kubelet writes for a started, ready ferry-server container: the tests play the kubelet,
-/// since the local control plane has none.
-pub fn ready_pod_status() -> serde_json::Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    serde_json::json!({"status": {
-        "phase": "Running",
-        "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-        ],
-        "containerStatuses": [{"name": "server", "ready": true, "started": true, "restartCount": 0,
-            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}],
-    }})
 }
