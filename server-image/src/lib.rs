@@ -11,6 +11,7 @@ pub use ferry_contract as contract;
 pub mod failure;
 pub mod fetch;
 pub mod http;
+pub mod inference;
 pub mod load;
 pub mod metrics;
 pub mod oip;

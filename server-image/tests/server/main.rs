@@ -2,6 +2,7 @@
 //! real ONNX models whose expected predictions come from scikit-learn.
 
 mod admin;
+mod binary;
 mod clients;
 mod configuration;
 mod failures;

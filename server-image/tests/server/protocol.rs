@@ -23,7 +23,10 @@ async fn server_and_model_metadata_describe_the_model_itself() {
     let (code, body) = server.get("/v2").await;
     assert_eq!(code, 200);
     assert_eq!(body["name"], "ferry-server");
-    assert_eq!(body["extensions"], json!(["model_repository"]));
+    assert_eq!(
+        body["extensions"],
+        json!(["model_repository", "binary_tensor_data"])
+    );
 
     let expected = json!({
         "name": "iris",
@@ -245,7 +248,7 @@ async fn malformed_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         );
     }
 
-    // Other shapes of bad request: the binary extension, a wrong method, a non-JSON content type that still parses.
+    // Other shapes of bad request: a binary header over garbage, a wrong method.
     let binary = server
         .client
         .post(format!("{}{infer}", server.inference))
