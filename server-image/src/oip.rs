@@ -39,7 +39,6 @@ pub struct RequestOutput {
 }
 
 /// An input as a request carries it, before it is checked against the model.
-#[derive(Debug)]
 pub struct InputTensor<'a> {
     pub name: String,
     pub datatype: String,
@@ -48,12 +47,12 @@ pub struct InputTensor<'a> {
 }
 
 /// Where an input's elements are: JSON values, raw little-endian bytes (binary extension, gRPC
-/// `raw_input_contents`), or typed values (gRPC `contents`).
-#[derive(Debug)]
+/// `raw_input_contents`), or typed values (gRPC `contents`), read only once datatype and shape are checked, so
+/// each protocol reports the same first mistake.
 pub enum Elements<'a> {
     Json(Value),
     Raw(&'a [u8]),
-    Typed(TensorData),
+    Typed(Box<dyn FnOnce(DataType) -> Result<TensorData, String> + 'a>),
 }
 
 /// An output the request asks for; `binary` when it wants the raw bytes (binary extension) instead of JSON.
@@ -268,7 +267,7 @@ fn decode_input(input: InputTensor, spec: &TensorSpec) -> Result<Tensor, String>
         }
         Some(Elements::Json(data)) => json_elements(name, &input.shape, datatype, &data, expected)?,
         Some(Elements::Raw(bytes)) => binary::from_raw(name, datatype, bytes, expected)?,
-        Some(Elements::Typed(data)) => data,
+        Some(Elements::Typed(read)) => read(datatype)?,
     };
     if data.len() != expected {
         return Err(count_mismatch(name, &input.shape, expected, data.len()));

@@ -3,12 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::server::{ready_server, Server, ServerBuilder};
-use crate::support::{expectation, file_uri, model_path};
-
-async fn serve(file: &str, name: &str) -> Server {
-    ready_server(ServerBuilder::new(name, &file_uri(&model_path(file)), "1")).await
-}
+use crate::support::expectation;
+use crate::support::raw_to_json;
+use crate::support::server::{serve_model, Server};
 
 /// A binary-extension body: `header` as JSON, then `tail`.
 fn body(header: &Value, tail: &[u8]) -> (Vec<u8>, usize) {
@@ -55,36 +52,7 @@ fn inline_binary_outputs(mut response: Value, mut tail: &[u8]) -> Value {
         };
         let (raw, rest) = tail.split_at(size as usize);
         tail = rest;
-        let data: Vec<Value> = match output["datatype"].as_str().unwrap() {
-            "FP32" => raw
-                .chunks_exact(4)
-                .map(|c| json!(f32::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-            "FP64" => raw
-                .chunks_exact(8)
-                .map(|c| json!(f64::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-            "INT32" => raw
-                .chunks_exact(4)
-                .map(|c| json!(i32::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-            "INT64" => raw
-                .chunks_exact(8)
-                .map(|c| json!(i64::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-            "BOOL" => raw.iter().map(|&b| json!(b == 1)).collect(),
-            "BYTES" => {
-                let mut items = Vec::new();
-                let mut raw = raw;
-                while !raw.is_empty() {
-                    let n = u32::from_le_bytes(raw[..4].try_into().unwrap()) as usize;
-                    items.push(json!(String::from_utf8(raw[4..4 + n].to_vec()).unwrap()));
-                    raw = &raw[4 + n..];
-                }
-                items
-            }
-            other => panic!("datatype {other}"),
-        };
+        let data = raw_to_json(output["datatype"].as_str().unwrap(), raw);
         output["data"] = Value::Array(data);
     }
     assert!(
@@ -104,7 +72,7 @@ fn f32_bytes(rows: &[Vec<f64>]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_inputs_and_outputs_predict_what_scikit_learn_predicts() {
-    let server = serve("logreg.onnx", "iris").await;
+    let server = serve_model("logreg.onnx", "iris", "1").await;
     let expected = expectation("logreg");
     let all: Vec<usize> = (0..expected.rows.len()).collect();
     let tail = f32_bytes(&expected.rows);
@@ -148,7 +116,7 @@ async fn raw_inputs_and_outputs_predict_what_scikit_learn_predicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_raw_inputs_mix_in_one_request_for_every_datatype() {
-    let server = serve("dtypes.onnx", "dtypes").await;
+    let server = serve_model("dtypes.onnx", "dtypes", "1").await;
     let mut tail: Vec<u8> = [0.1f64, -2.5, 1e300, 4.0]
         .iter()
         .flat_map(|v| v.to_le_bytes())
@@ -197,7 +165,7 @@ async fn json_and_raw_inputs_mix_in_one_request_for_every_datatype() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_tensors_travel_length_prefixed() {
-    let server = serve("strings.onnx", "strings").await;
+    let server = serve_model("strings.onnx", "strings", "1").await;
     let words = ["ferry", "", "fähre"];
     let tail: Vec<u8> = words
         .iter()
@@ -223,7 +191,7 @@ async fn bytes_tensors_travel_length_prefixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_binary_bodies_get_400_json_errors_and_the_server_keeps_serving() {
-    let mut server = serve("logreg.onnx", "iris").await;
+    let mut server = serve_model("logreg.onnx", "iris", "1").await;
     let row = f32_bytes(&[vec![1.0, 2.0, 3.0, 4.0]]);
     let input = |size: Value| json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}]});
     let infer = "/v2/models/iris/infer";

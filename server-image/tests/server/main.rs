@@ -6,6 +6,7 @@ mod binary;
 mod clients;
 mod configuration;
 mod failures;
+mod grpc;
 mod lifecycle;
 mod predictions;
 mod protocol;
