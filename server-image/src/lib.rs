@@ -10,6 +10,7 @@ pub mod config;
 pub use ferry_contract as contract;
 pub mod failure;
 pub mod fetch;
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod inference;
