@@ -28,6 +28,8 @@ pub mod env {
     pub const HTTP_PORT: &str = "FERRY_HTTP_PORT";
     /// Admin port (health, status, metrics, model repository). Default 8081.
     pub const ADMIN_PORT: &str = "FERRY_ADMIN_PORT";
+    /// gRPC inference port (Open Inference Protocol, `inference.GRPCInferenceService`). Default 8082.
+    pub const GRPC_PORT: &str = "FERRY_GRPC_PORT";
     /// Writable directory for downloads; the only place the server writes besides the termination message.
     pub const WORK_DIR: &str = "FERRY_WORK_DIR";
     /// Largest model file accepted, in bytes. Default 2 GiB (the protobuf limit of a single-file ONNX model).
@@ -72,6 +74,14 @@ pub mod env {
 
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_ADMIN_PORT: u16 = 8081;
+pub const DEFAULT_GRPC_PORT: u16 = 8082;
+/// Name of the gRPC port on the serving container and on the stable and preview Services.
+pub const GRPC_PORT_NAME: &str = "grpc";
+/// `appProtocol` of that port: gRPC is HTTP/2 without TLS (the Kubernetes-defined name, which meshes and Gateway
+/// API implementations read to speak HTTP/2 to the pod).
+pub const GRPC_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+/// The gRPC service served on `DEFAULT_GRPC_PORT` (KServe's `grpc_predict_v2.proto`).
+pub const GRPC_SERVICE: &str = "inference.GRPCInferenceService";
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0";
 pub const DEFAULT_WORK_DIR: &str = "/var/lib/ferry";
 pub const DEFAULT_MODEL_FORMAT: &str = "onnx";
@@ -125,6 +135,11 @@ pub mod capabilities {
     pub const ONNX_OPSETS: &[(&str, u32, u32)] = &[("ai.onnx", 7, 26), ("ai.onnx.ml", 1, 5)];
     /// Newest ONNX IR version ONNX Runtime 1.31 loads.
     pub const ONNX_MAX_IR_VERSION: u32 = 13;
+    /// Open Inference Protocol extensions, listed in the server metadata: the model repository (admin port) and
+    /// Triton's binary tensor data extension (raw tensors after a JSON header over REST).
+    pub const EXTENSIONS: &[&str] = &["model_repository", "binary_tensor_data"];
+    /// Protocols of the inference ports.
+    pub const PROTOCOLS: &[&str] = &["rest", "grpc"];
     /// Open Inference Protocol datatypes accepted and returned.
     pub const DATATYPES: &[&str] = &["BOOL", "INT32", "INT64", "FP32", "FP64", "BYTES"];
     /// URI schemes the fetcher understands.
@@ -230,6 +245,8 @@ pub fn capabilities_json() -> serde_json::Value {
     serde_json::json!({
         "server": { "name": "ferry-server", "version": env!("CARGO_PKG_VERSION") },
         "protocol": "open-inference-protocol-v2",
+        "protocols": capabilities::PROTOCOLS,
+        "extensions": capabilities::EXTENSIONS,
         "formats": capabilities::FORMATS,
         "runtime": { "name": "onnxruntime", "version": capabilities::ONNXRUNTIME_VERSION },
         "onnx": { "opsets": opsets, "max_ir_version": capabilities::ONNX_MAX_IR_VERSION },

@@ -15,7 +15,7 @@ PYTHON_PACKAGES=(
   "scikit-learn==1.9.1"
   "skl2onnx==1.20.0"
   "onnx==1.23.2"
-  "tritonclient[http]==2.73.0"
+  "tritonclient[http,grpc]==2.73.0"
 )
 S3S_FS_VERSION=0.14.1 # the newest release that builds with rust-version 1.92
 

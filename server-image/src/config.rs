@@ -46,6 +46,9 @@ pub struct Args {
     /// Admin port; 0 picks a free port (the log reports it).
     #[arg(long, env = env::ADMIN_PORT, value_name = env::ADMIN_PORT, default_value_t = contract::DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
+    /// gRPC inference port; 0 picks a free port (the log reports it).
+    #[arg(long, env = env::GRPC_PORT, value_name = env::GRPC_PORT, default_value_t = contract::DEFAULT_GRPC_PORT)]
+    pub grpc_port: u16,
 
     #[arg(long, env = env::WORK_DIR, value_name = env::WORK_DIR, default_value = contract::DEFAULT_WORK_DIR)]
     pub work_dir: PathBuf,
@@ -110,6 +113,7 @@ pub struct Config {
     pub listen_address: IpAddr,
     pub http_port: u16,
     pub admin_port: u16,
+    pub grpc_port: u16,
     pub work_dir: PathBuf,
     pub max_model_bytes: u64,
     pub download_timeout: Duration,
@@ -186,15 +190,18 @@ impl Config {
             args.model_sha256.as_deref(),
             &args.model_format,
         )?;
-        if args.http_port != 0 && args.http_port == args.admin_port {
-            return Err(Failure::invalid_config(
-                env::ADMIN_PORT,
-                format!(
-                    "must differ from {} (both are {})",
-                    env::HTTP_PORT,
-                    args.http_port
-                ),
-            ));
+        let ports = [
+            (env::HTTP_PORT, args.http_port),
+            (env::ADMIN_PORT, args.admin_port),
+            (env::GRPC_PORT, args.grpc_port),
+        ];
+        for (i, &(setting, port)) in ports.iter().enumerate() {
+            if let Some((other, _)) = ports[..i].iter().find(|&&(_, p)| p != 0 && p == port) {
+                return Err(Failure::invalid_config(
+                    setting,
+                    format!("must differ from {other} (both are {port})"),
+                ));
+            }
         }
         positive(env::MAX_MODEL_BYTES, args.max_model_bytes)?;
         positive(env::DOWNLOAD_TIMEOUT_SECONDS, args.download_timeout_seconds)?;
@@ -251,6 +258,7 @@ impl Config {
             listen_address: args.listen_address,
             http_port: args.http_port,
             admin_port: args.admin_port,
+            grpc_port: args.grpc_port,
             work_dir: args.work_dir,
             max_model_bytes: args.max_model_bytes,
             download_timeout: Duration::from_secs(args.download_timeout_seconds),
@@ -448,6 +456,7 @@ mod tests {
         let config = Config::from_args(args(&[]).unwrap()).unwrap();
         assert_eq!(config.http_port, 8080);
         assert_eq!(config.admin_port, 8081);
+        assert_eq!(config.grpc_port, 8082);
         assert_eq!(config.model.format, "onnx");
         assert_eq!(config.model.sha256, None);
         assert_eq!(config.download_timeout, Duration::from_secs(600));
@@ -485,6 +494,11 @@ mod tests {
             (
                 &["--http-port", "9000", "--admin-port", "9000"],
                 env::ADMIN_PORT,
+            ),
+            (&["--grpc-port", "8080"], env::GRPC_PORT),
+            (
+                &["--admin-port", "9000", "--grpc-port", "9000"],
+                env::GRPC_PORT,
             ),
             (&["--max-model-bytes", "0"], env::MAX_MODEL_BYTES),
             (

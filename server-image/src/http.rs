@@ -7,12 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,11 +22,11 @@ use crate::config::{ModelSpec, SpecFieldNames};
 use crate::contract::{
     paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, DEFAULT_MODEL_FORMAT,
 };
+use crate::inference::{self, Kind, Rejection};
 use crate::load::Served;
-use crate::metrics::{Metrics, ModelLabels, RequestLabels};
-use crate::oip;
+use crate::metrics::Metrics;
+use crate::oip::{self, binary};
 use crate::repository::{Busy, Repository};
-use crate::runtime::InferError;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -49,6 +48,14 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let status = StatusCode::from_u16(rejection.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, rejection.message)
     }
 }
 
@@ -149,36 +156,8 @@ async fn server_metadata() -> Json<serde_json::Value> {
     Json(json!({
         "name": "ferry-server",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository"],
+        "extensions": crate::contract::capabilities::EXTENSIONS,
     }))
-}
-
-/// The served model if `name` (and `version`, when given) designate it: 404 for another name or version,
-/// 503 while no model is ready.
-fn resolve(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
-    let repository = &state.repository;
-    if name != repository.name {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown model {name:?}"),
-        ));
-    }
-    let served = repository.serving().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            repository.not_ready_reason(),
-        )
-    })?;
-    match version {
-        Some(v) if v != served.spec.version => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "model {name:?} has no version {v:?} (serving {:?})",
-                served.spec.version
-            ),
-        )),
-        _ => Ok(served),
-    }
 }
 
 /// Path parameters of the model routes: `name`, and `version` on the `/versions/{version}` variants.
@@ -194,7 +173,7 @@ async fn model_metadata(
     Path(params): ModelPath,
 ) -> Result<Response, ApiError> {
     let (name, version) = model_and_version(&params);
-    let served = resolve(&state, name, version)?;
+    let served = inference::resolve(&state.repository, name, version)?;
     let signature = served.model.signature();
     let metadata = oip::ModelMetadata {
         name: &state.repository.name,
@@ -211,13 +190,7 @@ async fn model_ready(
     Path(params): ModelPath,
 ) -> Result<Response, ApiError> {
     let (name, version) = model_and_version(&params);
-    resolve(&state, name, version)?;
-    if !state.repository.is_ready() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.repository.not_ready_reason(),
-        ));
-    }
+    inference::model_ready(&state.repository, name, version)?;
     Ok(Json(json!({ "name": name, "ready": true })).into_response())
 }
 
@@ -228,113 +201,81 @@ async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (name, version) = model_and_version(&params);
-    infer_and_count(
-        state,
-        name.to_owned(),
-        version.map(str::to_owned),
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn infer_and_count(
-    state: AppState,
-    name: String,
-    version: Option<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let metrics = &state.metrics;
-    metrics.in_flight.inc();
-    let served = resolve(&state, &name, version.as_deref());
-    let labels = ModelLabels {
-        model: state.repository.name.clone(),
-        version: served
-            .as_ref()
-            .map(|s| s.spec.version.clone())
-            .unwrap_or_default(),
-    };
-    let response = match served {
-        Ok(served) => run_inference(served, &headers, body)
+    let answer = inference::counted(
+        &state.repository,
+        &state.metrics,
+        name,
+        version,
+        |served| async move {
+            let body = body.map_err(|rejection| {
+                let kind = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Kind::TooLarge
+                } else {
+                    Kind::BadRequest
+                };
+                Rejection::new(kind, rejection.body_text())
+            })?;
+            let header = headers
+                .get(binary::HEADER_CONTENT_LENGTH)
+                .map(|v| v.as_bytes().to_vec());
+            inference::run(served, move |served| {
+                infer_rest(served, &body, header.as_deref())
+            })
             .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(error) => error.into_response(),
-    };
-    metrics.in_flight.dec();
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            model: labels.model.clone(),
-            version: labels.version.clone(),
-            status: response.status().as_u16().to_string(),
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    response
+        },
+    )
+    .await;
+    match answer {
+        Ok((body, None)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Ok((body, Some(json_length))) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    HeaderName::from_static(binary::HEADER_CONTENT_LENGTH),
+                    HeaderValue::from(json_length),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(rejection) => ApiError::from(rejection).into_response(),
+    }
 }
 
-async fn run_inference(
-    served: Arc<Served>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    if headers.contains_key("inference-header-content-length") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the binary tensor extension is not supported; send JSON tensors",
-        ));
+/// Decodes a JSON or binary-extension body (`header`: its `Inference-Header-Content-Length`), runs the model and
+/// encodes the answer: the body, and the JSON length when raw outputs follow it.
+fn infer_rest(
+    served: &Served,
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<(Vec<u8>, Option<usize>), Rejection> {
+    let signature = served.model.signature();
+    let decoded = match header {
+        None => oip::decode(body, signature),
+        Some(header) => binary::split(body, header)
+            .and_then(|(json, tail)| oip::decode_with_binary(json, Some(tail), signature)),
     }
-    let body =
-        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    // Wait for a free session here, on the async side, so blocking threads never queue for one.
-    let _permit =
-        served.permits.acquire().await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model is being unloaded")
-        })?;
-    let work = served.clone();
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let signature = work.model.signature();
-        let decoded =
-            oip::decode(&body, signature).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-        let outputs = work.model.infer(decoded.inputs).map_err(|e| match e {
-            InferError::BadInput(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("inference failed: {m}"))
-            }
-            InferError::Internal(m) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("inference failed: {m}"),
-            ),
-        })?;
-        let response = oip::encode(
-            &work.spec.name,
-            &work.spec.version,
-            decoded.id,
-            outputs,
-            decoded.outputs.as_deref(),
-        );
-        serde_json::to_vec(&response)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("inference stopped: {e}"),
-        )
-    })??;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        encoded,
-    )
-        .into_response())
+    .map_err(Rejection::bad_request)?;
+    let outputs = served.model.infer(decoded.inputs)?;
+    let response = oip::encode(
+        &served.spec.name,
+        &served.spec.version,
+        decoded.id,
+        outputs,
+        decoded.outputs.as_deref(),
+        decoded.binary_outputs,
+    );
+    oip::response_body(response).map_err(|m| Rejection::new(Kind::Internal, m))
 }
 
 async fn status(State(state): State<AppState>) -> Response {

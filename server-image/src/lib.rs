@@ -10,7 +10,10 @@ pub mod config;
 pub use ferry_contract as contract;
 pub mod failure;
 pub mod fetch;
+pub mod fuzzing;
+pub mod grpc;
 pub mod http;
+pub mod inference;
 pub mod load;
 pub mod metrics;
 pub mod oip;
@@ -179,8 +182,9 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
 
     let inference = bind(config, config.http_port, env::HTTP_PORT).await?;
     let admin = bind(config, config.admin_port, env::ADMIN_PORT).await?;
+    let grpc = bind(config, config.grpc_port, env::GRPC_PORT).await?;
     let address = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(inference = %address(&inference), admin = %address(&admin), "listening");
+    tracing::info!(inference = %address(&inference), admin = %address(&admin), grpc = %address(&grpc), "listening");
     if config.admin == auth::AdminAuth::InsecureOpen {
         tracing::warn!(
             "{}=true: anyone who reaches the admin port can change the served model",
@@ -192,7 +196,23 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    let grpc_service = grpc::service(
+        repository.clone(),
+        state.metrics.clone(),
+        config.max_request_bytes,
+    );
+    let grpc_stopped = until_stopped(stopped.clone());
     let servers = [
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(grpc_service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    grpc_stopped,
+                )
+                .await
+                .map_err(std::io::Error::other)
+        }),
         tokio::spawn(
             axum::serve(
                 inference,

@@ -1,5 +1,8 @@
-//! Open Inference Protocol v2 (REST, JSON tensors): decoding requests against the model's signature and encoding
-//! responses. Pure functions; every rejection is a message for a 400 response.
+//! Open Inference Protocol v2: decoding requests against the model's signature and encoding responses, for REST
+//! (JSON tensors, and raw tensors through the binary tensor data extension in `binary`) and for gRPC (`grpc`
+//! builds the same `InputTensor`s). Pure functions; every rejection is a message for a 400 (INVALID_ARGUMENT).
+
+pub mod binary;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,12 +38,38 @@ pub struct RequestOutput {
     pub parameters: Option<serde_json::Map<String, Value>>,
 }
 
-/// A request checked against the model: inputs in the model's order, the outputs asked for (all if `None`).
+/// An input as a request carries it, before it is checked against the model.
+pub struct InputTensor<'a> {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub elements: Option<Elements<'a>>,
+}
+
+/// Where an input's elements are: JSON values, raw little-endian bytes (binary extension, gRPC
+/// `raw_input_contents`), or typed values (gRPC `contents`), read only once datatype and shape are checked, so
+/// each protocol reports the same first mistake.
+pub enum Elements<'a> {
+    Json(Value),
+    Raw(&'a [u8]),
+    Typed(Box<dyn FnOnce(DataType) -> Result<TensorData, String> + 'a>),
+}
+
+/// An output the request asks for; `binary` when it wants the raw bytes (binary extension) instead of JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedOutput {
+    pub name: String,
+    pub binary: bool,
+}
+
+/// A request checked against the model: inputs in the model's order, the outputs asked for (all if `None`), and
+/// whether outputs not named are returned as raw bytes.
 #[derive(Debug)]
 pub struct Decoded {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,
-    pub outputs: Option<Vec<String>>,
+    pub outputs: Option<Vec<RequestedOutput>>,
+    pub binary_outputs: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +86,13 @@ pub struct ResponseOutput {
     pub name: String,
     pub shape: Vec<usize>,
     pub datatype: DataType,
-    pub data: TensorData,
+    /// `{"binary_data_size": n}` when the data follows the JSON as raw bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<TensorData>,
+    #[serde(skip)]
+    pub binary: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,14 +104,88 @@ pub struct ModelMetadata<'a> {
     pub outputs: &'a [TensorSpec],
 }
 
+/// A JSON request without binary data.
 pub fn decode(body: &[u8], signature: &Signature) -> Result<Decoded, String> {
+    decode_with_binary(body, None, signature)
+}
+
+/// A JSON request whose inputs with a `binary_data_size` parameter take their bytes, in order, from `binary`
+/// (the body after `Inference-Header-Content-Length` bytes of JSON; `None` without that header).
+pub fn decode_with_binary(
+    json: &[u8],
+    binary: Option<&[u8]>,
+    signature: &Signature,
+) -> Result<Decoded, String> {
     let request: InferRequest =
-        serde_json::from_slice(body).map_err(|e| format!("invalid inference request: {e}"))?;
-    if request.inputs.is_empty() {
+        serde_json::from_slice(json).map_err(|e| format!("invalid inference request: {e}"))?;
+    let mut rest = binary;
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in request.inputs {
+        let size = binary::size_parameter(&input.name, input.parameters.as_ref())?;
+        let elements = match (size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "input {:?} has both data and a binary_data_size parameter",
+                    input.name
+                ))
+            }
+            (Some(size), None) => Some(Elements::Raw(binary::take(&input.name, &mut rest, size)?)),
+            (None, data) => data.map(Elements::Json),
+        };
+        inputs.push(InputTensor {
+            name: input.name,
+            datatype: input.datatype,
+            shape: input.shape,
+            elements,
+        });
+    }
+    if let Some(left) = rest.filter(|r| !r.is_empty()) {
+        return Err(format!(
+            "{} bytes of binary data follow the JSON header but no binary_data_size covers them",
+            left.len()
+        ));
+    }
+    let request_parameters = request.parameters.as_ref();
+    let binary_outputs =
+        binary::flag_parameter("request", request_parameters, binary::BINARY_DATA_OUTPUT)?
+            .unwrap_or(false);
+    let outputs = request
+        .outputs
+        .map(|outputs| {
+            outputs
+                .into_iter()
+                .map(|o| {
+                    let binary = binary::flag_parameter(
+                        &format!("output {:?}", o.name),
+                        o.parameters.as_ref(),
+                        binary::BINARY_DATA,
+                    )?
+                    .unwrap_or(binary_outputs);
+                    Ok(RequestedOutput {
+                        name: o.name,
+                        binary,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .transpose()?;
+    Ok(Decoded {
+        id: request.id,
+        inputs: assemble(inputs, signature)?,
+        outputs: outputs
+            .map(|outputs| check_outputs(outputs, signature))
+            .transpose()?,
+        binary_outputs,
+    })
+}
+
+/// Checks every input against the model and puts them in the model's order.
+pub fn assemble(inputs: Vec<InputTensor>, signature: &Signature) -> Result<Vec<Tensor>, String> {
+    if inputs.is_empty() {
         return Err("the request has no inputs".to_owned());
     }
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
-    for input in request.inputs {
+    for input in inputs {
         let position = signature
             .inputs
             .iter()
@@ -93,35 +202,32 @@ pub fn decode(body: &[u8], signature: &Signature) -> Result<Decoded, String> {
         }
         slots[position] = Some(decode_input(input, &signature.inputs[position])?);
     }
-    let inputs = slots
+    slots
         .into_iter()
         .zip(&signature.inputs)
         .map(|(slot, spec)| slot.ok_or_else(|| format!("input {:?} is missing", spec.name)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let outputs = request
-        .outputs
-        .map(|outputs| {
-            outputs
-                .into_iter()
-                .map(|o| {
-                    if signature.outputs.iter().any(|spec| spec.name == o.name) {
-                        Ok(o.name)
-                    } else {
-                        Err(format!(
-                            "unknown output {:?}; the model's outputs are {}",
-                            o.name,
-                            names(&signature.outputs)
-                        ))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    Ok(Decoded {
-        id: request.id,
-        inputs,
-        outputs,
-    })
+        .collect()
+}
+
+/// Every requested output must be one the model has.
+pub fn check_outputs(
+    outputs: Vec<RequestedOutput>,
+    signature: &Signature,
+) -> Result<Vec<RequestedOutput>, String> {
+    for output in &outputs {
+        if !signature
+            .outputs
+            .iter()
+            .any(|spec| spec.name == output.name)
+        {
+            return Err(format!(
+                "unknown output {:?}; the model's outputs are {}",
+                output.name,
+                names(&signature.outputs)
+            ));
+        }
+    }
+    Ok(outputs)
 }
 
 fn names(specs: &[TensorSpec]) -> String {
@@ -132,7 +238,7 @@ fn names(specs: &[TensorSpec]) -> String {
         .join(", ")
 }
 
-fn decode_input(input: RequestInput, spec: &TensorSpec) -> Result<Tensor, String> {
+fn decode_input(input: InputTensor, spec: &TensorSpec) -> Result<Tensor, String> {
     let name = &input.name;
     let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
         format!(
@@ -153,19 +259,43 @@ fn decode_input(input: RequestInput, spec: &TensorSpec) -> Result<Tensor, String
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| format!("input {name:?}: shape {:?} is too large", input.shape))?;
-    let data = input.data.ok_or_else(|| {
-        format!("input {name:?} has no data (binary tensor data is not supported)")
-    })?;
-    let mut elements = Vec::with_capacity(expected.min(1 << 20));
-    flatten(&data, &mut elements);
-    if elements.len() != expected {
-        return Err(format!(
-            "input {name:?}: shape {:?} needs {expected} elements, the data has {}",
-            input.shape,
-            elements.len()
-        ));
+    let data = match input.elements {
+        None => {
+            return Err(format!(
+                "input {name:?} has no data (neither data nor binary data)"
+            ))
+        }
+        Some(Elements::Json(data)) => json_elements(name, &input.shape, datatype, &data, expected)?,
+        Some(Elements::Raw(bytes)) => binary::from_raw(name, datatype, bytes, expected)?,
+        Some(Elements::Typed(read)) => read(datatype)?,
+    };
+    if data.len() != expected {
+        return Err(count_mismatch(name, &input.shape, expected, data.len()));
     }
-    let data = match datatype {
+    Ok(Tensor {
+        name: input.name,
+        shape,
+        data,
+    })
+}
+
+fn count_mismatch(name: &str, shape: &[i64], expected: usize, got: usize) -> String {
+    format!("input {name:?}: shape {shape:?} needs {expected} elements, the data has {got}")
+}
+
+fn json_elements(
+    name: &str,
+    shape: &[i64],
+    datatype: DataType,
+    data: &Value,
+    expected: usize,
+) -> Result<TensorData, String> {
+    let mut elements = Vec::with_capacity(expected.min(1 << 20));
+    flatten(data, &mut elements);
+    if elements.len() != expected {
+        return Err(count_mismatch(name, shape, expected, elements.len()));
+    }
+    Ok(match datatype {
         DataType::Bool => TensorData::Bool(convert(name, datatype, &elements, Value::as_bool)?),
         DataType::Int32 => TensorData::Int32(convert(name, datatype, &elements, |v| {
             v.as_i64().and_then(|i| i32::try_from(i).ok())
@@ -178,11 +308,6 @@ fn decode_input(input: RequestInput, spec: &TensorSpec) -> Result<Tensor, String
         DataType::Bytes => TensorData::Bytes(convert(name, datatype, &elements, |v| {
             v.as_str().map(str::to_owned)
         })?),
-    };
-    Ok(Tensor {
-        name: input.name,
-        shape,
-        data,
     })
 }
 
@@ -239,22 +364,31 @@ fn convert<T>(
         .collect()
 }
 
-/// The response with the requested outputs (all when none were named), in the model's order.
+/// The response with the requested outputs (all when none were named), in the model's order; an output is raw
+/// bytes when the request asked so for it (or for every output with `binary_data_output`).
 pub fn encode<'a>(
     model_name: &'a str,
     model_version: &'a str,
     id: Option<String>,
     tensors: Vec<Tensor>,
-    selected: Option<&[String]>,
+    selected: Option<&[RequestedOutput]>,
+    binary_outputs: bool,
 ) -> InferResponse<'a> {
     let outputs = tensors
         .into_iter()
-        .filter(|t| selected.is_none_or(|names| names.contains(&t.name)))
-        .map(|t| ResponseOutput {
-            datatype: t.data.datatype(),
-            name: t.name,
-            shape: t.shape,
-            data: t.data,
+        .filter_map(|t| {
+            let binary = match selected {
+                None => binary_outputs,
+                Some(selected) => selected.iter().find(|o| o.name == t.name)?.binary,
+            };
+            Some(ResponseOutput {
+                datatype: t.data.datatype(),
+                name: t.name,
+                shape: t.shape,
+                parameters: None,
+                data: Some(t.data),
+                binary,
+            })
         })
         .collect();
     InferResponse {
@@ -265,11 +399,34 @@ pub fn encode<'a>(
     }
 }
 
+/// The response body: the JSON, then the raw bytes of every binary output in order. The JSON's length is returned
+/// when raw bytes follow, for the `Inference-Header-Content-Length` header.
+pub fn response_body(mut response: InferResponse) -> Result<(Vec<u8>, Option<usize>), String> {
+    let mut raw = Vec::new();
+    for output in response.outputs.iter_mut().filter(|o| o.binary) {
+        if let Some(data) = output.data.take() {
+            let before = raw.len();
+            binary::to_raw(&data, &mut raw);
+            output.parameters =
+                Some(serde_json::json!({ binary::BINARY_DATA_SIZE: raw.len() - before }));
+        }
+    }
+    let mut body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
+    if response.outputs.iter().any(|o| o.binary) {
+        let header = body.len();
+        body.extend_from_slice(&raw);
+        Ok((body, Some(header)))
+    } else {
+        Ok((body, None))
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn signature() -> Signature {
+    /// An FP32 input `x` [-1, 2] and a BOOL input `flag`; outputs `label` and `probabilities`.
+    pub(crate) fn signature() -> Signature {
         Signature {
             inputs: vec![
                 TensorSpec {
@@ -328,7 +485,13 @@ mod tests {
             TensorData::Fp32(vec![1.0, 2.5, 3.0, 4.0])
         );
         assert_eq!(nested.id.as_deref(), Some("42"));
-        assert_eq!(nested.outputs, Some(vec!["label".to_owned()]));
+        assert_eq!(
+            nested.outputs,
+            Some(vec![RequestedOutput {
+                name: "label".to_owned(),
+                binary: false
+            }])
+        );
         assert_eq!(flat.outputs, None);
     }
 
@@ -436,7 +599,11 @@ mod tests {
             "3",
             Some("req-1".into()),
             tensors,
-            Some(&["probabilities".to_owned()]),
+            Some(&[RequestedOutput {
+                name: "probabilities".to_owned(),
+                binary: false,
+            }]),
+            false,
         );
         assert_eq!(
             serde_json::to_value(&response).unwrap(),

@@ -1,7 +1,7 @@
 """Drives ferry-server with tritonclient's HTTP client, a standard Open Inference Protocol client, unchanged.
 
 Usage: python tritonclient_http.py HOST:PORT MODEL EXPECTED_JSON EXPECTATION_NAME
-Tensors travel as JSON (binary_data=False): the binary tensor extension is Triton-specific and not served.
+Every client option is left at its default, so tensors travel in the binary tensor data extension both ways.
 """
 
 import json
@@ -24,10 +24,10 @@ def main():
 
     rows = np.array(expected["rows"], dtype=np.float32)
     tensor = httpclient.InferInput(input_spec["name"], list(rows.shape), input_spec["datatype"])
-    tensor.set_data_from_numpy(rows, binary_data=False)
+    tensor.set_data_from_numpy(rows)
     outputs = [
-        httpclient.InferRequestedOutput("label", binary_data=False),
-        httpclient.InferRequestedOutput("probabilities", binary_data=False),
+        httpclient.InferRequestedOutput("label"),
+        httpclient.InferRequestedOutput("probabilities"),
     ]
     result = client.infer(model, [tensor], outputs=outputs, request_id="tritonclient-1")
 
@@ -36,7 +36,15 @@ def main():
     assert labels.tolist() == expected["labels"], (labels.tolist(), expected["labels"])
     worst = float(np.max(np.abs(probabilities - np.array(expected["probabilities"]))))
     assert worst <= 1e-5, worst
-    assert result.get_response()["id"] == "tritonclient-1"
+    response = result.get_response()
+    assert response["id"] == "tritonclient-1"
+    # The defaults asked for raw outputs: the JSON carries their sizes, not their data.
+    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0 for o in response["outputs"]), response
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+
+    # No outputs named: the client asks for every output in binary (binary_data_output).
+    every = client.infer(model, [tensor])
+    assert every.as_numpy("label").tolist() == expected["labels"]
 
     try:
         client.infer("no-such-model", [tensor])

@@ -2,9 +2,11 @@
 //! real ONNX models whose expected predictions come from scikit-learn.
 
 mod admin;
+mod binary;
 mod clients;
 mod configuration;
 mod failures;
+mod grpc;
 mod lifecycle;
 mod predictions;
 mod protocol;

@@ -5,25 +5,19 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::server::{ready_server, Server, ServerBuilder};
+use crate::support::server::{ready_server, serve_model, ServerBuilder};
 use crate::support::{expectation, file_uri, model_path};
-
-async fn serve(file: &str, name: &str, version: &str) -> Server {
-    ready_server(ServerBuilder::new(
-        name,
-        &file_uri(&model_path(file)),
-        version,
-    ))
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_and_model_metadata_describe_the_model_itself() {
-    let server = serve("logreg.onnx", "iris", "2024-05-01").await;
+    let server = serve_model("logreg.onnx", "iris", "2024-05-01").await;
     let (code, body) = server.get("/v2").await;
     assert_eq!(code, 200);
     assert_eq!(body["name"], "ferry-server");
-    assert_eq!(body["extensions"], json!(["model_repository"]));
+    assert_eq!(
+        body["extensions"],
+        json!(["model_repository", "binary_tensor_data"])
+    );
 
     let expected = json!({
         "name": "iris",
@@ -63,7 +57,7 @@ async fn server_and_model_metadata_describe_the_model_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_can_be_selected_and_the_id_is_echoed() {
-    let server = serve("logreg.onnx", "iris", "3").await;
+    let server = serve_model("logreg.onnx", "iris", "3").await;
     let expected = expectation("logreg");
     let mut request = expected.request(&[0, 1, 2], "trace-17");
     request["outputs"] = json!([{"name": "label"}]);
@@ -87,7 +81,7 @@ async fn outputs_can_be_selected_and_the_id_is_echoed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fp64_int32_int64_and_bool_tensors_round_trip() {
-    let server = serve("dtypes.onnx", "dtypes", "1").await;
+    let server = serve_model("dtypes.onnx", "dtypes", "1").await;
     let request = json!({
         "inputs": [
             {"name": "x_fp64", "shape": [2, 2], "datatype": "FP64", "data": [[0.1, -2.5], [1e300, 4]]},
@@ -127,7 +121,7 @@ async fn fp64_int32_int64_and_bool_tensors_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_tensors_carry_utf8_strings() {
-    let server = serve("strings.onnx", "strings", "1").await;
+    let server = serve_model("strings.onnx", "strings", "1").await;
     let request = |data: Value| json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": data}]});
     let (code, body) = server
         .post(
@@ -245,7 +239,7 @@ async fn malformed_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
         );
     }
 
-    // Other shapes of bad request: the binary extension, a wrong method, a non-JSON content type that still parses.
+    // Other shapes of bad request: a binary header over garbage, a wrong method.
     let binary = server
         .client
         .post(format!("{}{infer}", server.inference))

@@ -201,3 +201,33 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Raw tensor bytes (binary extension, gRPC raw contents) of `datatype` as JSON values, as REST would send them.
+pub fn raw_to_json(datatype: &str, raw: &[u8]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    fn each<const N: usize>(
+        raw: &[u8],
+        f: impl Fn([u8; N]) -> serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        raw.chunks_exact(N)
+            .map(|c| f(c.try_into().unwrap()))
+            .collect()
+    }
+    match datatype {
+        "FP32" => each(raw, |b| json!(f32::from_le_bytes(b))),
+        "FP64" => each(raw, |b| json!(f64::from_le_bytes(b))),
+        "INT32" => each(raw, |b| json!(i32::from_le_bytes(b))),
+        "INT64" => each(raw, |b| json!(i64::from_le_bytes(b))),
+        "BOOL" => raw.iter().map(|&b| json!(b == 1)).collect(),
+        "BYTES" => {
+            let (mut items, mut rest) = (Vec::new(), raw);
+            while !rest.is_empty() {
+                let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                items.push(json!(String::from_utf8(rest[4..4 + n].to_vec()).unwrap()));
+                rest = &rest[4 + n..];
+            }
+            items
+        }
+        other => panic!("datatype {other}"),
+    }
+}

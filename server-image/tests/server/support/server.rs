@@ -25,6 +25,8 @@ pub struct Server {
     child: Child,
     pub inference: String,
     pub admin: String,
+    /// `http://ADDRESS` of the gRPC port.
+    pub grpc: String,
     log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -64,6 +66,7 @@ impl ServerBuilder {
             .env("FERRY_LISTEN_ADDRESS", "127.0.0.1")
             .env("FERRY_HTTP_PORT", "0")
             .env("FERRY_ADMIN_PORT", "0")
+            .env("FERRY_GRPC_PORT", "0")
             .env("FERRY_WORK_DIR", work.to_str().unwrap())
             .env(
                 "FERRY_TERMINATION_MESSAGE_PATH",
@@ -111,7 +114,7 @@ impl ServerBuilder {
         self.dir.path().join("termination-log")
     }
 
-    fn spawn(&self) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<(String, String)>) {
+    fn spawn(&self) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<Addresses>) {
         let mut command = Command::new(BINARY);
         for (key, _) in std::env::vars() {
             if key.starts_with("FERRY_") || key.starts_with("AWS_") {
@@ -151,10 +154,15 @@ impl ServerBuilder {
     pub fn start(self) -> Server {
         let (mut child, log, addresses) = self.spawn();
         match addresses.recv_timeout(Duration::from_secs(20)) {
-            Ok((inference, admin)) => Server {
+            Ok(Addresses {
+                inference,
+                admin,
+                grpc,
+            }) => Server {
                 child,
                 inference: format!("http://{inference}"),
                 admin: format!("http://{admin}"),
+                grpc: format!("http://{grpc}"),
                 log,
                 dir: self.dir,
                 client: client(),
@@ -203,7 +211,14 @@ pub fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn listening_addresses(line: &str) -> Option<(String, String)> {
+/// The addresses the server logs once it listens.
+struct Addresses {
+    inference: String,
+    admin: String,
+    grpc: String,
+}
+
+fn listening_addresses(line: &str) -> Option<Addresses> {
     if !line.contains("listening") {
         return None;
     }
@@ -212,7 +227,11 @@ fn listening_addresses(line: &str) -> Option<(String, String)> {
             .find_map(|word| word.strip_prefix(name))
             .map(str::to_owned)
     };
-    Some((field("inference=")?, field("admin=")?))
+    Some(Addresses {
+        inference: field("inference=")?,
+        admin: field("admin=")?,
+        grpc: field("grpc=")?,
+    })
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -394,6 +413,35 @@ pub fn random_hex(bytes: usize) -> String {
         .and_then(|mut f| f.read_exact(&mut buffer))
         .expect("read /dev/urandom");
     buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Server {
+    /// A gRPC client of the server's `inference.GRPCInferenceService`.
+    pub async fn grpc_client(&self) -> GrpcClient {
+        let channel = tonic::transport::Channel::from_shared(self.grpc.clone())
+            .expect("gRPC address")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("gRPC port {}: {e}", self.grpc));
+        GrpcClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+pub type GrpcClient =
+    ferry_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >;
+
+/// Starts a server for a committed model file served as `name`, `version`, and waits until it is ready.
+pub async fn serve_model(file: &str, name: &str, version: &str) -> Server {
+    ready_server(ServerBuilder::new(
+        name,
+        &super::file_uri(&super::model_path(file)),
+        version,
+    ))
+    .await
 }
 
 /// Starts a server for `uri` and waits until it is ready.
