@@ -110,7 +110,8 @@ fn schema_defaults_match_the_rust_defaults() {
     assert_eq!(stored_json["spec"]["model"]["format"], "onnx");
     assert_eq!(
         stored_json["spec"]["rollout"],
-        json!({"strategy": "BlueGreen", "autoPromote": true, "loadTimeoutSeconds": 600, "keepPrevious": 1})
+        json!({"strategy": "BlueGreen", "autoPromote": true, "loadTimeoutSeconds": 3600,
+               "progressDeadlineSeconds": 300, "keepPrevious": 1})
     );
     assert_eq!(stored_json["spec"]["revisionHistoryLimit"], 10);
 }
@@ -165,7 +166,7 @@ async fn typed_client_round_trips_spec_and_status() {
 fn kubectl_get_shows_the_printer_columns() {
     let ns = TestNamespace::create();
     control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
-    let status = r#"{"status":{"phase":"Progressing","readyReplicas":1,"active":{"revision":"r1","version":"1.0.0","uri":"file:///m.onnx"},"candidate":{"revision":"r2","version":"1.1.0","uri":"file:///m2.onnx"}}}"#;
+    let status = r#"{"status":{"phase":"Progressing","readyReplicas":1,"active":{"revision":"r1","version":"1.0.0","uri":"file:///m.onnx"},"candidate":{"revision":"r2","version":"1.1.0","uri":"file:///m2.onnx","progress":{"phase":"Downloading","bytesDone":450,"bytesTotal":1000,"percent":45}}}}"#;
     control_plane().kubectl_ok(&[
         "patch",
         "md",
@@ -182,10 +183,30 @@ fn kubectl_get_shows_the_printer_columns() {
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "VERSION", "CANDIDATE", "READY", "PHASE", "AGE"]
+        [
+            "NAME",
+            "VERSION",
+            "CANDIDATE",
+            "PROGRESS",
+            "LOADED",
+            "READY",
+            "PHASE",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
-    assert_eq!(&row[..5], ["iris", "1.0.0", "1.1.0", "1", "Progressing"]);
+    assert_eq!(
+        &row[..7],
+        [
+            "iris",
+            "1.0.0",
+            "1.1.0",
+            "Downloading",
+            "45",
+            "1",
+            "Progressing"
+        ]
+    );
 
     let wide = control_plane().kubectl_ok(&[
         "get",
@@ -238,6 +259,13 @@ fn kubectl_explain_shows_the_field_documentation() {
     }
     let rollout = explain("md.spec.rollout.keepPrevious");
     assert!(rollout.contains("previous versions kept warm"), "{rollout}");
+    // The deadlines and their defaults, with the reasons for them.
+    let progress = explain("md.spec.rollout.progressDeadlineSeconds");
+    for expected in ["without load progress", "crash-loops", "five minutes"] {
+        assert!(progress.contains(expected), "{expected:?} in:\n{progress}");
+    }
+    let load = explain("md.spec.rollout.loadTimeoutSeconds");
+    assert!(load.contains("20 GiB model"), "{load}");
 }
 
 #[test]

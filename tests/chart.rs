@@ -711,6 +711,8 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         ("clusterrolebinding", cluster_name.clone()),
         ("clusterrole", format!("{cluster_name}-crd")),
         ("clusterrolebinding", format!("{cluster_name}-crd")),
+        ("clusterrole", format!("{cluster_name}-view")),
+        ("clusterrole", format!("{cluster_name}-edit")),
     ] {
         get_json(&[kind, &name]);
     }
@@ -724,6 +726,41 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
     ] {
         get_json(&[kind, name, "-n", &ns.name]);
     }
+
+    // A namespace `view` user may follow ModelDeployments (kubectl ferry status --watch / --wait), an `edit`
+    // user may also change them (kubectl ferry set / promote): the chart adds them to the built-in roles.
+    for (user, role) in [("alice", "view"), ("bob", "edit")] {
+        plane.kubectl_ok(&[
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            "--clusterrole",
+            role,
+            "--user",
+            user,
+            "-n",
+            &watched.name,
+        ]);
+    }
+    let can = |user: &str, verb: &str| {
+        let output = plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "modeldeployments.ferry.dev",
+            "--as",
+            user,
+            "-n",
+            &watched.name,
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    eventually("the built-in roles to include ModelDeployments", || {
+        (can("alice", "watch") && can("bob", "patch")).then_some(())
+    });
+    assert!(can("alice", "get") && can("alice", "list"));
+    assert!(!can("alice", "patch"), "view changes nothing");
+    assert!(can("bob", "create") && can("bob", "delete"));
 
     // The controller's pod spec is what the values say.
     let deployment = get_json(&["deployment", "ferry", "-n", &ns.name]);

@@ -28,6 +28,8 @@ struct Cluster {
     kubeconfig: PathBuf,
     kubectl: PathBuf,
     s3_endpoint: String,
+    /// The node's address on the pod network: pods reach the host there.
+    node_ip: String,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -48,6 +50,7 @@ fn cluster() -> &'static Cluster {
             kubeconfig: PathBuf::from(&env["KUBECONFIG"]),
             kubectl,
             s3_endpoint: env["FERRY_S3_ENDPOINT"].clone(),
+            node_ip: env["FERRY_NODE_IP"].clone(),
         }
     })
 }
@@ -900,4 +903,188 @@ async fn a_pod_elsewhere_cannot_swap_the_model_and_a_rotated_credential_reaches_
     );
     assert_eq!(restarts.trim(), "0", "the pod was not restarted");
     requests.finish(&["1.0.0"]).await;
+}
+
+/// A model store as slow as the test wants, on the node's address (pods reach the host there): `/slow/...`
+/// sends the file in small pieces with pauses, `/hang/...` sends a part of it and then nothing.
+struct SlowStore {
+    url: String,
+    /// When `/hang` stopped sending.
+    hung_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl SlowStore {
+    async fn start(model: Vec<u8>, piece: usize, pause: Duration) -> SlowStore {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((cluster().node_ip.as_str(), 0))
+            .await
+            .expect("bind on the node address");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hung_at = Arc::new(Mutex::new(None));
+        let hung = hung_at.clone();
+        let model = Arc::new(model);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (model, hung) = (model.clone(), hung.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request).to_string();
+                    let header = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nETag: \"e2e\"\r\nConnection: close\r\n\r\n",
+                        model.len()
+                    );
+                    if socket.write_all(header.as_bytes()).await.is_err()
+                        || head.starts_with("HEAD")
+                    {
+                        return;
+                    }
+                    let hang = head.contains(" /hang/");
+                    let mut sent = 0;
+                    for chunk in model.chunks(piece) {
+                        if hang && sent >= model.len() / 4 {
+                            *hung.lock().unwrap() = Some(Instant::now());
+                            // Keeps the connection open and silent.
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        if socket.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                        sent += chunk.len();
+                        tokio::time::sleep(pause).await;
+                    }
+                });
+            }
+        });
+        SlowStore { url, hung_at }
+    }
+}
+
+impl Namespace {
+    /// A ModelDeployment of one replica loading `uri` with a progress deadline of `deadline_seconds`.
+    fn apply_from(&self, name: &str, uri: &str, sha256: &str, deadline_seconds: u64) {
+        let manifest = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.name},
+            "spec": {
+                "model": {"name": "iris", "uri": uri, "version": "1.0.0", "sha256": sha256},
+                "replicas": 1,
+                "rollout": {"progressDeadlineSeconds": deadline_seconds, "loadTimeoutSeconds": 300},
+            },
+        });
+        cluster().kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_keeps_moving_outlives_the_progress_deadline_and_one_that_hangs_is_aborted_by_it(
+) {
+    let model =
+        std::fs::read(repo_root().join(format!("server-image/testdata/models/{LOGREG}.onnx")))
+            .unwrap();
+    let sha256 = sha256_of(LOGREG);
+    // About 20 s for the whole file, twice the deadline, but never 10 s without a byte.
+    let pieces = 40;
+    let store = SlowStore::start(
+        model.clone(),
+        model.len().div_ceil(pieces),
+        Duration::from_millis(500),
+    )
+    .await;
+    let ns = Namespace::create();
+    ns.apply_from(
+        "slow",
+        &format!("{}/slow/model.onnx", store.url),
+        &sha256,
+        10,
+    );
+    ns.apply_from(
+        "stuck",
+        &format!("{}/hang/model.onnx", store.url),
+        &sha256,
+        10,
+    );
+
+    // `kubectl ferry status` shows the load in flight with a progress bar.
+    let started = Instant::now();
+    let shown = loop {
+        let out = cluster().ferry(&["status", "slow", "-n", &ns.name]);
+        if out.contains("Downloading") && out.contains("[#") && out.contains("/s") {
+            break out;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no load in flight shown by kubectl ferry status:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("kubectl ferry status during the load:\n{shown}");
+    assert!(
+        shown.contains(" of ") || shown.contains(" / "),
+        "bytes shown:\n{shown}"
+    );
+
+    let md = ns.wait_for(
+        "stuck",
+        "the hung load aborted",
+        Duration::from_secs(120),
+        |md| condition_is(md, "Degraded", "True", Some("ProgressDeadlineExceeded")),
+    );
+    let aborted_after = store
+        .hung_at
+        .lock()
+        .unwrap()
+        .expect("the hanging download started")
+        .elapsed();
+    let message = condition(&md, "Degraded").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eprintln!("figure: hung download aborted {aborted_after:.1?} after its last byte (deadline 10 s): {message}");
+    assert!(
+        aborted_after <= Duration::from_secs(10 + 2 + 3),
+        "aborted {aborted_after:?} after the last byte: more than the deadline plus one read period"
+    );
+    assert!(
+        message.contains("no load progress") && message.contains("downloading at"),
+        "the phase and bytes where it stalled: {message}"
+    );
+
+    let md = ns.wait_for(
+        "slow",
+        "the slow load promoted",
+        Duration::from_secs(120),
+        |md| serving(md, "1.0.0"),
+    );
+    let load_time = started.elapsed();
+    assert!(
+        load_time > Duration::from_secs(10),
+        "the load took {load_time:?}, not longer than the deadline: the test proves nothing"
+    );
+    eprintln!(
+        "figure: slow load of {} bytes promoted after {load_time:.1?} (deadline 10 s)",
+        model.len()
+    );
+    let active = &md["status"]["active"];
+    assert_eq!(
+        active["servedSha256"],
+        json!([sha256]),
+        "{:#}",
+        md["status"]
+    );
+    assert_eq!(active["pods"][0]["sha256"], sha256.as_str());
+    assert_eq!(active["podCounts"]["ready"], 1);
 }
