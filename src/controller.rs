@@ -433,11 +433,12 @@ async fn reconcile_inner(
         .collect();
     let annotations = md.annotations();
     let previous_status = md.status.clone().unwrap_or_default();
-    let endpoint = format!(
-        "http://{active_name}.{namespace}.svc.{}:{}",
-        context.config.cluster_domain,
-        server_contract::HTTP_PORT
+    let host = format!(
+        "{active_name}.{namespace}.svc.{}",
+        context.config.cluster_domain
     );
+    let endpoint = format!("http://{host}:{}", server_contract::HTTP_PORT);
+    let grpc_endpoint = format!("{host}:{}", server_contract::GRPC_PORT);
     let now = whole_seconds_now();
     let plan = rollout::decide(&Observed {
         name: &name,
@@ -460,6 +461,7 @@ async fn reconcile_inner(
             abort: annotations.get(requests::ABORT).map(String::as_str),
         },
         endpoint,
+        grpc_endpoint,
         now,
     });
 

@@ -70,6 +70,9 @@ pub fn render_status(md: &ModelDeployment) -> String {
     if let Some(endpoint) = &status.endpoint {
         let _ = writeln!(out, "  endpoint:  {endpoint}");
     }
+    if let Some(grpc) = &status.grpc_endpoint {
+        let _ = writeln!(out, "  grpc:      {grpc}");
+    }
     for condition in &status.conditions {
         let _ = writeln!(
             out,

@@ -193,6 +193,8 @@ pub struct Observed<'a> {
     pub requests: Requests<'a>,
     /// In-cluster URL of the active Service.
     pub endpoint: String,
+    /// In-cluster `host:port` of the active Service's gRPC port.
+    pub grpc_endpoint: String,
     pub now: Timestamp,
 }
 

@@ -5,6 +5,8 @@ pub use ferry_contract::{env, paths, pod, LoadPhase, Reason, ServerStatus, Termi
 
 pub const HTTP_PORT: i32 = ferry_contract::DEFAULT_HTTP_PORT as i32;
 pub const ADMIN_PORT: i32 = ferry_contract::DEFAULT_ADMIN_PORT as i32;
+pub const GRPC_PORT: i32 = ferry_contract::DEFAULT_GRPC_PORT as i32;
+pub use ferry_contract::{GRPC_APP_PROTOCOL, GRPC_PORT_NAME};
 pub const WORK_DIR: &str = ferry_contract::DEFAULT_WORK_DIR;
 pub const TERMINATION_MESSAGE_PATH: &str = ferry_contract::DEFAULT_TERMINATION_MESSAGE_PATH;
 

@@ -362,6 +362,11 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 
+    /// In-cluster `host:port` of the gRPC inference endpoint (Open Inference Protocol,
+    /// `inference.GRPCInferenceService`, plain HTTP/2) on the same Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_endpoint: Option<String>,
+
     /// Ready, Progressing and Degraded, following Kubernetes conventions (`kubectl wait --for=condition=Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -82,6 +82,7 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         env_var(env::MODEL_FORMAT, &model.format),
         env_var(env::HTTP_PORT, &contract::HTTP_PORT.to_string()),
         env_var(env::ADMIN_PORT, &contract::ADMIN_PORT.to_string()),
+        env_var(env::GRPC_PORT, &contract::GRPC_PORT.to_string()),
         env_var(env::WORK_DIR, contract::WORK_DIR),
         env_var(
             env::TERMINATION_MESSAGE_PATH,
@@ -160,6 +161,7 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
         env_from,
         ports: Some(vec![
             port("http", contract::HTTP_PORT),
+            port(contract::GRPC_PORT_NAME, contract::GRPC_PORT),
             port("admin", contract::ADMIN_PORT),
         ]),
         startup_probe: Some(probe(
@@ -536,6 +538,26 @@ mod tests {
         assert_eq!(env[env::S3_ALLOW_HTTP], "true");
         // The admin credential comes from a mounted Secret: the template names it, never holds it.
         assert_eq!(env[env::ADMIN_TOKEN_FILE], "/var/run/ferry/admin/token");
+        assert_eq!(env[env::GRPC_PORT], "8082");
+        assert_eq!(
+            env[env::DOWNLOAD_TIMEOUT_SECONDS],
+            "3600",
+            "loadTimeoutSeconds"
+        );
+        let ports: Vec<(Option<&str>, i32)> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some("http"), 8080),
+                (Some("grpc"), 8082),
+                (Some("admin"), 8081)
+            ]
+        );
         let credential = pod
             .volumes
             .as_ref()

@@ -1,6 +1,7 @@
 //! The active Service `<name>` (the active revision) and the preview Service `<name>-preview` (the candidate).
 //!
-//! Both expose the inference port only; the admin port (metrics, model repository) stays inside the pod.
+//! Both expose the inference ports only, REST (`http`) and gRPC (`grpc`); the admin port (metrics, model
+//! repository) stays inside the pod.
 //! Switching traffic is a single write of a Service's selector.
 
 use std::collections::BTreeMap;
@@ -43,18 +44,33 @@ pub fn desired_service(md: &ModelDeployment, name: String, revision: Option<&str
                     revision.unwrap_or(labels::NO_REVISION).to_owned(),
                 ),
             ])),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: contract::HTTP_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                app_protocol: Some("http".into()),
-                ..Default::default()
-            }]),
+            ports: Some(inference_ports()),
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// The ports a Service exposes: REST and gRPC inference.
+fn inference_ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("http".into()),
+            port: contract::HTTP_PORT,
+            target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
+            app_protocol: Some("http".into()),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some(contract::GRPC_PORT_NAME.into()),
+            port: contract::GRPC_PORT,
+            target_port: Some(IntOrString::String(contract::GRPC_PORT_NAME.into())),
+            protocol: Some("TCP".into()),
+            app_protocol: Some(contract::GRPC_APP_PROTOCOL.into()),
+            ..Default::default()
+        },
+    ]
 }
 
 /// The revision a Service selects, if it selects one.
@@ -69,12 +85,33 @@ pub fn selected_revision(service: &Service) -> Option<String> {
         .cloned()
 }
 
-/// Keeps of a Service only what the controller reads (its identity, labels, owners and selector) before it
-/// goes into the controller's cache.
+/// Whether a Service exposes the ports this release of the operator gives it (a Service made by an earlier
+/// release may lack the gRPC port).
+pub fn has_current_ports(service: &Service) -> bool {
+    let names = |ports: Option<&Vec<ServicePort>>| -> Vec<Option<String>> {
+        ports
+            .map(|ports| ports.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    names(service.spec.as_ref().and_then(|s| s.ports.as_ref())) == names(Some(&inference_ports()))
+}
+
+/// Keeps of a Service only what the controller reads (its identity, labels, owners, selector and port names)
+/// before it goes into the controller's cache.
 pub fn strip_for_cache(service: &mut Service) {
     service.metadata.managed_fields = None;
     service.spec = service.spec.take().map(|spec| ServiceSpec {
         selector: spec.selector,
+        ports: spec.ports.map(|ports| {
+            ports
+                .into_iter()
+                .map(|port| ServicePort {
+                    name: port.name,
+                    port: port.port,
+                    ..Default::default()
+                })
+                .collect()
+        }),
         ..Default::default()
     });
     service.status = None;
@@ -100,8 +137,18 @@ mod tests {
         assert_eq!(targeted.metadata.name.as_deref(), Some("iris-preview"));
         assert_eq!(selected_revision(&targeted).as_deref(), Some("abc"));
         let ports = targeted.spec.unwrap().ports.unwrap();
-        assert_eq!(ports.len(), 1, "inference port only");
-        assert_eq!(ports[0].port, 8080);
+        let exposed: Vec<(Option<&str>, i32, Option<&str>)> = ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.port, p.app_protocol.as_deref()))
+            .collect();
+        assert_eq!(
+            exposed,
+            [
+                (Some("http"), 8080, Some("http")),
+                (Some("grpc"), 8082, Some("kubernetes.io/h2c"))
+            ],
+            "the inference ports only, never the admin port"
+        );
     }
 
     #[test]
@@ -118,6 +165,12 @@ mod tests {
         strip_for_cache(&mut cached);
         assert_eq!(selected_revision(&cached).as_deref(), Some("abc"));
         assert_eq!(cached.metadata, full.metadata);
-        assert_eq!(cached.spec.unwrap().ports, None);
+        assert!(has_current_ports(&cached), "the port names are kept");
+        let mut older = cached.clone();
+        older.spec.as_mut().unwrap().ports.as_mut().unwrap().pop();
+        assert!(
+            !has_current_ports(&older),
+            "a Service of an earlier release is applied again"
+        );
     }
 }

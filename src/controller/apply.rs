@@ -242,7 +242,7 @@ pub(super) async fn ensure_service(
     written: &mut Written,
 ) -> Result<bool, Error> {
     let current_target = current.and_then(service::selected_revision);
-    if current.is_some() && current_target.as_deref() == target {
+    if current.is_some_and(service::has_current_ports) && current_target.as_deref() == target {
         return Ok(false);
     }
     let desired = service::desired_service(md, name.to_owned(), target);

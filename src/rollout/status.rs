@@ -94,6 +94,7 @@ impl Built {
             previous: self.previous,
             history,
             endpoint: Some(observed.endpoint.clone()),
+            grpc_endpoint: Some(observed.grpc_endpoint.clone()),
             conditions: self.conditions,
         }
     }

@@ -810,6 +810,7 @@ impl Scenario {
                 abort: self.abort,
             },
             endpoint: "http://iris.ns.svc:8080".into(),
+            grpc_endpoint: "iris.ns.svc:8082".into(),
             now: at(self.now),
         }
     }
