@@ -589,12 +589,32 @@ fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
             "every object is checked:\n{stdout}"
         );
     }
-    // Namespace-scoped mode makes Roles in the watched namespaces and nothing cluster-wide but the CRD check.
+    // Namespace-scoped mode makes Roles in the watched namespaces and nothing cluster-wide for the controller
+    // but the CRD check; the other ClusterRoles only add ModelDeployments to the built-in user roles.
     let objects = documents(&template(&release.name, &["--set", &watched]));
+    let for_users = |o: &&Value| {
+        o["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    };
     let cluster_roles: Vec<&Value> = objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRole")
+        .filter(|o| !for_users(o))
         .collect();
+    let user_roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .filter(for_users)
+        .collect();
+    assert_eq!(user_roles.len(), 2, "{}", summary(&objects));
+    for role in user_roles {
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(
+                rule["apiGroups"],
+                json!(["ferry.dev"]),
+                "ModelDeployments only: {role}"
+            );
+        }
+    }
     assert_eq!(cluster_roles.len(), 1, "{}", summary(&objects));
     assert_eq!(
         cluster_roles[0]["rules"],
