@@ -1088,3 +1088,96 @@ async fn a_load_that_keeps_moving_outlives_the_progress_deadline_and_one_that_ha
     assert_eq!(active["pods"][0]["sha256"], sha256.as_str());
     assert_eq!(active["podCounts"]["ready"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_reaches_the_model_through_the_active_service() {
+    use ferry_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use ferry_server::grpc::proto::model_infer_request::InferInputTensor;
+    use ferry_server::grpc::proto::{
+        InferTensorContents, ModelInferRequest, ModelMetadataRequest, ServerReadyRequest,
+    };
+
+    let ns = Namespace::create();
+    ns.apply("grpc", "1.0.0", LOGREG, &sha256_of(LOGREG), true);
+    let md = ns.wait_for("grpc", "1.0.0 Ready", Duration::from_secs(180), |md| {
+        serving(md, "1.0.0")
+    });
+    let endpoint = md["status"]["grpcEndpoint"].as_str().unwrap_or_default();
+    assert!(
+        endpoint.starts_with(&format!("grpc.{}.svc.", ns.name)) && endpoint.ends_with(":8082"),
+        "{endpoint}"
+    );
+    // No cluster DNS here: the same Service by its cluster IP, on its port named grpc.
+    let address = cluster().kubectl_ok(
+        &["-n", &ns.name, "get", "service", "grpc", "-o",
+          "jsonpath={.spec.clusterIP}:{.spec.ports[?(@.name==\"grpc\")].port} {.spec.ports[?(@.name==\"grpc\")].appProtocol}"],
+        None,
+    );
+    let (address, app_protocol) = address
+        .trim()
+        .split_once(' ')
+        .expect("address and appProtocol");
+    assert_eq!(app_protocol, "kubernetes.io/h2c");
+    let started = Instant::now();
+    let mut client = loop {
+        match tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(channel) => break GrpcInferenceServiceClient::new(channel),
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                eprintln!("waiting for kube-proxy: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("gRPC through the Service at {address}: {e}"),
+        }
+    };
+    assert!(
+        client
+            .server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let metadata = client
+        .model_metadata(ModelMetadataRequest {
+            name: "iris".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metadata.versions, ["1.0.0"]);
+    let model = expected(LOGREG);
+    let reply = client
+        .model_infer(ModelInferRequest {
+            model_name: "iris".into(),
+            inputs: vec![InferInputTensor {
+                name: model.input.clone(),
+                datatype: "FP32".into(),
+                shape: vec![model.rows.len() as i64, model.rows[0].len() as i64],
+                contents: Some(InferTensorContents {
+                    fp32_contents: model.rows.iter().flatten().map(|v| *v as f32).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|status| panic!("ModelInfer through the Service: {status}"))
+        .into_inner();
+    assert_eq!(reply.model_version, "1.0.0");
+    let label = reply
+        .outputs
+        .iter()
+        .position(|o| o.name == "label")
+        .expect("a label output");
+    let labels: Vec<i64> = reply.raw_output_contents[label]
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(labels, model.labels, "scikit-learn's labels over gRPC");
+}
