@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use support::kubelet::running_pod_status_at;
 use support::{control_plane, eventually, InProcess, TestNamespace};
 
 const SHA: &str = "3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8552";
@@ -82,20 +83,6 @@ fn serving(sha256: &str) -> Value {
     status["serving"] = json!({"version": "1", "uri": "s3://models/iris.onnx", "sha256": sha256,
         "bytes": 33562, "platform": "onnxruntime_onnx"});
     status
-}
-
-/// The kubelet's status of a started server container at `ip`, ready or not.
-fn running_pod_status(ip: Ipv4Addr, ready: bool) -> Value {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let flag = if ready { "True" } else { "False" };
-    json!({"status": {
-        "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-        "conditions": [
-            {"type": "Ready", "status": flag, "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "server", "ready": ready, "started": true, "restartCount": 0,
-            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}]}})
 }
 
 struct World {
@@ -173,7 +160,7 @@ impl World {
             .patch_status(
                 pod,
                 &PatchParams::default(),
-                &Patch::Merge(&running_pod_status(ip, ready)),
+                &Patch::Merge(&running_pod_status_at(&ip.to_string(), ready)),
             )
             .await
             .unwrap();

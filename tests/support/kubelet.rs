@@ -174,3 +174,18 @@ pub fn failed_pod_status(termination: &str) -> Value {
                 "startedAt": now, "finishedAt": now}}}],
     }})
 }
+
+/// The Pod status a kubelet writes for a started ferry-server container at `ip`, ready or not yet: the
+/// controller reads the server's `/status` there.
+pub fn running_pod_status_at(ip: &str, ready: bool) -> Value {
+    let now = now();
+    let flag = if ready { "True" } else { "False" };
+    json!({"status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "server", "ready": ready, "started": true, "restartCount": 0,
+            "image": "ferry-server:0.1.0", "imageID": "", "state": {"running": {"startedAt": now}}}]}})
+}
