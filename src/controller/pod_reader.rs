@@ -3,7 +3,8 @@
 //! a step of 5 percent, a SHA-256, reachability) triggers one, as a watch event does.
 //!
 //! Pods that can change are read often ([`ACTIVE_PERIOD`]: starting, loading, unreachable); settled ones (ready
-//! or failed) on a slow period ([`SETTLED_PERIOD`], spread over it so that many pods do not come due at once).
+//! or failed) on a slow period ([`SETTLED_PERIOD`], spread over it so that many pods do not come due at once),
+//! and pods that keep failing to answer on [`UNREACHABLE_PERIOD`].
 //! At most [`CONCURRENCY`] reads are in flight, each bounded by [`READ_TIMEOUT`]. A read that fails reports the
 //! pod unreachable, never failed. `/status` needs no credential; the admin port is open to the controller (and
 //! to metrics scrapers) only when the chart's NetworkPolicy is on.
@@ -40,6 +41,11 @@ use crate::server_contract::{self, ServerStatus};
 pub const ACTIVE_PERIOD: Duration = Duration::from_secs(2);
 /// How often a settled pod (ready, or failed) is read.
 pub const SETTLED_PERIOD: Duration = Duration::from_secs(30);
+/// How often a pod is read once [`UNREACHABLE_BACKOFF_AFTER`] reads in a row failed (a NetworkPolicy that
+/// does not admit the controller, a node that is gone): still noticed when it answers again, without a read
+/// every 2 s that waits for its timeout.
+pub const UNREACHABLE_PERIOD: Duration = Duration::from_secs(10);
+pub const UNREACHABLE_BACKOFF_AFTER: u32 = 3;
 /// Reads in flight at once, over all pods.
 pub const CONCURRENCY: usize = 32;
 /// The longest a read may take.
@@ -60,6 +66,8 @@ struct Tracked {
     /// The ModelDeployment the pod belongs to (its label).
     owner: Option<String>,
     next_read: Instant,
+    /// Reads in a row that failed.
+    unreachable: u32,
 }
 
 fn key(namespace: &str, name: &str) -> String {
@@ -139,6 +147,7 @@ impl PodReader {
                 report: PodReport::new(uid.clone(), wall),
                 owner: pod.labels().get(labels::MODEL_DEPLOYMENT).cloned(),
                 next_read: now,
+                unreachable: 0,
             };
             let entry = tracked.entry(key.clone()).or_insert_with(new);
             if entry.report.uid != uid {
@@ -162,9 +171,15 @@ impl PodReader {
     fn take(&self, key: &str, read: Read) -> Option<ReconcileRequest<ModelDeployment>> {
         let mut tracked = lock(&self.pods);
         let entry = tracked.get_mut(key)?;
+        entry.unreachable = match read {
+            Read::Unreachable(_) => entry.unreachable.saturating_add(1),
+            Read::Answered(_) => 0,
+        };
         let changed = entry.report.update(read, Timestamp::now());
         let period = if entry.report.settled() {
             spread(SETTLED_PERIOD, key)
+        } else if entry.unreachable >= UNREACHABLE_BACKOFF_AFTER {
+            UNREACHABLE_PERIOD
         } else {
             ACTIVE_PERIOD
         };
@@ -240,4 +255,95 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
         source = current.source();
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PodPhase;
+
+    fn pod(name: &str, ip: Option<&str>, running: bool) -> Arc<Pod> {
+        let state = if running {
+            serde_json::json!({"running": {}})
+        } else {
+            serde_json::json!({"waiting": {"reason": "ContainerCreating"}})
+        };
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
+                             "labels": {labels::MODEL_DEPLOYMENT: "iris"}},
+                "status": {"podIP": ip, "containerStatuses": [{"name": "server", "ready": false,
+                    "restartCount": 0, "image": "i", "imageID": "", "state": state}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn ready() -> Read {
+        Read::Answered(Answer {
+            phase: PodPhase::Ready,
+            serving_version: Some("1".into()),
+            sha256: Some("ab".into()),
+            bytes_done: 10,
+            bytes_total: Some(10),
+            failure: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn only_running_pods_are_read_once_each_and_a_visible_change_asks_for_a_reconcile() {
+        let reader = PodReader::default();
+        let pods = [
+            pod("a", Some("10.0.0.7"), true),
+            pod("b", Some("10.0.0.8"), false),
+            pod("c", None, true),
+        ];
+        let due = reader.due(&pods);
+        assert_eq!(due, [("ml/a".to_owned(), "10.0.0.7".parse().unwrap())]);
+        assert!(
+            reader.due(&pods).is_empty(),
+            "not again while the read is out"
+        );
+        assert!(
+            reader.report(&pods[1]).is_some(),
+            "tracked from the start, for the deadline"
+        );
+
+        let request = reader
+            .take("ml/a", ready())
+            .expect("a new phase is worth a reconcile");
+        assert_eq!(request.obj_ref, ObjectRef::new("iris").within("ml"));
+        assert!(
+            reader.take("ml/a", ready()).is_none(),
+            "the same answer is not"
+        );
+        assert!(
+            reader.due(&pods).is_empty(),
+            "settled: read on the slow period"
+        );
+        assert_eq!(reader.report(&pods[0]).unwrap().phase(), PodPhase::Ready);
+
+        // A pod re-created under the same name is a new pod; a deleted one is forgotten.
+        let mut again = (*pods[0]).clone();
+        again.metadata.uid = Some("uid-a-2".into());
+        assert!(reader.report(&again).is_none());
+        assert_eq!(reader.due(&[Arc::new(again.clone())]).len(), 1);
+        assert_eq!(reader.report(&again).unwrap().phase(), PodPhase::Starting);
+        assert!(
+            reader.report(&pods[1]).is_none(),
+            "gone from the cache, gone from here"
+        );
+    }
+
+    #[test]
+    fn pods_created_together_are_not_read_together_ever_after() {
+        let periods: Vec<Duration> = (0..20)
+            .map(|i| spread(SETTLED_PERIOD, &format!("ml/iris-{i}")))
+            .collect();
+        assert!(periods
+            .iter()
+            .all(|p| *p >= SETTLED_PERIOD.mul_f64(0.75) && *p <= SETTLED_PERIOD.mul_f64(1.25)));
+        let distinct: std::collections::BTreeSet<_> = periods.iter().collect();
+        assert!(distinct.len() > 10, "{periods:?}");
+    }
 }
