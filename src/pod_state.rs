@@ -86,8 +86,16 @@ pub struct PodReport {
     pub read: Option<Read>,
     /// The highest phase and byte count this pod has reached.
     high_water: (PodPhase, u64),
-    /// When the pod last made progress (first seen, a later phase, more bytes).
-    pub last_progress_at: Timestamp,
+    /// When the pod last made progress (created, a later phase, more bytes); None while unknown: a pod that
+    /// was there before this process started has made none that this process saw.
+    pub last_progress_at: Option<Timestamp>,
+    /// When it last made progress that the status shows (a phase, a step of 5 percent): what is written, and
+    /// what a restarted controller counts the deadline from.
+    pub last_shown_progress_at: Option<Timestamp>,
+    /// Created before this process started: its first read sets the high-water mark without being progress.
+    preexisting: bool,
+    /// Reads taken.
+    reads: u32,
     /// When the pod's load was first seen running.
     pub load_started_at: Option<Timestamp>,
     /// What the last reconcile trigger was about, to trigger again only on a visible change.
@@ -104,16 +112,25 @@ struct Visible {
 }
 
 impl PodReport {
-    /// A pod seen for the first time (its creation is progress).
-    pub fn new(uid: String, now: Timestamp) -> PodReport {
+    /// A pod seen for the first time. Created since this process started, its creation is progress; created
+    /// before (`preexisting`), what it did until now is unknown, and its first read is only a baseline.
+    pub fn new(uid: String, now: Timestamp, preexisting: bool) -> PodReport {
         PodReport {
             uid,
             read: None,
             high_water: (PodPhase::Starting, 0),
-            last_progress_at: now,
+            last_progress_at: (!preexisting).then_some(now),
+            last_shown_progress_at: None,
             load_started_at: None,
             visible: Visible::default(),
+            preexisting,
+            reads: 0,
         }
+    }
+
+    /// A pod from before this process whose progress is not known yet: it needs a second read.
+    pub fn progress_unknown(&self) -> bool {
+        self.preexisting && self.reads < 2 && self.last_progress_at.is_none()
     }
 
     pub fn phase(&self) -> PodPhase {
@@ -131,13 +148,19 @@ impl PodReport {
 
     /// Takes a new read; returns whether a reconcile should look (a visible change).
     pub fn update(&mut self, read: Read, now: Timestamp) -> bool {
+        let mut progress = false;
         if let Read::Answered(answer) = &read {
+            let baseline = self.preexisting && self.reads == 0;
+            self.reads += 1;
             let (phase, bytes) = self.high_water;
             if answer.phase != PodPhase::Failed
                 && (answer.phase > phase || answer.bytes_done > bytes)
             {
                 self.high_water = (answer.phase.max(phase), answer.bytes_done.max(bytes));
-                self.last_progress_at = now;
+                if !baseline {
+                    self.last_progress_at = Some(now);
+                    progress = true;
+                }
             }
             if answer.phase.is_loading() && self.load_started_at.is_none() {
                 self.load_started_at = Some(now);
@@ -147,6 +170,9 @@ impl PodReport {
         let visible = self.visible();
         let changed = visible != self.visible;
         self.visible = visible;
+        if changed && progress {
+            self.last_shown_progress_at = Some(now);
+        }
         changed
     }
 
@@ -268,19 +294,24 @@ mod tests {
 
     #[test]
     fn bytes_and_phases_are_progress_and_a_step_of_five_percent_is_visible() {
-        let mut pod = PodReport::new("u".into(), at(0));
+        let mut pod = PodReport::new("u".into(), at(0), false);
         assert!(
             pod.update(downloading(0, 1000), at(1)),
             "starting -> downloading"
         );
-        assert_eq!(pod.last_progress_at, at(1), "a phase step");
+        assert_eq!(pod.last_progress_at, Some(at(1)), "a phase step");
         assert_eq!(pod.load_started_at, Some(at(1)));
         assert!(!pod.update(downloading(30, 1000), at(2)), "3%: same step");
-        assert_eq!(pod.last_progress_at, at(2), "but it is progress");
+        assert_eq!(pod.last_progress_at, Some(at(2)), "but it is progress");
+        assert_eq!(
+            pod.last_shown_progress_at,
+            Some(at(1)),
+            "not a step the status shows"
+        );
         assert!(pod.update(downloading(55, 1000), at(3)), "5%: a new step");
         assert_eq!(pod.shown_bytes(), Some((50, Some(1000))));
         assert!(pod.update(phase(PodPhase::Loading), at(4)));
-        assert_eq!(pod.last_progress_at, at(4));
+        assert_eq!(pod.last_progress_at, Some(at(4)));
         assert!(pod.update(phase(PodPhase::Ready), at(5)));
         assert!(pod.settled());
         assert_eq!(pod.shown_bytes(), None);
@@ -288,19 +319,34 @@ mod tests {
 
     #[test]
     fn a_crash_loop_that_downloads_the_same_bytes_again_is_not_progress() {
-        let mut pod = PodReport::new("u".into(), at(0));
+        let mut pod = PodReport::new("u".into(), at(0), false);
         pod.update(downloading(600, 1000), at(10));
         pod.update(phase(PodPhase::Loading), at(20));
         pod.update(Read::Unreachable("connection refused".into()), at(30));
         pod.update(downloading(100, 1000), at(40));
         pod.update(downloading(900, 1000), at(50));
-        assert_eq!(pod.last_progress_at, at(20));
+        assert_eq!(pod.last_progress_at, Some(at(20)));
         assert_eq!(pod.phase(), PodPhase::Downloading);
     }
 
     #[test]
+    fn a_pod_from_before_a_restart_needs_a_second_read_to_make_progress() {
+        let mut pod = PodReport::new("u".into(), at(100), true);
+        assert_eq!(pod.last_progress_at, None);
+        assert!(pod.progress_unknown());
+        pod.update(downloading(300, 1000), at(101));
+        assert_eq!(pod.last_progress_at, None, "the first read is a baseline");
+        assert!(pod.progress_unknown());
+        pod.update(downloading(300, 1000), at(103));
+        assert!(!pod.progress_unknown(), "two reads: it is not moving");
+        assert_eq!(pod.last_progress_at, None);
+        pod.update(downloading(310, 1000), at(105));
+        assert_eq!(pod.last_progress_at, Some(at(105)), "now it moves");
+    }
+
+    #[test]
     fn an_unreachable_pod_is_visible_as_such_and_never_as_failed() {
-        let mut pod = PodReport::new("u".into(), at(0));
+        let mut pod = PodReport::new("u".into(), at(0), false);
         pod.update(phase(PodPhase::Ready), at(1));
         assert!(pod.update(Read::Unreachable("timed out".into()), at(2)));
         assert_eq!(pod.phase(), PodPhase::Unreachable);

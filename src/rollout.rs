@@ -128,8 +128,12 @@ pub struct ObservedPod {
     pub load_started_at: Option<Timestamp>,
     /// The failure of its latest load, as (reason, message).
     pub failure: Option<(String, String)>,
-    /// When it last made load progress; None before the controller has seen it.
+    /// When it last made load progress; None while unknown (before the controller saw any).
     pub last_progress_at: Option<Timestamp>,
+    /// When it last made progress the status shows (a phase, a step of 5 percent).
+    pub last_shown_progress_at: Option<Timestamp>,
+    /// A pod from before a controller restart that has not been read twice yet: whether it moves is not known.
+    pub progress_unknown: bool,
     /// Where its load stands, in words ("downloading at 1.2 GiB of 20.0 GiB").
     pub stands: String,
 }
@@ -138,6 +142,14 @@ impl ObservedRevision {
     /// When a pod of this revision last made load progress.
     fn last_progress_at(&self) -> Option<Timestamp> {
         self.pods.iter().filter_map(|p| p.last_progress_at).max()
+    }
+
+    /// When a pod of this revision last made progress that the status shows.
+    fn last_shown_progress_at(&self) -> Option<Timestamp> {
+        self.pods
+            .iter()
+            .filter_map(|p| p.last_shown_progress_at)
+            .max()
     }
 
     /// Where the load stalled: the pod that moved last, and where it stands.
@@ -201,6 +213,22 @@ pub struct Observed<'a> {
 impl Observed<'_> {
     fn find(&self, revision: &str) -> Option<&ObservedRevision> {
         self.revisions.iter().find(|r| r.revision == revision)
+    }
+
+    /// The last load progress of `revision` that the previous status recorded (what a restarted controller
+    /// knows of the time before it).
+    fn recorded_progress(&self, revision: &str) -> Option<Timestamp> {
+        let candidate = self.previous_status.candidate.as_ref()?;
+        (candidate.revision == revision)
+            .then(|| {
+                candidate
+                    .progress
+                    .as_ref()?
+                    .last_progress_at
+                    .as_ref()
+                    .map(|t| t.0)
+            })
+            .flatten()
     }
 }
 

@@ -1063,7 +1063,7 @@ async fn a_load_that_keeps_moving_outlives_the_progress_deadline_and_one_that_ha
         "the phase and bytes where it stalled: {message}"
     );
 
-    let md = ns.wait_for(
+    ns.wait_for(
         "slow",
         "the slow load promoted",
         Duration::from_secs(120),
@@ -1078,13 +1078,14 @@ async fn a_load_that_keeps_moving_outlives_the_progress_deadline_and_one_that_ha
         "figure: slow load of {} bytes promoted after {load_time:.1?} (deadline 10 s)",
         model.len()
     );
-    let active = &md["status"]["active"];
-    assert_eq!(
-        active["servedSha256"],
-        json!([sha256]),
-        "{:#}",
-        md["status"]
+    // The kubelet's readiness comes first; the controller's next read of the pod (within 2 s) brings its SHA-256.
+    let md = ns.wait_for(
+        "slow",
+        "the served SHA-256 in the status",
+        Duration::from_secs(30),
+        |md| md["status"]["active"]["servedSha256"] == json!([sha256]),
     );
+    let active = &md["status"]["active"];
     assert_eq!(active["pods"][0]["sha256"], sha256.as_str());
     assert_eq!(active["podCounts"]["ready"], 1);
 }

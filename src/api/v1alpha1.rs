@@ -456,6 +456,10 @@ pub struct LoadProgress {
     /// `bytesDone` as a percentage of `bytesTotal`, in steps of 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
+    /// When a pod last made progress that this status shows (a phase, a step); a restarted controller counts
+    /// `progressDeadlineSeconds` from here until it sees the pods move again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_at: Option<Time>,
 }
 
 /// One serving pod as its ferry-server reports it.

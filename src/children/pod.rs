@@ -87,7 +87,10 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         bytes: report.and_then(PodReport::shown_bytes),
         load_started_at: report.and_then(|r| r.load_started_at),
         failure,
-        last_progress_at: report.map(|r| r.last_progress_at),
+        last_progress_at: report.and_then(|r| r.last_progress_at),
+        last_shown_progress_at: report.and_then(|r| r.last_shown_progress_at),
+        progress_unknown: report
+            .is_some_and(|r| r.progress_unknown() && server_address(pod).is_some()),
         stands: report.map_or_else(|| "not started".into(), PodReport::describe),
     }
 }

@@ -33,9 +33,9 @@ pub(super) struct Observation<'a> {
     pub(super) preview_service: Option<&'a Service>,
 }
 
-/// Writes the differences between `plan` and what was observed, in the order that keeps traffic safe: the
-/// candidate is created and scaled up first, the Services switch next, scale-downs, marks and deletions come
-/// last, the status once at the end. Returns when to look again when the status write was put off.
+/// Writes the differences between `plan` and what was observed, in the order that keeps traffic safe and
+/// survives a restart at any point: abort marks first, then the candidate is created and scaled up, the Services
+/// switch next, scale-downs, the other marks and deletions come last, the status once at the end. Returns when to look again when the status write was put off.
 pub(super) async fn apply_plan(
     context: &Context,
     md: &ModelDeployment,
@@ -71,6 +71,17 @@ pub(super) async fn apply_plan(
             .iter()
             .any(|(revision, replicas)| *replicas > current_replicas[revision.as_str()]);
     ensure_admin_secret(context, md, owned_pods, new_pods).await?;
+    // An abort mark goes first: scaling a failed candidate to zero deletes the pods whose termination message is
+    // the only other record of the failure, and a restart between the two must not find it loading again.
+    let (aborts, other_marks): (Vec<_>, Vec<_>) =
+        plan.marks.iter().partition(|(revision, marks)| {
+            marks.aborted.is_some() && current_replicas.contains_key(revision.as_str())
+        });
+    for (revision, marks) in aborts {
+        let deployment_name = deployment::deployment_name(&name, revision);
+        let body = deployment::marks_patch(marks);
+        merge_patch(context, &deployments, &deployment_name, &body, written).await?;
+    }
     if let Some(replicas) = apply_desired {
         let desired = deployment::desired_deployment(md, template, replicas);
         let desired_name = deployment::deployment_name(&name, &template.revision);
@@ -127,7 +138,7 @@ pub(super) async fn apply_plan(
     for (deployment_name, body) in scale(false) {
         merge_patch(context, &deployments, &deployment_name, &body, written).await?;
     }
-    for (revision, marks) in &plan.marks {
+    for (revision, marks) in other_marks {
         let deployment_name = deployment::deployment_name(&name, revision);
         let body = deployment::marks_patch(marks);
         merge_patch(context, &deployments, &deployment_name, &body, written).await?;

@@ -56,9 +56,21 @@ const MAX_BODY: usize = 64 << 10;
 const TICK: Duration = Duration::from_millis(500);
 
 /// The reports of every pod of one watch scope, by `namespace/name`.
-#[derive(Default)]
 pub struct PodReader {
     pods: Mutex<HashMap<String, Tracked>>,
+    /// When this process started reading: pods created before it have a past this process did not see.
+    started: Timestamp,
+}
+
+impl Default for PodReader {
+    fn default() -> Self {
+        // The API stores creation times in whole seconds: a pod created in this very second counts as new.
+        let now = Timestamp::now();
+        PodReader {
+            pods: Mutex::default(),
+            started: Timestamp::from_second(now.as_second()).unwrap_or(now),
+        }
+    }
 }
 
 struct Tracked {
@@ -143,8 +155,13 @@ impl PodReader {
                 continue;
             };
             let key = key(&pod.namespace().unwrap_or_default(), &pod.name_any());
+            let preexisting = pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|created| created.0 < self.started);
             let new = || Tracked {
-                report: PodReport::new(uid.clone(), wall),
+                report: PodReport::new(uid.clone(), wall, preexisting),
                 owner: pod.labels().get(labels::MODEL_DEPLOYMENT).cloned(),
                 next_read: now,
                 unreachable: 0,

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use super::{AbortMark, AbortReason, CandidateState, Observed, Summary};
 
+/// How long a pod from before a controller restart may take to be read a second time.
+const SECOND_READ: Duration = Duration::from_secs(3);
+
 pub fn decide(observed: &Observed) -> Summary {
     let spec = observed.spec;
     let now = observed.now;
@@ -49,12 +52,17 @@ pub fn decide(observed: &Observed) -> Summary {
         let started = new_marks.rollout_started_at.unwrap_or(now);
         let deadline =
             started + Duration::from_secs(spec.rollout.load_timeout_seconds.max(1) as u64);
-        // Progress older than this rollout attempt (a retry of an aborted revision) does not count.
+        // Progress older than this rollout attempt (a retry of an aborted revision) does not count; progress
+        // before a controller restart counts as the previous status recorded it.
         let last_progress = desired_rev
             .and_then(|r| r.last_progress_at())
+            .max(observed.recorded_progress(desired))
             .map_or(started, |p| p.max(started));
         let progress_deadline = last_progress
             + Duration::from_secs(spec.rollout.progress_deadline_seconds.max(1) as u64);
+        // Pods from before a restart get a second read before they are judged.
+        let progress_unknown =
+            desired_rev.is_some_and(|r| r.pods.iter().any(|p| p.progress_unknown));
         let abort = |reason, message| {
             CandidateState::Aborted(AbortMark {
                 reason,
@@ -92,7 +100,7 @@ pub fn decide(observed: &Observed) -> Summary {
                     spec.rollout.load_timeout_seconds
                 ),
             ),
-            (None, _) if now >= progress_deadline => abort(
+            (None, _) if now >= progress_deadline && !progress_unknown => abort(
                 AbortReason::ProgressDeadlineExceeded,
                 format!(
                     "no load progress for {}s (spec.rollout.progressDeadlineSeconds): {}",
@@ -101,7 +109,11 @@ pub fn decide(observed: &Observed) -> Summary {
                 ),
             ),
             (None, _) => {
-                let next = deadline.min(progress_deadline);
+                let next = if progress_unknown {
+                    deadline.min(progress_deadline.max(now + SECOND_READ))
+                } else {
+                    deadline.min(progress_deadline)
+                };
                 requeue_after = Some(Duration::from_millis(
                     (next.as_millisecond() - now.as_millisecond()).max(0) as u64,
                 ));

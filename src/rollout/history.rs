@@ -54,10 +54,12 @@ pub fn record(
     }
     if let Some(a) = &built.active {
         if before_active != Some(a.revision.as_str()) {
+            // A warm previous revision taking the traffic back is a rollback, also when the Service switched
+            // before a restart and this reconcile only finds it active.
             let rollback = matches!(
                 summary.candidate,
                 CandidateState::Promote { rollback: true }
-            );
+            ) || before.previous.iter().any(|p| p.revision == a.revision);
             let started = before_candidate
                 .filter(|c| c.revision == a.revision)
                 .and_then(|c| c.since.clone())

@@ -190,6 +190,7 @@ fn progress(pods: &[ObservedPod]) -> Option<LoadProgress> {
         bytes_done: stepped(done, totals) as i64,
         bytes_total: totals.map(|t| t as i64),
         percent: percent(done, totals),
+        last_progress_at: None,
     })
 }
 
@@ -245,7 +246,14 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
         };
         let mut status = revision_status(observed, r, since, Some(reason), message);
         if summary.candidate == CandidateState::Loading {
-            status.progress = observed.find(r).and_then(|rev| progress(&rev.pods));
+            status.progress = observed.find(r).and_then(|rev| {
+                let mut progress = progress(&rev.pods)?;
+                progress.last_progress_at = rev
+                    .last_shown_progress_at()
+                    .max(observed.recorded_progress(r))
+                    .map(to_time);
+                Some(progress)
+            });
         }
         status
     });

@@ -1,5 +1,6 @@
 //! Every rollout transition, without a cluster.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
@@ -507,6 +508,76 @@ fn rollback_to_a_warm_revision_switches_at_once() {
     assert_eq!(
         plan.status.previous[0].revision, "b",
         "the version rolled back from stays warm"
+    );
+}
+
+#[test]
+fn a_rollback_whose_service_switched_before_a_restart_is_still_recorded_as_a_rollback() {
+    let mut scenario = Scenario::new("a")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(promoted(ready(revision("b", 50, 2)), 60))
+        .active("b");
+    scenario.status.previous = vec![RevisionStatus {
+        revision: "a".into(),
+        version: model("a").version,
+        ..Default::default()
+    }];
+    // The last process switched the Service to a and was killed before it wrote the status.
+    scenario.active = Some("a");
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"));
+    assert_eq!(plan.status.history[0].outcome, Outcome::RolledBack);
+    assert_eq!(event_reasons(&plan), [events::ROLLED_BACK]);
+}
+
+#[test]
+fn after_a_restart_the_progress_deadline_counts_from_the_recorded_progress_once_the_pods_are_read_twice(
+) {
+    let mut b = revision("b", 90, 1);
+    b.pods = vec![ObservedPod {
+        name: "iris-b-1".into(),
+        phase: PodPhase::Downloading,
+        bytes: Some((300, Some(1000))),
+        progress_unknown: true,
+        stands: "downloading at 300 B of 1000 B".into(),
+        ..Default::default()
+    }];
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 1)), 10))
+        .with(b)
+        .active("a");
+    scenario.spec.rollout.progress_deadline_seconds = 60;
+    scenario.status.candidate = Some(RevisionStatus {
+        revision: "b".into(),
+        progress: Some(crate::api::LoadProgress {
+            last_progress_at: Some(Time(at(100))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    scenario.now = 200;
+    let plan = scenario.decide();
+    let candidate = plan.status.candidate.as_ref().unwrap();
+    assert_eq!(
+        candidate.reason.as_deref(),
+        Some(reasons::LOADING),
+        "the pod gets a second read"
+    );
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(3)));
+    assert_eq!(
+        candidate.progress.as_ref().unwrap().last_progress_at,
+        Some(Time(at(100))),
+        "the record is kept"
+    );
+
+    scenario.revisions[1].pods[0].progress_unknown = false;
+    let plan = scenario.decide();
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(degraded.reason, reasons::PROGRESS_DEADLINE_EXCEEDED);
+    assert!(
+        degraded.message.contains("no load progress for 100s"),
+        "{}",
+        degraded.message
     );
 }
 
