@@ -12,8 +12,8 @@
 //! - `FERRY_CHAOS_MODELS`: ModelDeployments (default 10, one per scenario);
 //! - `FERRY_CHAOS_SEED`: the seed of every random choice (default: a random one, printed);
 //! - `FERRY_CHAOS_KILLS`: the most kills (default: no limit);
-//! - `FERRY_CHAOS_KILL_INTERVAL_MS`: how long each controller lives before its kill, `MIN-MAX` (default
-//!   `500-3000`);
+//! - `FERRY_CHAOS_KILL_INTERVAL_MS`: how long each controller lives, from its first reconcile, before its kill,
+//!   `MIN-MAX` (default `500-3000`);
 //! - `FERRY_CHAOS_WAIT_SECONDS`: the longest wait for one step of a scenario (default 180);
 //! - `FERRY_CHAOS_LOGS`: a directory that keeps the journal (every change seen, every kill) and the log of every
 //!   `ferry run` (default: a temporary one, kept only when the test fails).
@@ -908,6 +908,20 @@ impl Monkey {
     fn run(&mut self, stop: &AtomicBool) -> FerryRun {
         let mut controller = self.start();
         while !stop.load(Ordering::Relaxed) {
+            // A controller killed before it reconciles anything proves nothing, and on a slow machine a run of
+            // such kills would stop every rollout: its life is counted from its first reconcile.
+            let up = Instant::now();
+            while reconciles(&controller).is_none_or(|n| n == 0)
+                && up.elapsed() < Duration::from_secs(60)
+                && !stop.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.journal.write(&format!(
+                "ferry run {} reconciled after {:.1}s",
+                self.kills.len(),
+                up.elapsed().as_secs_f64()
+            ));
             let uptime =
                 Duration::from_millis(self.rng.random_range(self.uptime_ms.0..=self.uptime_ms.1));
             let until = Instant::now() + uptime;
@@ -937,6 +951,17 @@ impl Monkey {
         }
         controller
     }
+}
+
+/// How many reconciles `ferry run` has run, from its metrics; None while they do not answer.
+fn reconciles(controller: &FerryRun) -> Option<u64> {
+    let response = controller.http_get("/metrics").ok()?;
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix("ferry_reconciles_total "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Why the namespace is not in the state the scenarios ask for; empty when it is.
