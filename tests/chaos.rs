@@ -36,8 +36,7 @@ use ferry::api::{ModelDeployment, Outcome, Phase};
 use ferry::children::pod::load_failure;
 use ferry::children::service::selected_revision;
 use ferry::labels;
-use ferry::server_contract::Reason;
-use ferry::server_contract::TerminationMessage;
+use ferry::server_contract::{Reason, TerminationMessage};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -56,7 +55,7 @@ struct Settings {
     models: usize,
     seed: u64,
     max_kills: Option<u32>,
-    /// How long each controller lives before it is killed, in milliseconds.
+    /// How long each controller lives, from its first reconcile, before it is killed, in milliseconds.
     uptime_ms: (u64, u64),
     /// The longest wait for one step of a scenario.
     wait: Duration,
@@ -890,7 +889,6 @@ struct Monkey {
     kills: Vec<f64>,
     /// Controllers that ended by themselves.
     crashes: Vec<String>,
-    started: Instant,
     journal: Arc<Journal>,
 }
 
@@ -928,12 +926,16 @@ impl Monkey {
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if stop.load(Ordering::Relaxed)
-                || self
-                    .max_kills
-                    .is_some_and(|max| self.kills.len() as u32 >= max)
+            if self
+                .max_kills
+                .is_some_and(|max| self.kills.len() as u32 >= max)
             {
-                continue;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
             if let Some(exit) = controller.exited() {
                 self.crashes.push(format!(
@@ -942,7 +944,8 @@ impl Monkey {
                 ));
             }
             controller.kill();
-            self.kills.push(self.started.elapsed().as_secs_f64());
+            self.kills
+                .push(self.journal.started.elapsed().as_secs_f64());
             self.journal
                 .write(&format!("SIGKILL ferry run {}", self.kills.len()));
             // Down for a moment, or back at once.
@@ -1162,7 +1165,6 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
         max_kills: settings.max_kills,
         kills: Vec::new(),
         crashes: Vec::new(),
-        started,
         journal,
     };
     let monkey = {
