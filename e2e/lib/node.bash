@@ -258,6 +258,9 @@ authentication:
 authorization:
   mode: Webhook
 failSwapOn: false
+# Mounted Secrets are refreshed on the pod sync: at the default minute, the credential-rotation test in tests/node.rs
+# waits most of its time for it. Syncing a few test pods every 10 s costs little.
+syncFrequency: 10s
 podLogsDir: $DIR/pod-logs
 resolvConf: /etc/resolv.conf
 # Imported images cannot be pulled again, so the image garbage collector must never remove them; the eviction
