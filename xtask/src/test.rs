@@ -1,4 +1,4 @@
-//! `cargo xtask test`: install what is missing, start one control plane for every test binary
+//! `cargo xtask test`: install what is missing, build the tests, start one control plane for every test binary
 //! (`FERRY_TEST_KUBECONFIG`) and one real node cluster for `tests/node.rs` (`FERRY_E2E_DIR`), run
 //! `cargo test --workspace`, stop both. Both are started with `--watch-pid` of this process, so an interrupted
 //! run stops them too.
@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use crate::{child, setup};
+
+const CARGO_TEST: [&str; 4] = ["test", "--workspace", "--locked", "--no-fail-fast"];
 
 pub fn run(cargo_test_args: &[String]) -> Result<(), String> {
     let clock = Clock(Instant::now());
@@ -20,6 +22,22 @@ pub fn run(cargo_test_args: &[String]) -> Result<(), String> {
         "Local control plane and node, ferry-server's test dependencies (built once, then cached)",
     );
     setup::installs()?;
+
+    // Compiling first keeps the idle control plane and node from taking CPU from the compiler.
+    clock.step("Building the tests");
+    let build_args = cargo_test_args
+        .split(|a| a == "--")
+        .next()
+        .unwrap_or_default();
+    let built = child::cargo()
+        .args(CARGO_TEST)
+        .arg("--no-run")
+        .args(build_args)
+        .status()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !built.success() {
+        return Err("the tests do not build (the errors are above)".into());
+    }
 
     clock.step("One control plane shared by every test binary (e2e/control-plane.sh)");
     let plane = Started::new("e2e/control-plane.sh", "start", "stop")?;
@@ -34,7 +52,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<(), String> {
 
     clock.step("cargo test --workspace");
     let tests = child::cargo()
-        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+        .args(CARGO_TEST)
         .args(cargo_test_args)
         .env("FERRY_TEST_KUBECONFIG", plane.dir.join("kubeconfig"))
         .env("FERRY_E2E_DIR", &node.dir)
