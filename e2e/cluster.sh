@@ -25,6 +25,10 @@ die() {
   exit 1
 }
 now() { printf '%s' "$EPOCHREALTIME"; }
+# shellcheck source=e2e/lib/debian.bash
+source "$ROOT/e2e/lib/debian.bash"
+# Besides the node's own: curl for the client image, python3-venv for setup-test-deps.sh's venv.
+PACKAGES=(curl python3-venv)
 phase() { # name start: records and logs how long a phase took
   local took
   took=$(awk -v s="$2" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
@@ -81,6 +85,7 @@ cmd_up() {
   t0=$(now)
 
   t=$(now)
+  ensure_debian_packages "e2e/cluster.sh" "${PACKAGES[@]}"
   bash "$CP" install --node
   bash "$ROOT/server-image/scripts/setup-test-deps.sh" >&2
   phase install "$t"

@@ -20,10 +20,13 @@ export LC_ALL=C # keeps $EPOCHREALTIME and tool output parseable
 SCRIPT=$(realpath "${BASH_SOURCE[0]}")
 LIB=$(dirname "$SCRIPT")/lib
 
-# One job per file: versions, paths and logging; install; process supervision (stop, watchdog); PKI; start; the node.
+# One job per file: versions, paths and logging; Debian packages; install; process supervision (stop, watchdog);
+# PKI; start; the node.
 # Sourcing reads each file whole, so a file changed while a control plane runs affects only later commands.
 # shellcheck source=e2e/lib/common.bash
 source "$LIB/common.bash"
+# shellcheck source=e2e/lib/debian.bash
+source "$LIB/debian.bash"
 # shellcheck source=e2e/lib/install.bash
 source "$LIB/install.bash"
 # shellcheck source=e2e/lib/supervise.bash
