@@ -25,6 +25,10 @@ die() {
   exit 1
 }
 now() { printf '%s' "$EPOCHREALTIME"; }
+# shellcheck source=e2e/lib/debian.bash
+source "$ROOT/e2e/lib/debian.bash"
+# Besides the node's own: curl for the client image, python3-venv for setup-test-deps.sh's venv.
+PACKAGES=(curl python3-venv)
 phase() { # name start: records and logs how long a phase took
   local took
   took=$(awk -v s="$2" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
@@ -52,6 +56,23 @@ build_client_image() {
     --entrypoint '["/usr/bin/curl"]' --user 65532:65532 >&2
 }
 
+# cargo without the variables cargo sets for the programs it runs, as when started from a shell. tests/node.rs runs
+# this script from inside `cargo test`, which sets CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ... ring's build script
+# declares rerun-if-env-changed on several of them (briansmith/ring#2454), so with them the release build would
+# rebuild ring and everything above it, and the next build from a shell all of it again (xtask/src/child.rs keeps
+# the same list).
+cargo_as_from_a_shell() {
+  local name
+  local -a unset=()
+  for name in $(compgen -e); do
+    case $name in
+    CARGO_PKG_* | CARGO_MANIFEST_DIR | CARGO_MANIFEST_PATH | CARGO_MANIFEST_LINKS | CARGO_CRATE_NAME | CARGO_BIN_NAME | \
+      CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | CARGO_RUSTC_CURRENT_DIR | OUT_DIR) unset+=(-u "$name") ;;
+    esac
+  done
+  env "${unset[@]}" cargo "$@"
+}
+
 cmd_up() {
   local watch=() t0 t dir
   case ${1:-} in
@@ -64,6 +85,7 @@ cmd_up() {
   t0=$(now)
 
   t=$(now)
+  ensure_debian_packages "e2e/cluster.sh" "${PACKAGES[@]}"
   bash "$CP" install --node
   bash "$ROOT/server-image/scripts/setup-test-deps.sh" >&2
   phase install "$t"
@@ -72,7 +94,8 @@ cmd_up() {
   log "building the release binaries (no-ops when up to date)"
   # One package per command, as the two Dockerfiles build them (each gets only its own features).
   (cd "$ROOT" && export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target} &&
-    cargo build --release --locked --quiet --bin ferry && cargo build --release --locked --quiet -p ferry-server)
+    cargo_as_from_a_shell build --release --locked --quiet --bin ferry &&
+    cargo_as_from_a_shell build --release --locked --quiet -p ferry-server)
   bash "$ROOT/e2e/images/build.sh" --out "$IMAGES" --tag "$TAG" >&2
   build_store_image
   build_client_image

@@ -29,7 +29,6 @@ fail() {
   printf '    \033[31m✗ %s\033[0m\n' "$*"
   exit 1
 }
-command -v curl >/dev/null || fail "curl is needed for the inference requests (apt-get install curl)"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}
 dir=""
@@ -51,6 +50,8 @@ else
   kubectl -n ferry-storage rollout status deployment/s3 --timeout=120s >/dev/null
   FERRY_S3_ENDPOINT=http://$(kubectl -n ferry-storage get service s3 -o jsonpath='{.spec.clusterIP}'):9000
 fi
+# e2e/cluster.sh installs curl; an existing cluster needs it here too.
+command -v curl >/dev/null || fail "curl is needed for the inference requests (apt-get install curl)"
 kubectl get nodes -o wide
 kubectl -n ferry-system get pods -o wide
 proves "a real node runs the controller from the chart (two replicas, one holds the leader Lease)"

@@ -44,26 +44,6 @@ node_installed() {
   for b in "${NODE_BINARIES[@]}"; do [[ -x $NODE_BIN_DIR/$b ]] || return 1; done
 }
 
-node_packages_missing() {
-  local p
-  for p in "${NODE_PACKAGES[@]}"; do
-    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || printf '%s ' "$p"
-  done
-}
-
-ensure_node_packages() {
-  local missing
-  missing=$(node_packages_missing)
-  [[ -z $missing ]] && return
-  if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    die "the node needs Debian's packages: apt-get install $missing"
-  fi
-  log "installing $missing..."
-  # shellcheck disable=SC2086 # a list of package names
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null ||
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }
-}
-
 check_node_versions() {
   local dir=$1 b out
   for b in kube-scheduler kubelet kube-proxy; do
@@ -93,7 +73,7 @@ build_pause() {
 }
 
 install_node() {
-  ensure_node_packages
+  ensure_debian_packages "the node" "${NODE_PACKAGES[@]}"
   if node_installed && check_node_versions "$NODE_BIN_DIR"; then
     log "node already installed: $NODE_BIN_DIR"
     return
@@ -126,7 +106,7 @@ install_node() {
 node_preflight() {
   [[ $EUID -eq 0 ]] || die "the local node needs root (containerd, runc, kube-proxy's iptables rules)"
   node_installed || die "the node binaries are not installed in $NODE_BIN_DIR; run: $NODE_INSTALL_HINT"
-  [[ -z $(node_packages_missing) ]] || die "the node needs Debian's packages; run: $NODE_INSTALL_HINT"
+  [[ -z $(debian_packages_missing "${NODE_PACKAGES[@]}") ]] || die "the node needs Debian's packages; run: $NODE_INSTALL_HINT"
   [[ -x $CNI_BIN_DIR/bridge && -x $CNI_BIN_DIR/host-local ]] || die "CNI plugins missing in $CNI_BIN_DIR"
   grep -qw overlay /proc/filesystems || die "the kernel has no overlayfs (containerd's snapshotter needs it)"
   [[ -d /proc/sys/net/bridge ]] || die "the kernel has no br_netfilter (modprobe br_netfilter)"
@@ -258,6 +238,9 @@ authentication:
 authorization:
   mode: Webhook
 failSwapOn: false
+# Mounted Secrets are refreshed on the pod sync: at the default minute, the credential-rotation test in tests/node.rs
+# waits most of its time for it. Syncing a few test pods every 10 s costs little.
+syncFrequency: 10s
 podLogsDir: $DIR/pod-logs
 resolvConf: /etc/resolv.conf
 # Imported images cannot be pulled again, so the image garbage collector must never remove them; the eviction
