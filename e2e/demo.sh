@@ -124,15 +124,23 @@ wait_reason Progressing WaitingForPromotion
 kubectl ferry status iris -n "$ns"
 # The preview Service gained its endpoints with the candidate; kube-proxy programs them within about a second.
 wait_answer iris-preview 2.0.0
-echo "    stable  Service: $(infer iris)"
+echo "    active  Service: $(infer iris)"
 echo "    preview Service: $(infer iris-preview)"
 [[ $(infer iris) == "1.0.0 "* ]] && proves "2.0.0 is ready (checked on the preview Service) but takes no traffic yet"
 
 say "kubectl ferry promote iris"
 kubectl ferry promote iris -n "$ns"
 wait_answer iris 2.0.0
-echo "    stable Service: $(infer iris)"
+echo "    active Service: $(infer iris)"
 proves "traffic moved to 2.0.0 in one Service switch; 1.0.0 stays warm"
+for _ in $(seq 50); do # the controller reads each pod's /status every 2 s while it changes
+  served=$(kubectl -n "$ns" get md iris -o jsonpath='{.status.active.servedSha256[*]}')
+  [[ $served == "$(sha mlp)" ]] && break
+  sleep 0.2
+done
+[[ $served == "$(sha mlp)" ]] || fail "the pods of 2.0.0 report SHA-256 ${served:-nothing}, not $(sha mlp)"
+kubectl ferry status iris -n "$ns"
+proves "each pod of 2.0.0 reports the SHA-256 it serves, and it is the pinned one"
 kubectl -n "$ns" get deploy -l ferry.dev/model-deployment=iris
 
 say "kubectl ferry rollback iris: back to 1.0.0, which is still warm"
@@ -146,7 +154,7 @@ say "A broken version: 3.0.0 names the 2.0.0 object with the wrong SHA-256"
 apply_version 3.0.0 2.0.0 "$(sha logreg)"
 wait_reason Degraded ModelLoadFailed
 conditions
-echo "    stable Service: $(infer iris)"
+echo "    active Service: $(infer iris)"
 [[ $(infer iris) == "1.0.0 "* ]] && proves "3.0.0 never received traffic; the status carries ferry-server's reason"
 
 say "kubectl ferry history iris"

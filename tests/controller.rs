@@ -2,7 +2,7 @@
 //!
 //! There is no kubelet: the tests play it by writing Pod status (ready, or terminated with ferry-server's
 //! termination message), and the real ReplicaSet and Deployment controllers turn that into Deployment status.
-//! A background checker samples the stable Service throughout every scenario and fails the test if it ever
+//! A background checker samples the active Service throughout every scenario and fails the test if it ever
 //! selects a revision without an available pod.
 
 mod support;
@@ -136,7 +136,7 @@ impl World {
                                 .unwrap_or(0);
                             if available < 1 {
                                 violations.lock().unwrap().push(format!(
-                                    "stable Service {} selected revision {revision} with no available pod",
+                                    "active Service {} selected revision {revision} with no available pod",
                                     service.metadata.name.as_deref().unwrap_or_default()
                                 ));
                             }
@@ -209,7 +209,7 @@ impl World {
         support::revision_of(&self.deployments(), name, version).await
     }
 
-    async fn stable_revision(&self, name: &str) -> Option<String> {
+    async fn active_revision(&self, name: &str) -> Option<String> {
         let service = self.services().get_opt(name).await.ok()??;
         service
             .spec?
@@ -219,11 +219,11 @@ impl World {
             .cloned()
     }
 
-    async fn wait_stable(&self, name: &str, revision: &str) {
+    async fn wait_active(&self, name: &str, revision: &str) {
         eventually(
-            &format!("the stable Service of {name} to select {revision}"),
+            &format!("the active Service of {name} to select {revision}"),
             || async {
-                (self.stable_revision(name).await.as_deref() == Some(revision)).then_some(())
+                (self.active_revision(name).await.as_deref() == Some(revision)).then_some(())
             },
         )
         .await;
@@ -335,12 +335,12 @@ async fn serving(world: &World, name: &str, extra: serde_json::Value) -> String 
     world.create(name, "1", extra).await;
     let first = world.revision_of(name, "1").await;
     assert_eq!(
-        world.stable_revision(name).await,
+        world.active_revision(name).await,
         None,
         "nothing serves before the first version is ready"
     );
     world.kubelet.make_ready(name, &first).await;
-    world.wait_stable(name, &first).await;
+    world.wait_active(name, &first).await;
     world.wait_status(name, "Ready", is_ready).await;
     first
 }
@@ -383,7 +383,7 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
         .await;
     assert_eq!(progressing.status.unwrap().phase, Some(Phase::Progressing));
     assert_eq!(
-        world.stable_revision("iris").await.as_deref(),
+        world.active_revision("iris").await.as_deref(),
         Some(first.as_str()),
         "traffic waits for the candidate"
     );
@@ -394,7 +394,7 @@ async fn first_deploy_becomes_ready_and_a_bump_is_promoted_only_once_available()
     );
 
     world.kubelet.make_ready("iris", &second).await;
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     let md = world
         .wait_status("iris", "version 2 active", |md| {
             md.status
@@ -448,7 +448,7 @@ async fn a_candidate_that_fails_to_load_never_gets_traffic_and_is_aborted_with_t
     assert_eq!(status.phase, Some(Phase::Degraded));
     assert_eq!(status.history[0].outcome, Outcome::Aborted);
     assert_eq!(
-        world.stable_revision("fraud").await.as_deref(),
+        world.active_revision("fraud").await.as_deref(),
         Some(first.as_str())
     );
     eventually("the aborted candidate scaled to zero", || async {
@@ -490,7 +490,7 @@ async fn rollback_to_a_warm_revision_is_immediate_and_creates_nothing() {
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
     world.kubelet.make_ready("iris", &second).await;
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     world
         .wait_status("iris", "version 2 Ready", |md| {
             is_ready(md)
@@ -505,7 +505,7 @@ async fn rollback_to_a_warm_revision_is_immediate_and_creates_nothing() {
 
     // Declarative: the spec goes back to version 1, whose pods are still warm.
     world.set_version("iris", "1").await;
-    world.wait_stable("iris", &first).await;
+    world.wait_active("iris", &first).await;
     let md = world
         .wait_status("iris", "rolled back", |md| {
             md.status.as_ref().is_some_and(|s| {
@@ -525,11 +525,11 @@ async fn rollback_to_a_warm_revision_is_immediate_and_creates_nothing() {
     // Imperative: `kubectl ferry rollback` patches the spec back to the previous revision.
     let out = world.plugin(&["rollback", "iris"]);
     assert!(out.contains("rolling back to version 2"), "{out}");
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     assert_eq!(world.get("iris").await.spec.model.version, "2");
     let out = world.plugin(&["rollback", "iris", "--to", "1"]);
     assert!(out.contains("version 1"), "{out}");
-    world.wait_stable("iris", &first).await;
+    world.wait_active("iris", &first).await;
     let history = world.plugin(&["history", "iris"]);
     assert!(history.contains("RolledBack"), "{history}");
     assert_eq!(world.deployment_count("iris").await, count);
@@ -567,11 +567,11 @@ async fn a_spec_change_mid_rollout_supersedes_the_candidate() {
     })
     .await;
     assert_eq!(
-        world.stable_revision("iris").await.as_deref(),
+        world.active_revision("iris").await.as_deref(),
         Some(first.as_str())
     );
     world.kubelet.make_ready("iris", &third).await;
-    world.wait_stable("iris", &third).await;
+    world.wait_active("iris", &third).await;
     world.finish().await;
 }
 
@@ -589,7 +589,7 @@ async fn without_auto_promote_a_ready_candidate_waits_for_kubectl_ferry_promote(
         })
         .await;
     assert_eq!(
-        world.stable_revision("iris").await.as_deref(),
+        world.active_revision("iris").await.as_deref(),
         Some(first.as_str())
     );
     world.wait_event("iris", "CandidateReady").await;
@@ -600,7 +600,7 @@ async fn without_auto_promote_a_ready_candidate_waits_for_kubectl_ferry_promote(
     );
     let out = world.plugin(&["promote", "iris"]);
     assert!(out.contains(&second), "{out}");
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     world.finish().await;
 }
 
@@ -625,7 +625,7 @@ async fn kubectl_ferry_abort_stops_a_rollout() {
         })
         .await;
     assert_eq!(
-        world.stable_revision("iris").await.as_deref(),
+        world.active_revision("iris").await.as_deref(),
         Some(first.as_str())
     );
     world.finish().await;
@@ -685,7 +685,7 @@ async fn a_controller_restarted_mid_rollout_converges() {
     world.kill_controller().await;
     world.kubelet.make_ready("iris", &second).await;
     world.start_controller().await;
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     let md = world
         .wait_status("iris", "version 2 Ready", |md| {
             is_ready(md)
@@ -752,7 +752,7 @@ async fn pruning_respects_keep_previous_and_revision_history_limit() {
         world.set_version("iris", version).await;
         let revision = world.revision_of("iris", version).await;
         world.kubelet.make_ready("iris", &revision).await;
-        world.wait_stable("iris", &revision).await;
+        world.wait_active("iris", &revision).await;
         revisions.push(revision);
     }
     let names: BTreeMap<String, i32> = eventually("old revisions pruned", || async {
@@ -843,7 +843,7 @@ async fn a_write_the_api_server_refuses_is_reported_in_the_status_until_it_goes_
         .unwrap();
     let first = world.revision_of("iris", "1").await;
     world.kubelet.make_ready("iris", &first).await;
-    world.wait_stable("iris", &first).await;
+    world.wait_active("iris", &first).await;
     let md = world.wait_status("iris", "Ready", is_ready).await;
     let (status, reason, _) = condition_reason(&md, "Degraded").unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Healthy"));
@@ -1006,7 +1006,7 @@ async fn each_model_deployment_gets_its_own_admin_credential_kept_out_of_pod_tem
     world.set_version("iris", "2").await;
     let second = world.revision_of("iris", "2").await;
     world.kubelet.make_ready("iris", &second).await;
-    world.wait_stable("iris", &second).await;
+    world.wait_active("iris", &second).await;
     assert_eq!(admin_credential(&world, "iris").await.0, iris_id);
 
     // Rotation: `kubectl ferry rotate` deletes the Secret; the controller issues one with a new id.
@@ -1030,7 +1030,7 @@ async fn each_model_deployment_gets_its_own_admin_credential_kept_out_of_pod_tem
     );
     // Traffic never moved for it.
     assert_eq!(
-        world.stable_revision("iris").await.as_deref(),
+        world.active_revision("iris").await.as_deref(),
         Some(second.as_str())
     );
 

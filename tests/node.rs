@@ -507,7 +507,7 @@ async fn gated_bump_promotion_and_rollback_never_fail_a_request() {
     );
     let candidate_ready = bumped.elapsed();
     // The preview Service reaches the candidate (once kube-proxy has programmed the endpoints it just gained,
-    // within about a second); the stable one still answers with 1.0.0.
+    // within about a second); the active one still answers with 1.0.0.
     let preview = ns.service_url("iris-preview");
     first_answer(&preview, Duration::from_secs(30)).await;
     let (preview_version, _) = infer(&http_client(), &preview, &expected(LOGREG))

@@ -64,7 +64,7 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The stable and preview Services: watched (the controller reads them from its cache), created and switched by
+# The active and preview Services: watched (the controller reads them from its cache), created and switched by
 # server-side apply; never deleted (garbage collection removes them with their ModelDeployment).
 - apiGroups: [""]
   resources: ["services"]
