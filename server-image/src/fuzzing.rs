@@ -5,7 +5,7 @@
 use prost::Message;
 
 use crate::grpc::proto::ModelInferRequest;
-use crate::oip::{self, binary, Decoded};
+use crate::oip::{self, Decoded};
 use crate::runtime::{DataType, Signature, Tensor, TensorSpec};
 
 /// A model with one input of each datatype, fixed and dynamic dimensions, and one output.
@@ -36,16 +36,11 @@ pub fn json_request(data: &[u8]) -> Result<Decoded, String> {
 /// A REST body with the binary extension: `data` is the `Inference-Header-Content-Length` value, a newline, and
 /// the body (no newline: no header).
 pub fn binary_request(data: &[u8]) -> Result<Decoded, String> {
-    let signature = signature();
-    let decoded = match data.iter().position(|&b| b == b'\n') {
-        None => oip::decode(data, &signature),
-        Some(newline) => {
-            let (header, body) = (&data[..newline], &data[newline + 1..]);
-            binary::split(body, header)
-                .and_then(|(json, tail)| oip::decode_with_binary(json, Some(tail), &signature))
-        }
+    let (header, body) = match data.iter().position(|&b| b == b'\n') {
+        None => (None, data),
+        Some(newline) => (Some(&data[..newline]), &data[newline + 1..]),
     };
-    decoded.map(echo)
+    oip::decode_body(body, header, &signature()).map(echo)
 }
 
 /// A serialized gRPC `ModelInferRequest`.

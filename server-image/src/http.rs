@@ -260,12 +260,7 @@ fn infer_rest(
     header: Option<&[u8]>,
 ) -> Result<(Vec<u8>, Option<usize>), Rejection> {
     let signature = served.model.signature();
-    let decoded = match header {
-        None => oip::decode(body, signature),
-        Some(header) => binary::split(body, header)
-            .and_then(|(json, tail)| oip::decode_with_binary(json, Some(tail), signature)),
-    }
-    .map_err(Rejection::bad_request)?;
+    let decoded = oip::decode_body(body, header, signature).map_err(Rejection::bad_request)?;
     let outputs = served.model.infer(decoded.inputs)?;
     let response = oip::encode(
         &served.spec.name,

@@ -104,6 +104,20 @@ pub struct ModelMetadata<'a> {
     pub outputs: &'a [TensorSpec],
 }
 
+/// A REST request body: JSON, or with `header` (the `Inference-Header-Content-Length` value) the binary tensor
+/// data extension's JSON header and binary tail.
+pub fn decode_body(
+    body: &[u8],
+    header: Option<&[u8]>,
+    signature: &Signature,
+) -> Result<Decoded, String> {
+    match header {
+        None => decode(body, signature),
+        Some(header) => binary::split(body, header)
+            .and_then(|(json, tail)| decode_with_binary(json, Some(tail), signature)),
+    }
+}
+
 /// A JSON request without binary data.
 pub fn decode(body: &[u8], signature: &Signature) -> Result<Decoded, String> {
     decode_with_binary(body, None, signature)

@@ -193,4 +193,12 @@ fn print_capabilities_declares_formats_and_opsets() {
             >= 17
     );
     assert_eq!(capabilities["runtime"]["version"], "1.31.1");
+    assert_eq!(
+        capabilities["protocols"],
+        serde_json::json!(["rest", "grpc"])
+    );
+    assert_eq!(
+        capabilities["extensions"],
+        serde_json::json!(["model_repository", "binary_tensor_data"])
+    );
 }
