@@ -3,12 +3,12 @@
 //! `cargo bench --bench controller` starts its own control plane through the integration-test harness (or reuses
 //! the one named by `FERRY_TEST_KUBECONFIG`), installs `crds/`, and measures, by part:
 //!
-//! 1. **Promotion overhead** over many rollouts (`rollouts`): from "candidate available" to "stable Service
+//! 1. **Promotion overhead** over many rollouts (`rollouts`): from "candidate available" to "active Service
 //!    switched". The controller runs in-process. For every rollout the spec's version is bumped, the new
 //!    revision's pods are marked Ready (the benchmark plays the kubelet, as the integration tests do), and two
 //!    watch streams — one on Deployments, one on Services — timestamp the moment the candidate Deployment is first
 //!    seen fully available (`availableReplicas >= spec.replicas`, `observedGeneration` current) and the moment the
-//!    stable Service is first seen selecting it. Overhead = T_switch − T_available. Both instants come from watch
+//!    active Service is first seen selecting it. Overhead = T_switch − T_available. Both instants come from watch
 //!    events received by this process, so the figure includes the controller's own watch latency, its reads and
 //!    its write. The controller's requests are timed (to response headers) by a client middleware
 //!    (`requests`), to show where the time goes.

@@ -1,6 +1,6 @@
 //! The floor of part 2: a plain client, with the controller's concurrency, writing for N new ModelDeployments
 //! exactly what the controller's first reconcile writes — the admin-credential Secret (create), the revision's
-//! Deployment, the stable and preview Services and the status (server-side apply) — built with the operator's
+//! Deployment, the active and preview Services and the status (server-side apply) — built with the operator's
 //! own builders (`ferry::children`, `ferry::rollout::decide`), so the objects are identical. No caches, no
 //! watches, no Events: the time of the writes alone, against the same API server in the same run.
 
@@ -109,7 +109,7 @@ async fn write_children(
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let template = deployment::revision_template(&md, config);
-    let stable_name = service::stable_name(&name);
+    let active_name = service::active_name(&name);
     let preview_name = service::preview_name(&name);
     let now = Timestamp::now();
     let plan = rollout::decide(&Observed {
@@ -127,12 +127,17 @@ async fn write_children(
         },
         invalid_spec: None,
         revisions: &[],
-        stable_target: None,
+        active_service_target: None,
         requests: Requests::default(),
         endpoint: format!(
-            "http://{stable_name}.{namespace}.svc.{}:{}",
+            "http://{active_name}.{namespace}.svc.{}:{}",
             config.cluster_domain,
             server_contract::HTTP_PORT
+        ),
+        grpc_endpoint: format!(
+            "{active_name}.{namespace}.svc.{}:{}",
+            config.cluster_domain,
+            server_contract::GRPC_PORT
         ),
         now: Timestamp::from_second(now.as_second()).unwrap_or(now),
     });
@@ -164,7 +169,7 @@ async fn write_children(
     }
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     for (service_name, target) in [
-        (stable_name, plan.active.as_deref()),
+        (active_name, plan.active.as_deref()),
         (preview_name, plan.preview.as_deref()),
     ] {
         let desired = service::desired_service(&md, service_name.clone(), target);

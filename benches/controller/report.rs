@@ -71,7 +71,7 @@ impl Report {
                     .iter()
                     .map(|m| m.became_available.as_secs_f64() * 1000.0),
             );
-            let _ = writeln!(out, "\n1. Candidate available -> stable Service switched ({} rollouts measured, {} failed, {:.0}s)", r.measured.len(), r.failures.len(), r.elapsed.as_secs_f64());
+            let _ = writeln!(out, "\n1. Candidate available -> active Service switched ({} rollouts measured, {} failed, {:.0}s)", r.measured.len(), r.failures.len(), r.elapsed.as_secs_f64());
             let _ = writeln!(
                 out,
                 "   overhead p50 {p50:.1} ms (target <= {TARGET_P50_MS} ms: {})",

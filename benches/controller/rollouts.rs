@@ -1,4 +1,4 @@
-//! Part 1, promotion overhead: many rollouts, each timed from "candidate available" to "stable Service
+//! Part 1, promotion overhead: many rollouts, each timed from "candidate available" to "active Service
 //! switched" by two watch streams of this process.
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,10 +35,10 @@ pub struct Seen {
     pub revisions: HashMap<(String, String), String>,
     /// (ModelDeployment, revision) → first seen fully available.
     pub available: HashMap<(String, String), Instant>,
-    /// (ModelDeployment, revision) → first seen selected by the stable Service.
+    /// (ModelDeployment, revision) → first seen selected by the active Service.
     pub switched: HashMap<(String, String), Instant>,
-    /// ModelDeployment → revision its stable Service selects now.
-    pub stable: HashMap<String, String>,
+    /// ModelDeployment → revision its active Service selects now.
+    pub active: HashMap<String, String>,
     /// Switches seen while the revision's Deployment had not yet been seen available.
     pub switched_before_available: Vec<String>,
 }
@@ -100,8 +100,8 @@ impl Observer {
             return;
         };
         let mut seen = self.seen.lock().unwrap();
-        if seen.stable.get(md) != Some(revision) {
-            seen.stable.insert(md.clone(), revision.clone());
+        if seen.active.get(md) != Some(revision) {
+            seen.active.insert(md.clone(), revision.clone());
             let key = (md.clone(), revision.clone());
             if !seen.switched.contains_key(&key) {
                 seen.switched.insert(key.clone(), at);
