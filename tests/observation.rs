@@ -430,3 +430,33 @@ async fn a_load_that_stops_moving_is_aborted_at_the_progress_deadline_and_one_th
     );
     world.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_fails_inside_a_running_pod_reaches_the_status_with_the_servers_reason() {
+    let world = World::new().await;
+    world.create("broken", 1, json!({})).await;
+    let server = FakeServer::start().await;
+    world
+        .start_pods("broken", std::slice::from_ref(&server))
+        .await;
+    // The server is still running (no termination message): only its /status says the load failed.
+    let mut failed = loading("failed", 33562, 33562);
+    failed["reason"] = json!("ChecksumMismatch");
+    failed["message"] = json!(format!("expected {SHA}, got {}", "cd".repeat(32)));
+    server.set(failed);
+    let md = world
+        .wait_for("broken", "the candidate aborted", |md| {
+            degraded(md).is_some()
+        })
+        .await;
+    let (reason, message) = degraded(&md).unwrap();
+    assert_eq!(reason, "ModelLoadFailed");
+    assert!(
+        message.contains("ChecksumMismatch") && message.contains(&"cd".repeat(32)),
+        "{message}"
+    );
+    let status = md.status.unwrap();
+    let history = &status.history[0];
+    assert_eq!(history.outcome, ferry::api::Outcome::Aborted);
+    world.finish().await;
+}
