@@ -105,7 +105,11 @@ impl PodReader {
         let reader = self.clone();
         // Ends at the first tick after the controller drops the stream.
         tokio::spawn(async move {
-            let client = HttpClient::builder(TokioExecutor::new()).build(connector());
+            // No idle connections kept: every pod is a host of its own, read at most every 2 s, and thousands of
+            // pooled connections would cost more memory than the connects they save.
+            let client = HttpClient::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector());
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
