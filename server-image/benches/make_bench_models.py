@@ -4,6 +4,11 @@
   model.joblib   a scikit-learn random forest (50 trees, depth 8, 8 features, 3 classes), served by MLServer
   model.onnx     the same forest exported with skl2onnx (zipmap disabled), served by ferry-server
   request.json   one OIP v2 JSON request (one row), sent unchanged to both servers
+  request-N.json, request-N.bin (+ .header), grpc-N.bin
+                 with --protocols: N = 1 and 1000 rows as JSON, as the binary tensor extension (the JSON header's
+                 length in .header; outputs asked for in binary) and as a serialized gRPC ModelInferRequest (typed
+                 fp32_contents, which every gRPC OIP server reads); grpc-response-1.bin, a one-row
+                 ModelInferResponse for the gRPC floor
   big.onnx       with --big: a 1 GiB ONNX model (one float32 initializer read through Gather)
   big-request.json
 """
@@ -39,6 +44,33 @@ def forest(out):
     row = [float(v) for v in x[0]]
     request = {"inputs": [{"name": "float_input", "shape": [1, 8], "datatype": "FP32", "data": row}]}
     (out / "request.json").write_text(json.dumps(request))
+    return x
+
+
+def protocol_requests(out, x):
+    from tritonclient.grpc import service_pb2  # the test venv has tritonclient[grpc]
+
+    for rows in (1, 1000):
+        batch = np.ascontiguousarray(x[:rows], dtype="<f4")
+        shape = [rows, batch.shape[1]]
+        tensor = {"name": "float_input", "shape": shape, "datatype": "FP32"}
+        (out / f"request-{rows}.json").write_text(json.dumps({"inputs": [dict(tensor, data=batch.ravel().tolist())]}))
+        raw = batch.tobytes()
+        header = json.dumps({
+            "inputs": [dict(tensor, parameters={"binary_data_size": len(raw)})],
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in ("label", "probabilities")],
+        }).encode()
+        (out / f"request-{rows}.bin").write_bytes(header + raw)
+        (out / f"request-{rows}.bin.header").write_text(str(len(header)))
+        request = service_pb2.ModelInferRequest(model_name="bench")
+        grpc_input = request.inputs.add(name="float_input", datatype="FP32", shape=shape)
+        grpc_input.contents.fp32_contents.extend(batch.ravel().tolist())
+        (out / f"grpc-{rows}.bin").write_bytes(request.SerializeToString())
+    response = service_pb2.ModelInferResponse(model_name="bench", model_version="1")
+    response.outputs.add(name="label", datatype="INT64", shape=[1])
+    response.outputs.add(name="probabilities", datatype="FP32", shape=[1, 3])
+    response.raw_output_contents.extend([np.array([1], "<i8").tobytes(), np.array([0.1, 0.7, 0.2], "<f4").tobytes()])
+    (out / "grpc-response-1.bin").write_bytes(response.SerializeToString())
 
 
 def big(out):
@@ -59,7 +91,9 @@ def big(out):
 def main():
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    forest(out)
+    x = forest(out)
+    if "--protocols" in sys.argv[2:]:
+        protocol_requests(out, x)
     if "--big" in sys.argv[2:]:
         big(out)
 

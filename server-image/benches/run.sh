@@ -5,11 +5,15 @@
 #      then ferry-server's latency at half its peak throughput;
 #   2. a 1 GiB ONNX model on a local S3-compatible server (s3s-fs): ferry-server's fetch + SHA-256 against a raw
 #      transfer of the same object (curl to /dev/null), and time-to-ready by phase;
-#   3. ferry-server's peak RSS idle and under load, against the model size.
+#   3. ferry-server's peak RSS idle and under load, against the model size;
+#   4. protocols: one-row and 1,000-row requests over REST JSON, REST with the binary tensor extension and gRPC,
+#      against MLServer's REST and gRPC on the same model, and against the floor: a server on the same stack that
+#      answers a fixed response without doing any work (benches/floor.rs). oha drives HTTP, ghz drives gRPC.
 #
 # Usage: bash server-image/benches/run.sh            (about 3 minutes once the tools are installed)
 # Knobs: BENCH_SECONDS (10) per load run, BENCH_CONNECTIONS (16), BENCH_SERVER_CPUS (1), BENCH_LOAD_CPUS (0),
-#        BENCH_REPEAT (3) runs of the half-peak load and of the 1 GiB transfer. Results: a table on stdout and $BENCH_OUT/results.json.
+#        BENCH_REPEAT (3) runs of the half-peak load and of the 1 GiB transfer, BENCH_PARTS ("throughput big
+#        protocols", any subset). Results: tables on stdout, $BENCH_OUT/results.json and $BENCH_OUT/protocols.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,8 +23,11 @@ CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 SERVER_CPUS="${BENCH_SERVER_CPUS:-1}"
 LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
 REPEAT="${BENCH_REPEAT:-3}"
+PARTS=" ${BENCH_PARTS:-throughput big protocols} "
 OHA_VERSION=1.16.0
+GHZ_VERSION=0.93.0
 MLSERVER_VERSION=1.7.1
+part() { [[ $PARTS == *" $1 "* ]]; }
 
 tools="$FERRY_CACHE_DIR/tools"
 venv="$FERRY_CACHE_DIR/venv"
@@ -49,19 +56,32 @@ if [[ "$(cat "$mlserver_venv/.ferry-packages" 2>/dev/null)" != "$mlserver_packag
   "$mlserver_venv/bin/pip" install --quiet --disable-pip-version-check $mlserver_packages
   echo "$mlserver_packages" >"$mlserver_venv/.ferry-packages"
 fi
+# ghz built by `go install` reports its version as "dev", so a stamp records which one is installed.
+if part protocols && [[ "$(cat "$tools/bin/.ghz-version" 2>/dev/null)" != "$GHZ_VERSION" ]]; then
+  command -v go >/dev/null || { echo "ghz needs Go: apt-get install golang-go" >&2; exit 1; }
+  GOBIN="$tools/bin" go install "github.com/bojand/ghz/cmd/ghz@v$GHZ_VERSION"
+  echo "$GHZ_VERSION" >"$tools/bin/.ghz-version"
+fi
 cargo build --quiet --release --locked -p ferry-server
 server="${CARGO_TARGET_DIR:-target}/release/ferry-server"
-raw_transfer=$(cargo bench --quiet --locked -p ferry-server --bench raw_transfer --no-run --message-format json |
-  python3 -c 'import json, sys
+bench_binary() { # name: the executable of a bench target
+  cargo bench --quiet --locked -p ferry-server --bench "$1" --no-run --message-format json |
+    python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "raw_transfer" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+raw_transfer=$(bench_binary raw_transfer)
+floor=$(bench_binary floor)
 library="$FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1"
 oha="$tools/bin/oha"
 
 say "models in $out"
-"$venv/bin/python" server-image/benches/make_bench_models.py "$out" --big
+model_flags=()
+part big && model_flags+=(--big)
+part protocols && model_flags+=(--protocols)
+"$venv/bin/python" server-image/benches/make_bench_models.py "$out" "${model_flags[@]}"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_ok() { # url seconds
@@ -72,27 +92,38 @@ wait_ok() { # url seconds
   done
 }
 rss_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
-# oha against url with body file; extra args (e.g. -q RATE); writes JSON to $out/$name.json
-load() { # name url body [args...]
+# oha against url with body file; extra args (e.g. -q RATE, headers); writes JSON to $out/$name.json
+post_load() { # name url body [args...]
   local name=$1 url=$2 body=$3
   shift 3
   taskset -c "$LOAD_CPUS" "$oha" --no-tui --output-format json -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS" \
-    -m POST -H 'content-type: application/json' -D "$body" "$@" "$url" >"$out/$name.json"
+    -m POST -D "$body" "$@" "$url" >"$out/$name.json"
+}
+load() { # name url body [args...]: a JSON body
+  post_load "$@" -H 'content-type: application/json'
+}
+# ghz against a gRPC address with a serialized ModelInferRequest, one connection per concurrent worker as oha.
+grpc_load() { # name host:port request.bin
+  taskset -c "$LOAD_CPUS" "$tools/bin/ghz" --insecure --proto server-image/proto/grpc_predict_v2.proto \
+    --call inference.GRPCInferenceService.ModelInfer --binary-file "$3" -c "$CONNECTIONS" --connections "$CONNECTIONS" \
+    -z "${SECONDS_PER_RUN}s" -O json -o "$out/$1.json" "$2"
 }
 rps() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"])' "$1"; }
 
-start_ferry() { # uri version [env...]; sets ferry_pid, ferry_http, ferry_admin
-  local http admin
+start_ferry() { # uri version [env...]; sets ferry_pid, ferry_http, ferry_admin, ferry_grpc
+  local http admin grpc
   http=$(free_port)
   admin=$(free_port)
+  grpc=$(free_port)
   env FERRY_MODEL_NAME=bench FERRY_MODEL_URI="$1" FERRY_MODEL_VERSION="$2" FERRY_LISTEN_ADDRESS=127.0.0.1 \
-    FERRY_HTTP_PORT="$http" FERRY_ADMIN_PORT="$admin" FERRY_WORK_DIR="$out/work" \
+    FERRY_HTTP_PORT="$http" FERRY_ADMIN_PORT="$admin" FERRY_GRPC_PORT="$grpc" FERRY_WORK_DIR="$out/work" \
     FERRY_TERMINATION_MESSAGE_PATH="$out/termination-log" FERRY_ONNXRUNTIME_LIBRARY="$library" FERRY_LOG=warn \
     "${@:3}" taskset -c "$SERVER_CPUS" "$server" 2>>"$out/ferry-server.log" &
   ferry_pid=$!
   pids+=("$ferry_pid")
   ferry_http="http://127.0.0.1:$http"
   ferry_admin="http://127.0.0.1:$admin"
+  ferry_grpc="127.0.0.1:$grpc"
 }
 stop() { # pid: SIGTERM, then SIGKILL after 15 s (uvicorn can wait on idle keep-alive connections)
   kill "$1" 2>/dev/null || true
@@ -101,6 +132,8 @@ stop() { # pid: SIGTERM, then SIGKILL after 15 s (uvicorn can wait on idle keep-
   wait "$1" 2>/dev/null || true
 }
 
+# Each part is a top-level block (not indented: the Python heredocs must start at column 0).
+if part throughput; then
 say "ferry-server: random forest on CPUs $SERVER_CPUS, oha on CPUs $LOAD_CPUS, $CONNECTIONS connections"
 start_ferry "file://$out/model.onnx" 1
 wait_ok "$ferry_admin/v2/health/ready" 30
@@ -122,27 +155,36 @@ for run in $(seq "$REPEAT"); do
 done
 stop "$ferry_pid"
 
-say "MLServer $MLSERVER_VERSION: the scikit-learn original on CPUs $SERVER_CPUS"
-mlserver_dir="$out/mlserver"
-mkdir -p "$mlserver_dir"
-cp "$out/model.joblib" "$mlserver_dir/model.joblib"
-ml_http=$(free_port)
-cat >"$mlserver_dir/settings.json" <<JSON
-{"http_port": $ml_http, "grpc_port": $(free_port), "metrics_port": $(free_port), "debug": false}
+start_mlserver() { # sets ml_pid, ml_url (REST inference), ml_grpc
+  local mlserver_dir="$out/mlserver" ml_http ml_grpc_port
+  mkdir -p "$mlserver_dir"
+  cp "$out/model.joblib" "$mlserver_dir/model.joblib"
+  ml_http=$(free_port)
+  ml_grpc_port=$(free_port)
+  cat >"$mlserver_dir/settings.json" <<JSON
+{"http_port": $ml_http, "grpc_port": $ml_grpc_port, "metrics_port": $(free_port), "debug": false}
 JSON
-cat >"$mlserver_dir/model-settings.json" <<JSON
+  cat >"$mlserver_dir/model-settings.json" <<JSON
 {"name": "bench", "implementation": "mlserver_sklearn.SKLearnModel",
  "parameters": {"uri": "./model.joblib", "version": "1"}}
 JSON
-(cd "$mlserver_dir" && exec taskset -c "$SERVER_CPUS" "$mlserver_venv/bin/mlserver" start . >"$out/mlserver.log" 2>&1) &
-ml_pid=$!
-pids+=("$ml_pid")
-wait_ok "http://127.0.0.1:$ml_http/v2/models/bench/ready" 120
-ml_url="http://127.0.0.1:$ml_http/v2/models/bench/infer"
+  (cd "$mlserver_dir" && exec taskset -c "$SERVER_CPUS" "$mlserver_venv/bin/mlserver" start . >>"$out/mlserver.log" 2>&1) &
+  ml_pid=$!
+  pids+=("$ml_pid")
+  wait_ok "http://127.0.0.1:$ml_http/v2/models/bench/ready" 120
+  ml_url="http://127.0.0.1:$ml_http/v2/models/bench/infer"
+  ml_grpc="127.0.0.1:$ml_grpc_port"
+}
+
+say "MLServer $MLSERVER_VERSION: the scikit-learn original on CPUs $SERVER_CPUS"
+start_mlserver
 curl -fsS -H 'content-type: application/json' --data @"$out/request.json" "$ml_url" >"$out/mlserver-response.json"
 load mlserver-peak "$ml_url" "$out/request.json"
 stop "$ml_pid"
 
+fi
+
+if part big; then
 say "1 GiB model: raw transfer vs fetch + SHA-256, time to ready (s3s-fs, then a plain HTTP server)"
 big_bytes=$(stat -c %s "$out/big.onnx")
 big_sha=$(sha256sum "$out/big.onnx" | cut -d' ' -f1)
@@ -206,6 +248,9 @@ big_model_runs s3 "s3://bench/big.onnx" "http://127.0.0.1:$s3_port/bench/big.onn
   AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 big_model_runs http "http://127.0.0.1:$http_port/big.onnx" "http://127.0.0.1:$http_port/big.onnx" --
 
+fi
+
+if part throughput && part big; then
 say "results"
 python3 - "$out" "$big_bytes" "$ferry_idle_rss" "$ferry_load_hwm" "$(stat -c %s "$out/model.onnx")" "$REPEAT" <<'PY'
 import json, pathlib, statistics, sys
@@ -281,3 +326,88 @@ print(f"\nRSS vs model size: 1 GiB model: peak {last['hwm_final_kib'] * 1024 / b
       f"{model_bytes / 1024:.0f} KiB forest: idle {mib(idle_rss):.1f} MiB, peak under load {mib(load_hwm):.1f} MiB")
 print(f"\nraw results: {out}/results.json")
 PY
+fi
+
+if part protocols; then
+say "protocols: REST JSON, REST binary, gRPC; one row and 1,000 rows; ferry-server, MLServer and the floor"
+start_ferry "file://$out/model.onnx" 1
+wait_ok "$ferry_admin/v2/health/ready" 30
+url="$ferry_http/v2/models/bench/infer"
+# Every request is checked once before it is timed: a load of errors measures nothing.
+curl -fsS -H 'content-type: application/json' --data @"$out/request-1.json" "$url" >"$out/floor-response.json"
+for rows in 1 1000; do
+  curl -fsS -o /dev/null -H 'content-type: application/json' --data-binary @"$out/request-$rows.json" "$url"
+  curl -fsS -o /dev/null -H "inference-header-content-length: $(cat "$out/request-$rows.bin.header")" \
+    --data-binary @"$out/request-$rows.bin" "$url"
+  load "ferry-json-$rows" "$url" "$out/request-$rows.json"
+  post_load "ferry-binary-$rows" "$url" "$out/request-$rows.bin" -H 'content-type: application/octet-stream' \
+    -H "inference-header-content-length: $(cat "$out/request-$rows.bin.header")"
+  grpc_load "ferry-grpc-$rows" "$ferry_grpc" "$out/grpc-$rows.bin"
+done
+stop "$ferry_pid"
+
+floor_port=$(free_port)
+taskset -c "$SERVER_CPUS" "$floor" http "$floor_port" "$out/floor-response.json" &
+floor_pid=$!
+pids+=("$floor_pid")
+wait_ok "http://127.0.0.1:$floor_port/" 30
+load floor-http "http://127.0.0.1:$floor_port/v2/models/bench/infer" "$out/request-1.json"
+stop "$floor_pid"
+floor_port=$(free_port)
+taskset -c "$SERVER_CPUS" "$floor" grpc "$floor_port" "$out/grpc-response-1.bin" &
+floor_pid=$!
+pids+=("$floor_pid")
+until (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null; do sleep 0.05; done
+grpc_load floor-grpc "127.0.0.1:$floor_port" "$out/grpc-1.bin"
+stop "$floor_pid"
+
+start_mlserver
+for rows in 1 1000; do
+  load "mlserver-json-$rows" "$ml_url" "$out/request-$rows.json"
+  grpc_load "mlserver-grpc-$rows" "$ml_grpc" "$out/grpc-$rows.bin"
+done
+stop "$ml_pid"
+
+python3 - "$out" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def run(name):
+    data = json.load(open(out / f"{name}.json"))
+    if "summary" in data:  # oha
+        codes = data.get("statusCodeDistribution", {})
+        errors = sum(v for k, v in data.get("errorDistribution", {}).items() if "deadline" not in k)
+        return {"rps": data["summary"]["requestsPerSec"], "p50_ms": data["latencyPercentiles"]["p50"] * 1e3,
+                "p99_ms": data["latencyPercentiles"]["p99"] * 1e3,
+                "failed": sum(v for k, v in codes.items() if k != "200") + errors}
+    latency = {d["percentage"]: d["latency"] / 1e6 for d in data.get("latencyDistribution") or []}
+    codes = data.get("statusCodeDistribution", {})
+    return {"rps": data["rps"], "p50_ms": latency.get(50, float("nan")), "p99_ms": latency.get(99, float("nan")),
+            "failed": sum(v for k, v in codes.items() if k != "OK")}
+names = [f"{server}-{proto}-{rows}" for rows in (1, 1000) for server, proto in
+         [("ferry", "json"), ("ferry", "binary"), ("ferry", "grpc"), ("mlserver", "json"), ("mlserver", "grpc")]]
+results = {name: run(name) for name in names + ["floor-http", "floor-grpc"]}
+for name, v in results.items():
+    v["rows_per_s"] = v["rps"] * (1000 if name.endswith("-1000") else 1)
+r = lambda name: results[name]["rps"]
+rows = lambda name: results[name]["rows_per_s"]
+ratios = {
+    "ferry/MLServer REST, one row": r("ferry-json-1") / r("mlserver-json-1"),
+    "ferry/MLServer gRPC, one row": r("ferry-grpc-1") / r("mlserver-grpc-1"),
+    "ferry/MLServer REST, 1000 rows": r("ferry-json-1000") / r("mlserver-json-1000"),
+    "ferry/MLServer gRPC, 1000 rows": r("ferry-grpc-1000") / r("mlserver-grpc-1000"),
+    "ferry REST JSON / HTTP floor, one row": r("ferry-json-1") / r("floor-http"),
+    "ferry REST binary / HTTP floor, one row": r("ferry-binary-1") / r("floor-http"),
+    "ferry gRPC / gRPC floor, one row": r("ferry-grpc-1") / r("floor-grpc"),
+    "binary / JSON rows/s, 1000 rows": rows("ferry-binary-1000") / rows("ferry-json-1000"),
+    "gRPC / JSON rows/s, 1000 rows": rows("ferry-grpc-1000") / rows("ferry-json-1000"),
+}
+(out / "protocols.json").write_text(json.dumps({"runs": results, "ratios": ratios}, indent=1))
+print("\n| run | requests/s | rows/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|---|")
+for name, v in results.items():
+    print(f"| {name} | {v['rps']:.0f} | {v['rows_per_s']:.0f} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | {v['failed']} |")
+print("\n| ratio | value |\n|---|---|")
+for name, v in ratios.items():
+    print(f"| {name} | {v:.2f}x |")
+print(f"\nraw results: {out}/protocols.json")
+PY
+fi
