@@ -1237,6 +1237,9 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
             .map(|(n, md)| (n.clone(), md.resource_version()))
             .collect()
     };
+    // A status change that only concerns pods (a pod of the aborted candidate gone) is written up to 5 s later
+    // (the controller's throttle on progress writes): the quiet window starts after it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let quiet_from = versions(&chaos.snapshot.borrow());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let quiet_to = versions(&chaos.snapshot.borrow());
