@@ -308,12 +308,12 @@ async fn infer(
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
     let status = response.status();
     let text = response
         .text()
         .await
-        .map_err(|e| format!("reading the body failed: {e}"))?;
+        .map_err(|e| format!("reading the body failed: {}", error_chain(&e)))?;
     if !status.is_success() {
         return Err(format!("HTTP {status}: {text}"));
     }
@@ -331,6 +331,17 @@ async fn infer(
     Ok((version, labels))
 }
 
+/// An error with its causes ("error sending request" alone does not say refused, reset or timed out).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// A client that opens a new connection for every request, so each request is routed by the Service anew. (A
 /// kept-alive connection stays with the pod it was opened to, whatever the Service selects later: kube-proxy
 /// routes connections, not requests.)
@@ -339,7 +350,8 @@ fn http_client() -> reqwest::Client {
     // bundled crypto provider, which a client needs installed before it is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        // A request the 2-core test node stalls is slow, not failed; a refused or reset one fails at once.
+        .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(0)
         .no_proxy()
         .build()
