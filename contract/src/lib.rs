@@ -2,8 +2,8 @@
 //!
 //! The operator builds every serving Pod from these names: the environment variables it sets, the ports it
 //! exposes, the paths the kubelet probes, the admin credential it mounts, and the termination message it reads
-//! back when a Pod fails. The admin API's JSON (`/status`, the repository index, the load request and answer) is
-//! typed here too, so a change on one side that the other does not follow fails to compile.
+//! back when a Pod fails. The admin API's JSON (`/status`, the repository index, the load, switch and unload
+//! requests and answers, the desired-model file) is typed here too, so a change on one side that the other does not follow fails to compile.
 //! `server-image/README.md` documents the same table; keep the two in step.
 
 #![forbid(unsafe_code)]
@@ -14,14 +14,24 @@ use serde::{Deserialize, Serialize};
 pub mod env {
     /// Name the model is served under (`/v2/models/{name}`). Required.
     pub const MODEL_NAME: &str = "FERRY_MODEL_NAME";
-    /// Location of the model file: `file://`, `http(s)://`, `s3://`, `gs://` or `az://`. Required.
+    /// Location of the model file: `file://`, `http(s)://`, `s3://`, `gs://` or `az://`. Required (unless
+    /// `FERRY_MODEL_FILE` is set).
     pub const MODEL_URI: &str = "FERRY_MODEL_URI";
-    /// Version label reported in responses, status and metrics. Required.
+    /// Version label reported in responses, status and metrics. Required (unless `FERRY_MODEL_FILE` is set).
     pub const MODEL_VERSION: &str = "FERRY_MODEL_VERSION";
     /// Expected SHA-256 of the model file (64 hex digits). Optional; when set, any other digest is refused.
     pub const MODEL_SHA256: &str = "FERRY_MODEL_SHA256";
     /// Format of the model file. Default `onnx`, the only format this server supports.
     pub const MODEL_FORMAT: &str = "FERRY_MODEL_FORMAT";
+    /// Path of a JSON file holding the model to load at start (a [`DesiredModel`](crate::DesiredModel):
+    /// `{"uri", "version", "sha256"?, "format"?}`). When set it wins over `FERRY_MODEL_URI`, `FERRY_MODEL_VERSION`,
+    /// `FERRY_MODEL_SHA256` and `FERRY_MODEL_FORMAT`, which are then optional. The operator mounts it from a
+    /// ConfigMap it rewrites on every switch, so a restarted or new pod starts on the version last switched to.
+    /// Read once at start (no watching); missing, unreadable or invalid exits 2 (`InvalidConfig`, this setting).
+    pub const MODEL_FILE: &str = "FERRY_MODEL_FILE";
+    /// Most model versions loaded at once, the serving one included (at least 1). Default 3. A stage that would
+    /// exceed it is refused (409); nothing is ever evicted to make room.
+    pub const MAX_LOADED_VERSIONS: &str = "FERRY_MAX_LOADED_VERSIONS";
     /// Address both listeners bind to. Default `0.0.0.0`.
     pub const LISTEN_ADDRESS: &str = "FERRY_LISTEN_ADDRESS";
     /// Inference port (Open Inference Protocol, health). Default 8080.
@@ -95,6 +105,7 @@ pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 pub const DEFAULT_ONNXRUNTIME_LIBRARY: &str = "/usr/lib/ferry/libonnxruntime.so.1.31.1";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 20;
+pub const DEFAULT_MAX_LOADED_VERSIONS: usize = 3;
 
 /// HTTP paths. Health paths answer on both ports; the kubelet probes the admin port.
 pub mod paths {
@@ -106,9 +117,17 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// Model repository extension (hot swap). Admin port; load needs the admin credential.
     pub const REPOSITORY_INDEX: &str = "/v2/repository/index";
+    /// Loads a version ([`LoadRequest`](crate::LoadRequest)): replaces the serving one, or with `stage: true`
+    /// loads it beside it.
     pub const REPOSITORY_LOAD: &str = "/v2/repository/models/{name}/load";
+    /// Makes an already-loaded version the serving one, atomically ([`SwitchRequest`](crate::SwitchRequest),
+    /// answer [`Switched`](crate::Switched)).
+    pub const REPOSITORY_SWITCH: &str = "/v2/repository/models/{name}/switch";
+    /// Drops a loaded version that does not serve ([`UnloadRequest`](crate::UnloadRequest), answer
+    /// [`Unloaded`](crate::Unloaded)).
+    pub const REPOSITORY_UNLOAD: &str = "/v2/repository/models/{name}/unload";
     /// Every admin route that changes what is served; each needs the admin credential.
-    pub const MUTATING: &[&str] = &[REPOSITORY_LOAD];
+    pub const MUTATING: &[&str] = &[REPOSITORY_LOAD, REPOSITORY_SWITCH, REPOSITORY_UNLOAD];
 }
 
 /// How the operator lays out a serving pod: where the admin credential is mounted, and its key in the Secret.
@@ -117,6 +136,10 @@ pub mod pod {
     pub const ADMIN_CREDENTIAL_DIR: &str = "/var/run/ferry/admin";
     /// The Secret's key (and so the file name) holding the credential.
     pub const ADMIN_CREDENTIAL_KEY: &str = "token";
+    /// Directory of the desired-model ConfigMap volume; `FERRY_MODEL_FILE` is `DESIRED_MODEL_DIR/KEY`.
+    pub const DESIRED_MODEL_DIR: &str = "/var/run/ferry/model";
+    /// The ConfigMap's key (and so the file name) holding the [`DesiredModel`](crate::DesiredModel) JSON.
+    pub const DESIRED_MODEL_KEY: &str = "model.json";
 }
 
 /// Exit codes: 0 after a clean shutdown, 1 when the model cannot be served, 2 for invalid configuration.
@@ -301,10 +324,13 @@ pub struct ServingView {
     pub platform: String,
 }
 
-/// The latest load (the initial one or a hot swap), running or finished.
+/// The latest load (the initial one, a hot swap or a stage), running or finished.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptView {
     pub version: String,
+    /// `true` for a stage (loaded beside the serving version, no switch).
+    #[serde(default)]
+    pub stage: bool,
     pub uri: String,
     pub phase: LoadPhase,
     pub bytes_done: u64,
@@ -315,6 +341,60 @@ pub struct AttemptView {
     pub message: Option<String>,
     pub operator: Option<String>,
     pub timings: Timings,
+}
+
+/// What a loaded version is to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    /// Answers unversioned requests. Exactly one loaded version serves once the server is ready.
+    Serving,
+    /// Loaded by a stage and never served since: a switch makes it serve.
+    Staged,
+    /// Served before a switch moved traffic elsewhere: a switch back is a rollback without a download.
+    Previous,
+}
+
+impl VersionState {
+    pub const ALL: [VersionState; 3] = [
+        VersionState::Serving,
+        VersionState::Staged,
+        VersionState::Previous,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Serving => "serving",
+            VersionState::Staged => "staged",
+            VersionState::Previous => "previous",
+        }
+    }
+}
+
+/// One loaded version in `/status` (`versions`). Every loaded version answers requests that name it
+/// (`/v2/models/{name}/versions/{version}/infer`, gRPC `model_version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub version: String,
+    pub uri: String,
+    pub sha256: String,
+    /// Size of the model file.
+    pub bytes: u64,
+    pub state: VersionState,
+    /// When its load finished (RFC 3339 UTC with milliseconds, server clock).
+    pub loaded_at: String,
+}
+
+/// The latest switch (`/status` `last_switch`): a `switch` call that changed the serving version. A hot swap by
+/// `load` without `stage` is not a switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchView {
+    /// The version that served before; `None` if none did.
+    pub from: Option<String>,
+    pub to: String,
+    /// The moment of the swap, RFC 3339 UTC with milliseconds, server clock. Over the pods of one rollout,
+    /// max(at) − min(at) is the switch window.
+    pub at: String,
 }
 
 /// How the admin API is guarded.
@@ -357,6 +437,13 @@ pub struct ServerStatus {
     pub load: Option<AttemptView>,
     pub capabilities: serde_json::Value,
     pub admin: AdminView,
+    /// Every loaded version (serving, staged, previous), in the order they were loaded. Empty before the first
+    /// load has finished.
+    #[serde(default)]
+    pub versions: Vec<VersionView>,
+    /// The latest switch, if any since start.
+    #[serde(default)]
+    pub last_switch: Option<SwitchView>,
 }
 
 /// State of a model version in the repository index.
@@ -394,6 +481,12 @@ pub struct LoadParameters {
     /// Answer only when the load has finished (200, or 422 with the reason) instead of at once (202).
     #[serde(default)]
     pub wait: bool,
+    /// Load the version beside the serving one (download, verify, load, warm up) without switching to it; a
+    /// `switch` makes it serve. `false` (the default): replace the serving version once loaded and drop it.
+    /// Staging a version that is already loaded from the same URI (and digest) answers 200 at once; from another
+    /// URI or digest, 409. A stage beyond `FERRY_MAX_LOADED_VERSIONS` loaded versions is 409.
+    #[serde(default)]
+    pub stage: bool,
 }
 
 /// The answer to a load that was accepted (202, `LOADING`) or finished (200, `READY`).
@@ -410,6 +503,65 @@ pub struct LoadFailed {
     pub error: String,
     pub reason: Reason,
     pub operator: Option<String>,
+}
+
+/// The parameters of a switch or an unload: the version it applies to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionParameters {
+    pub version: String,
+}
+
+/// `POST /v2/repository/models/{name}/switch`: make `parameters.version`, already loaded (staged or previous),
+/// the serving version, atomically; the version that served stays loaded as `previous`. 200 [`Switched`]; the
+/// version that already serves is 200 and changes nothing; a version not loaded is 404 naming the loaded
+/// versions; 503 while shutting down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub parameters: VersionParameters,
+}
+
+/// The answer to a switch (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switched {
+    pub name: String,
+    /// The version that serves now.
+    pub version: String,
+    /// The version that served before the switch, now `previous`.
+    pub previous: Option<String>,
+    /// The moment of the swap (RFC 3339 UTC, milliseconds, server clock), as in `last_switch.at`. For a switch to
+    /// the version that already serves: the switch that made it serve, or, if none did, when it started serving
+    /// (with `previous` null).
+    pub switched_at: String,
+}
+
+/// `POST /v2/repository/models/{name}/unload` (the model repository extension's name): drop a loaded version
+/// that does not serve, freeing its memory once the requests running on it have finished. 200 [`Unloaded`]
+/// (also for a version not loaded); 409 for the serving version or a version whose load is running.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadRequest {
+    pub parameters: VersionParameters,
+}
+
+/// The answer to an unload (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unloaded {
+    pub name: String,
+    pub version: String,
+    /// `true` if this call dropped it, `false` if it was not loaded.
+    pub unloaded: bool,
+}
+
+/// The model to load at start, from the file `FERRY_MODEL_FILE` names, e.g.
+/// `{"uri": "s3://models/iris/2.onnx", "version": "2", "sha256": "3b1f…"}`. The fields mean what
+/// `FERRY_MODEL_URI`, `FERRY_MODEL_VERSION`, `FERRY_MODEL_SHA256` and `FERRY_MODEL_FORMAT` mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredModel {
+    pub uri: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// Every error answer: `{"error": "..."}`.
@@ -436,6 +588,10 @@ mod tests {
             "capabilities": {},
             "admin": {"mode": "token", "credential_id": "1f2e3d4c5b6a7988"}}"#;
         let status: ServerStatus = serde_json::from_str(text).unwrap();
+        // A server from before staging: no versions, no switch, the load was not a stage.
+        assert!(status.versions.is_empty());
+        assert_eq!(status.last_switch, None);
+        assert!(!status.load.as_ref().unwrap().stage);
         assert_eq!(status.phase, LoadPhase::Ready);
         assert_eq!(status.admin.mode, AdminMode::Token);
         assert_eq!(status.serving.as_ref().unwrap().bytes, 33562);
@@ -450,6 +606,76 @@ mod tests {
             serde_json::to_value(IndexState::Unavailable).unwrap(),
             "UNAVAILABLE"
         );
+    }
+
+    #[test]
+    fn the_status_with_versions_and_a_switch_round_trips() {
+        let text = r#"{"model": "iris", "phase": "ready", "ready": true, "shutting_down": false,
+            "version": "2", "sha256": "bb", "bytes_done": 10, "bytes_total": 10,
+            "reason": null, "message": null, "operator": null, "serving": null,
+            "load": {"version": "3", "stage": true, "uri": "s3://m/3.onnx", "phase": "downloading",
+                     "bytes_done": 5, "bytes_total": null, "sha256": null, "reason": null, "message": null,
+                     "operator": null, "timings": {"fetch_seconds": null, "verify_seconds": null,
+                     "load_seconds": null, "warmup_seconds": null, "total_seconds": null}},
+            "capabilities": {}, "admin": {"mode": "refuse"},
+            "versions": [
+              {"version": "1", "uri": "s3://m/1.onnx", "sha256": "aa", "bytes": 9, "state": "previous",
+               "loaded_at": "2026-12-02T10:00:00.000Z"},
+              {"version": "2", "uri": "s3://m/2.onnx", "sha256": "bb", "bytes": 10, "state": "serving",
+               "loaded_at": "2026-12-02T10:01:00.250Z"}],
+            "last_switch": {"from": "1", "to": "2", "at": "2026-12-02T10:02:00.125Z"}}"#;
+        let status: ServerStatus = serde_json::from_str(text).unwrap();
+        assert!(status.load.as_ref().unwrap().stage);
+        assert_eq!(status.versions[0].state, VersionState::Previous);
+        assert_eq!(status.versions[1].state, VersionState::Serving);
+        assert_eq!(status.last_switch.as_ref().unwrap().to, "2");
+        let again: ServerStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+        for state in VersionState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
+
+    #[test]
+    fn requests_and_answers_of_the_repository_read_as_documented() {
+        // A load from before staging is not a stage.
+        let load: LoadRequest =
+            serde_json::from_str(r#"{"parameters": {"uri": "s3://m/2.onnx", "version": "2"}}"#)
+                .unwrap();
+        assert!(!load.parameters.stage && !load.parameters.wait);
+        let stage: LoadRequest = serde_json::from_str(
+            r#"{"parameters": {"uri": "s3://m/2.onnx", "version": "2", "stage": true}}"#,
+        )
+        .unwrap();
+        assert!(stage.parameters.stage);
+        let switch: SwitchRequest =
+            serde_json::from_str(r#"{"parameters": {"version": "2"}}"#).unwrap();
+        assert_eq!(switch.parameters.version, "2");
+        let unload: UnloadRequest =
+            serde_json::from_str(r#"{"parameters": {"version": "1"}}"#).unwrap();
+        assert_eq!(unload.parameters.version, "1");
+        let switched = Switched {
+            name: "iris".into(),
+            version: "2".into(),
+            previous: Some("1".into()),
+            switched_at: "2026-12-02T10:02:00.125Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&switched).unwrap(),
+            serde_json::json!({"name": "iris", "version": "2", "previous": "1",
+                               "switched_at": "2026-12-02T10:02:00.125Z"})
+        );
+        let desired: DesiredModel =
+            serde_json::from_str(r#"{"uri": "s3://m/2.onnx", "version": "2"}"#).unwrap();
+        assert_eq!(desired.sha256, None);
+        assert_eq!(
+            serde_json::to_string(&desired).unwrap(),
+            r#"{"uri":"s3://m/2.onnx","version":"2"}"#
+        );
+        assert!(serde_json::from_str::<DesiredModel>(r#"{"version": "2"}"#).is_err());
+        assert!(paths::MUTATING.contains(&paths::REPOSITORY_SWITCH));
+        assert!(paths::MUTATING.contains(&paths::REPOSITORY_UNLOAD));
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub struct Args {
     pub model_sha256: Option<String>,
     #[arg(long, env = env::MODEL_FORMAT, value_name = env::MODEL_FORMAT, default_value = contract::DEFAULT_MODEL_FORMAT)]
     pub model_format: String,
+    /// JSON file `{"uri", "version", "sha256"?, "format"?}` with the model to load at start; wins over the
+    /// FERRY_MODEL_URI/VERSION/SHA256/FORMAT settings.
+    #[arg(long, env = env::MODEL_FILE, value_name = env::MODEL_FILE)]
+    pub model_file: Option<PathBuf>,
+    /// Most model versions loaded at once, the serving one included.
+    #[arg(long, env = env::MAX_LOADED_VERSIONS, value_name = env::MAX_LOADED_VERSIONS, default_value_t = contract::DEFAULT_MAX_LOADED_VERSIONS)]
+    pub max_loaded_versions: usize,
 
     #[arg(long, env = env::LISTEN_ADDRESS, value_name = env::LISTEN_ADDRESS, default_value = contract::DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: IpAddr,
@@ -128,6 +135,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log: String,
     pub admin: AdminAuth,
+    pub max_loaded_versions: usize,
 }
 
 /// Names of the fields of a model spec, so the same checks can report either environment variables (start-up)
@@ -180,16 +188,59 @@ impl ModelSpec {
     }
 }
 
+/// Field names of the `FERRY_MODEL_FILE` JSON, for the messages of its checks.
+const FILE_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
+    name: env::MODEL_NAME,
+    uri: "uri",
+    version: "version",
+    sha256: "sha256",
+    format: "format",
+};
+
+/// The model of the `FERRY_MODEL_FILE` file at `path`, served as `name`; `default_format` when it names none.
+/// Every problem is an `InvalidConfig` naming `FERRY_MODEL_FILE` (or `FERRY_MODEL_NAME` for the name).
+pub fn model_from_file(
+    path: &std::path::Path,
+    name: Option<&str>,
+    default_format: &str,
+) -> Result<ModelSpec, Failure> {
+    let fail = |message: String| {
+        Failure::invalid_config(env::MODEL_FILE, format!("{}: {message}", path.display()))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let desired: contract::DesiredModel = serde_json::from_str(&text).map_err(|e| {
+        fail(format!(
+            "is not a model ({{\"uri\", \"version\", \"sha256\"?, \"format\"?}}): {e}"
+        ))
+    })?;
+    ModelSpec::parse(
+        &FILE_FIELD_NAMES,
+        name,
+        Some(&desired.uri),
+        Some(&desired.version),
+        desired.sha256.as_deref(),
+        desired.format.as_deref().unwrap_or(default_format),
+    )
+    .map_err(|failure| match failure.setting.as_deref() {
+        Some(env::MODEL_NAME) => failure,
+        _ => fail(failure.message),
+    })
+}
+
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, Failure> {
-        let model = ModelSpec::parse(
-            &ENV_FIELD_NAMES,
-            args.model_name.as_deref(),
-            args.model_uri.as_deref(),
-            args.model_version.as_deref(),
-            args.model_sha256.as_deref(),
-            &args.model_format,
-        )?;
+        let model = match &args.model_file {
+            Some(path) => model_from_file(path, args.model_name.as_deref(), &args.model_format)?,
+            None => ModelSpec::parse(
+                &ENV_FIELD_NAMES,
+                args.model_name.as_deref(),
+                args.model_uri.as_deref(),
+                args.model_version.as_deref(),
+                args.model_sha256.as_deref(),
+                &args.model_format,
+            )?,
+        };
+        positive(env::MAX_LOADED_VERSIONS, args.max_loaded_versions as u64)?;
         let ports = [
             (env::HTTP_PORT, args.http_port),
             (env::ADMIN_PORT, args.admin_port),
@@ -277,6 +328,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
             admin: AdminAuth::from_settings(args.admin_token_file, args.insecure_open_admin),
             log: args.log,
+            max_loaded_versions: args.max_loaded_versions,
         })
     }
 
@@ -462,6 +514,7 @@ mod tests {
         assert_eq!(config.download_timeout, Duration::from_secs(600));
         assert_eq!(config.download_concurrency, 4);
         assert_eq!(config.download_part_bytes, 16 << 20);
+        assert_eq!(config.max_loaded_versions, 3);
         assert_eq!(
             config.termination_message_path,
             PathBuf::from("/dev/termination-log")
@@ -513,6 +566,11 @@ mod tests {
             (&["--s3-endpoint", "http://minio:9000"], env::S3_ENDPOINT),
             (&["--s3-endpoint", "minio:9000"], env::S3_ENDPOINT),
             (&["--s3-region", ""], env::S3_REGION),
+            (&["--max-loaded-versions", "0"], env::MAX_LOADED_VERSIONS),
+            (
+                &["--model-file", "/nonexistent/model.json"],
+                env::MODEL_FILE,
+            ),
         ];
         for (extra, setting) in cases {
             let failure = failure(extra);
@@ -523,6 +581,60 @@ mod tests {
                 "{extra:?}: {failure}"
             );
             assert!(failure.message.starts_with(setting), "{extra:?}: {failure}");
+        }
+    }
+
+    #[test]
+    fn the_model_file_wins_over_the_model_settings_and_each_problem_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let digest = "C".repeat(64);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"uri": "s3://bucket/iris/2.onnx", "version": "2", "sha256": "{digest}"}}"#
+            ),
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let config = Config::from_args(args(&["--model-file", file]).unwrap()).unwrap();
+        assert_eq!(config.model.uri.as_str(), "s3://bucket/iris/2.onnx");
+        assert_eq!(config.model.version, "2");
+        assert_eq!(config.model.sha256, Some("c".repeat(64)));
+        assert_eq!(config.model.format, "onnx");
+        assert_eq!(config.model.name, "iris");
+        // Without the URI and version settings at all.
+        let only_file =
+            Args::try_parse_from(["ferry-server", "--model-name", "iris", "--model-file", file])
+                .unwrap();
+        assert_eq!(Config::from_args(only_file).unwrap().model.version, "2");
+
+        for (content, expected) in [
+            ("not json", "is not a model"),
+            (r#"{"version": "2"}"#, "missing field `uri`"),
+            (r#"{"uri": "ftp://x/m.onnx", "version": "2"}"#, "uri"),
+            (r#"{"uri": "s3://b/m.onnx", "version": " 2"}"#, "version"),
+            (
+                r#"{"uri": "s3://b/m.onnx", "version": "2", "sha256": "12"}"#,
+                "sha256",
+            ),
+            (
+                r#"{"uri": "s3://b/m.onnx", "version": "2", "format": "ONNX!"}"#,
+                "format",
+            ),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let failure = failure(&["--model-file", file]);
+            assert_eq!(failure.reason, Reason::InvalidConfig, "{content}");
+            assert_eq!(
+                failure.setting.as_deref(),
+                Some(env::MODEL_FILE),
+                "{content}"
+            );
+            assert!(
+                failure.message.starts_with(env::MODEL_FILE) && failure.message.contains(expected),
+                "{content}: {failure}"
+            );
         }
     }
 

@@ -178,7 +178,7 @@ impl GrpcInferenceService for InferenceService {
         _: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         Err(Status::unimplemented(
-            "models are not unloaded; a load through the admin port replaces the served version",
+            "models are unloaded through the admin port's /v2/repository/models/{name}/unload",
         ))
     }
 }

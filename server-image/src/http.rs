@@ -20,13 +20,14 @@ use serde_json::json;
 use crate::auth::{require_admin, AdminAuth};
 use crate::config::{ModelSpec, SpecFieldNames};
 use crate::contract::{
-    paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, DEFAULT_MODEL_FORMAT,
+    paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, SwitchRequest, UnloadRequest,
+    Unloaded, DEFAULT_MODEL_FORMAT,
 };
 use crate::inference::{self, Kind, Rejection};
 use crate::load::Served;
 use crate::metrics::Metrics;
 use crate::oip::{self, binary};
-use crate::repository::{Busy, Repository};
+use crate::repository::{Begun, LoadRefused, Repository, SwitchRefused, UnloadRefused};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -88,6 +89,8 @@ pub fn admin_router(state: AppState) -> Router {
     // Every route that changes what is served goes here, behind the credential check.
     let mutating = Router::new()
         .route(paths::REPOSITORY_LOAD, post(repository_load))
+        .route(paths::REPOSITORY_SWITCH, post(repository_switch))
+        .route(paths::REPOSITORY_UNLOAD, post(repository_unload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
@@ -300,12 +303,8 @@ const LOAD_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
     format: "parameters.format",
 };
 
-async fn repository_load(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let repository = &state.repository;
+/// 404 unless `name` is the model this server serves.
+fn this_model(repository: &Repository, name: &str) -> Result<(), ApiError> {
     if name != repository.name {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -315,18 +314,35 @@ async fn repository_load(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The JSON body of a repository call (`what` names it in the 400); an empty body is the default request.
+fn repository_request<T: serde::de::DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
     let body =
         body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    let request: LoadRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        LoadRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid load request: {e}"),
-            )
-        })?
-    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what} request: {e}"),
+        )
+    })
+}
+
+async fn repository_load(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let repository = &state.repository;
+    this_model(repository, &name)?;
+    let request: LoadRequest = repository_request(body, "load")?;
     let p = request.parameters;
     let spec = ModelSpec::parse(
         &LOAD_FIELD_NAMES,
@@ -338,13 +354,6 @@ async fn repository_load(
     )
     .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
     let version = spec.version.clone();
-    let attempt = repository.begin_load(spec).map_err(|Busy| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "another load is in progress; retry when it has finished",
-        )
-    })?;
-    let load = tokio::spawn(repository.clone().run_load(attempt));
     let accepted = |state| {
         Json(LoadAccepted {
             name: name.clone(),
@@ -352,6 +361,20 @@ async fn repository_load(
             state,
         })
     };
+    let attempt = match repository.begin_load(spec, p.stage) {
+        Ok(Begun::Started(attempt)) => attempt,
+        Ok(Begun::AlreadyLoaded) => return Ok(accepted(IndexState::Ready).into_response()),
+        Err(LoadRefused::Busy) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "another load is in progress; retry when it has finished",
+            ))
+        }
+        Err(LoadRefused::Full(message) | LoadRefused::Conflict(message)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, message))
+        }
+    };
+    let load = tokio::spawn(repository.clone().run_load(attempt));
     if !p.wait {
         return Ok((StatusCode::ACCEPTED, accepted(IndexState::Loading)).into_response());
     }
@@ -370,5 +393,71 @@ async fn repository_load(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("load stopped: {e}"),
         )),
+    }
+}
+
+/// The version a switch or unload request names, after the checks both share (model name, body, version).
+fn requested_version<T: serde::de::DeserializeOwned + Default>(
+    repository: &Repository,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+    version: impl FnOnce(T) -> String,
+) -> Result<String, ApiError> {
+    this_model(repository, name)?;
+    let version = version(repository_request(body, what)?);
+    if version.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parameters.version is required",
+        ));
+    }
+    Ok(version)
+}
+
+async fn repository_switch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let version = requested_version(
+        &state.repository,
+        &name,
+        body,
+        "switch",
+        |r: SwitchRequest| r.parameters.version,
+    )?;
+    match state.repository.switch(&version) {
+        Ok(switched) => Ok(Json(switched).into_response()),
+        Err(SwitchRefused::NotLoaded(message)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, message))
+        }
+        Err(SwitchRefused::ShuttingDown) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; the serving version no longer changes",
+        )),
+    }
+}
+
+async fn repository_unload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let version = requested_version(
+        &state.repository,
+        &name,
+        body,
+        "unload",
+        |r: UnloadRequest| r.parameters.version,
+    )?;
+    match state.repository.unload(&version) {
+        Ok(unloaded) => Ok(Json(Unloaded {
+            name,
+            version,
+            unloaded,
+        })
+        .into_response()),
+        Err(UnloadRefused(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
     }
 }

@@ -69,8 +69,9 @@ impl From<InferError> for Rejection {
     }
 }
 
-/// The served model if `name` (and `version`, when given) designate it: NotFound for another name or version,
-/// Unavailable while no model is ready.
+/// The model version a request names: the serving one without `version`, else that loaded version (serving,
+/// staged or previous). NotFound for another name or a version not loaded (naming the loaded ones), Unavailable
+/// while no version serves.
 pub fn resolve(
     repository: &Repository,
     name: &str,
@@ -82,18 +83,20 @@ pub fn resolve(
             format!("unknown model {name:?}"),
         ));
     }
-    let served = repository
+    let serving = repository
         .serving()
         .ok_or_else(|| Rejection::new(Kind::Unavailable, repository.not_ready_reason()))?;
     match version {
-        Some(v) if v != served.spec.version => Err(Rejection::new(
-            Kind::NotFound,
-            format!(
-                "model {name:?} has no version {v:?} (serving {:?})",
-                served.spec.version
-            ),
-        )),
-        _ => Ok(served),
+        Some(v) if v != serving.spec.version => repository.version(v).map_err(|not_loaded| {
+            Rejection::new(
+                Kind::NotFound,
+                format!(
+                    "model {name:?} has no version {v:?} loaded (loaded: {})",
+                    not_loaded.loaded
+                ),
+            )
+        }),
+        _ => Ok(serving),
     }
 }
 

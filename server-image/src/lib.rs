@@ -21,6 +21,7 @@ pub mod repository;
 pub mod runtime;
 pub mod shutdown;
 pub mod verify;
+pub mod versions;
 
 use std::future::IntoFuture;
 use std::io::IsTerminal;
@@ -173,7 +174,11 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         runtime: Arc::new(runtime),
         metrics: metrics.clone(),
     };
-    let repository = Arc::new(Repository::new(config.model.name.clone(), loader));
+    let repository = Arc::new(Repository::new(
+        config.model.name.clone(),
+        loader,
+        config.max_loaded_versions,
+    ));
     let state = AppState {
         repository: repository.clone(),
         metrics,
@@ -228,9 +233,15 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         ),
     ];
 
-    let attempt = repository
-        .begin_load(config.model.clone())
-        .map_err(|_| Failure::new(Reason::InvalidConfig, "a load was running before start-up"))?;
+    let attempt = match repository.begin_load(config.model.clone(), false) {
+        Ok(repository::Begun::Started(attempt)) => attempt,
+        _ => {
+            return Err(Failure::new(
+                Reason::InvalidConfig,
+                "a load was running before start-up",
+            ))
+        }
+    };
     let initial_load = tokio::spawn(repository.clone().run_load(attempt));
     tokio::select! {
         loaded = initial_load => match loaded {

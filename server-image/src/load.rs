@@ -28,17 +28,20 @@ struct AttemptState {
 #[derive(Debug)]
 pub struct LoadAttempt {
     pub spec: ModelSpec,
+    /// Loaded beside the serving version (no switch) rather than in its place.
+    pub stage: bool,
     pub progress: Progress,
     state: Mutex<AttemptState>,
 }
 
 impl LoadAttempt {
-    pub fn new(spec: ModelSpec, metrics: &Metrics) -> LoadAttempt {
+    pub fn new(spec: ModelSpec, stage: bool, metrics: &Metrics) -> LoadAttempt {
         let downloaded = metrics.downloaded_bytes.get_or_create_owned(&NameLabel {
             model: spec.name.clone(),
         });
         LoadAttempt {
             spec,
+            stage,
             progress: Progress::new(downloaded),
             state: Mutex::new(AttemptState {
                 phase: LoadPhase::Downloading,
@@ -72,6 +75,7 @@ impl LoadAttempt {
         let total = self.progress.total.load(Ordering::Relaxed);
         AttemptView {
             version: self.spec.version.clone(),
+            stage: self.stage,
             uri: self.spec.uri.to_string(),
             phase: state.phase,
             bytes_done: self.progress.done.load(Ordering::Relaxed),
@@ -129,7 +133,7 @@ impl Loader {
                         .get_or_create(&labels)
                         .observe(seconds.unwrap_or_default());
                 }
-                tracing::info!(version = %served.spec.version, sha256 = %served.sha256, bytes = served.size, timings = ?t, "model ready");
+                tracing::info!(version = %served.spec.version, stage = attempt.stage, sha256 = %served.sha256, bytes = served.size, timings = ?t, "model ready");
             }
             Err(failure) => {
                 state.phase = LoadPhase::Failed;

@@ -47,6 +47,13 @@ pub struct NameLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub model: String,
+    /// serving, staged or previous.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     /// missing, wrong or unconfigured.
     pub reason: String,
@@ -62,6 +69,8 @@ pub struct Metrics {
     pub load_failures: Family<ReasonLabels, Counter>,
     pub downloaded_bytes: Family<NameLabel, Counter>,
     pub model_info: Family<InfoLabels, Gauge>,
+    pub loaded_versions: Family<StateLabels, Gauge>,
+    pub switches: Family<NameLabel, Counter>,
     pub ready: Gauge,
     pub in_flight: Gauge,
     pub admin_refused: Family<RefusedLabels, Counter>,
@@ -120,6 +129,18 @@ impl Metrics {
                 &mut r,
                 "model_info",
                 "1 for the model version being served",
+                Family::default(),
+            ),
+            loaded_versions: registered(
+                &mut r,
+                "model_loaded_versions",
+                "Model versions loaded, by state (serving, staged, previous)",
+                Family::default(),
+            ),
+            switches: registered(
+                &mut r,
+                "model_switches",
+                "Switches that changed the serving version",
                 Family::default(),
             ),
             ready: registered(
