@@ -20,7 +20,7 @@ use crate::support::{
 };
 
 /// `rows` of an expectation as one FP32 input, typed (`fp32_contents`) or raw (`raw_input_contents`).
-fn infer_request(expected: &Expected, rows: &[usize], raw: bool) -> ModelInferRequest {
+pub fn infer_request(expected: &Expected, rows: &[usize], raw: bool) -> ModelInferRequest {
     let values: Vec<f32> = rows
         .iter()
         .flat_map(|&r| expected.rows[r].iter().map(|&v| v as f32))
@@ -48,7 +48,7 @@ fn infer_request(expected: &Expected, rows: &[usize], raw: bool) -> ModelInferRe
 }
 
 /// A response as the JSON the REST tests check: every output with its raw contents decoded into `data`.
-fn as_json(response: &ModelInferResponse) -> Value {
+pub fn as_json(response: &ModelInferResponse) -> Value {
     assert_eq!(response.outputs.len(), response.raw_output_contents.len());
     let outputs: Vec<Value> = response
         .outputs
@@ -474,7 +474,7 @@ async fn malformed_requests_are_invalid_argument_with_the_rest_message_and_the_s
 }
 
 /// The version a response reports, checked against that version's predictions for `rows`.
-fn answered_by(response: &ModelInferResponse, rows: &[usize]) -> Result<&'static str, String> {
+pub fn answered_by(response: &ModelInferResponse, rows: &[usize]) -> Result<&'static str, String> {
     let body = as_json(response);
     let (version, name) = match response.model_version.as_str() {
         "1" => ("1", "logreg"),

@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 
 use crate::support::http_store::{Behavior, HttpStore};
 use crate::support::server::{ready_server, Server, ServerBuilder};
-use crate::support::{expectation, file_uri, model_bytes, model_path, sha256_hex};
+use crate::support::{
+    assert_model_info, expectation, file_uri, model_bytes, model_path, rows_telling_apart,
+    sha256_hex,
+};
 
 async fn timed_get(server: &Server, base: &str, path: &str) -> (u16, Duration) {
     let started = Instant::now();
@@ -233,15 +236,7 @@ async fn hot_swap_under_concurrent_load_fails_no_request_and_never_mixes_version
     );
     let v2 = expectation("mlp");
     // Rows on which the two versions disagree, so every response shows which version answered.
-    let rows: Vec<usize> = (0..v1.rows.len())
-        .filter(|&r| {
-            v1.probabilities[r]
-                .iter()
-                .zip(&v2.probabilities[r])
-                .any(|(a, b)| (a - b).abs() > 1e-3)
-        })
-        .collect();
-    assert!(rows.len() >= 8, "{rows:?}");
+    let rows = rows_telling_apart(&v1, &v2);
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|client| {
@@ -303,17 +298,10 @@ async fn hot_swap_under_concurrent_load_fails_no_request_and_never_mixes_version
         json!([{"name": "iris", "version": "2", "state": "READY", "reason": ""}])
     );
     let (_, metrics) = server.admin_get("/metrics").await;
-    let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(
-        metrics.contains(&format!(
-            r#"ferry_model_info{{model="iris",version="2",sha256="{}"}} 1"#,
-            sha256_hex(&v2_bytes)
-        )),
-        "{metrics}"
-    );
-    assert!(
-        !metrics.contains(r#"ferry_model_info{model="iris",version="1""#),
-        "{metrics}"
+    assert_model_info(
+        metrics.as_str().unwrap(),
+        ("2", &sha256_hex(&v2_bytes)),
+        "1",
     );
     eprintln!("{} requests, first version 2 at #{first_v2}", all.len());
 }

@@ -7,6 +7,7 @@ mod clients;
 mod configuration;
 mod failures;
 mod grpc;
+mod inplace;
 mod lifecycle;
 mod predictions;
 mod protocol;

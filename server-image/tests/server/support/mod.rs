@@ -194,6 +194,44 @@ impl Expected {
     }
 }
 
+/// Rows on which `a` and `b` predict different probabilities (at least 8), so every answer shows which one
+/// answered.
+pub fn rows_telling_apart(a: &Expected, b: &Expected) -> Vec<usize> {
+    let rows: Vec<usize> = (0..a.rows.len())
+        .filter(|&r| {
+            a.probabilities[r]
+                .iter()
+                .zip(&b.probabilities[r])
+                .any(|(x, y)| (x - y).abs() > 1e-3)
+        })
+        .collect();
+    assert!(
+        rows.len() >= 8,
+        "{} and {} differ only on {rows:?}",
+        a.name,
+        b.name
+    );
+    rows
+}
+
+/// Checks that `ferry_model_info` of model `iris` in the metrics `text` names `serving` (version, sha256) and
+/// not version `not_serving`.
+pub fn assert_model_info(text: &str, serving: (&str, &str), not_serving: &str) {
+    let (version, sha256) = serving;
+    assert!(
+        text.contains(&format!(
+            r#"ferry_model_info{{model="iris",version="{version}",sha256="{sha256}"}} 1"#
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!(
+            r#"ferry_model_info{{model="iris",version="{not_serving}""#
+        )),
+        "{text}"
+    );
+}
+
 /// A TCP port that was free a moment ago (for servers that cannot report the port they bound).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
