@@ -257,6 +257,7 @@ async fn a_staged_version_answers_by_version_only_until_the_switch_moves_every_r
         total.0 > 20 && total.1 > 20,
         "answers by version: {total:?}"
     );
+    eprintln!("answers by version 1 and 2: {total:?}");
 
     let switched_status = server.status().await;
     assert_eq!(switched_status["version"], "2");
@@ -508,9 +509,10 @@ async fn a_failed_stage_changes_nothing_that_serves_and_says_why() {
 async fn a_stage_beyond_the_loaded_version_limit_is_refused_and_a_repeated_stage_downloads_nothing()
 {
     let mlp_bytes = model_bytes("mlp.onnx");
+    // A slow download (about half a second), so calls can arrive while the stage runs.
     let store = HttpStore::start(vec![(
         "/mlp.onnx",
-        Behavior::Serve(mlp_bytes.clone().into()),
+        Behavior::slow(mlp_bytes.clone(), 64, 20),
     )])
     .await;
     let server = ready_server(
@@ -522,6 +524,24 @@ async fn a_stage_beyond_the_loaded_version_limit_is_refused_and_a_repeated_stage
         json!({"uri": store.uri("/mlp.onnx"), "version": "2", "sha256": sha256_hex(&mlp_bytes)});
     let (code, body) = stage(&server, v2.clone()).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    // While it runs: another load is refused, the version cannot be unloaded or switched to yet.
+    let (code, body) = stage(&server, v2.clone()).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, body) = unload(&server, "2").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("being loaded"),
+        "{body}"
+    );
+    let (code, body) = switch(&server, "2").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("its load is running"),
+        "{body}"
+    );
     server
         .wait_status(Duration::from_secs(30), |s| s["load"]["phase"] == "ready")
         .await;
