@@ -1,6 +1,6 @@
 //! Who may change what the server serves.
 //!
-//! Every mutating admin endpoint (model load today; stage, switch and unload as they come) passes through
+//! Every mutating admin endpoint (`contract::paths::MUTATING`: load and stage, switch, unload) passes through
 //! `require_admin`. The caller presents `Authorization: Bearer <credential>`; the credential is the content of
 //! `FERRY_ADMIN_TOKEN_FILE`, which the operator mounts from a Secret of its own, one per ModelDeployment.
 //!

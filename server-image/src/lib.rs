@@ -1,6 +1,6 @@
 //! ferry-server: the serving image of Ferry. It fetches one model, verifies it, loads it on ONNX Runtime, warms it
-//! up, and only then reports ready; it serves the Open Inference Protocol v2 and can swap to another version
-//! without dropping a request. The contract with the operator (settings, ports, paths, termination message) is in
+//! up, and only then reports ready; it serves the Open Inference Protocol v2, can swap to another version without
+//! dropping a request, and can stage versions beside the serving one to switch between them at once. The contract with the operator (settings, ports, paths, termination message) is in
 //! `contract` and `server-image/README.md`.
 
 #![forbid(unsafe_code)]
