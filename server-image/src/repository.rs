@@ -168,7 +168,8 @@ impl Repository {
 
     /// The status; `admin` is how the admin API is guarded (the HTTP layer's business, shown here too).
     pub fn status(&self, admin: AdminView) -> ServerStatus {
-        let serving = self.serving().map(|s| ServingView {
+        let serving_model = self.serving();
+        let serving = serving_model.as_ref().map(|s| ServingView {
             version: s.spec.version.clone(),
             uri: s.spec.uri.to_string(),
             sha256: s.sha256.clone(),
@@ -209,6 +210,13 @@ impl Repository {
             load,
             capabilities: crate::contract::capabilities_json(),
             admin,
+            validation: serving_model.as_ref().and_then(|s| s.validation.clone()),
+            signature: serving_model
+                .as_ref()
+                .map(|s| s.model.signature().to_contract()),
+            model_metadata: serving_model
+                .as_ref()
+                .and_then(|s| s.model.metadata().cloned()),
         }
     }
 }
