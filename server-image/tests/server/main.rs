@@ -11,3 +11,4 @@ mod lifecycle;
 mod predictions;
 mod protocol;
 mod support;
+mod validation;
