@@ -185,12 +185,7 @@ impl Loader {
         let (downloaded, golden) = tokio::try_join!(
             self.fetcher.fetch(&spec.uri, &attempt.progress),
             self.golden(spec),
-        )
-        .inspect_err(|f| {
-            if f.message.starts_with("validation file") {
-                self.count_validation(&spec.name, "error");
-            }
-        })?;
+        )?;
         attempt.state().timings.fetch_seconds = Some(clock.elapsed().as_secs_f64());
 
         attempt.enter(LoadPhase::Verifying);
@@ -276,18 +271,19 @@ impl Loader {
                 _ => format!("validation file {}", f.message),
             };
             Failure { message, ..f }
-        })?;
-        if let Some(expected) = sha256 {
-            if *expected != downloaded.sha256 {
-                return Err(Failure::new(
+        });
+        let downloaded = downloaded
+            .and_then(|downloaded| match sha256 {
+                Some(expected) if *expected != downloaded.sha256 => Err(Failure::new(
                     Reason::ChecksumMismatch,
                     format!(
                         "validation file {uri}: its SHA-256 is {}, {sha256_setting} expects {expected}",
                         downloaded.sha256
                     ),
-                ));
-            }
-        }
+                )),
+                _ => Ok(downloaded),
+            })
+            .inspect_err(|_| self.count_validation(&spec.name, "error"))?;
         let uri = uri.to_string();
         let golden = blocking(move || {
             let bytes = std::fs::read(&downloaded.path).map_err(|e| {

@@ -371,8 +371,36 @@ async fn a_hot_swap_whose_candidate_fails_validation_leaves_the_old_version_serv
     let status = server.status().await;
     assert_eq!(status["version"], "3", "{status}");
     assert_eq!(status["validation"]["passed"], 16, "{status}");
+    // A hot swap whose golden set is missing or unusable fails with the same reasons as at start.
+    let missing = json!({"parameters": {
+        "uri": file_uri(&model_path("logreg.onnx")), "version": "4", "wait": true,
+        "validation_uri": file_uri(&dir.path().join("absent.json")),
+    }});
+    let (code, answer) = server
+        .admin_post("/v2/repository/models/iris/load", &missing)
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["reason"], "NotFound", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("NotFound: validation file file://"),
+        "{answer}"
+    );
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, r#"{"cases": []}"#).unwrap();
+    let mut invalid = missing.clone();
+    invalid["parameters"]["validation_uri"] = json!(file_uri(&empty));
+    let (code, answer) = server
+        .admin_post("/v2/repository/models/iris/load", &invalid)
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["reason"], "InvalidValidationFile", "{answer}");
+    assert_eq!(server.status().await["version"], "3");
+
     let text = server.metrics().await;
-    for (result, count) in [("passed", 2), ("failed", 1)] {
+    for (result, count) in [("passed", 2), ("failed", 1), ("error", 1), ("invalid", 1)] {
         let line =
             format!(r#"ferry_validation_runs_total{{model="iris",result="{result}"}} {count}"#);
         assert!(text.contains(&line), "{line}\n{text}");
