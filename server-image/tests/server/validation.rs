@@ -532,3 +532,73 @@ async fn an_opset_newer_than_the_runtime_is_refused_from_the_header_naming_the_l
         exited.log
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_reads_a_model_from_a_store_and_refuses_requests_the_model_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let logreg = expectation("logreg");
+    let store = HttpStore::start(vec![(
+        "/models/logreg.onnx",
+        Behavior::Serve(crate::support::model_bytes("logreg.onnx").into()),
+    )])
+    .await;
+    let work = dir.path().to_path_buf();
+    let run = move |model: String, requests: Value| {
+        let requests_path = work.join("requests.json");
+        std::fs::write(&requests_path, requests.to_string()).unwrap();
+        let out = work.join("cases.json");
+        let _ = std::fs::remove_file(&out);
+        let output = Command::new(BINARY)
+            .args(["golden", "--model", &model, "--min-pass-rate", "0.5"])
+            .arg("--requests")
+            .arg(&requests_path)
+            .arg("--out")
+            .arg(&out)
+            .env("FERRY_ONNXRUNTIME_LIBRARY", onnxruntime_library())
+            .output()
+            .unwrap();
+        let written = std::fs::read(&out)
+            .ok()
+            .map(|b| serde_json::from_slice::<Value>(&b).unwrap());
+        (output, written)
+    };
+    // One request (not an array) with two rows, from an HTTP store, asking for one output.
+    let mut request = logreg.request(&[0, 1], "two-rows");
+    request["outputs"] = json!([{"name": "label"}]);
+    let uri = store.uri("/models/logreg.onnx");
+    let (output, written) = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(uri, request)
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = written.unwrap();
+    assert_eq!(file["min_pass_rate"], 0.5);
+    assert_eq!(file["cases"][0]["name"], "two-rows");
+    assert_eq!(
+        file["cases"][0]["expected"],
+        json!({"outputs": [{"name": "label", "datatype": "INT64", "shape": [2],
+                            "data": [logreg.labels[0], logreg.labels[1]]}]})
+    );
+
+    // A request the model refuses is named, and nothing is written.
+    let mut wrong = logreg.request(&[0], "bad");
+    wrong["inputs"][0]["shape"] = json!([1, 5]);
+    let requests = json!([logreg.request(&[1], "good"), wrong]);
+    let model = model_path("logreg.onnx").display().to_string();
+    let (output, written) = tokio::task::spawn_blocking(move || run(model, requests))
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("request 1 (bad): input \"float_input\" has shape [1, 5]"),
+        "{stderr}"
+    );
+    assert!(written.is_none());
+}
