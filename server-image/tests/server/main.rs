@@ -12,3 +12,4 @@ mod lifecycle;
 mod predictions;
 mod protocol;
 mod support;
+mod validation;

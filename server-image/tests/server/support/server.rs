@@ -340,6 +340,18 @@ impl Server {
         self.send(request).await
     }
 
+    /// The Prometheus text of the admin port.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn status(&self) -> Value {
         let (code, body) = self.admin_get("/status").await;
         assert_eq!(code, StatusCode::OK, "{body}");
