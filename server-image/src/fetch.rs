@@ -14,7 +14,9 @@
 //!
 //! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
 //! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the
-//! first HEAD returned (an object replaced mid-download fails the download instead of mixing two versions). One
+//! first HEAD returned and to its version when the store gives one (GCS's generation, an S3 version id): an object
+//! replaced mid-download fails the download instead of mixing two versions, also on a store that ignores
+//! `If-Match` on reads (fake-gcs-server does; a replaced generation is gone there, as on GCS). One
 //! connection to a store is usually slower than the store; several are how its full bandwidth is reached. Parts
 //! are handed on in order, so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain
 //! web server need not support ranges.
@@ -190,7 +192,16 @@ impl Fetcher {
             .step_by(usize::try_from(self.part_bytes).unwrap_or(usize::MAX))
             .map(|start| start..size.min(start + self.part_bytes));
         let mut parts = futures::stream::iter(ranges)
-            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone()))
+            .map(|range| {
+                self.part(
+                    uri,
+                    store,
+                    path,
+                    range,
+                    meta.e_tag.clone(),
+                    meta.version.clone(),
+                )
+            })
             .buffered(self.concurrency);
         let mut batch = Batch::default();
         while let Some(part) = parts.next().await {
@@ -214,12 +225,14 @@ impl Fetcher {
         path: &Path,
         range: std::ops::Range<u64>,
         e_tag: Option<String>,
+        version: Option<String>,
     ) -> Result<Vec<Bytes>, Failure> {
         let mut resumes = 0;
         loop {
             let options = GetOptions {
                 range: Some(GetRange::Bounded(range.clone())),
                 if_match: e_tag.clone(),
+                version: version.clone(),
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
@@ -250,6 +263,10 @@ impl Fetcher {
                     resumes += 1;
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
+                }
+                // The pinned version is gone: the object was replaced (or deleted) since the HEAD.
+                Err(e @ object_store::Error::NotFound { .. }) if version.is_some() => {
+                    return Err(changed(uri, e))
                 }
                 Err(e) => return Err(store_failure(uri, e)),
             }
@@ -551,16 +568,18 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
         // A part's If-Match no longer held: the object was replaced while it was downloading.
-        Error::Precondition { .. } => {
-            return Failure::new(
-                Reason::FetchFailed,
-                format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
-            )
-        }
+        Error::Precondition { .. } => return changed(uri, error),
         e if has_timeout(e) => Reason::Timeout,
         _ => Reason::FetchFailed,
     };
     Failure::new(reason, format!("{uri}: {error}"))
+}
+
+fn changed(uri: &Url, error: object_store::Error) -> Failure {
+    Failure::new(
+        Reason::FetchFailed,
+        format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
+    )
 }
 
 fn write_failure(work_dir: &std::path::Path, error: std::io::Error) -> Failure {
@@ -650,14 +669,14 @@ mod tests {
         let (store, path) = fetcher.open(&uri).unwrap();
         let e_tag = store.head(&path).await.unwrap().e_tag;
         let first = fetcher
-            .part(&uri, &*store, &path, 0..500, e_tag.clone())
+            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
         // A new version of the object: another size, so another ETag.
         std::fs::write(&source, vec![2u8; 2000]).unwrap();
         let failure = fetcher
-            .part(&uri, &*store, &path, 500..1000, e_tag)
+            .part(&uri, &*store, &path, 500..1000, e_tag, None)
             .await
             .unwrap_err();
         assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");
