@@ -9,8 +9,8 @@
 //! Receiving, hashing and writing run on three threads, so hashing costs little on top of the transfer. The size limit
 //! is checked against the object's size before the first byte and again on every chunk. object_store retries
 //! transient request failures (5xx, connection errors, timeouts) with exponential backoff and never 4xx; on top of
-//! that an interrupted body is resumed with a range request from the last byte received. The whole download,
-//! retries included, is bounded by the download timeout.
+//! that an interrupted body is resumed with a range request from the last byte received, pinned to the ETag and
+//! version of the response so far. The whole download, retries included, is bounded by the download timeout.
 //!
 //! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
 //! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the
@@ -283,19 +283,27 @@ impl Fetcher {
         progress: &Progress,
     ) -> Result<(), Failure> {
         let mut resumes = 0;
-        let mut etag = None;
+        // The ETag and version of the response so far: a resumed request is pinned to both, as parts are.
+        let mut pin = (None, None);
         loop {
             let done = progress.done.load(Ordering::Relaxed);
+            let resumed = done > 0;
             let options = GetOptions {
-                range: (done > 0).then_some(GetRange::Offset(done)),
-                if_match: if done > 0 { etag.clone() } else { None },
+                range: resumed.then_some(GetRange::Offset(done)),
+                if_match: if resumed { pin.0.clone() } else { None },
+                version: if resumed { pin.1.clone() } else { None },
                 ..GetOptions::default()
             };
             match self
-                .stream(store, path, options, sinks, progress, &mut etag)
+                .stream(store, path, options, sinks, progress, &mut pin)
                 .await
             {
                 Ok(()) => return Ok(()),
+                Err(StreamError::Store(e @ object_store::Error::NotFound { .. }))
+                    if resumed && pin.1.is_some() =>
+                {
+                    return Err(changed(uri, e))
+                }
                 Err(StreamError::Store(e)) if is_transient(&e) && resumes < MAX_RESUMES => {
                     resumes += 1;
                     tracing::warn!(%uri, error = %e, resumes, "download interrupted; resuming");
@@ -314,7 +322,7 @@ impl Fetcher {
         options: GetOptions,
         sinks: &Sinks,
         progress: &Progress,
-        etag: &mut Option<String>,
+        pin: &mut (Option<String>, Option<String>),
     ) -> Result<(), StreamError> {
         let result = store.get_opts(path, options).await?;
         let size = result.meta.size;
@@ -322,7 +330,7 @@ impl Fetcher {
             return Err(StreamError::Failed(self.too_large(size)));
         }
         progress.total.store(size, Ordering::Relaxed);
-        etag.clone_from(&result.meta.e_tag);
+        *pin = (result.meta.e_tag.clone(), result.meta.version.clone());
         let mut stream = result.into_stream();
         let mut batch = Batch::default();
         let outcome = loop {
