@@ -26,6 +26,13 @@ async fn an_az_object_replaced_mid_download_fails_instead_of_mixing_versions() {
     assert_eq!(ranged.last().unwrap().status, 412, "{ranged:?}");
 }
 
+/// The resumed request's If-Match no longer holds (412).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_az_object_replaced_before_a_resume_fails_instead_of_mixing_versions() {
+    let gets = emulated::an_object_replaced_before_a_resume_fails(&Azurite::start()).await;
+    assert_eq!(gets.last().unwrap().status, 412, "{gets:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_az_object_is_not_found() {
     emulated::a_missing_object_is_not_found(&Azurite::start()).await;

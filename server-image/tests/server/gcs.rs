@@ -32,6 +32,17 @@ async fn a_gs_object_replaced_mid_download_fails_instead_of_mixing_versions() {
     assert_eq!(ranged.last().unwrap().status, 404, "{ranged:?}");
 }
 
+/// The resumed request names the first response's generation, which is gone (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gs_object_replaced_before_a_resume_fails_instead_of_mixing_versions() {
+    let gets = emulated::an_object_replaced_before_a_resume_fails(&GcsServer::start()).await;
+    assert_eq!(gets.last().unwrap().status, 404, "{gets:?}");
+    assert!(
+        gets.last().unwrap().query.contains("generation="),
+        "{gets:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_gs_object_is_not_found() {
     emulated::a_missing_object_is_not_found(&GcsServer::start()).await;

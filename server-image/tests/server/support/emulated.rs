@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use super::proxy::{Proxy, Seen};
+use super::proxy::{Proxy, Seen, Trigger};
 use super::server::{ready_server, ServerBuilder};
 use super::{expectations, model_bytes, sha256_hex, Expected};
 use crate::failures::fails_with;
@@ -151,7 +151,8 @@ pub async fn an_object_replaced_mid_download_fails(emulator: &impl Emulator) -> 
     let new: Vec<u8> = old.iter().rev().copied().collect();
     let uri = emulator.put(BUCKET, "replaced/model.onnx", &old).await;
     let replace = emulator.upload(BUCKET, "replaced/model.onnx", new);
-    let proxy = Proxy::start_with(emulator.endpoint(), Some(replace)).await;
+    let proxy =
+        Proxy::start_with(emulator.endpoint(), Trigger::AfterFirstPart, Some(replace)).await;
     let builder = emulator
         .configure_at(ServerBuilder::new("m", &uri, "1"), &proxy.base)
         .env("FERRY_DOWNLOAD_PART_BYTES", &PART_BYTES.to_string())
@@ -166,6 +167,40 @@ pub async fn an_object_replaced_mid_download_fails(emulator: &impl Emulator) -> 
     assert_eq!(ranged[0].status, 206, "{ranged:?}");
     assert!(ranged.len() >= 2, "{ranged:?}");
     ranged
+}
+
+/// One stream (concurrency 1): the body breaks off after 8 KiB and the object is overwritten before the download
+/// resumes from there; the resumed download fails with FetchFailed naming the change instead of appending the new
+/// object's tail. Returns the GETs the proxy saw.
+pub async fn an_object_replaced_before_a_resume_fails(emulator: &impl Emulator) -> Vec<Seen> {
+    emulator.create(BUCKET).await;
+    let (_, old) = largest();
+    let new: Vec<u8> = old.iter().rev().copied().collect();
+    let uri = emulator.put(BUCKET, "resumed/model.onnx", &old).await;
+    let replace = emulator.upload(BUCKET, "resumed/model.onnx", new);
+    let proxy = Proxy::start_with(
+        emulator.endpoint(),
+        Trigger::CutFirstGet(8192),
+        Some(replace),
+    )
+    .await;
+    let builder = emulator
+        .configure_at(ServerBuilder::new("m", &uri, "1"), &proxy.base)
+        .env("FERRY_DOWNLOAD_CONCURRENCY", "1");
+    let termination = fails_with(builder, "FetchFailed").await;
+    let message = termination["message"].as_str().unwrap();
+    assert!(
+        message.contains("changed while it was downloading"),
+        "{message}"
+    );
+    let gets: Vec<Seen> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .collect();
+    assert!(gets.len() >= 2, "{gets:?}");
+    assert_eq!(gets[0].range, None, "{gets:?}");
+    gets
 }
 
 pub async fn a_missing_object_is_not_found(emulator: &impl Emulator) {

@@ -1,7 +1,6 @@
 //! A recording HTTP proxy in front of an emulator: forwards every request unchanged (signatures still hold: they
-//! cover the path, not the host) and records each one's method, Range header and status. Ranged GETs pass one at a
-//! time, and after the first one has been answered an optional action runs (replacing the object mid-download)
-//! before the others go on.
+//! cover the path, not the host) and records each one's method, Range header and status. It can also run an action
+//! (replacing the object mid-download) at a [`Trigger`], while the other GETs wait.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,8 +8,19 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use futures::future::BoxFuture;
+use futures::StreamExt;
 
 type Action = BoxFuture<'static, ()>;
+
+/// When the action runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// Right after the first ranged GET was answered in full; ranged GETs pass one at a time.
+    AfterFirstPart,
+    /// After the first GET's response was fetched, which is then cut off after this many bytes (the connection
+    /// breaks mid-body); GETs pass one at a time.
+    CutFirstGet(usize),
+}
 
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -25,8 +35,9 @@ struct State {
     target: String,
     client: reqwest::Client,
     seen: Mutex<Vec<Seen>>,
-    /// Held by each ranged GET while it is forwarded; holds the action until the first one has been answered.
-    ranged: tokio::sync::Mutex<Option<Action>>,
+    trigger: Trigger,
+    /// Held by each GET the trigger concerns while it is forwarded; holds the action until it has run.
+    action: tokio::sync::Mutex<Option<Action>>,
 }
 
 pub struct Proxy {
@@ -38,16 +49,17 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards to `target` (`http://HOST:PORT`).
     pub async fn start(target: &str) -> Proxy {
-        Proxy::start_with(target, None).await
+        Proxy::start_with(target, Trigger::AfterFirstPart, None).await
     }
 
-    /// Forwards to `target`, and runs `action` right after the first ranged GET has been answered.
-    pub async fn start_with(target: &str, action: Option<Action>) -> Proxy {
+    /// Forwards to `target`, and runs `action` at `trigger`.
+    pub async fn start_with(target: &str, trigger: Trigger, action: Option<Action>) -> Proxy {
         let state = Arc::new(State {
             target: target.to_owned(),
             client: super::server::client(),
             seen: Mutex::new(Vec::new()),
-            ranged: tokio::sync::Mutex::new(action),
+            trigger,
+            action: tokio::sync::Mutex::new(action),
         });
         let shared = state.clone();
         let app = axum::Router::new().fallback(
@@ -94,9 +106,10 @@ async fn forward(
         .get("range")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let ranged_get = method == Method::GET && range.is_some();
-    let mut pending = if ranged_get {
-        Some(state.ranged.lock().await)
+    let concerned = method == Method::GET
+        && (range.is_some() || matches!(state.trigger, Trigger::CutFirstGet(_)));
+    let mut pending = if concerned {
+        Some(state.action.lock().await)
     } else {
         None
     };
@@ -130,9 +143,21 @@ async fn forward(
         range,
         status: status.as_u16(),
     });
-    if let Some(action) = pending.as_mut().and_then(|guard| guard.take()) {
-        action.await;
-    }
+    let Some(action) = pending.as_mut().and_then(|guard| guard.take()) else {
+        return builder.body(Body::from(bytes)).unwrap();
+    };
+    action.await;
     drop(pending);
-    builder.body(Body::from(bytes)).unwrap()
+    match state.trigger {
+        Trigger::AfterFirstPart => builder.body(Body::from(bytes)).unwrap(),
+        Trigger::CutFirstGet(after) => {
+            let head = bytes.slice(..after.min(bytes.len()));
+            // The error comes a moment later, once the headers and the first bytes are out.
+            let broken = futures::stream::iter([Ok(head)]).chain(futures::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Err(std::io::Error::other("the proxy breaks the body off"))
+            }));
+            builder.body(Body::from_stream(broken)).unwrap()
+        }
+    }
 }
