@@ -9,12 +9,14 @@
 //! Receiving, hashing and writing run on three threads, so hashing costs little on top of the transfer. The size limit
 //! is checked against the object's size before the first byte and again on every chunk. object_store retries
 //! transient request failures (5xx, connection errors, timeouts) with exponential backoff and never 4xx; on top of
-//! that an interrupted body is resumed with a range request from the last byte received. The whole download,
-//! retries included, is bounded by the download timeout.
+//! that an interrupted body is resumed with a range request from the last byte received, pinned to the ETag and
+//! version of the response so far. The whole download, retries included, is bounded by the download timeout.
 //!
 //! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
 //! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the
-//! first HEAD returned (an object replaced mid-download fails the download instead of mixing two versions). One
+//! first HEAD returned and to its version when the store gives one (GCS's generation, an S3 version id): an object
+//! replaced mid-download fails the download instead of mixing two versions, also on a store that ignores
+//! `If-Match` on reads (fake-gcs-server does; a replaced generation is gone there, as on GCS). One
 //! connection to a store is usually slower than the store; several are how its full bandwidth is reached. Parts
 //! are handed on in order, so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain
 //! web server need not support ranges.
@@ -190,7 +192,16 @@ impl Fetcher {
             .step_by(usize::try_from(self.part_bytes).unwrap_or(usize::MAX))
             .map(|start| start..size.min(start + self.part_bytes));
         let mut parts = futures::stream::iter(ranges)
-            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone()))
+            .map(|range| {
+                self.part(
+                    uri,
+                    store,
+                    path,
+                    range,
+                    meta.e_tag.clone(),
+                    meta.version.clone(),
+                )
+            })
             .buffered(self.concurrency);
         let mut batch = Batch::default();
         while let Some(part) = parts.next().await {
@@ -214,12 +225,14 @@ impl Fetcher {
         path: &Path,
         range: std::ops::Range<u64>,
         e_tag: Option<String>,
+        version: Option<String>,
     ) -> Result<Vec<Bytes>, Failure> {
         let mut resumes = 0;
         loop {
             let options = GetOptions {
                 range: Some(GetRange::Bounded(range.clone())),
                 if_match: e_tag.clone(),
+                version: version.clone(),
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
@@ -251,6 +264,10 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
+                // The pinned version is gone: the object was replaced (or deleted) since the HEAD.
+                Err(e @ object_store::Error::NotFound { .. }) if version.is_some() => {
+                    return Err(changed(uri, e))
+                }
                 Err(e) => return Err(store_failure(uri, e)),
             }
         }
@@ -266,19 +283,27 @@ impl Fetcher {
         progress: &Progress,
     ) -> Result<(), Failure> {
         let mut resumes = 0;
-        let mut etag = None;
+        // The ETag and version of the response so far: a resumed request is pinned to both, as parts are.
+        let mut pin = (None, None);
         loop {
             let done = progress.done.load(Ordering::Relaxed);
+            let resumed = done > 0;
             let options = GetOptions {
-                range: (done > 0).then_some(GetRange::Offset(done)),
-                if_match: if done > 0 { etag.clone() } else { None },
+                range: resumed.then_some(GetRange::Offset(done)),
+                if_match: if resumed { pin.0.clone() } else { None },
+                version: if resumed { pin.1.clone() } else { None },
                 ..GetOptions::default()
             };
             match self
-                .stream(store, path, options, sinks, progress, &mut etag)
+                .stream(store, path, options, sinks, progress, &mut pin)
                 .await
             {
                 Ok(()) => return Ok(()),
+                Err(StreamError::Store(e @ object_store::Error::NotFound { .. }))
+                    if resumed && pin.1.is_some() =>
+                {
+                    return Err(changed(uri, e))
+                }
                 Err(StreamError::Store(e)) if is_transient(&e) && resumes < MAX_RESUMES => {
                     resumes += 1;
                     tracing::warn!(%uri, error = %e, resumes, "download interrupted; resuming");
@@ -297,7 +322,7 @@ impl Fetcher {
         options: GetOptions,
         sinks: &Sinks,
         progress: &Progress,
-        etag: &mut Option<String>,
+        pin: &mut (Option<String>, Option<String>),
     ) -> Result<(), StreamError> {
         let result = store.get_opts(path, options).await?;
         let size = result.meta.size;
@@ -305,7 +330,7 @@ impl Fetcher {
             return Err(StreamError::Failed(self.too_large(size)));
         }
         progress.total.store(size, Ordering::Relaxed);
-        etag.clone_from(&result.meta.e_tag);
+        *pin = (result.meta.e_tag.clone(), result.meta.version.clone());
         let mut stream = result.into_stream();
         let mut batch = Batch::default();
         let outcome = loop {
@@ -551,16 +576,18 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
         // A part's If-Match no longer held: the object was replaced while it was downloading.
-        Error::Precondition { .. } => {
-            return Failure::new(
-                Reason::FetchFailed,
-                format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
-            )
-        }
+        Error::Precondition { .. } => return changed(uri, error),
         e if has_timeout(e) => Reason::Timeout,
         _ => Reason::FetchFailed,
     };
     Failure::new(reason, format!("{uri}: {error}"))
+}
+
+fn changed(uri: &Url, error: object_store::Error) -> Failure {
+    Failure::new(
+        Reason::FetchFailed,
+        format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
+    )
 }
 
 fn write_failure(work_dir: &std::path::Path, error: std::io::Error) -> Failure {
@@ -650,14 +677,14 @@ mod tests {
         let (store, path) = fetcher.open(&uri).unwrap();
         let e_tag = store.head(&path).await.unwrap().e_tag;
         let first = fetcher
-            .part(&uri, &*store, &path, 0..500, e_tag.clone())
+            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
         // A new version of the object: another size, so another ETag.
         std::fs::write(&source, vec![2u8; 2000]).unwrap();
         let failure = fetcher
-            .part(&uri, &*store, &path, 500..1000, e_tag)
+            .part(&uri, &*store, &path, 500..1000, e_tag, None)
             .await
             .unwrap_err();
         assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");

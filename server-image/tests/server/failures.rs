@@ -13,7 +13,7 @@ use crate::support::server::ServerBuilder;
 use crate::support::{file_uri, model_bytes, model_path, sha256_hex};
 
 /// Runs `builder` to its exit and checks the exit code and the termination message's reason.
-async fn fails_with(builder: ServerBuilder, reason: &str) -> Value {
+pub(crate) async fn fails_with(builder: ServerBuilder, reason: &str) -> Value {
     let exited = tokio::task::spawn_blocking(move || builder.run_to_exit(Duration::from_secs(60)))
         .await
         .unwrap();

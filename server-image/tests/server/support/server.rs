@@ -117,7 +117,10 @@ impl ServerBuilder {
     fn spawn(&self) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<Addresses>) {
         let mut command = Command::new(BINARY);
         for (key, _) in std::env::vars() {
-            if key.starts_with("FERRY_") || key.starts_with("AWS_") {
+            if ["FERRY_", "AWS_", "GOOGLE_", "AZURE_", "AZURITE_"]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+            {
                 command.env_remove(key);
             }
         }
