@@ -35,6 +35,12 @@ pub mod reasons {
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     /// ferry-server reported that the model cannot be served (the message carries the server's reason).
     pub const MODEL_LOAD_FAILED: &str = "ModelLoadFailed";
+    /// The candidate did not reproduce its golden set (spec.model.validation); the message has the counts and
+    /// the worst case.
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    /// A ready candidate changes the inputs or outputs clients call and spec.rollout.allowSignatureChange is
+    /// false: it is held, with no traffic, until the spec allows it or changes.
+    pub const SIGNATURE_CHANGED: &str = "SignatureChanged";
     /// The candidate made no load progress for spec.rollout.progressDeadlineSeconds, or was not available
     /// within spec.rollout.loadTimeoutSeconds.
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -62,6 +68,8 @@ pub mod reasons {
 pub mod events {
     pub const ROLLOUT_STARTED: &str = "RolloutStarted";
     pub const CANDIDATE_READY: &str = "CandidateReady";
+    /// A ready candidate is held because it changes the signature clients call.
+    pub const SIGNATURE_CHANGED: &str = "SignatureChanged";
     pub const PROMOTED: &str = "Promoted";
     pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
     pub const ROLLED_BACK: &str = "RolledBack";

@@ -60,9 +60,11 @@ pub fn render_status(md: &ModelDeployment) -> String {
     };
     if let Some(active) = &status.active {
         out.push_str(&line("active:", active));
+        out.push_str(&model_details(active));
     }
     if let Some(candidate) = &status.candidate {
         out.push_str(&line("candidate:", candidate));
+        out.push_str(&model_details(candidate));
     }
     for previous in &status.previous {
         out.push_str(&line("previous:", previous));
@@ -83,6 +85,74 @@ pub fn render_status(md: &ModelDeployment) -> String {
     out
 }
 
+/// What the pods of a revision report of its model: the file's metadata, the signature clients call, the
+/// golden-set result and how the signature differs from the active one's.
+fn model_details(r: &crate::api::RevisionStatus) -> String {
+    let mut out = String::new();
+    let indent = " ".repeat(13);
+    if let Some(info) = &r.model_info {
+        let mut parts: Vec<String> = info.producer.iter().cloned().collect();
+        if let Some(ir) = info.ir_version {
+            parts.push(format!("IR {ir}"));
+        }
+        if !info.opsets.is_empty() {
+            let opsets: Vec<String> = info
+                .opsets
+                .iter()
+                .map(|(d, v)| format!("{d} {v}"))
+                .collect();
+            parts.push(format!("opsets {}", opsets.join(", ")));
+        }
+        parts.extend(info.metadata.iter().map(|(k, v)| format!("{k}={v}")));
+        if !parts.is_empty() {
+            let _ = writeln!(out, "{indent}model:      {}", parts.join(", "));
+        }
+    }
+    if let Some(signature) = &r.signature {
+        let tensors = |list: &[crate::api::TensorSignature]| {
+            list.iter()
+                .map(|t| {
+                    let shape: Vec<String> = t
+                        .shape
+                        .iter()
+                        .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                        .collect();
+                    format!("{} {}[{}]", t.name, t.datatype, shape.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{indent}signature:  {} -> {}",
+            tensors(&signature.inputs),
+            tensors(&signature.outputs)
+        );
+    }
+    for change in &r.signature_changes {
+        let _ = writeln!(out, "{indent}changed:    {change}");
+    }
+    if let Some(v) = &r.validation {
+        let _ = writeln!(out, "{indent}validation: {}", validation_summary(v));
+    }
+    out
+}
+
+/// "10/10 cases passed, max error 1.2e-07, 0.02s".
+fn validation_summary(v: &crate::api::ValidationResult) -> String {
+    let mut text = format!("{}/{} cases passed", v.passed, v.cases);
+    if let Some(error) = v.max_error {
+        let _ = write!(text, ", max error {error:.2e}");
+    }
+    if let Some(seconds) = v.seconds {
+        let _ = write!(text, ", {seconds:.2}s");
+    }
+    if let Some(worst) = v.worst.as_deref().filter(|_| v.passed < v.cases) {
+        let _ = write!(text, "; worst: {worst}");
+    }
+    text
+}
+
 /// The rollout history as a table, newest first.
 pub fn render_history(md: &ModelDeployment) -> String {
     let mut out =
@@ -101,6 +171,12 @@ pub fn render_history(md: &ModelDeployment) -> String {
             finished,
             entry.uri
         );
+        if let Some(v) = &entry.validation {
+            let _ = writeln!(out, "            validation: {}", validation_summary(v));
+        }
+        if let Some(message) = &entry.message {
+            let _ = writeln!(out, "            {message}");
+        }
     }
     out
 }
@@ -269,5 +345,36 @@ mod tests {
             replacing(&current, target),
             json!({"uri": "s3://b/1.onnx", "version": "1", "format": "onnx", "sha256": null})
         );
+    }
+
+    #[test]
+    fn status_shows_what_the_pods_report_of_the_model_and_why_a_candidate_is_held() {
+        let md: ModelDeployment = serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {"model": {"uri": "s3://m/2.onnx", "version": "2"}},
+            "status": {
+                "phase": "Degraded",
+                "active": {"revision": "a", "version": "1", "uri": "s3://m/1.onnx", "readyReplicas": 2,
+                    "signature": {"inputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}],
+                                  "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}]},
+                    "modelInfo": {"producer": "skl2onnx 1.19.1", "irVersion": 9, "opsets": {"ai.onnx": 17}},
+                    "validation": {"cases": 10, "passed": 10, "maxError": 0.0, "seconds": 0.02}},
+                "candidate": {"revision": "b", "version": "2", "uri": "s3://m/2.onnx", "readyReplicas": 2,
+                    "reason": "SignatureChanged",
+                    "signatureChanges": ["input 'X' renamed or removed"]}
+            }
+        }))
+        .unwrap();
+        let text = render_status(&md);
+        for shown in [
+            "model:      skl2onnx 1.19.1, IR 9, opsets ai.onnx 17",
+            "signature:  X FP32[?,4] -> label INT64[?]",
+            "validation: 10/10 cases passed",
+            "(SignatureChanged)",
+            "changed:    input 'X' renamed or removed",
+        ] {
+            assert!(text.contains(shown), "{shown:?} missing from:\n{text}");
+        }
     }
 }

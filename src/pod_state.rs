@@ -7,16 +7,20 @@
 //! Progress is a high-water mark per pod: a later phase than any before, or more bytes than any before. A pod
 //! that crash-loops and downloads the same bytes again does not move its mark, so it is not progress.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::PodPhase;
-use crate::server_contract::{LoadPhase, ServerStatus};
+use crate::api::{ModelInfo, ModelSignature, PodPhase, TensorSignature, ValidationResult};
+use crate::rollout::ReportedModel;
+use crate::server_contract::{self, LoadPhase, ServerStatus};
 
 /// Downloads are shown (and written to the status) in steps of this many percent.
 pub const PROGRESS_STEP_PERCENT: u64 = 5;
 
 /// What one read of a pod's `/status` gave.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Read {
     /// The server answered.
     Answered(Answer),
@@ -25,7 +29,7 @@ pub enum Read {
 }
 
 /// The parts of a server's `/status` the controller uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
     pub phase: PodPhase,
     /// The version that serves, when one does.
@@ -36,6 +40,84 @@ pub struct Answer {
     pub bytes_total: Option<u64>,
     /// `Reason` of the latest load's failure, and its message.
     pub failure: Option<(String, String)>,
+    /// Signature, golden-set result and file metadata, once the server reports any of them.
+    pub model: Option<Arc<ReportedModel>>,
+}
+
+/// At most this many inputs, outputs, opsets and metadata entries of a pod's report enter the status.
+const MAX_LISTED: usize = 32;
+/// Names and values from a pod are cut to this many characters.
+const MAX_TEXT: usize = 256;
+
+fn bounded(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// The model a status reports, bounded like everything a pod sends.
+fn reported_model(status: &ServerStatus) -> Option<ReportedModel> {
+    let load = status.load.as_ref();
+    let validation = status
+        .validation
+        .as_ref()
+        .or_else(|| load.and_then(|l| l.validation.as_ref()))
+        .map(|v| ValidationResult {
+            cases: v.cases as i64,
+            passed: v.passed as i64,
+            max_error: v.max_error.filter(|e| e.is_finite()),
+            worst: v.worst.as_deref().map(|w| bounded(w, 512)),
+            seconds: Some(v.seconds).filter(|s| s.is_finite()),
+        });
+    let tensors = |list: &[server_contract::TensorSpec]| {
+        list.iter()
+            .take(MAX_LISTED)
+            .map(|t| TensorSignature {
+                name: bounded(&t.name, MAX_TEXT),
+                datatype: bounded(&t.datatype, 16),
+                shape: t.shape.iter().take(16).copied().collect(),
+            })
+            .collect()
+    };
+    let signature = status
+        .signature
+        .as_ref()
+        .or_else(|| load.and_then(|l| l.signature.as_ref()))
+        .map(|s| ModelSignature {
+            inputs: tensors(&s.inputs),
+            outputs: tensors(&s.outputs),
+        });
+    let model_info = status
+        .model_metadata
+        .as_ref()
+        .or_else(|| load.and_then(|l| l.model_metadata.as_ref()))
+        .map(|m| {
+            let producer = [m.producer_name.as_str(), m.producer_version.as_str()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            ModelInfo {
+                producer: (!producer.is_empty()).then(|| bounded(&producer, MAX_TEXT)),
+                ir_version: Some(m.ir_version).filter(|v| *v > 0),
+                opsets: m
+                    .opsets
+                    .iter()
+                    .take(MAX_LISTED)
+                    .map(|(domain, version)| (bounded(domain, MAX_TEXT), *version))
+                    .collect(),
+                metadata: m
+                    .metadata_props
+                    .iter()
+                    .take(16)
+                    .map(|(k, v)| (bounded(k, MAX_TEXT), bounded(v, MAX_TEXT)))
+                    .collect::<BTreeMap<_, _>>(),
+            }
+        });
+    (validation.is_some() || signature.is_some() || model_info.is_some()).then_some(ReportedModel {
+        signature,
+        validation,
+        model_info,
+    })
 }
 
 impl Answer {
@@ -49,11 +131,11 @@ impl Answer {
             (false, LoadPhase::Verifying) => PodPhase::Verifying,
             (false, LoadPhase::Loading) => PodPhase::Loading,
             (false, LoadPhase::Warming) => PodPhase::Warming,
+            (false, LoadPhase::Validating) => PodPhase::Validating,
             (false, LoadPhase::Ready) => PodPhase::Warming,
             (false, LoadPhase::Failed) => PodPhase::Failed,
         };
         // What a pod says goes into the status: bounded, whatever the pod sends.
-        let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
         let failure = status.reason.map(|reason| {
             (
                 reason.as_str().to_owned(),
@@ -73,12 +155,13 @@ impl Answer {
             bytes_done: status.bytes_done,
             bytes_total: status.bytes_total,
             failure,
+            model: reported_model(status).map(Arc::new),
         }
     }
 }
 
 /// Everything known about one pod's model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PodReport {
     /// The pod's UID: a pod re-created under the same name starts a new report.
     pub uid: String,
@@ -278,6 +361,7 @@ mod tests {
             bytes_done: done,
             bytes_total: Some(total),
             failure: None,
+            model: None,
         })
     }
 
@@ -289,6 +373,7 @@ mod tests {
             bytes_done: 1000,
             bytes_total: Some(1000),
             failure: None,
+            model: None,
         })
     }
 

@@ -31,16 +31,21 @@
 mod blue_green;
 mod history;
 mod replicas;
+mod signature;
 mod status;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, PodPhase, RolloutStrategy};
+use crate::api::{
+    ModelDeploymentSpec, ModelDeploymentStatus, ModelInfo, ModelSignature, PodPhase,
+    RolloutStrategy, ValidationResult,
+};
 use crate::conditions::reasons;
 
 /// What a revision serves, as shown in the status.
@@ -56,6 +61,8 @@ pub struct ModelIdentity {
 pub enum AbortReason {
     /// ferry-server reported that the model cannot be served.
     ModelLoadFailed,
+    /// The model did not reproduce its golden set (spec.model.validation).
+    ValidationFailed,
     /// Not available within `spec.rollout.loadTimeoutSeconds`.
     ProgressDeadlineExceeded,
     /// `kubectl ferry abort`.
@@ -70,6 +77,7 @@ impl AbortReason {
     pub fn as_str(self) -> &'static str {
         match self {
             AbortReason::ModelLoadFailed => reasons::MODEL_LOAD_FAILED,
+            AbortReason::ValidationFailed => reasons::VALIDATION_FAILED,
             AbortReason::ProgressDeadlineExceeded => reasons::PROGRESS_DEADLINE_EXCEEDED,
             AbortReason::AbortedByUser => reasons::ABORTED_BY_USER,
             AbortReason::Unrecognized => reasons::UNRECOGNIZED_ABORT,
@@ -117,7 +125,7 @@ pub struct ObservedRevision {
 }
 
 /// One pod of a revision, as its server last reported it (`crate::pod_state`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct ObservedPod {
     pub name: String,
     pub phase: PodPhase,
@@ -136,6 +144,26 @@ pub struct ObservedPod {
     pub progress_unknown: bool,
     /// Where its load stands, in words ("downloading at 1.2 GiB of 20.0 GiB").
     pub stands: String,
+    /// Ready, with a server the controller reads, but not read as ready yet: what it reports of its model is
+    /// not known yet.
+    pub report_pending: bool,
+    /// What its server reports of the model it serves (or of its latest load once loaded).
+    pub model: Option<Arc<ReportedModel>>,
+}
+
+/// What a server reports of its model beyond the load: kept once per pod and shared, not copied, by every
+/// reconcile that looks at it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ReportedModel {
+    pub signature: Option<ModelSignature>,
+    pub validation: Option<ValidationResult>,
+    pub model_info: Option<ModelInfo>,
+}
+
+impl ObservedPod {
+    fn signature(&self) -> Option<&ModelSignature> {
+        self.model.as_deref()?.signature.as_ref()
+    }
 }
 
 impl ObservedRevision {
@@ -160,6 +188,32 @@ impl ObservedRevision {
         }
     }
 
+    /// What the pods of this revision report of its model: a ready pod's report first, else any pod's.
+    fn reported<T>(&self, field: impl Fn(&ObservedPod) -> Option<&T>) -> Option<&T> {
+        let ready = self.pods.iter().filter(|p| p.phase == PodPhase::Ready);
+        ready
+            .clone()
+            .find_map(&field)
+            .or_else(|| self.pods.iter().find_map(&field))
+    }
+
+    /// The signature its pods report (a pod knows it once its model is loaded, before it is ready);
+    /// `Unknown` while a ready pod has not been read yet.
+    fn signature(&self) -> Reported<&ModelSignature> {
+        match self.pods.iter().find_map(ObservedPod::signature) {
+            Some(signature) => Reported::Known(signature),
+            None if self
+                .pods
+                .iter()
+                .any(|p| p.phase == PodPhase::Ready && p.report_pending) =>
+            {
+                Reported::Unknown
+            }
+            // Every ready pod answered without one (a server that does not report it), or none is ready.
+            None => Reported::NotReported,
+        }
+    }
+
     fn fully_available(&self, replicas: i32) -> bool {
         self.rolled_out && self.replicas == replicas && self.available_replicas >= replicas
     }
@@ -172,6 +226,16 @@ impl ObservedRevision {
             && self.replicas > 0
             && self.available_replicas >= self.replicas
     }
+}
+
+/// Something a revision's pods report, once read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported<T> {
+    Known(T),
+    /// A pod that would report it has not been read yet.
+    Unknown,
+    /// Its pods do not report it (an older server, or no pod ready).
+    NotReported,
 }
 
 /// The revision the current spec asks for.
@@ -271,6 +335,9 @@ pub enum CandidateState {
     Loading,
     /// Ready, and held for `kubectl ferry promote`.
     WaitingForPromotion,
+    /// Ready, but it changes the signature clients call and the spec does not allow that; the changes are in
+    /// [`Summary::signature_changes`].
+    SignatureChanged,
     /// Traffic switches to it in this reconcile; `rollback` when it is a warm previous revision.
     Promote {
         rollback: bool,
@@ -285,7 +352,9 @@ impl CandidateState {
     fn running(&self) -> bool {
         matches!(
             self,
-            CandidateState::Loading | CandidateState::WaitingForPromotion
+            CandidateState::Loading
+                | CandidateState::WaitingForPromotion
+                | CandidateState::SignatureChanged
         )
     }
 }
@@ -300,6 +369,9 @@ pub struct Summary {
     pub marks: BTreeMap<String, RevisionMarks>,
     /// When to look again although nothing changed (a deadline).
     pub requeue_after: Option<Duration>,
+    /// How the candidate's signature differs from the active revision's: the breaking changes that hold it
+    /// (`SignatureChanged`), else the compatible ones, noted when it is promoted.
+    pub signature_changes: Vec<String>,
 }
 
 impl Summary {

@@ -1,7 +1,10 @@
 //! The operator's side of the contract with ferry-server: the `ferry-contract` crate both depend on, with the
 //! ports in the width the Kubernetes API uses, and the reading of a failed pod's termination message.
 
-pub use ferry_contract::{env, paths, pod, LoadPhase, Reason, ServerStatus, TerminationMessage};
+pub use ferry_contract::{
+    compare_signatures, env, paths, pod, LoadPhase, Reason, ServerStatus, Signature, TensorSpec,
+    TerminationMessage,
+};
 
 pub const HTTP_PORT: i32 = ferry_contract::DEFAULT_HTTP_PORT as i32;
 pub const ADMIN_PORT: i32 = ferry_contract::DEFAULT_ADMIN_PORT as i32;

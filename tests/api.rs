@@ -111,7 +111,7 @@ fn schema_defaults_match_the_rust_defaults() {
     assert_eq!(
         stored_json["spec"]["rollout"],
         json!({"strategy": "BlueGreen", "autoPromote": true, "loadTimeoutSeconds": 3600,
-               "progressDeadlineSeconds": 300, "keepPrevious": 1})
+               "progressDeadlineSeconds": 300, "keepPrevious": 1, "allowSignatureChange": false})
     );
     assert_eq!(stored_json["spec"]["revisionHistoryLimit"], 10);
 }
@@ -266,6 +266,21 @@ fn kubectl_explain_shows_the_field_documentation() {
     }
     let load = explain("md.spec.rollout.loadTimeoutSeconds");
     assert!(load.contains("20 GiB model"), "{load}");
+    // The gates before traffic.
+    let validation = explain("md.spec.model.validation");
+    for expected in ["golden set", "ferry-server golden", "ValidationFailed"] {
+        assert!(
+            validation.contains(expected),
+            "{expected:?} in:\n{validation}"
+        );
+    }
+    let signature = explain("md.spec.rollout.allowSignatureChange");
+    for expected in ["SignatureChanged", "Compatible changes"] {
+        assert!(
+            signature.contains(expected),
+            "{expected:?} in:\n{signature}"
+        );
+    }
 }
 
 #[test]
@@ -336,6 +351,26 @@ fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
             "relative uri",
             Box::new(|o| o["spec"]["model"]["uri"] = json!("models/m.onnx")),
             "spec.model.uri must be a URI",
+        ),
+        (
+            "golden set from ftp",
+            Box::new(|o| {
+                o["spec"]["model"]["validation"] = json!({"uri": "ftp://host/golden.json"})
+            }),
+            "spec.model.validation.uri must be a URI with one of the schemes",
+        ),
+        (
+            "golden set with a short sha256",
+            Box::new(|o| {
+                o["spec"]["model"]["validation"] =
+                    json!({"uri": "s3://models/golden.json", "sha256": "ab12"})
+            }),
+            "spec.model.validation.sha256 in body should match",
+        ),
+        (
+            "allowSignatureChange as text",
+            Box::new(|o| o["spec"]["rollout"] = json!({"allowSignatureChange": "yes"})),
+            "spec.rollout.allowSignatureChange",
         ),
         (
             "no version",

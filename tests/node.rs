@@ -1194,3 +1194,135 @@ async fn a_grpc_client_reaches_the_model_through_the_active_service() {
         .collect();
     assert_eq!(labels, model.labels, "scikit-learn's labels over gRPC");
 }
+
+/// A golden set of `model`'s rows with the class probabilities scikit-learn gives for them, one case a row,
+/// tight enough that another model with the same labels fails it.
+fn golden_set(model: &str) -> Vec<u8> {
+    let path = repo_root().join("server-image/testdata/expected.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let m = &all[model];
+    let rows: Vec<Vec<f64>> = serde_json::from_value(m["rows"].clone()).unwrap();
+    let probabilities: Vec<Vec<f64>> = serde_json::from_value(m["probabilities"].clone()).unwrap();
+    let cases: Vec<Value> = rows
+        .iter()
+        .zip(&probabilities)
+        .enumerate()
+        .map(|(i, (row, p))| {
+            json!({
+                "name": format!("row-{i}"),
+                "request": {"inputs": [{"name": m["input"], "shape": [1, row.len()], "datatype": "FP32", "data": row}]},
+                "expected": {"outputs": [{"name": "probabilities", "shape": [1, p.len()], "datatype": "FP32", "data": p}]},
+            })
+        })
+        .collect();
+    json!({"tolerance": {"absolute": 1e-4, "relative": 1e-4}, "min_pass_rate": 1.0, "cases": cases})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_fails_its_golden_set_or_changes_the_signature_never_receives_a_request() {
+    let ns = Namespace::create();
+    let c = cluster();
+    let golden = SlowStore::start(golden_set(LOGREG), 1 << 20, Duration::ZERO).await;
+    let rf_binary =
+        std::fs::read(repo_root().join("server-image/testdata/models/rf_binary.onnx")).unwrap();
+    let other_signature = SlowStore::start(rf_binary.clone(), 1 << 20, Duration::ZERO).await;
+    let apply = |version: &str, uri: &str, sha256: &str, allow_signature_change: bool| {
+        let manifest = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "gated", "namespace": ns.name},
+            "spec": {
+                "model": {
+                    "name": "iris", "uri": uri, "version": version, "sha256": sha256,
+                    "credentialsSecretRef": {"name": "store-credentials"},
+                    "storage": {"endpoint": c.s3_endpoint, "region": "us-east-1", "allowHttp": true},
+                    "validation": {"uri": format!("{}/golden.json", golden.url)},
+                },
+                "replicas": 1,
+                "rollout": {"loadTimeoutSeconds": 120, "allowSignatureChange": allow_signature_change},
+            },
+        });
+        let mut manifest = manifest;
+        if !uri.starts_with("s3://") {
+            let model = manifest["spec"]["model"].as_object_mut().unwrap();
+            model.remove("storage");
+            model.remove("validation");
+        }
+        c.kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+    };
+    let s3 = |model: &str| format!("s3://models/iris/{}/model.onnx", object_version(model));
+
+    // 1.0.0 reproduces its own golden set and serves; the status shows the result and the signature.
+    apply("1.0.0", &s3(LOGREG), &sha256_of(LOGREG), false);
+    let md = ns.wait_for("gated", "1.0.0 Ready", Duration::from_secs(180), |md| {
+        serving(md, "1.0.0") && md["status"]["active"]["validation"]["passed"].is_i64()
+    });
+    let validation = &md["status"]["active"]["validation"];
+    assert_eq!(validation["passed"], validation["cases"], "{validation}");
+    assert_eq!(
+        md["status"]["active"]["signature"]["inputs"][0]["name"],
+        "float_input"
+    );
+    let url = ns.service_url("gated");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let requests = RequestLoop::start(url, BTreeMap::from([("1.0.0".to_owned(), LOGREG)]));
+
+    // 2.0.0 (the MLP) predicts the same labels but other probabilities: it fails the golden set and is aborted.
+    apply("2.0.0", &s3(MLP), &sha256_of(MLP), false);
+    let md = ns.wait_for(
+        "gated",
+        "2.0.0 aborted by its golden set",
+        Duration::from_secs(180),
+        |md| condition_is(md, "Degraded", "True", Some("ValidationFailed")),
+    );
+    let message = condition(&md, "Degraded").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("cases passed"), "{message}");
+    assert_eq!(md["status"]["history"][0]["outcome"], "Aborted");
+    assert!(
+        c.ferry(&["status", "gated", "-n", &ns.name])
+            .contains("ValidationFailed"),
+        "kubectl ferry status names the reason"
+    );
+
+    // 3.0.0 takes six features instead of four: held with the difference listed, never promoted.
+    let rf_sha = {
+        use sha2::{Digest, Sha256};
+        format!("{:x}", Sha256::digest(&rf_binary))
+    };
+    let rf_uri = format!("{}/rf_binary.onnx", other_signature.url);
+    apply("3.0.0", &rf_uri, &rf_sha, false);
+    let md = ns.wait_for(
+        "gated",
+        "3.0.0 held by the signature gate",
+        Duration::from_secs(180),
+        |md| condition_is(md, "Degraded", "True", Some("SignatureChanged")),
+    );
+    let changes = md["status"]["candidate"]["signatureChanges"].to_string();
+    assert!(changes.contains("float_input"), "{changes}");
+    assert_eq!(md["status"]["active"]["version"], "1.0.0");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Clients of 1.0.0 send four features: stop them before the change is allowed.
+    requests.finish(&["1.0.0"]).await;
+
+    // Allowed: it passes, and the history says what changed.
+    apply("3.0.0", &rf_uri, &rf_sha, true);
+    let md = ns.wait_for("gated", "3.0.0 serving", Duration::from_secs(120), |md| {
+        serving(md, "3.0.0")
+    });
+    let entry = &md["status"]["history"][0];
+    assert_eq!(entry["outcome"], "Promoted");
+    assert!(
+        entry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("float_input")),
+        "{entry}"
+    );
+}

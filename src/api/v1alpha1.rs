@@ -187,6 +187,33 @@ pub struct ModelSource {
     /// Settings for S3-compatible stores (MinIO, Ceph, ...). Only for s3:// URIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageOptions>,
+
+    /// A golden set the model must reproduce before it receives traffic: a file of Open Inference Protocol
+    /// requests with the outputs expected for each, tolerances and a required pass rate (`ferry-server golden`
+    /// writes one). ferry-server runs every case after its warm-up; a version that fails them never becomes
+    /// ready and its rollout is aborted with reason ValidationFailed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSource>,
+}
+
+/// Where the golden set of a model is stored. It is fetched like the model: same schemes, same credentials
+/// (credentialsSecretRef) and, for s3://, the same storage settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSource {
+    /// Location of the golden-set file (JSON). Schemes: file://, http://, https://, s3://, gs:// and az://.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^(file|http|https|s3|gs|az)://[^ ]+$')"
+    ).message(
+        "spec.model.validation.uri must be a URI with one of the schemes file://, http://, https://, s3://, gs://, az:// and no spaces"
+    ))]
+    pub uri: String,
+
+    /// SHA-256 of the golden-set file as 64 lowercase hex digits. When set, any other file is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
 }
 
 /// A Secret in the ModelDeployment's namespace.
@@ -295,6 +322,14 @@ pub struct RolloutPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub previous_replicas: Option<i32>,
+
+    /// Let a new version change the signature clients call: rename or remove an input or output, change a
+    /// datatype or a fixed dimension, add a required input. Off: such a version is held before any traffic
+    /// with reason SignatureChanged, and the status lists the differences; set this to true (in the same
+    /// change or later) to let it through. Compatible changes (an output added, a fixed dimension made
+    /// dynamic) always pass and are noted in the history.
+    #[serde(default)]
+    pub allow_signature_change: bool,
 }
 
 impl Default for RolloutPolicy {
@@ -306,6 +341,7 @@ impl Default for RolloutPolicy {
             progress_deadline_seconds: default_progress_deadline_seconds(),
             keep_previous: default_keep_previous(),
             previous_replicas: None,
+            allow_signature_change: false,
         }
     }
 }
@@ -425,6 +461,78 @@ pub struct RevisionStatus {
     /// Each pod of this revision (at most 50, the ones not ready first); `kubectl ferry status` shows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodState>,
+    /// The golden-set result a pod of this revision reported (spec.model.validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationResult>,
+    /// The inputs and outputs clients call, as a pod of this revision reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ModelSignature>,
+    /// Differences of this revision's signature from the active one's: for a held candidate the changes that
+    /// hold it, otherwise the compatible ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signature_changes: Vec<String>,
+    /// What the model file says of itself, as a pod of this revision reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_info: Option<ModelInfo>,
+}
+
+/// The result of running a golden set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationResult {
+    /// Cases in the golden set.
+    pub cases: i64,
+    /// Cases the model reproduced within the tolerances.
+    pub passed: i64,
+    /// The largest error of a float element over every case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error: Option<f64>,
+    /// The case that missed by the most, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst: Option<String>,
+    /// Time the run took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+/// The inputs and outputs of a model.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSignature {
+    /// The inputs a request must send.
+    pub inputs: Vec<TensorSignature>,
+    /// The outputs a response carries.
+    pub outputs: Vec<TensorSignature>,
+}
+
+/// One input or output.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TensorSignature {
+    /// Name of the input or output.
+    pub name: String,
+    /// Open Inference Protocol datatype, e.g. FP32.
+    pub datatype: String,
+    /// Dimensions; -1 is dynamic.
+    pub shape: Vec<i64>,
+}
+
+/// What an ONNX model file says of itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    /// The tool that wrote the file and its version, e.g. "skl2onnx 1.19.1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<String>,
+    /// The ONNX IR version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ir_version: Option<i64>,
+    /// Operator set version per domain.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub opsets: BTreeMap<String, i64>,
+    /// The file's metadata_props (at most 16 entries, values cut to 256 characters).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Pods of a revision by state.
@@ -502,6 +610,8 @@ pub enum PodPhase {
     Verifying,
     Loading,
     Warming,
+    /// Running the golden set of spec.model.validation.
+    Validating,
     Ready,
     Failed,
     /// Running, but its server did not answer the controller's last read.
@@ -536,9 +646,12 @@ pub struct HistoryEntry {
     pub finished_at: Option<Time>,
     /// How it ended: Promoted, Aborted, RolledBack or Superseded.
     pub outcome: Outcome,
-    /// Details, e.g. the reason of an abort.
+    /// Details, e.g. the reason of an abort or the compatible signature changes of a promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The golden-set result of this revision, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationResult>,
 }
 
 /// How a rollout ended.
@@ -621,6 +734,7 @@ mod tests {
                 progress_deadline_seconds: 300,
                 keep_previous: 1,
                 previous_replicas: None,
+                allow_signature_change: false,
             }
         );
     }

@@ -100,6 +100,12 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
     if let Some(sha256) = &model.sha256 {
         env_vars.push(env_var(env::MODEL_SHA256, sha256));
     }
+    if let Some(validation) = &model.validation {
+        env_vars.push(env_var(env::VALIDATION_URI, &validation.uri));
+        if let Some(sha256) = &validation.sha256 {
+            env_vars.push(env_var(env::VALIDATION_SHA256, sha256));
+        }
+    }
     // The server's own bound on the download follows loadTimeoutSeconds. Set only when it differs from the
     // server's default, so that revisions made before this setting existed keep their hash.
     let load_timeout = spec.rollout.load_timeout_seconds.max(1);
@@ -485,6 +491,7 @@ mod tests {
         scaled.spec.replicas = 7;
         scaled.spec.rollout.auto_promote = false;
         scaled.spec.revision_history_limit = 3;
+        scaled.spec.rollout.allow_signature_change = true;
         assert_eq!(
             base,
             revision_template(&scaled, &config).revision,
@@ -494,6 +501,29 @@ mod tests {
         let mut image = md("1");
         image.spec.server.image = Some("registry/ferry-server:2".into());
         assert_ne!(base, revision_template(&image, &config).revision);
+
+        // A golden set is checked by the pods, so it is part of them.
+        let mut validated = md("1");
+        validated.spec.model.validation = Some(crate::api::ValidationSource {
+            uri: "s3://models/iris-golden.json".into(),
+            sha256: Some("ab".repeat(32)),
+        });
+        let template = revision_template(&validated, &config);
+        assert_ne!(base, template.revision);
+        let env = template.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            value(env::VALIDATION_URI).as_deref(),
+            Some("s3://models/iris-golden.json")
+        );
+        assert_eq!(value(env::VALIDATION_SHA256), Some("ab".repeat(32)));
 
         let other_default = OperatorConfig {
             server_image: "ferry-server:0.2.0".into(),

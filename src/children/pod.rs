@@ -92,6 +92,9 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         progress_unknown: report
             .is_some_and(|r| r.progress_unknown() && server_address(pod).is_some()),
         stands: report.map_or_else(|| "not started".into(), PodReport::describe),
+        report_pending: server_address(pod).is_some()
+            && answer.is_none_or(|a| a.phase != PodPhase::Ready),
+        model: answer.and_then(|a| a.model.clone()),
     }
 }
 

@@ -308,6 +308,7 @@ mod tests {
             bytes_done: 10,
             bytes_total: Some(10),
             failure: None,
+            model: None,
         })
     }
 

@@ -7,17 +7,21 @@
 //! 3. a candidate aborted at this generation stays aborted (a new generation retries it);
 //! 4. a warm previous revision is promoted at once (rollback);
 //! 5. an abort request, then a load failure a pod reported, abort it;
-//! 6. a fully available candidate is promoted, or waits for the promote request;
+//! 6. a fully available candidate passes the signature gate (`signature`), then is promoted or waits for the
+//!    promote request; a breaking signature change the spec does not allow holds it;
 //! 7. past `loadTimeoutSeconds`, or `progressDeadlineSeconds` after its pods last made load progress, it is
 //!    aborted; before, it is loading and the nearer deadline is the requeue.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::signature::{self, Gate};
 use super::{AbortMark, AbortReason, CandidateState, Observed, Summary};
 
 /// How long a pod from before a controller restart may take to be read a second time.
 const SECOND_READ: Duration = Duration::from_secs(3);
+/// How soon to look again at a candidate whose ready pods have not been read yet.
+const FIRST_READ: Duration = Duration::from_secs(2);
 
 pub fn decide(observed: &Observed) -> Summary {
     let spec = observed.spec;
@@ -32,6 +36,7 @@ pub fn decide(observed: &Observed) -> Summary {
 
     let mut marks = BTreeMap::new();
     let mut requeue_after = None;
+    let mut signature_changes = Vec::new();
     let candidate = if let Some(message) = &observed.invalid_spec {
         CandidateState::Invalid(message.clone())
     } else if active_before.as_deref() == Some(desired.as_str()) {
@@ -78,19 +83,39 @@ pub fn decide(observed: &Observed) -> Summary {
                 AbortReason::AbortedByUser,
                 format!("rollout of revision {} aborted by request", rev.revision),
             ),
-            (None, Some(rev)) if rev.load_failure.is_some() => abort(
-                AbortReason::ModelLoadFailed,
-                rev.load_failure.clone().unwrap_or_default(),
-            ),
-            (None, Some(rev)) if rev.fully_available(spec.replicas) => {
-                // Holding the very first version back would only delay the first traffic: nothing to compare with.
-                if spec.rollout.auto_promote
-                    || active_before.is_none()
-                    || observed.requests.promote == Some(desired.as_str())
-                {
-                    CandidateState::Promote { rollback: false }
+            (None, Some(rev)) if rev.load_failure.is_some() => {
+                let failure = rev.load_failure.clone().unwrap_or_default();
+                let validation = crate::server_contract::Reason::ValidationFailed.as_str();
+                let reason = if failure.starts_with(validation) {
+                    AbortReason::ValidationFailed
                 } else {
-                    CandidateState::WaitingForPromotion
+                    AbortReason::ModelLoadFailed
+                };
+                abort(reason, failure)
+            }
+            (None, Some(rev)) if rev.fully_available(spec.replicas) => {
+                match signature::check(observed, rev, active_before.as_deref()) {
+                    Gate::Wait => {
+                        requeue_after = Some(FIRST_READ);
+                        CandidateState::Loading
+                    }
+                    Gate::Hold(changes) => {
+                        signature_changes = changes;
+                        CandidateState::SignatureChanged
+                    }
+                    Gate::Pass(changes) => {
+                        signature_changes = changes;
+                        // Holding the very first version back would only delay the first traffic: nothing to
+                        // compare with.
+                        if spec.rollout.auto_promote
+                            || active_before.is_none()
+                            || observed.requests.promote == Some(desired.as_str())
+                        {
+                            CandidateState::Promote { rollback: false }
+                        } else {
+                            CandidateState::WaitingForPromotion
+                        }
+                    }
                 }
             }
             (None, _) if now >= deadline => abort(
@@ -143,5 +168,6 @@ pub fn decide(observed: &Observed) -> Summary {
         candidate,
         marks,
         requeue_after,
+        signature_changes,
     }
 }

@@ -33,6 +33,7 @@ pub fn record(
         finished_at: Some(now.clone()),
         outcome,
         message,
+        validation: status.validation.clone(),
     };
 
     // A candidate that is gone without having been promoted or aborted was superseded.
@@ -69,7 +70,9 @@ pub fn record(
             } else {
                 (Outcome::Promoted, events::PROMOTED)
             };
-            history.insert(0, entry(a, outcome, started, None));
+            let noted = (!rollback && !summary.signature_changes.is_empty())
+                .then(|| format!("signature: {}", summary.signature_changes.join("; ")));
+            history.insert(0, entry(a, outcome, started, noted));
             let from = before
                 .active
                 .as_ref()
@@ -108,7 +111,9 @@ pub fn record(
                     ),
                 });
             }
-            CandidateState::Loading | CandidateState::WaitingForPromotion
+            CandidateState::Loading
+            | CandidateState::WaitingForPromotion
+            | CandidateState::SignatureChanged
                 if same_before.is_none_or(RevisionReason::is_aborted) =>
             {
                 events.push(PlannedEvent {
@@ -122,6 +127,16 @@ pub fn record(
                 });
             }
             _ => {}
+        }
+        let held_before = same_before.and_then(|b| b.reason.as_deref())
+            == Some(RevisionReason::SignatureChanged.as_str());
+        if summary.candidate == CandidateState::SignatureChanged && !held_before {
+            events.push(PlannedEvent {
+                warning: true,
+                revision: Some(c.revision.clone()),
+                reason: events::SIGNATURE_CHANGED,
+                note: c.message.clone().unwrap_or_default(),
+            });
         }
         let waited_before = same_before.and_then(|b| b.reason.as_deref())
             == Some(RevisionReason::WaitingForPromotion.as_str());

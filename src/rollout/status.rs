@@ -23,15 +23,19 @@ pub enum RevisionReason {
     /// Its pods are starting.
     Loading,
     WaitingForPromotion,
+    /// Ready, held by the signature gate.
+    SignatureChanged,
     Aborted(AbortReason),
 }
 
 impl RevisionReason {
-    const ALL: [RevisionReason; 7] = [
+    const ALL: [RevisionReason; 9] = [
         RevisionReason::Deploying,
         RevisionReason::Loading,
         RevisionReason::WaitingForPromotion,
+        RevisionReason::SignatureChanged,
         RevisionReason::Aborted(AbortReason::ModelLoadFailed),
+        RevisionReason::Aborted(AbortReason::ValidationFailed),
         RevisionReason::Aborted(AbortReason::ProgressDeadlineExceeded),
         RevisionReason::Aborted(AbortReason::AbortedByUser),
         RevisionReason::Aborted(AbortReason::Unrecognized),
@@ -42,6 +46,7 @@ impl RevisionReason {
             RevisionReason::Deploying => reasons::DEPLOYING,
             RevisionReason::Loading => reasons::LOADING,
             RevisionReason::WaitingForPromotion => reasons::WAITING_FOR_PROMOTION,
+            RevisionReason::SignatureChanged => reasons::SIGNATURE_CHANGED,
             RevisionReason::Aborted(reason) => reason.as_str(),
         }
     }
@@ -123,7 +128,25 @@ fn revision_status(
         served_sha256: served_sha256(pods),
         progress: None,
         pods: pod_states(pods),
+        validation: observed_rev
+            .and_then(|r| r.reported(|p| p.model.as_deref()?.validation.as_ref()))
+            .cloned(),
+        signature: observed_rev
+            .and_then(|r| r.reported(|p| p.model.as_deref()?.signature.as_ref()))
+            .cloned(),
+        signature_changes: Vec::new(),
+        model_info: observed_rev
+            .and_then(|r| r.reported(|p| p.model.as_deref()?.model_info.as_ref()))
+            .cloned(),
     }
+}
+
+/// The held candidate's changes, in one line.
+fn changes_message(version: &str, changes: &[String]) -> String {
+    format!(
+        "version {version} changes the signature clients call: {}; set spec.rollout.allowSignatureChange to let it through",
+        changes.join("; ")
+    )
 }
 
 /// The most pods a revision lists in the status; the counts cover all of them.
@@ -242,9 +265,14 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
                 RevisionReason::Aborted(abort.reason),
                 Some(abort.message.clone()),
             ),
+            CandidateState::SignatureChanged => (
+                RevisionReason::SignatureChanged,
+                Some(changes_message(version, &summary.signature_changes)),
+            ),
             _ => (RevisionReason::WaitingForPromotion, None),
         };
         let mut status = revision_status(observed, r, since, Some(reason), message);
+        status.signature_changes = summary.signature_changes.clone();
         if summary.candidate == CandidateState::Loading {
             status.progress = observed.find(r).and_then(|rev| {
                 let mut progress = progress(&rev.pods)?;
@@ -302,6 +330,11 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
             abort.reason.as_str(),
             format!("rollout of version {version} aborted: {}", abort.message),
         ),
+        CandidateState::SignatureChanged => (
+            false,
+            reasons::SIGNATURE_CHANGED,
+            changes_message(version, &summary.signature_changes),
+        ),
         CandidateState::Invalid(message) => (false, reasons::INVALID_SPEC, message.clone()),
         CandidateState::Active | CandidateState::Promote { .. } => (
             false,
@@ -315,6 +348,11 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
             (true, abort.reason.as_str(), progressing_message.clone())
         }
         CandidateState::Invalid(message) => (true, reasons::INVALID_SPEC, message.clone()),
+        CandidateState::SignatureChanged => (
+            true,
+            reasons::SIGNATURE_CHANGED,
+            progressing_message.clone(),
+        ),
         _ if active.is_some() && !ready => {
             (true, reasons::REPLICAS_UNAVAILABLE, ready_message.clone())
         }
@@ -336,7 +374,7 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
     };
     let stalled = matches!(
         summary.candidate,
-        CandidateState::Aborted(_) | CandidateState::Invalid(_)
+        CandidateState::Aborted(_) | CandidateState::Invalid(_) | CandidateState::SignatureChanged
     );
     let conditions = settle(
         &observed.previous_status.conditions,

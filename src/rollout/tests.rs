@@ -26,6 +26,7 @@ fn spec(replicas: i32) -> ModelDeploymentSpec {
             format: "onnx".into(),
             credentials_secret_ref: None,
             storage: None,
+            validation: None,
         },
         replicas,
         server: ServerTemplate::default(),
@@ -893,6 +894,7 @@ fn summary(active: Option<&str>, candidate: CandidateState) -> Summary {
         candidate,
         marks: BTreeMap::new(),
         requeue_after: None,
+        signature_changes: Vec::new(),
     }
 }
 
@@ -1022,4 +1024,197 @@ fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_messa
         aborted.message.as_deref(),
         Some("ChecksumMismatch: expected 00, got 11")
     );
+}
+
+fn signature(inputs: &[(&str, &str, &[i64])], outputs: &[(&str, &str, &[i64])]) -> ModelSignature {
+    let tensors = |list: &[(&str, &str, &[i64])]| {
+        list.iter()
+            .map(|(name, datatype, shape)| crate::api::TensorSignature {
+                name: (*name).into(),
+                datatype: (*datatype).into(),
+                shape: shape.to_vec(),
+            })
+            .collect()
+    };
+    ModelSignature {
+        inputs: tensors(inputs),
+        outputs: tensors(outputs),
+    }
+}
+
+/// Ready pods of `r` whose servers answered with `signature`.
+fn reporting(mut r: ObservedRevision, signature: &ModelSignature) -> ObservedRevision {
+    r.pods = (0..r.replicas)
+        .map(|i| ObservedPod {
+            name: format!("iris-{}-{i}", r.revision),
+            phase: PodPhase::Ready,
+            model: Some(Arc::new(ReportedModel {
+                signature: Some(signature.clone()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    r
+}
+
+#[test]
+fn a_candidate_that_renames_an_input_is_held_until_the_spec_allows_it() {
+    let served = signature(&[("X", "FP32", &[-1, 4])], &[("label", "INT64", &[-1])]);
+    let renamed = signature(
+        &[("features", "FP32", &[-1, 4])],
+        &[("label", "INT64", &[-1])],
+    );
+    let mut scenario = Scenario::new("b")
+        .with(reporting(promoted(ready(revision("a", 0, 2)), 10), &served))
+        .with(reporting(ready(revision("b", 90, 2)), &renamed))
+        .active("a");
+    scenario.status.candidate = Some(RevisionStatus {
+        revision: "b".into(),
+        reason: Some(reasons::LOADING.into()),
+        ..Default::default()
+    });
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"), "no traffic moves");
+    assert_eq!(
+        plan.preview.as_deref(),
+        Some("b"),
+        "the held candidate keeps running"
+    );
+    assert_eq!(plan.desired_replicas, Some(2));
+    let candidate = plan.status.candidate.as_ref().unwrap();
+    assert_eq!(
+        candidate.reason.as_deref(),
+        Some(reasons::SIGNATURE_CHANGED)
+    );
+    assert!(
+        candidate.signature_changes.iter().any(|c| c.contains("X")),
+        "{:?}",
+        candidate.signature_changes
+    );
+    assert_eq!(candidate.signature.as_ref(), Some(&renamed));
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reasons::SIGNATURE_CHANGED)
+    );
+    assert!(
+        degraded.message.contains("allowSignatureChange"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(condition(&plan, types::STALLED).status, "True");
+    assert_eq!(
+        condition(&plan, types::READY).status,
+        "True",
+        "the active version serves"
+    );
+    assert_eq!(plan.status.phase, Some(Phase::Degraded));
+    assert_eq!(event_reasons(&plan), [events::SIGNATURE_CHANGED]);
+
+    // Held again: no second event.
+    scenario.status = plan.status.clone();
+    assert!(event_reasons(&scenario.decide()).is_empty());
+
+    // Allowed: promoted, and the history says what changed.
+    scenario.spec.rollout.allow_signature_change = true;
+    scenario.generation = 2;
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("b"));
+    let entry = &plan.status.history[0];
+    assert_eq!(entry.outcome, Outcome::Promoted);
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("signature: ") && m.contains("X")),
+        "{entry:?}"
+    );
+}
+
+#[test]
+fn a_compatible_signature_change_passes_and_is_noted_in_the_history() {
+    let served = signature(&[("X", "FP32", &[-1, 4])], &[("label", "INT64", &[-1])]);
+    let more = signature(
+        &[("X", "FP32", &[-1, 4])],
+        &[
+            ("label", "INT64", &[-1]),
+            ("probabilities", "FP32", &[-1, 3]),
+        ],
+    );
+    let plan = Scenario::new("b")
+        .with(reporting(promoted(ready(revision("a", 0, 2)), 10), &served))
+        .with(reporting(ready(revision("b", 90, 2)), &more))
+        .active("a")
+        .decide();
+    assert_eq!(plan.active.as_deref(), Some("b"));
+    let entry = &plan.status.history[0];
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("probabilities")),
+        "{entry:?}"
+    );
+
+    let same = Scenario::new("b")
+        .with(reporting(promoted(ready(revision("a", 0, 2)), 10), &served))
+        .with(reporting(ready(revision("b", 90, 2)), &served))
+        .active("a")
+        .decide();
+    assert_eq!(same.active.as_deref(), Some("b"));
+    assert_eq!(same.status.history[0].message, None, "nothing to note");
+}
+
+#[test]
+fn a_ready_candidate_not_read_yet_waits_for_its_signature_and_one_that_reports_none_passes() {
+    let served = signature(&[("X", "FP32", &[-1, 4])], &[("label", "INT64", &[-1])]);
+    let mut b = ready(revision("b", 90, 2));
+    b.pods = vec![ObservedPod {
+        name: "iris-b-0".into(),
+        phase: PodPhase::Ready,
+        report_pending: true,
+        ..Default::default()
+    }];
+    let mut scenario = Scenario::new("b")
+        .with(reporting(promoted(ready(revision("a", 0, 2)), 10), &served))
+        .with(b)
+        .active("a");
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"));
+    assert_eq!(
+        plan.status.candidate.as_ref().unwrap().reason.as_deref(),
+        Some(reasons::LOADING)
+    );
+    assert!(plan
+        .requeue_after
+        .is_some_and(|r| r <= Duration::from_secs(2)));
+
+    // Its server answered without a signature (an older server): nothing to compare, it passes.
+    scenario.revisions[1].pods[0].report_pending = false;
+    assert_eq!(scenario.decide().active.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_golden_set_the_candidate_does_not_reproduce_aborts_it_with_its_own_reason() {
+    let mut b = revision("b", 90, 2);
+    b.load_failure = Some(
+        "ValidationFailed: 7 of 10 cases passed (required 100%); worst: case row-3, output label, element 0: got 2, want 1"
+            .into(),
+    );
+    let plan = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(b)
+        .active("a")
+        .decide();
+    assert_eq!(plan.active.as_deref(), Some("a"));
+    let candidate = plan.status.candidate.as_ref().unwrap();
+    assert_eq!(
+        candidate.reason.as_deref(),
+        Some(reasons::VALIDATION_FAILED)
+    );
+    assert!(candidate.message.as_deref().unwrap().contains("7 of 10"));
+    assert_eq!(plan.desired_replicas, Some(0));
+    assert_eq!(plan.status.history[0].outcome, Outcome::Aborted);
+    assert_eq!(event_reasons(&plan), [events::ROLLOUT_ABORTED]);
 }
