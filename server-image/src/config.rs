@@ -12,7 +12,7 @@ use clap::Parser;
 use url::Url;
 
 use crate::auth::{self, AdminAuth};
-use crate::contract::{self, env};
+use crate::contract::{self, env, ObjectIdentity};
 use crate::failure::Failure;
 
 #[derive(Parser, Debug, Clone)]
@@ -93,6 +93,13 @@ pub struct Args {
     pub admin_token_file: Option<PathBuf>,
     #[arg(long, env = env::INSECURE_OPEN_ADMIN, value_name = env::INSECURE_OPEN_ADMIN, default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_open_admin: bool,
+    /// Token of the object to download (`etag:…`, `version:…`, `modified:…;size:…`); another object at the URI
+    /// fails the load with ObjectChanged.
+    #[arg(long, env = env::MODEL_OBJECT, value_name = env::MODEL_OBJECT)]
+    pub model_object: Option<String>,
+    /// Seconds between checks of the serving model's URI for a new object (0: off; else 10 to 86400).
+    #[arg(long, env = env::REFRESH_INTERVAL_SECONDS, value_name = env::REFRESH_INTERVAL_SECONDS, default_value_t = 0)]
+    pub refresh_interval_seconds: u64,
 }
 
 /// What to serve: the same fields come from the environment at start-up and from a repository load request.
@@ -104,6 +111,8 @@ pub struct ModelSpec {
     /// Lowercase hex.
     pub sha256: Option<String>,
     pub format: String,
+    /// Download exactly this object (`FERRY_MODEL_OBJECT`, `parameters.object`).
+    pub object: Option<ObjectIdentity>,
 }
 
 /// Settings of S3-compatible stores; the standard `AWS_*`, `GOOGLE_*` and `AZURE_*` variables are read as well.
@@ -136,6 +145,8 @@ pub struct Config {
     pub log: String,
     pub admin: AdminAuth,
     pub max_loaded_versions: usize,
+    /// `FERRY_REFRESH_INTERVAL_SECONDS`; `None` when off.
+    pub refresh_interval: Option<Duration>,
 }
 
 /// Names of the fields of a model spec, so the same checks can report either environment variables (start-up)
@@ -184,8 +195,38 @@ impl ModelSpec {
             version: version.to_owned(),
             sha256,
             format: format.to_owned(),
+            object: None,
         })
     }
+
+    /// `self` pinned to the object `token` names; an invalid token names `setting`.
+    pub fn pinned(mut self, setting: &str, token: Option<&str>) -> Result<ModelSpec, Failure> {
+        self.object = token
+            .filter(|t| !t.is_empty())
+            .map(ObjectIdentity::parse_token)
+            .transpose()
+            .map_err(|e| Failure::invalid_config(setting, e.to_string()))?;
+        Ok(self)
+    }
+}
+
+/// `FERRY_REFRESH_INTERVAL_SECONDS`: 0 is off, else 10 to 86400.
+fn refresh_interval(seconds: u64) -> Result<Option<Duration>, Failure> {
+    if seconds == 0 {
+        return Ok(None);
+    }
+    let bounds = contract::MIN_REFRESH_INTERVAL_SECONDS..=contract::MAX_REFRESH_INTERVAL_SECONDS;
+    if !bounds.contains(&seconds) {
+        return Err(Failure::invalid_config(
+            env::REFRESH_INTERVAL_SECONDS,
+            format!(
+                "must be 0 (off) or from {} to {} (got {seconds})",
+                bounds.start(),
+                bounds.end()
+            ),
+        ));
+    }
+    Ok(Some(Duration::from_secs(seconds)))
 }
 
 /// Field names of the `FERRY_MODEL_FILE` JSON, for the messages of its checks.
@@ -221,6 +262,7 @@ pub fn model_from_file(
         desired.sha256.as_deref(),
         desired.format.as_deref().unwrap_or(default_format),
     )
+    .and_then(|spec| spec.pinned("object", desired.object.as_deref()))
     .map_err(|failure| match failure.setting.as_deref() {
         Some(env::MODEL_NAME) => failure,
         _ => fail(failure.message),
@@ -238,8 +280,10 @@ impl Config {
                 args.model_version.as_deref(),
                 args.model_sha256.as_deref(),
                 &args.model_format,
-            )?,
+            )?
+            .pinned(env::MODEL_OBJECT, args.model_object.as_deref())?,
         };
+        let refresh_interval = refresh_interval(args.refresh_interval_seconds)?;
         positive(env::MAX_LOADED_VERSIONS, args.max_loaded_versions as u64)?;
         let ports = [
             (env::HTTP_PORT, args.http_port),
@@ -329,6 +373,7 @@ impl Config {
             admin: AdminAuth::from_settings(args.admin_token_file, args.insecure_open_admin),
             log: args.log,
             max_loaded_versions: args.max_loaded_versions,
+            refresh_interval,
         })
     }
 
@@ -515,6 +560,8 @@ mod tests {
         assert_eq!(config.download_concurrency, 4);
         assert_eq!(config.download_part_bytes, 16 << 20);
         assert_eq!(config.max_loaded_versions, 3);
+        assert_eq!(config.model.object, None);
+        assert_eq!(config.refresh_interval, None);
         assert_eq!(
             config.termination_message_path,
             PathBuf::from("/dev/termination-log")
@@ -570,6 +617,16 @@ mod tests {
             (
                 &["--model-file", "/nonexistent/model.json"],
                 env::MODEL_FILE,
+            ),
+            (&["--model-object", "md5:abc"], env::MODEL_OBJECT),
+            (&["--model-object", "size:12"], env::MODEL_OBJECT),
+            (
+                &["--refresh-interval-seconds", "9"],
+                env::REFRESH_INTERVAL_SECONDS,
+            ),
+            (
+                &["--refresh-interval-seconds", "86401"],
+                env::REFRESH_INTERVAL_SECONDS,
             ),
         ];
         for (extra, setting) in cases {

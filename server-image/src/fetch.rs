@@ -44,8 +44,9 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::config::StoreSettings;
-use crate::contract::{env, Reason};
+use crate::contract::{env, ObjectIdentity, Reason};
 use crate::failure::Failure;
+use crate::source;
 
 /// Resumptions of an interrupted body, after object_store's own retries of each request.
 const MAX_RESUMES: u32 = 3;
@@ -96,6 +97,8 @@ pub struct Downloaded {
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
+    /// The object it came from (`None` when the store identified it by nothing).
+    pub identity: Option<ObjectIdentity>,
 }
 
 enum StreamError {
@@ -111,7 +114,18 @@ impl From<object_store::Error> for StreamError {
 
 impl Fetcher {
     pub async fn fetch(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
-        match tokio::time::timeout(self.timeout, self.download(uri, progress)).await {
+        self.fetch_object(uri, progress, None).await
+    }
+
+    /// `fetch`, of exactly the object `pin` names when given: every request is conditional on it and the
+    /// store's answer is compared with it; another object at `uri` fails the download with `ObjectChanged`.
+    pub async fn fetch_object(
+        &self,
+        uri: &Url,
+        progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+    ) -> Result<Downloaded, Failure> {
+        match tokio::time::timeout(self.timeout, self.download(uri, progress, pin)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::new(
                 Reason::Timeout,
@@ -126,25 +140,52 @@ impl Fetcher {
         }
     }
 
-    async fn download(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
+    async fn download(
+        &self,
+        uri: &Url,
+        progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+    ) -> Result<Downloaded, Failure> {
         let (store, path) = self.open(uri)?;
         // HEAD first when the object may come in parts: its size says whether it does, and its ETag pins them.
         let whole = if self.in_parts(uri) {
-            let meta = store.head(&path).await.map_err(|e| store_failure(uri, e))?;
+            let meta = match pin.and_then(|p| p.version.clone()) {
+                // That version, whatever the object's latest version is.
+                Some(version) => {
+                    let head = GetOptions {
+                        head: true,
+                        version: Some(version),
+                        ..GetOptions::default()
+                    };
+                    store.get_opts(&path, head).await.map(|r| r.meta)
+                }
+                None => store.head(&path).await,
+            }
+            .map_err(|e| store_failure(uri, e))?;
+            source::check_pin(uri, pin, &meta)?;
             if meta.size > self.max_bytes {
                 return Err(self.too_large(meta.size));
             }
-            (meta.size > self.part_bytes).then_some(meta)
+            Some(meta)
         } else {
             None
         };
+        let mut identity = whole.as_ref().and_then(source::identity);
+        let whole = whole.filter(|meta| meta.size > self.part_bytes);
         let (sinks, hashing, writing) = spawn_sinks(self.work_dir.clone());
         let received = match whole {
             Some(meta) => {
-                self.receive_parts(uri, &*store, &path, meta, &sinks, progress)
+                self.receive_parts(uri, &*store, &path, meta, &sinks, progress, pin)
                     .await
             }
-            None => self.receive(uri, &*store, &path, &sinks, progress).await,
+            None => {
+                let mut first = None;
+                let received = self
+                    .receive(uri, &*store, &path, &sinks, progress, pin, &mut first)
+                    .await;
+                identity = first.as_ref().and_then(source::identity);
+                received
+            }
         };
         drop(sinks);
         // Both threads are joined on every path, so a failed download's partial file is gone before the failure
@@ -156,7 +197,12 @@ impl Fetcher {
         let written = writing.await.map_err(stopped)?;
         received?;
         let (path, size) = written.map_err(|e| write_failure(&self.work_dir, e))?;
-        Ok(Downloaded { path, size, sha256 })
+        Ok(Downloaded {
+            path,
+            size,
+            sha256,
+            identity,
+        })
     }
 
     /// Whether a large object at `uri` is fetched in parallel parts.
@@ -175,6 +221,7 @@ impl Fetcher {
     }
 
     /// Fetches `meta`'s object as parts, up to `concurrency` at a time, and hands them to `sinks` in order.
+    #[allow(clippy::too_many_arguments)]
     async fn receive_parts(
         &self,
         uri: &Url,
@@ -183,6 +230,7 @@ impl Fetcher {
         meta: ObjectMeta,
         sinks: &Sinks,
         progress: &Progress,
+        pin: Option<&ObjectIdentity>,
     ) -> Result<(), Failure> {
         let size = meta.size;
         progress.total.store(size, Ordering::Relaxed);
@@ -190,7 +238,7 @@ impl Fetcher {
             .step_by(usize::try_from(self.part_bytes).unwrap_or(usize::MAX))
             .map(|start| start..size.min(start + self.part_bytes));
         let mut parts = futures::stream::iter(ranges)
-            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone()))
+            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone(), pin))
             .buffered(self.concurrency);
         let mut batch = Batch::default();
         while let Some(part) = parts.next().await {
@@ -214,12 +262,14 @@ impl Fetcher {
         path: &Path,
         range: std::ops::Range<u64>,
         e_tag: Option<String>,
+        pin: Option<&ObjectIdentity>,
     ) -> Result<Vec<Bytes>, Failure> {
         let mut resumes = 0;
         loop {
             let options = GetOptions {
                 range: Some(GetRange::Bounded(range.clone())),
                 if_match: e_tag.clone(),
+                version: pin.and_then(|p| p.version.clone()),
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
@@ -251,12 +301,17 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
+                Err(object_store::Error::Precondition { .. }) if pin.is_some() => {
+                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
                 Err(e) => return Err(store_failure(uri, e)),
             }
         }
     }
 
-    /// Streams the object into `sinks`, resuming an interrupted body from the last byte received.
+    /// Streams the object into `sinks`, resuming an interrupted body from the last byte received. `first` is
+    /// the metadata of the first answer (the object the bytes come from).
+    #[allow(clippy::too_many_arguments)]
     async fn receive(
         &self,
         uri: &Url,
@@ -264,18 +319,28 @@ impl Fetcher {
         path: &Path,
         sinks: &Sinks,
         progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+        first: &mut Option<ObjectMeta>,
     ) -> Result<(), Failure> {
         let mut resumes = 0;
-        let mut etag = None;
+        let pinned = pin.map(source::conditions).unwrap_or_default();
         loop {
             let done = progress.done.load(Ordering::Relaxed);
             let options = GetOptions {
                 range: (done > 0).then_some(GetRange::Offset(done)),
-                if_match: if done > 0 { etag.clone() } else { None },
+                // A resumed body continues the object the first answer came from.
+                if_match: match first.as_ref() {
+                    Some(meta) if done > 0 => {
+                        meta.e_tag.clone().or_else(|| pinned.if_match.clone())
+                    }
+                    _ => pinned.if_match.clone(),
+                },
+                version: pinned.version.clone(),
+                if_unmodified_since: pinned.if_unmodified_since,
                 ..GetOptions::default()
             };
             match self
-                .stream(store, path, options, sinks, progress, &mut etag)
+                .stream(uri, store, path, options, sinks, progress, pin, first)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -284,28 +349,40 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, "download interrupted; resuming");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
+                Err(StreamError::Store(object_store::Error::Precondition { .. }))
+                    if pin.is_some() =>
+                {
+                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
                 Err(StreamError::Store(e)) => return Err(store_failure(uri, e)),
                 Err(StreamError::Failed(failure)) => return Err(failure),
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
+        uri: &Url,
         store: &dyn ObjectStore,
         path: &Path,
         options: GetOptions,
         sinks: &Sinks,
         progress: &Progress,
-        etag: &mut Option<String>,
+        pin: Option<&ObjectIdentity>,
+        first: &mut Option<ObjectMeta>,
     ) -> Result<(), StreamError> {
         let result = store.get_opts(path, options).await?;
+        if first.is_none() {
+            // Before the first byte: a store that ignored the conditions still cannot hand over another object.
+            source::check_pin(uri, pin, &result.meta).map_err(StreamError::Failed)?;
+            *first = Some(result.meta.clone());
+        }
         let size = result.meta.size;
         if size > self.max_bytes {
             return Err(StreamError::Failed(self.too_large(size)));
         }
         progress.total.store(size, Ordering::Relaxed);
-        etag.clone_from(&result.meta.e_tag);
         let mut stream = result.into_stream();
         let mut batch = Batch::default();
         let outcome = loop {
@@ -650,14 +727,14 @@ mod tests {
         let (store, path) = fetcher.open(&uri).unwrap();
         let e_tag = store.head(&path).await.unwrap().e_tag;
         let first = fetcher
-            .part(&uri, &*store, &path, 0..500, e_tag.clone())
+            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
         // A new version of the object: another size, so another ETag.
         std::fs::write(&source, vec![2u8; 2000]).unwrap();
         let failure = fetcher
-            .part(&uri, &*store, &path, 500..1000, e_tag)
+            .part(&uri, &*store, &path, 500..1000, e_tag, None)
             .await
             .unwrap_err();
         assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");

@@ -352,6 +352,7 @@ async fn repository_load(
         p.sha256.as_deref(),
         p.format.as_deref().unwrap_or(DEFAULT_MODEL_FORMAT),
     )
+    .and_then(|spec| spec.pinned("parameters.object", p.object.as_deref()))
     .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
     let version = spec.version.clone();
     let accepted = |state| {

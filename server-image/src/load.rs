@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use crate::config::ModelSpec;
-use crate::contract::{capabilities, env, AttemptView, LoadPhase, Reason, Timings};
+use crate::contract::{capabilities, env, AttemptView, LoadPhase, ObjectIdentity, Reason, Timings};
 use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
 use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels};
@@ -94,6 +94,8 @@ pub struct Served {
     pub spec: ModelSpec,
     pub sha256: String,
     pub size: u64,
+    /// The object the file was downloaded from.
+    pub identity: Option<ObjectIdentity>,
     pub model: Arc<dyn Model>,
     /// One permit per request that can run without waiting for a session.
     pub permits: Semaphore,
@@ -164,7 +166,11 @@ impl Loader {
         }
 
         let clock = Instant::now();
-        let downloaded = self.fetcher.fetch(&spec.uri, &attempt.progress).await?;
+        let downloaded = self
+            .fetcher
+            .fetch_object(&spec.uri, &attempt.progress, spec.object.as_ref())
+            .await?;
+        let identity = downloaded.identity.clone();
         attempt.state().timings.fetch_seconds = Some(clock.elapsed().as_secs_f64());
 
         attempt.enter(LoadPhase::Verifying);
@@ -209,6 +215,7 @@ impl Loader {
             spec: spec.clone(),
             sha256,
             size,
+            identity,
             permits: Semaphore::new(model.concurrency()),
             model,
         })

@@ -54,6 +54,13 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub model: String,
+    /// same, changed or error.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     /// missing, wrong or unconfigured.
     pub reason: String,
@@ -74,6 +81,7 @@ pub struct Metrics {
     pub ready: Gauge,
     pub in_flight: Gauge,
     pub admin_refused: Family<RefusedLabels, Counter>,
+    pub source_checks: Family<CheckLabels, Counter>,
 }
 
 fn request_histogram() -> Histogram {
@@ -159,6 +167,12 @@ impl Metrics {
                 &mut r,
                 "admin_refused",
                 "Mutating admin calls refused for a missing or wrong credential",
+                Family::default(),
+            ),
+            source_checks: registered(
+                &mut r,
+                "source_checks",
+                "Scheduled checks of the model URI for a new object, by result (same, changed, error)",
                 Family::default(),
             ),
             registry: r,
