@@ -324,6 +324,11 @@ async fn every_failure_reason_reaches_the_termination_message() {
             "WarmupFailed",
             ServerBuilder::new("m", &model_uri("warmup_fails.onnx"), "1"),
         ),
+        (
+            "ObjectChanged",
+            ServerBuilder::new("m", &model_uri("logreg.onnx"), "1")
+                .env("FERRY_MODEL_OBJECT", "etag:\"another-object\""),
+        ),
     ];
     let reasons: BTreeSet<&str> = scenarios.iter().map(|(reason, _)| *reason).collect();
     let runs = scenarios.into_iter().map(|(reason, builder)| async move {

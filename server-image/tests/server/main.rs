@@ -11,4 +11,5 @@ mod inplace;
 mod lifecycle;
 mod predictions;
 mod protocol;
+mod refresh;
 mod support;
