@@ -273,12 +273,17 @@ impl Fetcher {
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
-                store
-                    .get_opts(path, options)
-                    .await?
-                    .into_stream()
-                    .try_collect()
-                    .await
+                let answer = store.get_opts(path, options).await?;
+                // Some S3-compatible stores ignore If-Match on GET; the answer's own ETag still tells.
+                if let (Some(wanted), Some(got)) = (&e_tag, &answer.meta.e_tag) {
+                    if wanted != got {
+                        return Err(object_store::Error::Precondition {
+                            path: path.to_string(),
+                            source: format!("part of {got}, expected {wanted}").into(),
+                        });
+                    }
+                }
+                answer.into_stream().try_collect().await
             }
             .await;
             match received {

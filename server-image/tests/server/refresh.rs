@@ -410,3 +410,52 @@ fn invalid_refresh_intervals_and_object_tokens_exit_2_naming_the_setting() {
         assert_eq!(termination["setting"], setting, "{termination}");
     }
 }
+
+/// The token of the object at `uri` now, as the server reports it when a pin does not match.
+fn current_token(s3: &S3Server, uri: &str) -> String {
+    let exited = s3
+        .configure(ServerBuilder::new("iris", uri, "1").env("FERRY_MODEL_OBJECT", "etag:\"none\""))
+        .run_to_exit(Duration::from_secs(30));
+    let termination = exited.termination.expect("termination message");
+    let message = termination["message"].as_str().unwrap();
+    message
+        .split_once(", now ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{termination}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_during_a_download_in_parts_fails_it() {
+    let s3 = S3Server::start();
+    // 1 MiB in 256 parts of 4 KiB, two at a time: long enough to replace it while it downloads.
+    let first: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let second: Vec<u8> = (0..1u32 << 20).map(|i| (i % 13) as u8).collect();
+    for (pinned, reason, says) in [
+        (true, "ObjectChanged", "changed since it was detected"),
+        (false, "FetchFailed", "changed while it was downloading"),
+    ] {
+        let uri = s3.put("models", "iris/latest.onnx", &first);
+        let mut builder = s3
+            .configure(ServerBuilder::new("iris", &uri, "1"))
+            .env("FERRY_DOWNLOAD_PART_BYTES", "4096")
+            .env("FERRY_DOWNLOAD_CONCURRENCY", "2");
+        if pinned {
+            builder = builder.env("FERRY_MODEL_OBJECT", &current_token(&s3, &uri));
+        }
+        let mut server = builder.start();
+        server
+            .wait_status(Duration::from_secs(20), |s| {
+                s["bytes_done"].as_u64().is_some_and(|n| n > 0)
+            })
+            .await;
+        s3.put("models", "iris/latest.onnx", &second);
+        assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(1));
+        let termination = server.termination().expect("termination message");
+        assert_eq!(termination["reason"], reason, "{termination}");
+        assert!(
+            termination["message"].as_str().unwrap().contains(says),
+            "{termination}"
+        );
+    }
+}
