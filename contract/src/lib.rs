@@ -24,8 +24,9 @@ pub mod env {
     /// Format of the model file. Default `onnx`, the only format this server supports.
     pub const MODEL_FORMAT: &str = "FERRY_MODEL_FORMAT";
     /// Path of a JSON file holding the model to load at start (a [`DesiredModel`](crate::DesiredModel):
-    /// `{"uri", "version", "sha256"?, "format"?}`). When set it wins over `FERRY_MODEL_URI`, `FERRY_MODEL_VERSION`,
-    /// `FERRY_MODEL_SHA256` and `FERRY_MODEL_FORMAT`, which are then optional. The operator mounts it from a
+    /// `{"uri", "version", "sha256"?, "format"?, "object"?}`). When set it wins over `FERRY_MODEL_URI`,
+    /// `FERRY_MODEL_VERSION`, `FERRY_MODEL_SHA256`, `FERRY_MODEL_FORMAT` and `FERRY_MODEL_OBJECT`, which are then
+    /// optional (and ignored). The operator mounts it from a
     /// ConfigMap it rewrites on every switch, so a restarted or new pod starts on the version last switched to.
     /// Read once at start (no watching); missing, unreadable or invalid exits 2 (`InvalidConfig`, this setting).
     pub const MODEL_FILE: &str = "FERRY_MODEL_FILE";
