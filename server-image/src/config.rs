@@ -696,6 +696,56 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_and_a_refresh_interval_are_read_and_the_model_file_carries_its_own_pin() {
+        let config = Config::from_args(
+            args(&[
+                "--model-object",
+                "etag:\"abc\"",
+                "--refresh-interval-seconds",
+                "300",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.model.object.as_ref().and_then(|o| o.etag.as_deref()),
+            Some("\"abc\"")
+        );
+        assert_eq!(config.refresh_interval, Some(Duration::from_secs(300)));
+        for (seconds, expected) in [("0", None), ("10", Some(10)), ("86400", Some(86_400))] {
+            let config =
+                Config::from_args(args(&["--refresh-interval-seconds", seconds]).unwrap()).unwrap();
+            assert_eq!(config.refresh_interval, expected.map(Duration::from_secs));
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let file = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            r#"{"uri": "s3://b/latest.onnx", "version": "7", "object": "version:42"}"#,
+        )
+        .unwrap();
+        // The file's pin wins over the setting, as the file's other fields do.
+        let config = Config::from_args(
+            args(&["--model-file", file, "--model-object", "etag:\"abc\""]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.model.object.and_then(|o| o.version).as_deref(),
+            Some("42")
+        );
+        std::fs::write(
+            &path,
+            r#"{"uri": "s3://b/latest.onnx", "version": "7", "object": "crc:1"}"#,
+        )
+        .unwrap();
+        let failure = failure(&["--model-file", file]);
+        assert_eq!(failure.setting.as_deref(), Some(env::MODEL_FILE));
+        assert!(failure.message.contains("object"), "{failure}");
+    }
+
+    #[test]
     fn allow_http_admits_a_plain_http_endpoint() {
         let config = Config::from_args(
             args(&[
