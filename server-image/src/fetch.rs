@@ -306,7 +306,7 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
-                Err(object_store::Error::Precondition { .. }) if pin.is_some() => {
+                Err(e) if pin.is_some() && is_precondition(&e) => {
                     return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
                 }
                 Err(e) => return Err(store_failure(uri, e)),
@@ -354,9 +354,7 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, "download interrupted; resuming");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
-                Err(StreamError::Store(object_store::Error::Precondition { .. }))
-                    if pin.is_some() =>
-                {
+                Err(StreamError::Store(e)) if pin.is_some() && is_precondition(&e) => {
                     return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
                 }
                 Err(StreamError::Store(e)) => return Err(store_failure(uri, e)),
@@ -378,10 +376,20 @@ impl Fetcher {
         first: &mut Option<ObjectMeta>,
     ) -> Result<(), StreamError> {
         let result = store.get_opts(path, options).await?;
-        if first.is_none() {
-            // Before the first byte: a store that ignored the conditions still cannot hand over another object.
-            source::check_pin(uri, pin, &result.meta).map_err(StreamError::Failed)?;
-            *first = Some(result.meta.clone());
+        match first {
+            None => {
+                // Before the first byte: a store that ignored the conditions still cannot hand over another object.
+                source::check_pin(uri, pin, &result.meta).map_err(StreamError::Failed)?;
+                *first = Some(result.meta.clone());
+            }
+            // A resumed body must continue the same object, whether or not the store honoured If-Match.
+            Some(first) if !source::same_answer(first, &result.meta) => {
+                return Err(StreamError::Store(object_store::Error::Precondition {
+                    path: path.to_string(),
+                    source: "the resumed body comes from another object".into(),
+                }));
+            }
+            Some(_) => {}
         }
         let size = result.meta.size;
         if size > self.max_bytes {
@@ -614,6 +622,22 @@ fn is_transient(error: &object_store::Error) -> bool {
     false
 }
 
+/// A condition of the request (If-Match, If-Unmodified-Since) failed: 412, also when object_store's own resumption
+/// of a broken body met it and reports it wrapped in another error.
+fn is_precondition(error: &object_store::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if matches!(
+            e.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::Precondition { .. })
+        ) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn has_timeout(error: &object_store::Error) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
@@ -633,7 +657,7 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
         // A part's If-Match no longer held: the object was replaced while it was downloading.
-        Error::Precondition { .. } => {
+        e if is_precondition(e) => {
             return Failure::new(
                 Reason::FetchFailed,
                 format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),

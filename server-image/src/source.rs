@@ -92,6 +92,19 @@ pub fn check_pin(
     }
 }
 
+/// Whether two answers for one download came from the same object, as far as their metadata tells: by ETag, else
+/// version, else modification time; `true` when they have none of these in common.
+pub fn same_answer(first: &ObjectMeta, later: &ObjectMeta) -> bool {
+    if let (Some(a), Some(b)) = (&first.e_tag, &later.e_tag) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (&first.version, &later.version) {
+        return a == b;
+    }
+    let dated = |m: &ObjectMeta| m.last_modified.timestamp_nanos_opt() != Some(0);
+    !(dated(first) && dated(later)) || first.last_modified == later.last_modified
+}
+
 /// The failure of a pinned download whose conditional request failed (412): `ObjectChanged`, naming the object
 /// that is there now (one HEAD).
 pub async fn precondition_failed(

@@ -459,3 +459,64 @@ async fn an_object_replaced_during_a_download_in_parts_fails_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_before_an_interrupted_http_body_resumes_fails_it() {
+    let (v1, v2) = (
+        model_bytes("gb_multiclass.onnx"),
+        model_bytes("rf_binary.onnx"),
+    );
+    // A store that answers the resumed request with 412, and one that ignores If-Match and sends the new object.
+    for (ignores_conditions, pinned, reason, says) in [
+        (
+            false,
+            true,
+            "ObjectChanged",
+            "changed since it was detected",
+        ),
+        (
+            false,
+            false,
+            "FetchFailed",
+            "changed while it was downloading",
+        ),
+        (true, true, "ObjectChanged", "changed since it was detected"),
+        (
+            true,
+            false,
+            "FetchFailed",
+            "changed while it was downloading",
+        ),
+    ] {
+        let object = StoreObject::new(v1.clone(), true, true);
+        let store =
+            HttpStore::start(vec![("/latest.onnx", Behavior::Object(object.clone()))]).await;
+        let mut builder = ServerBuilder::new("iris", &store.uri("/latest.onnx"), "1");
+        if pinned {
+            let token = format!("etag:{}", object.etag().unwrap());
+            builder = builder.env("FERRY_MODEL_OBJECT", &token);
+        }
+        if ignores_conditions {
+            object.ignore_conditions();
+        }
+        object.replace_during_next_get(10_000, v2.clone());
+        let exited = builder.run_to_exit(Duration::from_secs(30));
+        let case = format!("ignores conditions {ignores_conditions}, pinned {pinned}");
+        assert_eq!(exited.status.code(), Some(1), "{case}: {}", exited.log);
+        let termination = exited.termination.expect("termination message");
+        assert_eq!(termination["reason"], reason, "{case}: {termination}");
+        assert!(
+            termination["message"].as_str().unwrap().contains(says),
+            "{case}: {termination}"
+        );
+        let ranges = store.requests("/latest.onnx");
+        // object_store resumes a broken body itself (bytes=10000-33542), ferry-server after it (bytes=10000-).
+        assert!(
+            ranges
+                .iter()
+                .flatten()
+                .any(|r| r.starts_with("bytes=10000-")),
+            "{case}: the body was resumed: {ranges:?}"
+        );
+    }
+}

@@ -41,6 +41,10 @@ struct ObjectState {
     generation: u64,
     /// Sent as `Last-Modified` when set; whole seconds, as HTTP dates are.
     last_modified: Option<chrono::DateTime<chrono::Utc>>,
+    /// The next GET breaks off after this many bytes and the object is replaced by these bytes meanwhile.
+    replace_mid_body: Option<(usize, Bytes)>,
+    /// Serve whatever `If-Match` and `If-Unmodified-Since` say, as some S3-compatible stores do.
+    ignore_conditions: bool,
 }
 
 impl StoreObject {
@@ -52,7 +56,19 @@ impl StoreObject {
             generation: 1,
             last_modified: with_last_modified
                 .then(|| chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap()),
+            replace_mid_body: None,
+            ignore_conditions: false,
         })))
+    }
+
+    /// The next GET breaks off after `cut` bytes, and by then the object is `next` (an overwrite).
+    pub fn replace_during_next_get(&self, cut: usize, next: impl Into<Bytes>) {
+        self.0.lock().unwrap().replace_mid_body = Some((cut, next.into()));
+    }
+
+    /// Ignore `If-Match` and `If-Unmodified-Since` from now on.
+    pub fn ignore_conditions(&self) {
+        self.0.lock().unwrap().ignore_conditions = true;
     }
 
     /// Replaces the object: a new ETag and a Last-Modified one minute later.
@@ -71,7 +87,7 @@ impl StoreObject {
     }
 
     fn respond(&self, method: &Method, headers: &HeaderMap, range: Option<&str>) -> Response {
-        let state = self.0.lock().unwrap();
+        let mut state = self.0.lock().unwrap();
         let etag = state.etag();
         let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let mismatch = header(header::IF_MATCH)
@@ -80,8 +96,19 @@ impl StoreObject {
             .and_then(|date| chrono::DateTime::parse_from_rfc2822(date).ok())
             .zip(state.last_modified)
             .is_some_and(|(since, modified)| modified > since);
-        if mismatch || modified_since {
+        if (mismatch || modified_since) && !state.ignore_conditions {
             return StatusCode::PRECONDITION_FAILED.into_response();
+        }
+        if let Some((cut, next)) = (*method == Method::GET)
+            .then(|| state.replace_mid_body.take())
+            .flatten()
+        {
+            // The head comes from the object as it was; the rest is never sent, and the object is replaced.
+            let mut response = drop_after(&state.bytes, cut);
+            set_validators(response.headers_mut(), etag, state.last_modified);
+            drop(state);
+            self.overwrite(next);
+            return response;
         }
         let mut response = if *method == Method::HEAD {
             Response::builder()
@@ -91,16 +118,39 @@ impl StoreObject {
         } else {
             serve(&state.bytes, range)
         };
-        let response_headers = response.headers_mut();
-        if let Some(etag) = etag {
-            response_headers.insert(header::ETAG, etag.parse().unwrap());
-        }
-        if let Some(modified) = state.last_modified {
-            let date = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-            response_headers.insert(header::LAST_MODIFIED, date.parse().unwrap());
-        }
+        set_validators(response.headers_mut(), etag, state.last_modified);
         response
     }
+}
+
+fn set_validators(
+    headers: &mut HeaderMap,
+    etag: Option<String>,
+    modified: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    if let Some(etag) = etag {
+        headers.insert(header::ETAG, etag.parse().unwrap());
+    }
+    if let Some(modified) = modified {
+        let date = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(header::LAST_MODIFIED, date.parse().unwrap());
+    }
+}
+
+/// The whole of `bytes` announced, the first `cut` sent, then the connection breaks.
+fn drop_after(bytes: &Bytes, cut: usize) -> Response {
+    let head = bytes.slice(..cut);
+    // The pause lets the head reach the client before the connection breaks.
+    let stream = futures::stream::iter([Some(head), None]).then(|piece| async move {
+        match piece {
+            Some(head) => Ok(head),
+            None => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(std::io::Error::other("connection dropped on purpose"))
+            }
+        }
+    });
+    with_length(bytes.len(), Body::from_stream(stream))
 }
 
 impl ObjectState {
@@ -208,20 +258,7 @@ fn respond(routes: &Routes, method: &Method, uri: &Uri, headers: &HeaderMap) -> 
         Behavior::Flaky { bytes, failures } if seen > *failures => serve(bytes, range.as_deref()),
         Behavior::Flaky { .. } => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Behavior::DropOnce { bytes, .. } if seen > 1 => serve(bytes, range.as_deref()),
-        Behavior::DropOnce { bytes, cut } => {
-            let head = bytes.slice(..*cut);
-            // The pause lets the head reach the client before the connection breaks.
-            let stream = futures::stream::iter([Some(head), None]).then(|piece| async move {
-                match piece {
-                    Some(head) => Ok(head),
-                    None => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        Err(std::io::Error::other("connection dropped on purpose"))
-                    }
-                }
-            });
-            with_length(bytes.len(), Body::from_stream(stream))
-        }
+        Behavior::DropOnce { bytes, cut } => drop_after(bytes, *cut),
         Behavior::Slow {
             bytes,
             chunk,
@@ -245,20 +282,28 @@ fn with_length(length: usize, body: Body) -> Response {
         .unwrap()
 }
 
+/// Serves `bytes`, or with `Range: bytes=N-` or `bytes=N-M` that part of them.
 fn serve(bytes: &Bytes, range: Option<&str>) -> Response {
-    let start = range
+    let span = range
         .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
-    match start {
-        Some(start) if start < bytes.len() => Response::builder()
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(start, end)| {
+            let start = start.parse::<usize>().ok()?;
+            let end = match end {
+                "" => bytes.len() - 1,
+                end => end.parse::<usize>().ok()?.min(bytes.len() - 1),
+            };
+            (start <= end).then_some((start, end))
+        });
+    match span {
+        Some((start, end)) if start < bytes.len() => Response::builder()
             .status(StatusCode::PARTIAL_CONTENT)
-            .header(header::CONTENT_LENGTH, bytes.len() - start)
+            .header(header::CONTENT_LENGTH, end + 1 - start)
             .header(
                 header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{}", bytes.len() - 1, bytes.len()),
+                format!("bytes {start}-{end}/{}", bytes.len()),
             )
-            .body(Body::from(bytes.slice(start..)))
+            .body(Body::from(bytes.slice(start..=end)))
             .unwrap(),
         _ => with_length(bytes.len(), Body::from(bytes.clone())),
     }
