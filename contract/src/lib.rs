@@ -470,7 +470,7 @@ pub struct ServerStatus {
     #[serde(default)]
     pub last_switch: Option<SwitchView>,
     /// The scheduled checks of the serving model's URI (`FERRY_REFRESH_INTERVAL_SECONDS`); `None` when they are
-    /// off.
+    /// off, and before the first load has finished.
     #[serde(default)]
     pub source: Option<SourceView>,
 }
