@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Environment variables read by ferry-server. Every one also has a command-line flag; a flag wins over its variable.
@@ -81,6 +83,11 @@ pub mod env {
     /// `true` accepts mutating admin calls without a credential, for local tests and benchmarks only. Ignored
     /// when `FERRY_ADMIN_TOKEN_FILE` is set. Default false.
     pub const INSECURE_OPEN_ADMIN: &str = "FERRY_INSECURE_OPEN_ADMIN";
+    /// Location of the golden set (`ValidationFile`, JSON) the model must reproduce before it reports ready: same
+    /// schemes and credentials as `FERRY_MODEL_URI`. Optional; without it no validation runs.
+    pub const VALIDATION_URI: &str = "FERRY_VALIDATION_URI";
+    /// Expected SHA-256 of the validation file (64 hex digits). Optional; needs `FERRY_VALIDATION_URI`.
+    pub const VALIDATION_SHA256: &str = "FERRY_VALIDATION_SHA256";
     /// The object the model must be downloaded from: a token of its identity ([`ObjectIdentity::token`](crate::ObjectIdentity::token),
     /// e.g. `etag:"5d41…"`). The download is conditional on it (If-Match, the version, or If-Unmodified-Since);
     /// when the object at the URI is another one, the load fails with `ObjectChanged`. Invalid exits 2. With
@@ -116,6 +123,8 @@ pub const DEFAULT_ONNXRUNTIME_LIBRARY: &str = "/usr/lib/ferry/libonnxruntime.so.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 20;
 pub const DEFAULT_MAX_LOADED_VERSIONS: usize = 3;
+/// Largest validation file accepted, in bytes (64 MiB).
+pub const MAX_VALIDATION_FILE_BYTES: u64 = 64 << 20;
 /// Bounds of `FERRY_REFRESH_INTERVAL_SECONDS` when it is not 0 (off).
 pub const MIN_REFRESH_INTERVAL_SECONDS: u64 = 10;
 pub const MAX_REFRESH_INTERVAL_SECONDS: u64 = 86_400;
@@ -207,13 +216,19 @@ pub enum Reason {
     UnsupportedOperator,
     /// The model loaded but an inference on a synthetic input of its own shape failed.
     WarmupFailed,
+    /// The model ran the golden set (`FERRY_VALIDATION_URI`) but reproduced fewer cases than required; the message
+    /// gives the counts and the worst case.
+    ValidationFailed,
+    /// The golden set cannot be used: malformed JSON, no cases, or a case whose request the model refuses (the
+    /// message names the case and why).
+    InvalidValidationFile,
     /// The load was pinned to an object (`FERRY_MODEL_OBJECT`, `parameters.object`) and the object at the URI is
     /// another one now; the message names both.
     ObjectChanged,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::InvalidConfig,
         Reason::NotFound,
         Reason::AccessDenied,
@@ -225,6 +240,8 @@ impl Reason {
         Reason::CorruptModel,
         Reason::UnsupportedOperator,
         Reason::WarmupFailed,
+        Reason::ValidationFailed,
+        Reason::InvalidValidationFile,
         Reason::ObjectChanged,
     ];
 
@@ -241,6 +258,8 @@ impl Reason {
             Reason::CorruptModel => "CorruptModel",
             Reason::UnsupportedOperator => "UnsupportedOperator",
             Reason::WarmupFailed => "WarmupFailed",
+            Reason::ValidationFailed => "ValidationFailed",
+            Reason::InvalidValidationFile => "InvalidValidationFile",
             Reason::ObjectChanged => "ObjectChanged",
         }
     }
@@ -304,6 +323,8 @@ pub enum LoadPhase {
     Verifying,
     Loading,
     Warming,
+    /// Running the golden set, after the warm-up and before ready.
+    Validating,
     Ready,
     Failed,
 }
@@ -315,6 +336,7 @@ impl LoadPhase {
             LoadPhase::Verifying => "verifying",
             LoadPhase::Loading => "loading",
             LoadPhase::Warming => "warming",
+            LoadPhase::Validating => "validating",
             LoadPhase::Ready => "ready",
             LoadPhase::Failed => "failed",
         }
@@ -329,6 +351,9 @@ pub struct Timings {
     pub load_seconds: Option<f64>,
     pub warmup_seconds: Option<f64>,
     pub total_seconds: Option<f64>,
+    /// Running the golden set's cases; `None` without one.
+    #[serde(default)]
+    pub validation_seconds: Option<f64>,
 }
 
 /// The version that serves.
@@ -363,6 +388,15 @@ pub struct AttemptView {
     pub message: Option<String>,
     pub operator: Option<String>,
     pub timings: Timings,
+    /// The golden set's result, once it has run (passed or failed).
+    #[serde(default)]
+    pub validation: Option<ValidationView>,
+    /// The model's inputs and outputs, once it has loaded.
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    /// What the model file says about itself, once its header has been read.
+    #[serde(default)]
+    pub model_metadata: Option<ModelMetadataView>,
 }
 
 /// What a loaded version is to the server.
@@ -469,6 +503,15 @@ pub struct ServerStatus {
     /// The latest switch, if any since start.
     #[serde(default)]
     pub last_switch: Option<SwitchView>,
+    /// The golden set's result for the version that serves (`None`: it was loaded without one).
+    #[serde(default)]
+    pub validation: Option<ValidationView>,
+    /// Inputs and outputs of the version that serves.
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    /// The header of the version that serves: producer, version, `metadata_props`, opsets.
+    #[serde(default)]
+    pub model_metadata: Option<ModelMetadataView>,
     /// The scheduled checks of the serving model's URI (`FERRY_REFRESH_INTERVAL_SECONDS`); `None` when they are
     /// off, and before the first load has finished.
     #[serde(default)]
@@ -692,6 +735,12 @@ pub struct LoadParameters {
     pub version: Option<String>,
     pub sha256: Option<String>,
     pub format: Option<String>,
+    /// Golden set the new version must reproduce before it serves (like `FERRY_VALIDATION_URI`).
+    #[serde(default)]
+    pub validation_uri: Option<String>,
+    /// Expected SHA-256 of that file (like `FERRY_VALIDATION_SHA256`); needs `validation_uri`.
+    #[serde(default)]
+    pub validation_sha256: Option<String>,
     /// Answer only when the load has finished (200, or 422 with the reason) instead of at once (202).
     #[serde(default)]
     pub wait: bool,
@@ -790,6 +839,247 @@ pub struct DesiredModel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// The golden set's result as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationView {
+    /// Cases in the file.
+    pub cases: u64,
+    /// Cases the model reproduced within the tolerances.
+    pub passed: u64,
+    /// The largest absolute difference seen in a numeric output (floats and integers), over every case.
+    #[serde(default)]
+    pub max_error: Option<f64>,
+    /// The element furthest beyond (or nearest to) its tolerance: `case C, output O, element I: got X, want Y
+    /// (error E)`, or a case that failed for another reason (missing output, wrong shape, inference error).
+    #[serde(default)]
+    pub worst: Option<String>,
+    /// Time spent running the cases.
+    pub seconds: f64,
+}
+
+/// One input or output of a model: Open Inference Protocol datatype (`FP32`, `INT64`, `BYTES`, ...) and shape,
+/// `-1` for a dynamic dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// What clients call: the model's inputs and outputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// The model file's own description of itself (the ONNX `ModelProto` header).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelMetadataView {
+    /// E.g. `skl2onnx`, `pytorch`.
+    #[serde(default)]
+    pub producer_name: String,
+    #[serde(default)]
+    pub producer_version: String,
+    #[serde(default)]
+    pub model_version: i64,
+    #[serde(default)]
+    pub domain: String,
+    /// The model's `doc_string`.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub metadata_props: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ir_version: i64,
+    /// Opset version per domain (`ai.onnx` for the default domain).
+    #[serde(default)]
+    pub opsets: BTreeMap<String, i64>,
+}
+
+/// How a candidate's signature differs from the serving one's, as human-readable items.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureDiff {
+    /// Changes a client of the serving version would trip over: an input or output renamed or removed, a datatype
+    /// changed, a fixed dimension changed, the rank changed, a dynamic dimension made fixed, a new input.
+    pub breaking: Vec<String>,
+    /// Changes every existing client survives: an output added, a fixed dimension made dynamic.
+    pub compatible: Vec<String>,
+}
+
+impl SignatureDiff {
+    /// No difference at all.
+    pub fn is_empty(&self) -> bool {
+        self.breaking.is_empty() && self.compatible.is_empty()
+    }
+}
+
+fn shape_text(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(|&d| d.max(-1).to_string()).collect();
+    format!("[{}]", dims.join(","))
+}
+
+/// Compares `spec` of the serving version with `candidate` of the same name (`kind`: `input` or `output`).
+fn compare_tensor(kind: &str, spec: &TensorSpec, candidate: &TensorSpec, diff: &mut SignatureDiff) {
+    let name = &spec.name;
+    if spec.datatype != candidate.datatype {
+        diff.breaking.push(format!(
+            "{kind} '{name}' datatype {} -> {}",
+            spec.datatype, candidate.datatype
+        ));
+    }
+    let (from, to) = (&spec.shape, &candidate.shape);
+    let shape_change = format!(
+        "{kind} '{name}' shape {} -> {}",
+        shape_text(from),
+        shape_text(to)
+    );
+    if from.len() != to.len() {
+        diff.breaking.push(shape_change);
+        return;
+    }
+    let mut fixed_changed = false;
+    for (i, (&a, &b)) in from.iter().zip(to).enumerate() {
+        match (a < 0, b < 0) {
+            (false, false) if a != b => fixed_changed = true,
+            (true, false) => diff.breaking.push(format!(
+                "{kind} '{name}' dimension {i} made fixed ({b}): shape {} -> {}",
+                shape_text(from),
+                shape_text(to)
+            )),
+            (false, true) => diff
+                .compatible
+                .push(format!("{kind} '{name}' dimension {i} made dynamic")),
+            _ => {}
+        }
+    }
+    if fixed_changed {
+        diff.breaking.push(shape_change);
+    }
+}
+
+/// What changes for clients when `candidate` replaces `serving`. Inputs and outputs are matched by name (their
+/// order does not matter to the Open Inference Protocol). Breaking: an input or output renamed or removed, a
+/// datatype changed, a fixed dimension changed or the rank changed, a dynamic dimension made fixed, a new input
+/// (every input a model lists is required). Compatible: an output added, a fixed dimension made dynamic.
+pub fn compare_signatures(serving: &Signature, candidate: &Signature) -> SignatureDiff {
+    let mut diff = SignatureDiff::default();
+    compare_side("input", &serving.inputs, &candidate.inputs, &mut diff);
+    compare_side("output", &serving.outputs, &candidate.outputs, &mut diff);
+    diff
+}
+
+/// Compares the inputs (`kind` "input") or the outputs of two signatures.
+fn compare_side(
+    kind: &str,
+    serving: &[TensorSpec],
+    candidate: &[TensorSpec],
+    diff: &mut SignatureDiff,
+) {
+    let find = |specs: &[TensorSpec], name: &str| specs.iter().position(|s| s.name == name);
+    for spec in serving {
+        match find(candidate, &spec.name) {
+            Some(i) => compare_tensor(kind, spec, &candidate[i], diff),
+            None if kind == "input" => diff
+                .breaking
+                .push(format!("input '{}' renamed or removed", spec.name)),
+            None => diff
+                .breaking
+                .push(format!("{kind} '{}' removed", spec.name)),
+        }
+    }
+    for spec in candidate
+        .iter()
+        .filter(|s| find(serving, &s.name).is_none())
+    {
+        if kind == "input" {
+            diff.breaking.push(format!(
+                "input '{}' added (required; clients of the serving version do not send it)",
+                spec.name
+            ));
+        } else {
+            diff.compatible
+                .push(format!("{kind} '{}' added", spec.name));
+        }
+    }
+}
+
+/// The golden set (`FERRY_VALIDATION_URI`): Open Inference Protocol requests and the outputs expected for each,
+/// e.g. `{"tolerance": {"absolute": 1e-6, "relative": 1e-5}, "min_pass_rate": 1.0, "cases": [{"name": "row-0",
+/// "request": {"inputs": [...]}, "expected": {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1],
+/// "data": [2]}]}}]}`. `ferry-server golden` writes one from a model and requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationFile {
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// Share of cases that must pass, 0 to 1. Default 1: every case.
+    #[serde(default = "default_min_pass_rate")]
+    pub min_pass_rate: f64,
+    pub cases: Vec<ValidationCase>,
+}
+
+fn default_min_pass_rate() -> f64 {
+    1.0
+}
+
+/// How far a float output may be from the expected value: `|got - want| <= absolute + relative * |want|`.
+/// Integers, `BOOL` and `BYTES` must match exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    #[serde(default = "default_absolute")]
+    pub absolute: f64,
+    #[serde(default = "default_relative")]
+    pub relative: f64,
+}
+
+pub const DEFAULT_ABSOLUTE_TOLERANCE: f64 = 1e-6;
+pub const DEFAULT_RELATIVE_TOLERANCE: f64 = 1e-5;
+
+fn default_absolute() -> f64 {
+    DEFAULT_ABSOLUTE_TOLERANCE
+}
+
+fn default_relative() -> f64 {
+    DEFAULT_RELATIVE_TOLERANCE
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            absolute: DEFAULT_ABSOLUTE_TOLERANCE,
+            relative: DEFAULT_RELATIVE_TOLERANCE,
+        }
+    }
+}
+
+/// One case: a request exactly as a client sends it to `/v2/models/{name}/infer`, and the outputs expected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationCase {
+    pub name: String,
+    /// An Open Inference Protocol inference request (JSON tensors).
+    pub request: serde_json::Value,
+    pub expected: ExpectedOutputs,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedOutputs {
+    /// The outputs compared; outputs of the model not listed here are not checked.
+    pub outputs: Vec<ExpectedOutput>,
+}
+
+/// An expected output tensor, as an inference response carries it (flat or nested `data`, row-major).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectedOutput {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: serde_json::Value,
 }
 
 #[cfg(test)]
@@ -907,6 +1197,206 @@ mod tests {
             assert_eq!(json, reason.as_str());
             assert_eq!(serde_json::from_value::<Reason>(json).unwrap(), reason);
         }
+    }
+
+    fn spec(name: &str, datatype: &str, shape: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.to_owned(),
+            datatype: datatype.to_owned(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn iris() -> Signature {
+        Signature {
+            inputs: vec![spec("x", "FP32", &[-1, 4])],
+            outputs: vec![
+                spec("label", "INT64", &[-1]),
+                spec("probabilities", "FP32", &[-1, 3]),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_identical_signature_differs_in_nothing_whatever_the_order() {
+        assert!(compare_signatures(&iris(), &iris()).is_empty());
+        let mut reordered = iris();
+        reordered.outputs.reverse();
+        assert!(compare_signatures(&iris(), &reordered).is_empty());
+    }
+
+    #[test]
+    fn a_renamed_or_removed_input_is_breaking_and_the_new_name_a_new_required_input() {
+        let mut candidate = iris();
+        candidate.inputs[0].name = "features".into();
+        let diff = compare_signatures(&iris(), &candidate);
+        assert_eq!(
+            diff.breaking,
+            vec![
+                "input 'x' renamed or removed".to_owned(),
+                "input 'features' added (required; clients of the serving version do not send it)"
+                    .to_owned()
+            ]
+        );
+        assert!(diff.compatible.is_empty());
+        candidate.inputs.clear();
+        assert_eq!(
+            compare_signatures(&iris(), &candidate).breaking,
+            vec!["input 'x' renamed or removed"]
+        );
+    }
+
+    #[test]
+    fn a_new_input_is_breaking() {
+        let mut candidate = iris();
+        candidate.inputs.push(spec("mask", "BOOL", &[-1]));
+        let diff = compare_signatures(&iris(), &candidate);
+        assert_eq!(diff.breaking.len(), 1, "{diff:?}");
+        assert!(
+            diff.breaking[0].starts_with("input 'mask' added"),
+            "{diff:?}"
+        );
+    }
+
+    #[test]
+    fn a_datatype_change_is_breaking_for_inputs_and_outputs() {
+        let mut candidate = iris();
+        candidate.inputs[0].datatype = "FP64".into();
+        candidate.outputs[0].datatype = "INT32".into();
+        let diff = compare_signatures(&iris(), &candidate);
+        assert_eq!(
+            diff.breaking,
+            vec![
+                "input 'x' datatype FP32 -> FP64",
+                "output 'label' datatype INT64 -> INT32"
+            ]
+        );
+        assert!(diff.compatible.is_empty());
+    }
+
+    #[test]
+    fn a_changed_fixed_dimension_or_rank_is_breaking() {
+        let mut candidate = iris();
+        candidate.inputs[0].shape = vec![-1, 5];
+        assert_eq!(
+            compare_signatures(&iris(), &candidate).breaking,
+            vec!["input 'x' shape [-1,4] -> [-1,5]"]
+        );
+        candidate.inputs[0].shape = vec![-1, 4, 1];
+        assert_eq!(
+            compare_signatures(&iris(), &candidate).breaking,
+            vec!["input 'x' shape [-1,4] -> [-1,4,1]"]
+        );
+        candidate.inputs[0].shape = vec![-1, 4];
+        candidate.outputs[1].shape = vec![-1, 2];
+        assert_eq!(
+            compare_signatures(&iris(), &candidate).breaking,
+            vec!["output 'probabilities' shape [-1,3] -> [-1,2]"]
+        );
+    }
+
+    #[test]
+    fn a_dynamic_dimension_made_fixed_is_breaking_and_a_fixed_one_made_dynamic_compatible() {
+        let mut candidate = iris();
+        candidate.inputs[0].shape = vec![8, -1];
+        let diff = compare_signatures(&iris(), &candidate);
+        assert_eq!(
+            diff.breaking,
+            vec!["input 'x' dimension 0 made fixed (8): shape [-1,4] -> [8,-1]"]
+        );
+        assert_eq!(diff.compatible, vec!["input 'x' dimension 1 made dynamic"]);
+        candidate.inputs[0].shape = vec![-1, -1];
+        let diff = compare_signatures(&iris(), &candidate);
+        assert!(diff.breaking.is_empty(), "{diff:?}");
+        assert_eq!(diff.compatible, vec!["input 'x' dimension 1 made dynamic"]);
+    }
+
+    #[test]
+    fn a_removed_output_is_breaking_and_an_added_one_compatible() {
+        let mut candidate = iris();
+        candidate.outputs.remove(1);
+        candidate.outputs.push(spec("scores", "FP32", &[-1, 3]));
+        let diff = compare_signatures(&iris(), &candidate);
+        assert_eq!(diff.breaking, vec!["output 'probabilities' removed"]);
+        assert_eq!(diff.compatible, vec!["output 'scores' added"]);
+    }
+
+    #[test]
+    fn symbolic_dimensions_below_minus_one_count_as_dynamic() {
+        let mut serving = iris();
+        serving.inputs[0].shape = vec![-7, 4];
+        let diff = compare_signatures(&serving, &iris());
+        assert!(diff.is_empty(), "{diff:?}");
+    }
+
+    #[test]
+    fn a_validation_file_reads_with_defaults_and_refuses_unknown_fields() {
+        let text = r#"{"cases": [{"name": "row-0",
+            "request": {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+            "expected": {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}]}}]}"#;
+        let file: ValidationFile = serde_json::from_str(text).unwrap();
+        assert_eq!(file.min_pass_rate, 1.0);
+        assert_eq!(file.tolerance, Tolerance::default());
+        assert_eq!(file.cases[0].expected.outputs[0].shape, vec![1]);
+        let partial: ValidationFile =
+            serde_json::from_str(r#"{"tolerance": {"absolute": 0.1}, "cases": []}"#).unwrap();
+        assert_eq!(partial.tolerance.absolute, 0.1);
+        assert_eq!(partial.tolerance.relative, DEFAULT_RELATIVE_TOLERANCE);
+        assert!(
+            serde_json::from_str::<ValidationFile>(r#"{"min_passrate": 1, "cases": []}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn status_with_validation_signature_and_metadata_round_trips() {
+        let status = ServerStatus {
+            model: "iris".into(),
+            phase: LoadPhase::Validating,
+            ready: false,
+            shutting_down: false,
+            version: Some("2".into()),
+            sha256: None,
+            bytes_done: 1,
+            bytes_total: Some(1),
+            reason: Some(Reason::ValidationFailed),
+            message: Some("m".into()),
+            operator: None,
+            serving: None,
+            load: None,
+            capabilities: serde_json::json!({}),
+            admin: AdminView {
+                mode: AdminMode::Refuse,
+                credential_id: None,
+            },
+            versions: Vec::new(),
+            last_switch: None,
+            source: None,
+            validation: Some(ValidationView {
+                cases: 10,
+                passed: 9,
+                max_error: Some(0.5),
+                worst: Some("case row-3".into()),
+                seconds: 0.01,
+            }),
+            signature: Some(iris()),
+            model_metadata: Some(ModelMetadataView {
+                producer_name: "skl2onnx".into(),
+                opsets: [("ai.onnx".to_owned(), 17)].into(),
+                ..ModelMetadataView::default()
+            }),
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["phase"], "validating");
+        assert_eq!(json["reason"], "ValidationFailed");
+        assert_eq!(json["validation"]["passed"], 9);
+        assert_eq!(
+            json["signature"]["inputs"][0]["shape"],
+            serde_json::json!([-1, 4])
+        );
+        assert_eq!(
+            serde_json::from_value::<ServerStatus>(json).unwrap(),
+            status
+        );
     }
 
     #[test]

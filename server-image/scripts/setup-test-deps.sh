@@ -3,7 +3,9 @@
 #   - a Python venv at $FERRY_CACHE_DIR/venv with onnxruntime (the library the server loads), the packages that
 #     regenerate the test models (scikit-learn, skl2onnx, onnx) and a standard OIP client (tritonclient);
 #   - a stable link to the ONNX Runtime library at $FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1;
-#   - the S3-compatible test server s3s-fs at $FERRY_CACHE_DIR/tools/bin/s3s-fs.
+#   - the S3-compatible test server s3s-fs at $FERRY_CACHE_DIR/tools/bin/s3s-fs;
+#   - the Azure Blob emulator Azurite (npm) at $FERRY_CACHE_DIR/tools/azurite/node_modules/.bin/azurite-blob;
+#   - the GCS emulator fake-gcs-server (Go module) at $FERRY_CACHE_DIR/tools/fake-gcs-server/bin/fake-gcs-server.
 # Prints the library path on the last line.
 set -euo pipefail
 
@@ -18,6 +20,8 @@ PYTHON_PACKAGES=(
   "tritonclient[http,grpc]==2.73.0"
 )
 S3S_FS_VERSION=0.14.1 # the newest release that builds with rust-version 1.92
+AZURITE_VERSION=3.37.0
+FAKE_GCS_SERVER_VERSION=v1.56.1
 
 venv="$FERRY_CACHE_DIR/venv"
 tools="$FERRY_CACHE_DIR/tools"
@@ -53,6 +57,27 @@ if [[ -x "$tools/bin/s3s-fs" ]] && "$tools/bin/s3s-fs" --version 2>/dev/null | g
 else
   echo "s3s-fs: cargo install s3s-fs@$S3S_FS_VERSION into $tools (a few minutes, once)"
   cargo install --quiet --locked --root "$tools" "s3s-fs@$S3S_FS_VERSION" --features binary
+fi
+
+# True when the program $1 is there and the stamp $2 names version $3.
+current() { [[ -x "$1" && -f "$2" && "$(cat "$2")" == "$3" ]]; }
+
+azurite="$tools/azurite"
+if current "$azurite/node_modules/.bin/azurite-blob" "$azurite/.ferry-version" "$AZURITE_VERSION"; then
+  echo "azurite: $azurite/node_modules/.bin/azurite-blob (up to date)"
+else
+  echo "azurite: npm install azurite@$AZURITE_VERSION into $azurite"
+  npm install --prefix "$azurite" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+  echo "$AZURITE_VERSION" >"$azurite/.ferry-version"
+fi
+
+fake_gcs="$tools/fake-gcs-server"
+if current "$fake_gcs/bin/fake-gcs-server" "$fake_gcs/.ferry-version" "$FAKE_GCS_SERVER_VERSION"; then
+  echo "fake-gcs-server: $fake_gcs/bin/fake-gcs-server (up to date)"
+else
+  echo "fake-gcs-server: go install github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION into $fake_gcs (a minute, once)"
+  GOBIN="$fake_gcs/bin" go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION"
+  echo "$FAKE_GCS_SERVER_VERSION" >"$fake_gcs/.ferry-version"
 fi
 
 echo "$library_link"

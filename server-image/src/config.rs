@@ -23,6 +23,9 @@ use crate::failure::Failure;
     args_override_self = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Print the formats, ONNX opsets and datatypes this build serves, as JSON, and exit.
     #[arg(long)]
     pub print_capabilities: bool,
@@ -44,6 +47,11 @@ pub struct Args {
     /// Most model versions loaded at once, the serving one included.
     #[arg(long, env = env::MAX_LOADED_VERSIONS, value_name = env::MAX_LOADED_VERSIONS, default_value_t = contract::DEFAULT_MAX_LOADED_VERSIONS)]
     pub max_loaded_versions: usize,
+    /// Golden set the model must reproduce before it reports ready (JSON, see `ferry-server golden`).
+    #[arg(long, env = env::VALIDATION_URI, value_name = env::VALIDATION_URI)]
+    pub validation_uri: Option<String>,
+    #[arg(long, env = env::VALIDATION_SHA256, value_name = env::VALIDATION_SHA256)]
+    pub validation_sha256: Option<String>,
 
     #[arg(long, env = env::LISTEN_ADDRESS, value_name = env::LISTEN_ADDRESS, default_value = contract::DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: IpAddr,
@@ -102,6 +110,12 @@ pub struct Args {
     pub refresh_interval_seconds: u64,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Runs a model on requests and writes a golden set (validation file) of its answers.
+    Golden(crate::golden::GoldenArgs),
+}
+
 /// What to serve: the same fields come from the environment at start-up and from a repository load request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
@@ -111,9 +125,55 @@ pub struct ModelSpec {
     /// Lowercase hex.
     pub sha256: Option<String>,
     pub format: String,
+    /// The golden set to run after the warm-up, if any.
+    pub validation: Option<ValidationSpec>,
     /// Download exactly this object (`FERRY_MODEL_OBJECT`, `parameters.object`).
     pub object: Option<ObjectIdentity>,
 }
+
+/// Where the golden set is and the digest it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationSpec {
+    pub uri: Url,
+    /// Lowercase hex.
+    pub sha256: Option<String>,
+    /// The setting that pinned the digest (`FERRY_VALIDATION_SHA256` or `parameters.validation_sha256`), for
+    /// the message of a mismatch.
+    pub sha256_setting: &'static str,
+}
+
+impl ValidationSpec {
+    /// `uri` and `sha256` as given (environment or load request); the error names `uri_name` or `sha256_name`.
+    pub fn parse(
+        (uri_name, sha256_name): (&'static str, &'static str),
+        uri: Option<&str>,
+        sha256: Option<&str>,
+    ) -> Result<Option<ValidationSpec>, Failure> {
+        let sha256 = sha256
+            .filter(|s| !s.is_empty())
+            .map(parse_sha256)
+            .transpose()
+            .map_err(|m| Failure::invalid_config(sha256_name, m))?;
+        let Some(uri) = uri.filter(|u| !u.is_empty()) else {
+            if sha256.is_some() {
+                return Err(Failure::invalid_config(
+                    sha256_name,
+                    format!("is set but {uri_name} is not"),
+                ));
+            }
+            return Ok(None);
+        };
+        let uri = parse_uri(uri).map_err(|m| Failure::invalid_config(uri_name, m))?;
+        Ok(Some(ValidationSpec {
+            uri,
+            sha256,
+            sha256_setting: sha256_name,
+        }))
+    }
+}
+
+/// The names of the validation settings in the environment.
+pub const ENV_VALIDATION_NAMES: (&str, &str) = (env::VALIDATION_URI, env::VALIDATION_SHA256);
 
 /// Settings of S3-compatible stores; the standard `AWS_*`, `GOOGLE_*` and `AZURE_*` variables are read as well.
 #[derive(Debug, Clone, Default)]
@@ -195,6 +255,7 @@ impl ModelSpec {
             version: version.to_owned(),
             sha256,
             format: format.to_owned(),
+            validation: None,
             object: None,
         })
     }
@@ -271,7 +332,7 @@ pub fn model_from_file(
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, Failure> {
-        let model = match &args.model_file {
+        let mut model = match &args.model_file {
             Some(path) => model_from_file(path, args.model_name.as_deref(), &args.model_format)?,
             None => ModelSpec::parse(
                 &ENV_FIELD_NAMES,
@@ -285,6 +346,11 @@ impl Config {
         };
         let refresh_interval = refresh_interval(args.refresh_interval_seconds)?;
         positive(env::MAX_LOADED_VERSIONS, args.max_loaded_versions as u64)?;
+        model.validation = ValidationSpec::parse(
+            ENV_VALIDATION_NAMES,
+            args.validation_uri.as_deref(),
+            args.validation_sha256.as_deref(),
+        )?;
         let ports = [
             (env::HTTP_PORT, args.http_port),
             (env::ADMIN_PORT, args.admin_port),
@@ -618,6 +684,23 @@ mod tests {
                 &["--model-file", "/nonexistent/model.json"],
                 env::MODEL_FILE,
             ),
+            (
+                &["--validation-uri", "ftp://host/cases.json"],
+                env::VALIDATION_URI,
+            ),
+            (
+                &["--validation-sha256", &"a".repeat(64)],
+                env::VALIDATION_SHA256,
+            ),
+            (
+                &[
+                    "--validation-uri",
+                    "s3://b/cases.json",
+                    "--validation-sha256",
+                    "xyz",
+                ],
+                env::VALIDATION_SHA256,
+            ),
             (&["--model-object", "md5:abc"], env::MODEL_OBJECT),
             (&["--model-object", "size:12"], env::MODEL_OBJECT),
             (
@@ -693,6 +776,27 @@ mod tests {
                 "{content}: {failure}"
             );
         }
+    }
+
+    #[test]
+    fn a_validation_file_is_optional_and_its_digest_normalized() {
+        let config = Config::from_args(args(&[]).unwrap()).unwrap();
+        assert_eq!(config.model.validation, None);
+        let digest = "AB".repeat(32);
+        let config = Config::from_args(
+            args(&[
+                "--validation-uri",
+                "s3://bucket/iris/cases.json",
+                "--validation-sha256",
+                &digest,
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let validation = config.model.validation.unwrap();
+        assert_eq!(validation.uri.as_str(), "s3://bucket/iris/cases.json");
+        assert_eq!(validation.sha256, Some("ab".repeat(32)));
+        assert_eq!(validation.sha256_setting, env::VALIDATION_SHA256);
     }
 
     #[test]

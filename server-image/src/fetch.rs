@@ -9,12 +9,14 @@
 //! Receiving, hashing and writing run on three threads, so hashing costs little on top of the transfer. The size limit
 //! is checked against the object's size before the first byte and again on every chunk. object_store retries
 //! transient request failures (5xx, connection errors, timeouts) with exponential backoff and never 4xx; on top of
-//! that an interrupted body is resumed with a range request from the last byte received. The whole download,
-//! retries included, is bounded by the download timeout.
+//! that an interrupted body is resumed with a range request from the last byte received, pinned to the ETag and
+//! version of the response so far. The whole download, retries included, is bounded by the download timeout.
 //!
 //! A large object on an object store (`s3://`, `gs://`, `az://`, and `file://`) is fetched as parts of
 //! `part_bytes` (16 MiB by default), up to `concurrency` range requests at a time, each pinned to the ETag the
-//! first HEAD returned (an object replaced mid-download fails the download instead of mixing two versions). One
+//! first HEAD returned and to its version when the store gives one (GCS's generation, an S3 version id): an object
+//! replaced mid-download fails the download instead of mixing two versions, also on a store that ignores
+//! `If-Match` on reads (fake-gcs-server does; a replaced generation is gone there, as on GCS). One
 //! connection to a store is usually slower than the store; several are how its full bandwidth is reached. Parts
 //! are handed on in order, so the hasher still sees one sequential stream. `http(s)://` keeps one stream: a plain
 //! web server need not support ranges.
@@ -238,7 +240,17 @@ impl Fetcher {
             .step_by(usize::try_from(self.part_bytes).unwrap_or(usize::MAX))
             .map(|start| start..size.min(start + self.part_bytes));
         let mut parts = futures::stream::iter(ranges)
-            .map(|range| self.part(uri, store, path, range, meta.e_tag.clone(), pin))
+            .map(|range| {
+                self.part(
+                    uri,
+                    store,
+                    path,
+                    range,
+                    meta.e_tag.clone(),
+                    meta.version.clone(),
+                    pin,
+                )
+            })
             .buffered(self.concurrency);
         let mut batch = Batch::default();
         while let Some(part) = parts.next().await {
@@ -255,6 +267,7 @@ impl Fetcher {
     }
 
     /// One part: a range request for exactly `range`, retried from its start when its body breaks off.
+    #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
         uri: &Url,
@@ -262,6 +275,7 @@ impl Fetcher {
         path: &Path,
         range: std::ops::Range<u64>,
         e_tag: Option<String>,
+        version: Option<String>,
         pin: Option<&ObjectIdentity>,
     ) -> Result<Vec<Bytes>, Failure> {
         let mut resumes = 0;
@@ -269,7 +283,7 @@ impl Fetcher {
             let options = GetOptions {
                 range: Some(GetRange::Bounded(range.clone())),
                 if_match: e_tag.clone(),
-                version: pin.and_then(|p| p.version.clone()),
+                version: version.clone(),
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
@@ -306,8 +320,18 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
-                Err(e) if pin.is_some() && is_precondition(&e) => {
+                // Pinned: a failed condition, or the pinned version gone, is another object at the URI.
+                Err(e)
+                    if pin.is_some()
+                        && (is_precondition(&e)
+                            || (version.is_some()
+                                && matches!(e, object_store::Error::NotFound { .. }))) =>
+                {
                     return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
+                // The pinned version is gone: the object was replaced (or deleted) since the HEAD.
+                Err(e @ object_store::Error::NotFound { .. }) if version.is_some() => {
+                    return Err(changed(uri, e))
                 }
                 Err(e) => return Err(store_failure(uri, e)),
             }
@@ -331,31 +355,48 @@ impl Fetcher {
         let pinned = pin.map(source::conditions).unwrap_or_default();
         loop {
             let done = progress.done.load(Ordering::Relaxed);
+            let resumed = done > 0;
             let options = GetOptions {
-                range: (done > 0).then_some(GetRange::Offset(done)),
-                // A resumed body continues the object the first answer came from.
+                range: resumed.then_some(GetRange::Offset(done)),
+                // A resumed request is pinned to the ETag and version of the first answer, as parts are.
                 if_match: match first.as_ref() {
-                    Some(meta) if done > 0 => {
-                        meta.e_tag.clone().or_else(|| pinned.if_match.clone())
-                    }
+                    Some(meta) if resumed => meta.e_tag.clone().or_else(|| pinned.if_match.clone()),
                     _ => pinned.if_match.clone(),
                 },
-                version: pinned.version.clone(),
+                version: match first.as_ref() {
+                    Some(meta) if resumed => {
+                        meta.version.clone().or_else(|| pinned.version.clone())
+                    }
+                    _ => pinned.version.clone(),
+                },
                 if_unmodified_since: pinned.if_unmodified_since,
                 ..GetOptions::default()
             };
+            let versioned = options.version.is_some();
             match self
                 .stream(uri, store, path, options, sinks, progress, pin, first)
                 .await
             {
                 Ok(()) => return Ok(()),
+                // Pinned: a failed condition, or the requested version gone, is another object at the URI.
+                Err(StreamError::Store(e))
+                    if pin.is_some()
+                        && (is_precondition(&e)
+                            || (versioned
+                                && matches!(e, object_store::Error::NotFound { .. }))) =>
+                {
+                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
+                // The version the body came from is gone: the object was replaced (or deleted) meanwhile.
+                Err(StreamError::Store(e @ object_store::Error::NotFound { .. }))
+                    if resumed && versioned =>
+                {
+                    return Err(changed(uri, e))
+                }
                 Err(StreamError::Store(e)) if is_transient(&e) && resumes < MAX_RESUMES => {
                     resumes += 1;
                     tracing::warn!(%uri, error = %e, resumes, "download interrupted; resuming");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
-                }
-                Err(StreamError::Store(e)) if pin.is_some() && is_precondition(&e) => {
-                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
                 }
                 Err(StreamError::Store(e)) => return Err(store_failure(uri, e)),
                 Err(StreamError::Failed(failure)) => return Err(failure),
@@ -657,16 +698,18 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
         // A part's If-Match no longer held: the object was replaced while it was downloading.
-        e if is_precondition(e) => {
-            return Failure::new(
-                Reason::FetchFailed,
-                format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
-            )
-        }
+        e if is_precondition(e) => return changed(uri, error),
         e if has_timeout(e) => Reason::Timeout,
         _ => Reason::FetchFailed,
     };
     Failure::new(reason, format!("{uri}: {error}"))
+}
+
+fn changed(uri: &Url, error: object_store::Error) -> Failure {
+    Failure::new(
+        Reason::FetchFailed,
+        format!("{uri} changed while it was downloading; the next attempt fetches the new object: {error}"),
+    )
 }
 
 fn write_failure(work_dir: &std::path::Path, error: std::io::Error) -> Failure {
@@ -756,14 +799,14 @@ mod tests {
         let (store, path) = fetcher.open(&uri).unwrap();
         let e_tag = store.head(&path).await.unwrap().e_tag;
         let first = fetcher
-            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None)
+            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None, None)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
         // A new version of the object: another size, so another ETag.
         std::fs::write(&source, vec![2u8; 2000]).unwrap();
         let failure = fetcher
-            .part(&uri, &*store, &path, 500..1000, e_tag, None)
+            .part(&uri, &*store, &path, 500..1000, e_tag, None, None)
             .await
             .unwrap_err();
         assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::auth::{require_admin, AdminAuth};
-use crate::config::{ModelSpec, SpecFieldNames};
+use crate::config::{ModelSpec, SpecFieldNames, ValidationSpec};
 use crate::contract::{
     paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, SwitchRequest, UnloadRequest,
     Unloaded, DEFAULT_MODEL_FORMAT,
@@ -344,7 +344,7 @@ async fn repository_load(
     this_model(repository, &name)?;
     let request: LoadRequest = repository_request(body, "load")?;
     let p = request.parameters;
-    let spec = ModelSpec::parse(
+    let mut spec = ModelSpec::parse(
         &LOAD_FIELD_NAMES,
         Some(&name),
         p.uri.as_deref(),
@@ -353,6 +353,12 @@ async fn repository_load(
         p.format.as_deref().unwrap_or(DEFAULT_MODEL_FORMAT),
     )
     .and_then(|spec| spec.pinned("parameters.object", p.object.as_deref()))
+    .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
+    spec.validation = ValidationSpec::parse(
+        ("parameters.validation_uri", "parameters.validation_sha256"),
+        p.validation_uri.as_deref(),
+        p.validation_sha256.as_deref(),
+    )
     .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
     let version = spec.version.clone();
     let accepted = |state| {

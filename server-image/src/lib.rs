@@ -11,6 +11,7 @@ pub use ferry_contract as contract;
 pub mod failure;
 pub mod fetch;
 pub mod fuzzing;
+pub mod golden;
 pub mod grpc;
 pub mod http;
 pub mod inference;
@@ -21,6 +22,7 @@ pub mod repository;
 pub mod runtime;
 pub mod shutdown;
 pub mod source;
+pub mod validation;
 pub mod verify;
 pub mod versions;
 
@@ -61,6 +63,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit_code::INVALID_CONFIG);
         }
     };
+    if let Some(config::Command::Golden(golden_args)) = args.command.clone() {
+        let store = config::StoreSettings {
+            s3_endpoint: args.s3_endpoint,
+            s3_region: args.s3_region,
+            s3_allow_http: args.s3_allow_http,
+        };
+        return golden::main(golden_args, store);
+    }
     if args.print_capabilities {
         println!("{}", contract::capabilities_json());
         return ExitCode::SUCCESS;

@@ -1,4 +1,5 @@
-//! One model load, phase by phase: fetch (with on-the-fly SHA-256), verify, load, warm up.
+//! One model load, phase by phase: fetch (with on-the-fly SHA-256), verify, load, warm up, and validate against
+//! the golden set when the spec names one.
 //!
 //! A `LoadAttempt` is the observable record of a load: the status endpoint reads its phase, bytes and timings while
 //! it runs, and its failure reason afterwards. Only a load that has passed every phase yields a `Served` model.
@@ -7,14 +8,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
-use crate::config::ModelSpec;
-use crate::contract::{capabilities, env, AttemptView, LoadPhase, ObjectIdentity, Reason, Timings};
+use crate::config::{ModelSpec, ValidationSpec};
+use crate::contract::{
+    capabilities, env, AttemptView, LoadPhase, ModelMetadataView, ObjectIdentity, Reason,
+    Signature, Timings, ValidationView, MAX_VALIDATION_FILE_BYTES,
+};
 use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
-use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels};
+use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels, ResultLabels};
 use crate::runtime::{Model, Runtime};
+use crate::validation::Golden;
 use crate::verify::verify_sha256;
 
 #[derive(Debug)]
@@ -23,6 +29,9 @@ struct AttemptState {
     sha256: Option<String>,
     failure: Option<Failure>,
     timings: Timings,
+    validation: Option<ValidationView>,
+    signature: Option<Signature>,
+    metadata: Option<ModelMetadataView>,
 }
 
 #[derive(Debug)]
@@ -48,6 +57,9 @@ impl LoadAttempt {
                 sha256: None,
                 failure: None,
                 timings: Timings::default(),
+                validation: None,
+                signature: None,
+                metadata: None,
             }),
         }
     }
@@ -85,6 +97,9 @@ impl LoadAttempt {
             message: state.failure.as_ref().map(|f| f.message.clone()),
             operator: state.failure.as_ref().and_then(|f| f.operator.clone()),
             timings: state.timings,
+            validation: state.validation.clone(),
+            signature: state.signature.clone(),
+            model_metadata: state.metadata.clone(),
         }
     }
 }
@@ -99,6 +114,8 @@ pub struct Served {
     pub model: Arc<dyn Model>,
     /// One permit per request that can run without waiting for a session.
     pub permits: Semaphore,
+    /// The golden set's result, when the load had one.
+    pub validation: Option<ValidationView>,
 }
 
 pub struct Loader {
@@ -124,8 +141,12 @@ impl Loader {
                     ("verify", t.verify_seconds),
                     ("load", t.load_seconds),
                     ("warmup", t.warmup_seconds),
+                    ("validation", t.validation_seconds),
                     ("total", t.total_seconds),
                 ] {
+                    let Some(seconds) = seconds else {
+                        continue;
+                    };
                     let labels = PhaseLabels {
                         model: model.clone(),
                         phase: phase.to_owned(),
@@ -133,7 +154,7 @@ impl Loader {
                     self.metrics
                         .load_duration
                         .get_or_create(&labels)
-                        .observe(seconds.unwrap_or_default());
+                        .observe(seconds);
                 }
                 tracing::info!(version = %served.spec.version, stage = attempt.stage, sha256 = %served.sha256, bytes = served.size, timings = ?t, "model ready");
             }
@@ -166,10 +187,12 @@ impl Loader {
         }
 
         let clock = Instant::now();
-        let downloaded = self
-            .fetcher
-            .fetch_object(&spec.uri, &attempt.progress, spec.object.as_ref())
-            .await?;
+        // The golden set comes alongside the model, so a missing or malformed one fails before the model loads.
+        let (downloaded, golden) = tokio::try_join!(
+            self.fetcher
+                .fetch_object(&spec.uri, &attempt.progress, spec.object.as_ref()),
+            self.golden(spec),
+        )?;
         let identity = downloaded.identity.clone();
         attempt.state().timings.fetch_seconds = Some(clock.elapsed().as_secs_f64());
 
@@ -194,7 +217,12 @@ impl Loader {
         })
         .await?
         .into();
-        attempt.state().timings.load_seconds = Some(clock.elapsed().as_secs_f64());
+        {
+            let mut state = attempt.state();
+            state.timings.load_seconds = Some(clock.elapsed().as_secs_f64());
+            state.signature = Some(model.signature().to_contract());
+            state.metadata = model.metadata().cloned();
+        }
 
         attempt.enter(LoadPhase::Warming);
         let clock = Instant::now();
@@ -210,6 +238,11 @@ impl Loader {
         .await?;
         attempt.state().timings.warmup_seconds = Some(clock.elapsed().as_secs_f64());
 
+        let validation = match golden {
+            Some(golden) => Some(self.validate(attempt, &model, golden).await?),
+            None => None,
+        };
+
         let sha256 = attempt.state().sha256.clone().unwrap_or_default();
         Ok(Served {
             spec: spec.clone(),
@@ -218,7 +251,113 @@ impl Loader {
             identity,
             permits: Semaphore::new(model.concurrency()),
             model,
+            validation,
         })
+    }
+
+    /// Fetches, verifies and parses the golden set of `spec`, if it names one. Failures to get the file keep the
+    /// fetcher's reason (`NotFound`, `AccessDenied`, ...) with a message that starts "validation file".
+    async fn golden(&self, spec: &ModelSpec) -> Result<Option<Golden>, Failure> {
+        let Some(ValidationSpec {
+            uri,
+            sha256,
+            sha256_setting,
+        }) = &spec.validation
+        else {
+            return Ok(None);
+        };
+        let fetcher = Fetcher {
+            max_bytes: MAX_VALIDATION_FILE_BYTES,
+            concurrency: 1,
+            ..self.fetcher.clone()
+        };
+        let progress = Progress::new(Counter::default());
+        let downloaded = fetcher.fetch(uri, &progress).await.map_err(|f| {
+            let message = match f.reason {
+                Reason::TooLarge => format!(
+                    "validation file {uri} is larger than the limit of {MAX_VALIDATION_FILE_BYTES} bytes"
+                ),
+                _ => format!("validation file {}", f.message),
+            };
+            Failure { message, ..f }
+        });
+        let downloaded = downloaded
+            .and_then(|downloaded| match sha256 {
+                Some(expected) if *expected != downloaded.sha256 => Err(Failure::new(
+                    Reason::ChecksumMismatch,
+                    format!(
+                        "validation file {uri}: its SHA-256 is {}, {sha256_setting} expects {expected}",
+                        downloaded.sha256
+                    ),
+                )),
+                _ => Ok(downloaded),
+            })
+            .inspect_err(|_| self.count_validation(&spec.name, "error"))?;
+        let uri = uri.to_string();
+        let golden = blocking(move || {
+            let bytes = std::fs::read(&downloaded.path).map_err(|e| {
+                Failure::new(
+                    Reason::FetchFailed,
+                    format!("validation file {uri}: cannot read the download: {e}"),
+                )
+            })?;
+            drop(downloaded);
+            Golden::parse(&bytes, &uri)
+        })
+        .await
+        .inspect_err(|f| {
+            if f.reason == Reason::InvalidValidationFile {
+                self.count_validation(&spec.name, "invalid");
+            }
+        })?;
+        Ok(Some(golden))
+    }
+
+    /// Runs the golden set on the warmed-up model, records the result in the attempt, and passes or fails.
+    async fn validate(
+        &self,
+        attempt: &LoadAttempt,
+        model: &Arc<dyn Model>,
+        golden: Golden,
+    ) -> Result<ValidationView, Failure> {
+        attempt.enter(LoadPhase::Validating);
+        let clock = Instant::now();
+        let running = model.clone();
+        let report = blocking(move || golden.run(&*running)).await;
+        let name = &attempt.spec.name;
+        let report = match report {
+            Ok(report) => report,
+            Err(failure) => {
+                self.count_validation(name, "invalid");
+                return Err(failure);
+            }
+        };
+        {
+            let mut state = attempt.state();
+            state.timings.validation_seconds = Some(clock.elapsed().as_secs_f64());
+            state.validation = Some(report.view.clone());
+        }
+        let verdict = report.verdict();
+        self.count_validation(name, if verdict.is_ok() { "passed" } else { "failed" });
+        tracing::info!(
+            cases = report.view.cases,
+            passed = report.view.passed,
+            required = report.required,
+            max_error = ?report.view.max_error,
+            seconds = report.view.seconds,
+            "golden set run"
+        );
+        verdict.map(|()| report.view)
+    }
+
+    fn count_validation(&self, model: &str, result: &str) {
+        self.metrics
+            .validation_runs
+            .get_or_create(&ResultLabels {
+                model: model.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 }
 

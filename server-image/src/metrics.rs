@@ -35,6 +35,14 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub model: String,
+    /// passed, failed (too few cases reproduced), invalid (the file or a case is unusable) or error (the file
+    /// could not be fetched).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub model: String,
     pub version: String,
@@ -81,6 +89,7 @@ pub struct Metrics {
     pub ready: Gauge,
     pub in_flight: Gauge,
     pub admin_refused: Family<RefusedLabels, Counter>,
+    pub validation_runs: Family<ResultLabels, Counter>,
     pub source_checks: Family<CheckLabels, Counter>,
 }
 
@@ -106,7 +115,7 @@ impl Metrics {
         let help_requests = "Inference requests by model, version and HTTP status";
         let help_latency = "Inference request latency, including JSON decoding and encoding";
         let help_load =
-            "Duration of successful model loads by phase (fetch, verify, load, warmup, total)";
+            "Duration of successful model loads by phase (fetch, verify, load, warmup, validation, total)";
         Metrics {
             requests: registered(&mut r, "requests", help_requests, Family::default()),
             request_duration: registered(
@@ -167,6 +176,12 @@ impl Metrics {
                 &mut r,
                 "admin_refused",
                 "Mutating admin calls refused for a missing or wrong credential",
+                Family::default(),
+            ),
+            validation_runs: registered(
+                &mut r,
+                "validation_runs",
+                "Golden-set validations by result (passed, failed, invalid, error)",
                 Family::default(),
             ),
             source_checks: registered(

@@ -410,6 +410,7 @@ impl Repository {
 
     /// The status; `admin` is how the admin API is guarded (the HTTP layer's business, shown here too).
     pub fn status(&self, admin: AdminView) -> ServerStatus {
+        let serving_model = self.serving();
         let (serving, versions, last_switch) = {
             let table = self.table();
             let serving = table.serving().map(|e| ServingView {
@@ -478,6 +479,13 @@ impl Repository {
             source,
             versions,
             last_switch,
+            validation: serving_model.as_ref().and_then(|s| s.validation.clone()),
+            signature: serving_model
+                .as_ref()
+                .map(|s| s.model.signature().to_contract()),
+            model_metadata: serving_model
+                .as_ref()
+                .and_then(|s| s.model.metadata().cloned()),
         }
     }
 }

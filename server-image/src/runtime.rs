@@ -69,6 +69,26 @@ pub struct Signature {
     pub outputs: Vec<TensorSpec>,
 }
 
+impl Signature {
+    /// The signature as `/status` shows it (and as `contract::compare_signatures` compares it).
+    pub fn to_contract(&self) -> crate::contract::Signature {
+        let specs = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| crate::contract::TensorSpec {
+                    name: s.name.clone(),
+                    datatype: s.datatype.as_str().to_owned(),
+                    shape: s.shape.iter().map(|&d| d.max(-1)).collect(),
+                })
+                .collect()
+        };
+        crate::contract::Signature {
+            inputs: specs(&self.inputs),
+            outputs: specs(&self.outputs),
+        }
+    }
+}
+
 /// Tensor elements in row-major order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -152,6 +172,11 @@ pub trait Model: Send + Sync {
 
     /// Engine-specific facts for the model metadata (e.g. platform, opsets).
     fn platform(&self) -> &'static str;
+
+    /// What the model file says about itself (producer, version, metadata, opsets), when the format has a header.
+    fn metadata(&self) -> Option<&crate::contract::ModelMetadataView> {
+        None
+    }
 }
 
 pub trait Runtime: Send + Sync {

@@ -156,6 +156,34 @@ def warmup_fails_model():
     save(helper.make_graph([node], "reshape_to_three", [x], [y], [shape]), "warmup_fails.onnx")
 
 
+def future_opset_model():
+    """Imports opset 30 of the default domain, newer than any ONNX Runtime 1.31 loads: refused from its header."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    node = helper.make_node("Identity", ["x"], ["y"])
+    save(helper.make_graph([node], "future", [x], [y]), "future_opset.onnx", {"": 30})
+
+
+def described_model():
+    """A model with every header field set (producer, version, domain, description, metadata_props, opsets)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "described", [x], [y])
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+        producer_name="ferry-testdata",
+        producer_version="1.2.3",
+        domain="dev.ferry.example",
+        model_version=42,
+        doc_string="Identity on four features, with metadata.",
+    )
+    model.ir_version = 8
+    helper.set_model_props(model, {"trained_on": "iris", "git_sha": "abc123"})
+    onnx.save(model, str(MODELS / "described.onnx"))
+
+
 def main():
     MODELS.mkdir(exist_ok=True)
     expected = {}
@@ -164,6 +192,8 @@ def main():
     strings_model()
     unsupported_operator_model()
     warmup_fails_model()
+    future_opset_model()
+    described_model()
     (HERE / "expected.json").write_text(compact_json(expected))
     for path in sorted(MODELS.iterdir()):
         print(f"{path.relative_to(HERE)}  {path.stat().st_size} bytes")

@@ -4,6 +4,8 @@
 //! the duration of a run. Every session holds its own copy of the weights, so the pool shrinks for large models
 //! (at most `SESSION_MEMORY_BUDGET` of weight copies), and intra-op threads divide the Pod's CPUs between sessions.
 
+pub mod header;
+
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -16,7 +18,7 @@ use super::{
     synthetic_inputs, DataType, InferError, Model, Runtime, Signature, Tensor, TensorData,
     TensorSpec,
 };
-use crate::contract::{env, Reason};
+use crate::contract::{env, ModelMetadataView, Reason};
 use crate::failure::Failure;
 
 /// Weight copies the session pool may hold: a 100 MiB model gets up to 10 sessions, a 1 GiB model one.
@@ -90,6 +92,9 @@ impl OnnxRuntime {
 
 impl Runtime for OnnxRuntime {
     fn load(&self, path: &Path, size: u64) -> Result<Box<dyn Model>, Failure> {
+        // The header first: a model newer than this runtime is refused by name before a session is built.
+        let metadata = header::read(path)?;
+        header::check_supported(&metadata)?;
         let (pool_size, threads) = self.pool.resolve(self.cpus, size);
         let first = self
             .session(path, threads)
@@ -109,6 +114,7 @@ impl Runtime for OnnxRuntime {
         );
         Ok(Box::new(OnnxModel {
             signature,
+            metadata,
             pool_size,
             idle: Mutex::new(sessions),
             returned: Condvar::new(),
@@ -118,6 +124,7 @@ impl Runtime for OnnxRuntime {
 
 struct OnnxModel {
     signature: Signature,
+    metadata: ModelMetadataView,
     pool_size: usize,
     idle: Mutex<Vec<Session>>,
     returned: Condvar,
@@ -208,6 +215,10 @@ impl Model for OnnxModel {
 
     fn platform(&self) -> &'static str {
         "onnxruntime_onnx"
+    }
+
+    fn metadata(&self) -> Option<&ModelMetadataView> {
+        Some(&self.metadata)
     }
 }
 

@@ -40,18 +40,6 @@ fn refused_count(metrics: &str, reason: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
-async fn metrics(server: &Server) -> String {
-    server
-        .client
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn assert_refused(code: StatusCode, body: &Value) {
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["error"].is_string(), "{body}");
@@ -97,7 +85,7 @@ async fn every_mutating_call_needs_the_credential_and_a_refused_one_changes_noth
         );
         still_serves_version_1(&server).await;
     }
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     let routes = ferry_server::contract::paths::MUTATING.len() as u64;
     assert_eq!(refused_count(&text, "missing"), 2 * routes, "{text}");
     assert_eq!(refused_count(&text, "wrong"), 3 * routes, "{text}");
@@ -164,7 +152,7 @@ async fn a_server_without_a_credential_refuses_changes_unless_started_insecure_o
         );
     }
     still_serves_version_1(&server).await;
-    assert_eq!(refused_count(&metrics(&server).await, "unconfigured"), 2);
+    assert_eq!(refused_count(&server.metrics().await, "unconfigured"), 2);
     assert_eq!(server.status().await["admin"], json!({"mode": "refuse"}));
 
     let open = ready_server(

@@ -13,7 +13,7 @@ use crate::support::server::ServerBuilder;
 use crate::support::{file_uri, model_bytes, model_path, sha256_hex};
 
 /// Runs `builder` to its exit and checks the exit code and the termination message's reason.
-async fn fails_with(builder: ServerBuilder, reason: &str) -> Value {
+pub(crate) async fn fails_with(builder: ServerBuilder, reason: &str) -> Value {
     let exited = tokio::task::spawn_blocking(move || builder.run_to_exit(Duration::from_secs(60)))
         .await
         .unwrap();
@@ -280,6 +280,12 @@ async fn every_failure_reason_reaches_the_termination_message() {
     ])
     .await;
     let (_corrupt_dir, corrupt) = scratch_file("corrupt.onnx", b"definitely not protobuf");
+    let wrong_label = serde_json::json!({"cases": [{"name": "row-0",
+        "request": {"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+        "expected": {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [99]}]}}]});
+    let (_golden_dir, wrong_golden) =
+        scratch_file("cases.json", wrong_label.to_string().as_bytes());
+    let (_empty_dir, empty_golden) = scratch_file("cases.json", br#"{"cases": []}"#);
     let logreg = model_uri("logreg.onnx");
     let scenarios = vec![
         (
@@ -323,6 +329,14 @@ async fn every_failure_reason_reaches_the_termination_message() {
         (
             "WarmupFailed",
             ServerBuilder::new("m", &model_uri("warmup_fails.onnx"), "1"),
+        ),
+        (
+            "ValidationFailed",
+            ServerBuilder::new("m", &logreg, "1").env("FERRY_VALIDATION_URI", &wrong_golden),
+        ),
+        (
+            "InvalidValidationFile",
+            ServerBuilder::new("m", &logreg, "1").env("FERRY_VALIDATION_URI", &empty_golden),
         ),
         (
             "ObjectChanged",

@@ -1,11 +1,13 @@
-//! End-to-end tests of the `ferry-server` binary against real stores (file://, a local HTTP server, s3s-fs) and
-//! real ONNX models whose expected predictions come from scikit-learn.
+//! End-to-end tests of the `ferry-server` binary against real stores (file://, a local HTTP server, s3s-fs, and the
+//! Azurite and fake-gcs-server emulators) and real ONNX models whose expected predictions come from scikit-learn.
 
 mod admin;
+mod azure;
 mod binary;
 mod clients;
 mod configuration;
 mod failures;
+mod gcs;
 mod grpc;
 mod inplace;
 mod lifecycle;
@@ -13,3 +15,4 @@ mod predictions;
 mod protocol;
 mod refresh;
 mod support;
+mod validation;

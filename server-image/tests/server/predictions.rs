@@ -8,7 +8,7 @@ use crate::support::server::{ready_server, ServerBuilder};
 use crate::support::{expectations, file_uri, model_bytes, model_path, sha256_hex, Expected};
 
 /// All rows in one batch, then each row on its own.
-async fn assert_predictions(builder: ServerBuilder, expected: &Expected) {
+pub(crate) async fn assert_predictions(builder: ServerBuilder, expected: &Expected) {
     let server = ready_server(builder).await;
     let all: Vec<usize> = (0..expected.rows.len()).collect();
     let (status, body) = server

@@ -1,14 +1,21 @@
 //! Real parts for the server tests: the `ferry-server` binary, the ONNX Runtime library, an S3-compatible server
-//! (s3s-fs), a local HTTP server, and the committed models with scikit-learn's expected predictions.
+//! (s3s-fs), the Azure Blob emulator (Azurite), a GCS emulator (fake-gcs-server), a local HTTP server, and the
+//! committed models with scikit-learn's expected predictions.
 //!
 //! Dependencies are found through environment variables, falling back to where
 //! `bash server-image/scripts/setup-test-deps.sh` installs them; a missing one fails the test with that command.
 
+pub mod azurite;
+pub mod emulated;
+pub mod gcs;
 pub mod http_store;
+pub mod proxy;
 pub mod s3;
 pub mod server;
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const SETUP: &str = "bash server-image/scripts/setup-test-deps.sh";
 
@@ -47,6 +54,52 @@ pub fn s3s_fs() -> PathBuf {
         cache_dir().join("tools/bin/s3s-fs"),
         "the S3-compatible test server s3s-fs",
     )
+}
+
+/// `FERRY_AZURITE`, else `$FERRY_CACHE_DIR/tools/azurite/node_modules/.bin/azurite-blob`.
+pub fn azurite() -> PathBuf {
+    installed(
+        "FERRY_AZURITE",
+        cache_dir().join("tools/azurite/node_modules/.bin/azurite-blob"),
+        "the Azure Blob emulator Azurite",
+    )
+}
+
+/// `FERRY_FAKE_GCS_SERVER`, else `$FERRY_CACHE_DIR/tools/fake-gcs-server/bin/fake-gcs-server`.
+pub fn fake_gcs_server() -> PathBuf {
+    installed(
+        "FERRY_FAKE_GCS_SERVER",
+        cache_dir().join("tools/fake-gcs-server/bin/fake-gcs-server"),
+        "the GCS emulator fake-gcs-server",
+    )
+}
+
+/// Starts the server that `command(port)` makes on a free loopback port and waits until it accepts connections.
+/// None of these servers can report the port it bound, so a rare collision is retried on another port.
+pub fn spawn_on_free_port(name: &str, command: impl Fn(u16) -> Command) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = command(port)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("child status") {
+                eprintln!("{name} exited ({status}) on port {port}; retrying");
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{name} did not start");
 }
 
 pub fn testdata() -> PathBuf {

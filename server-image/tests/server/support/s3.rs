@@ -1,7 +1,6 @@
 //! s3s-fs, a real S3-compatible server over a temporary directory: bucket `b`, object `k` is the file `root/b/k`.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use super::s3s_fs;
 use super::server::ServerBuilder;
@@ -19,37 +18,19 @@ impl S3Server {
     pub fn start() -> S3Server {
         let binary = s3s_fs();
         let root = tempfile::tempdir().expect("temporary directory");
-        // s3s-fs cannot report the port it bound, so retry on the rare collision.
-        for _ in 0..5 {
-            let port = super::free_port();
-            let mut child = Command::new(&binary)
+        let (child, port) = super::spawn_on_free_port("s3s-fs", |port| {
+            let mut command = Command::new(&binary);
+            command
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(root.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Some(status) = child.try_wait().expect("s3s-fs status") {
-                    eprintln!("s3s-fs exited ({status}) on port {port}; retrying");
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return S3Server {
-                        child,
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                        root,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+                .arg(root.path());
+            command
+        });
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
         }
-        panic!("s3s-fs did not start");
     }
 
     pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) -> String {

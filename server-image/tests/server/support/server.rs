@@ -117,7 +117,10 @@ impl ServerBuilder {
     fn spawn(&self) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<Addresses>) {
         let mut command = Command::new(BINARY);
         for (key, _) in std::env::vars() {
-            if key.starts_with("FERRY_") || key.starts_with("AWS_") {
+            if ["FERRY_", "AWS_", "GOOGLE_", "AZURE_", "AZURITE_"]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+            {
                 command.env_remove(key);
             }
         }
@@ -338,6 +341,18 @@ impl Server {
             request = request.bearer_auth(token);
         }
         self.send(request).await
+    }
+
+    /// The Prometheus text of the admin port.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     pub async fn status(&self) -> Value {
