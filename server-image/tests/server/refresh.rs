@@ -1,8 +1,8 @@
 //! Auto-refresh, the server's side: the status names the object every loaded version came from; with
 //! `FERRY_REFRESH_INTERVAL_SECONDS` a HEAD of the serving URI every interval finds a new object without
 //! downloading it; a download pinned to an object (`FERRY_MODEL_OBJECT`, `parameters.object`) fetches exactly
-//! that object or fails with `ObjectChanged`. Against s3s-fs and a local HTTP server with an ETag and with only
-//! Last-Modified.
+//! that object or fails with `ObjectChanged`. Against s3s-fs, fake-gcs-server, Azurite and a local HTTP server with
+//! an ETag and with only Last-Modified.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,9 @@ use ferry_server::contract::{paths, ObjectIdentity, ServerStatus};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::support::azurite::Azurite;
+use crate::support::emulated::{Emulator, BUCKET};
+use crate::support::gcs::GcsServer;
 use crate::support::http_store::{Behavior, HttpStore, StoreObject};
 use crate::support::s3::S3Server;
 use crate::support::server::{ready_server, Server, ServerBuilder};
@@ -519,4 +522,41 @@ async fn an_object_replaced_before_an_interrupted_http_body_resumes_fails_it() {
             "{case}: the body was resumed: {ranges:?}"
         );
     }
+}
+
+/// On an emulated store: the serving object is named; a new object is seen at the next check without a second
+/// download; a pinned load of the old object fails with ObjectChanged and of the new one serves.
+async fn detects_and_pins_on<E: Emulator>(emulator: &E) -> (ObjectIdentity, ObjectIdentity) {
+    let (v1, v2) = (model_bytes("logreg.onnx"), model_bytes("mlp.onnx"));
+    emulator.create(BUCKET).await;
+    let uri = emulator.put(BUCKET, "iris/latest.onnx", &v1).await;
+    let server = ready_server(refreshing(
+        emulator.configure(ServerBuilder::new("iris", &uri, "1")),
+    ))
+    .await;
+    let old = serving_identity(&server).await;
+    emulator.put(BUCKET, "iris/latest.onnx", &v2).await;
+    let found = next_check(&server, None).await.source.unwrap();
+    assert!(found.changed, "{found:?}");
+    let new = found.identity.unwrap();
+    assert_eq!(new.size, v2.len() as u64);
+    let text = metrics(&server).await;
+    assert_eq!(downloaded(&text), v1.len() as f64, "{text}");
+    drop(server);
+    pinned_downloads(&uri, |b| emulator.configure(b), &new.token(), &old.token()).await;
+    (old, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_gs_object_is_detected_and_pinned() {
+    let (old, new) = detects_and_pins_on(&GcsServer::start()).await;
+    // fake-gcs-server: ETag (the content's MD5) and generation both change with new content.
+    assert!(old.version.is_some() && new.version.is_some(), "{old:?}");
+    assert_ne!(old.version, new.version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_az_object_is_detected_and_pinned() {
+    let (old, new) = detects_and_pins_on(&Azurite::start()).await;
+    assert!(old.etag.is_some() && new.etag.is_some(), "{old:?}");
 }
