@@ -26,8 +26,9 @@ pub mod env {
     /// Format of the model file. Default `onnx`, the only format this server supports.
     pub const MODEL_FORMAT: &str = "FERRY_MODEL_FORMAT";
     /// Path of a JSON file holding the model to load at start (a [`DesiredModel`](crate::DesiredModel):
-    /// `{"uri", "version", "sha256"?, "format"?}`). When set it wins over `FERRY_MODEL_URI`, `FERRY_MODEL_VERSION`,
-    /// `FERRY_MODEL_SHA256` and `FERRY_MODEL_FORMAT`, which are then optional. The operator mounts it from a
+    /// `{"uri", "version", "sha256"?, "format"?, "object"?}`). When set it wins over `FERRY_MODEL_URI`,
+    /// `FERRY_MODEL_VERSION`, `FERRY_MODEL_SHA256`, `FERRY_MODEL_FORMAT` and `FERRY_MODEL_OBJECT`, which are then
+    /// optional (and ignored). The operator mounts it from a
     /// ConfigMap it rewrites on every switch, so a restarted or new pod starts on the version last switched to.
     /// Read once at start (no watching); missing, unreadable or invalid exits 2 (`InvalidConfig`, this setting).
     pub const MODEL_FILE: &str = "FERRY_MODEL_FILE";
@@ -87,6 +88,15 @@ pub mod env {
     pub const VALIDATION_URI: &str = "FERRY_VALIDATION_URI";
     /// Expected SHA-256 of the validation file (64 hex digits). Optional; needs `FERRY_VALIDATION_URI`.
     pub const VALIDATION_SHA256: &str = "FERRY_VALIDATION_SHA256";
+    /// The object the model must be downloaded from: a token of its identity ([`ObjectIdentity::token`](crate::ObjectIdentity::token),
+    /// e.g. `etag:"5d41…"`). The download is conditional on it (If-Match, the version, or If-Unmodified-Since);
+    /// when the object at the URI is another one, the load fails with `ObjectChanged`. Invalid exits 2. With
+    /// `FERRY_MODEL_FILE`, that file's `object` is used instead (like the other model settings).
+    pub const MODEL_OBJECT: &str = "FERRY_MODEL_OBJECT";
+    /// Seconds between checks of the serving model's URI for a new object (one HEAD request each, never a
+    /// download; `source` in `/status`). Unset or 0: no checks. Otherwise 10 to 86400; the first check comes one
+    /// interval after the model serves, each interval jittered by ±10 %.
+    pub const REFRESH_INTERVAL_SECONDS: &str = "FERRY_REFRESH_INTERVAL_SECONDS";
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -115,6 +125,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 20;
 pub const DEFAULT_MAX_LOADED_VERSIONS: usize = 3;
 /// Largest validation file accepted, in bytes (64 MiB).
 pub const MAX_VALIDATION_FILE_BYTES: u64 = 64 << 20;
+/// Bounds of `FERRY_REFRESH_INTERVAL_SECONDS` when it is not 0 (off).
+pub const MIN_REFRESH_INTERVAL_SECONDS: u64 = 10;
+pub const MAX_REFRESH_INTERVAL_SECONDS: u64 = 86_400;
 
 /// HTTP paths. Health paths answer on both ports; the kubelet probes the admin port.
 pub mod paths {
@@ -209,10 +222,13 @@ pub enum Reason {
     /// The golden set cannot be used: malformed JSON, no cases, or a case whose request the model refuses (the
     /// message names the case and why).
     InvalidValidationFile,
+    /// The load was pinned to an object (`FERRY_MODEL_OBJECT`, `parameters.object`) and the object at the URI is
+    /// another one now; the message names both.
+    ObjectChanged,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::InvalidConfig,
         Reason::NotFound,
         Reason::AccessDenied,
@@ -226,6 +242,7 @@ impl Reason {
         Reason::WarmupFailed,
         Reason::ValidationFailed,
         Reason::InvalidValidationFile,
+        Reason::ObjectChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -243,6 +260,7 @@ impl Reason {
             Reason::WarmupFailed => "WarmupFailed",
             Reason::ValidationFailed => "ValidationFailed",
             Reason::InvalidValidationFile => "InvalidValidationFile",
+            Reason::ObjectChanged => "ObjectChanged",
         }
     }
 }
@@ -347,6 +365,10 @@ pub struct ServingView {
     pub bytes: u64,
     /// The runtime's platform name, e.g. `onnxruntime_onnx`.
     pub platform: String,
+    /// The object the file was downloaded from, as the store described it; `None` when it gave no ETag,
+    /// version or modification time (and from servers before refresh).
+    #[serde(default)]
+    pub identity: Option<ObjectIdentity>,
 }
 
 /// The latest load (the initial one, a hot swap or a stage), running or finished.
@@ -417,6 +439,9 @@ pub struct VersionView {
     pub state: VersionState,
     /// When its load finished (RFC 3339 UTC with milliseconds, server clock).
     pub loaded_at: String,
+    /// The object it was downloaded from, as in [`ServingView::identity`].
+    #[serde(default)]
+    pub identity: Option<ObjectIdentity>,
 }
 
 /// The latest switch (`/status` `last_switch`): a `switch` call that changed the serving version. A hot swap by
@@ -487,6 +512,195 @@ pub struct ServerStatus {
     /// The header of the version that serves: producer, version, `metadata_props`, opsets.
     #[serde(default)]
     pub model_metadata: Option<ModelMetadataView>,
+    /// The scheduled checks of the serving model's URI (`FERRY_REFRESH_INTERVAL_SECONDS`); `None` when they are
+    /// off, and before the first load has finished.
+    #[serde(default)]
+    pub source: Option<SourceView>,
+}
+
+/// What the latest scheduled check found at the serving version's URI (`/status` `source`). A check is one HEAD
+/// request; it never downloads and never changes what serves: the operator decides what to do with a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    /// The object at the URI at the latest successful check; kept when a later check fails. `None` before the
+    /// first check succeeded.
+    #[serde(default)]
+    pub identity: Option<ObjectIdentity>,
+    /// When the latest check ran (successful or not), RFC 3339 UTC with milliseconds, server clock.
+    #[serde(default)]
+    pub checked_at: Option<String>,
+    /// Why the latest check failed (at most 512 bytes); `None` when it succeeded.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `identity` is not the object the serving version was downloaded from
+    /// ([`ObjectIdentity::same_object`]). Recomputed against the version that serves now, so it turns false as
+    /// soon as a version loaded from the new object serves.
+    #[serde(default)]
+    pub changed: bool,
+}
+
+/// The identity of an object in a store, from its metadata (object_store's `ObjectMeta`): S3, GCS and Azure
+/// give an ETag (and a version id or generation when the bucket keeps versions), `file://` an ETag derived from
+/// the inode, size and modification time, and an http(s) server its `ETag` or only `Last-Modified`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectIdentity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Version id (S3, Azure) or generation (GCS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// Bytes; 0 when unknown (a token of an ETag or a version carries no size).
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// Why a string is not an object token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidToken(pub String);
+
+impl std::fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidToken {}
+
+impl ObjectIdentity {
+    /// Whether it names an object at all: an ETag, a version or a modification time.
+    pub fn is_identified(&self) -> bool {
+        self.etag.is_some() || self.version.is_some() || self.last_modified.is_some()
+    }
+
+    /// Whether `self` and `other` are the same object: by ETag when both have one, else by version when both
+    /// have one, else by modification time and size when both have a modification time. Identities with nothing
+    /// in common to compare are not the same.
+    pub fn same_object(&self, other: &ObjectIdentity) -> bool {
+        if let (Some(a), Some(b)) = (&self.etag, &other.etag) {
+            return a == b;
+        }
+        if let (Some(a), Some(b)) = (&self.version, &other.version) {
+            return a == b;
+        }
+        if let (Some(a), Some(b)) = (&self.last_modified, &other.last_modified) {
+            return a == b && self.size == other.size;
+        }
+        false
+    }
+
+    /// A short, stable text naming this object, for an environment variable (`FERRY_MODEL_OBJECT`), a load
+    /// parameter (`object`) and a status: `etag:<ETag as the store sends it, quotes included>` when there is an
+    /// ETag, else `version:<id>`, else `modified:<RFC 3339>;size:<bytes>`, else (nothing identifies it)
+    /// `size:<bytes>`, which [`parse_token`](Self::parse_token) refuses.
+    pub fn token(&self) -> String {
+        if let Some(etag) = &self.etag {
+            format!("etag:{etag}")
+        } else if let Some(version) = &self.version {
+            format!("version:{version}")
+        } else if let Some(modified) = &self.last_modified {
+            format!("modified:{modified};size:{}", self.size)
+        } else {
+            format!("size:{}", self.size)
+        }
+    }
+
+    /// The identity a [`token`](Self::token) names (only the fields the token holds). Refuses anything else,
+    /// including a token that identifies nothing (`size:…`).
+    pub fn parse_token(token: &str) -> Result<ObjectIdentity, InvalidToken> {
+        let invalid = |why: &str| {
+            InvalidToken(format!(
+                "{token:?} is not an object token ({why}; expected etag:<etag>, version:<id> or \
+                 modified:<RFC 3339>;size:<bytes>)"
+            ))
+        };
+        if token.len() > 1024 || token.chars().any(char::is_control) {
+            return Err(invalid("too long or has control characters"));
+        }
+        let (kind, value) = token.split_once(':').ok_or_else(|| invalid("no kind"))?;
+        let nonempty = |v: &str| {
+            if v.is_empty() || v.trim() != v {
+                Err(invalid("empty value or surrounding whitespace"))
+            } else {
+                Ok(v.to_owned())
+            }
+        };
+        match kind {
+            "etag" => Ok(ObjectIdentity {
+                etag: Some(nonempty(value)?),
+                ..ObjectIdentity::default()
+            }),
+            "version" => Ok(ObjectIdentity {
+                version: Some(nonempty(value)?),
+                ..ObjectIdentity::default()
+            }),
+            "modified" => {
+                let (modified, size) = value
+                    .rsplit_once(";size:")
+                    .ok_or_else(|| invalid("no ;size:"))?;
+                let size = size
+                    .parse::<u64>()
+                    .map_err(|_| invalid("the size is not a number"))?;
+                if !looks_like_rfc3339(modified) {
+                    return Err(invalid("the modification time is not RFC 3339"));
+                }
+                Ok(ObjectIdentity {
+                    last_modified: Some(modified.to_owned()),
+                    size,
+                    ..ObjectIdentity::default()
+                })
+            }
+            "size" => Err(invalid("a size alone identifies no object")),
+            _ => Err(invalid("unknown kind")),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, checked by shape only.
+fn looks_like_rfc3339(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+    };
+    if !(digits(0..4)
+        && bytes.get(4) == Some(&b'-')
+        && digits(5..7)
+        && bytes.get(7) == Some(&b'-')
+        && digits(8..10)
+        && matches!(bytes.get(10), Some(b'T' | b't'))
+        && digits(11..13)
+        && bytes.get(13) == Some(&b':')
+        && digits(14..16)
+        && bytes.get(16) == Some(&b':')
+        && digits(17..19))
+    {
+        return false;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let end = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if end == 0 {
+            return false;
+        }
+        rest = &fraction[end..];
+    }
+    match rest {
+        "Z" | "z" => true,
+        offset => {
+            let b = offset.as_bytes();
+            b.len() == 6
+                && matches!(b[0], b'+' | b'-')
+                && b[1..3].iter().all(u8::is_ascii_digit)
+                && b[3] == b':'
+                && b[4..6].iter().all(u8::is_ascii_digit)
+        }
+    }
 }
 
 /// State of a model version in the repository index.
@@ -536,6 +750,11 @@ pub struct LoadParameters {
     /// URI or digest, 409. A stage beyond `FERRY_MAX_LOADED_VERSIONS` loaded versions is 409.
     #[serde(default)]
     pub stage: bool,
+    /// Load exactly this object ([`ObjectIdentity::token`], as `FERRY_MODEL_OBJECT`): the download is
+    /// conditional on it, and when the object at `uri` is another one the load fails with `ObjectChanged` (422
+    /// with `wait`). `None`: whatever object is at `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// The answer to a load that was accepted (202, `LOADING`) or finished (200, `READY`).
@@ -611,6 +830,9 @@ pub struct DesiredModel {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The object to load, as `FERRY_MODEL_OBJECT` ([`ObjectIdentity::token`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// Every error answer: `{"error": "..."}`.
@@ -1148,6 +1370,7 @@ mod tests {
             },
             versions: Vec::new(),
             last_switch: None,
+            source: None,
             validation: Some(ValidationView {
                 cases: 10,
                 passed: 9,
@@ -1174,5 +1397,134 @@ mod tests {
             serde_json::from_value::<ServerStatus>(json).unwrap(),
             status
         );
+    }
+
+    #[test]
+    fn object_tokens_round_trip_and_say_what_is_compared() {
+        let etag = ObjectIdentity {
+            etag: Some("\"5d41402abc4b2a76\"".into()),
+            version: Some("3".into()),
+            last_modified: Some("2026-12-02T10:00:00Z".into()),
+            size: 123,
+        };
+        assert_eq!(etag.token(), "etag:\"5d41402abc4b2a76\"");
+        let versioned = ObjectIdentity {
+            etag: None,
+            ..etag.clone()
+        };
+        assert_eq!(versioned.token(), "version:3");
+        let modified = ObjectIdentity {
+            version: None,
+            ..versioned.clone()
+        };
+        assert_eq!(modified.token(), "modified:2026-12-02T10:00:00Z;size:123");
+        let bare = ObjectIdentity {
+            last_modified: None,
+            ..modified.clone()
+        };
+        assert!(!bare.is_identified());
+        assert_eq!(bare.token(), "size:123");
+        assert!(ObjectIdentity::parse_token(&bare.token()).is_err());
+
+        for identity in [&etag, &versioned, &modified] {
+            let parsed = ObjectIdentity::parse_token(&identity.token()).unwrap();
+            assert!(parsed.is_identified());
+            assert_eq!(parsed.token(), identity.token());
+            assert!(parsed.same_object(identity), "{}", identity.token());
+            assert!(identity.same_object(&parsed), "{}", identity.token());
+        }
+        // Only what the token holds.
+        assert_eq!(
+            ObjectIdentity::parse_token("etag:W/\"x;size:1\"").unwrap(),
+            ObjectIdentity {
+                etag: Some("W/\"x;size:1\"".into()),
+                ..ObjectIdentity::default()
+            }
+        );
+        assert_eq!(
+            ObjectIdentity::parse_token("modified:2026-12-02T10:00:00.25+01:00;size:7")
+                .unwrap()
+                .size,
+            7
+        );
+        for bad in [
+            "",
+            "etag",
+            "etag:",
+            "etag: x",
+            "sha:abc",
+            "version:",
+            "modified:2026-12-02T10:00:00Z",
+            "modified:2026-12-02;size:1",
+            "modified:2026-12-02T10:00:00Z;size:-1",
+            "modified:2026-12-02T10:00:00.Z;size:1",
+            "size:12",
+            "etag:\"a\nb\"",
+        ] {
+            let error = ObjectIdentity::parse_token(bad).unwrap_err();
+            assert!(error.to_string().contains("not an object token"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_object_compares_etags_then_versions_then_modification_and_size() {
+        let id = |etag: Option<&str>, version: Option<&str>, modified: Option<&str>, size| {
+            ObjectIdentity {
+                etag: etag.map(str::to_owned),
+                version: version.map(str::to_owned),
+                last_modified: modified.map(str::to_owned),
+                size,
+            }
+        };
+        let t1 = Some("2026-12-02T10:00:00Z");
+        let t2 = Some("2026-12-02T11:00:00Z");
+        // The ETag decides when both have one, whatever else differs.
+        assert!(id(Some("a"), Some("1"), t1, 1).same_object(&id(Some("a"), Some("2"), t2, 2)));
+        assert!(!id(Some("a"), Some("1"), t1, 1).same_object(&id(Some("b"), Some("1"), t1, 1)));
+        // Else the version.
+        assert!(id(Some("a"), Some("1"), t1, 1).same_object(&id(None, Some("1"), t2, 2)));
+        assert!(!id(None, Some("1"), t1, 1).same_object(&id(Some("a"), Some("2"), t1, 1)));
+        // Else modification time and size together.
+        assert!(id(Some("a"), None, t1, 5).same_object(&id(None, None, t1, 5)));
+        assert!(!id(None, None, t1, 5).same_object(&id(None, None, t1, 6)));
+        assert!(!id(None, None, t1, 5).same_object(&id(None, None, t2, 5)));
+        // Nothing in common: not the same.
+        assert!(!id(Some("a"), None, None, 5).same_object(&id(None, Some("1"), None, 5)));
+        assert!(!id(None, None, None, 5).same_object(&id(None, None, None, 5)));
+    }
+
+    #[test]
+    fn the_status_carries_identities_and_the_source_check() {
+        let text = r#"{"model": "iris", "phase": "ready", "ready": true, "shutting_down": false,
+            "version": "2", "sha256": "bb", "bytes_done": 10, "bytes_total": 10,
+            "reason": null, "message": null, "operator": null,
+            "serving": {"version": "2", "uri": "s3://m/latest.onnx", "sha256": "bb", "bytes": 10,
+                        "platform": "onnxruntime_onnx",
+                        "identity": {"etag": "\"e1\"", "last_modified": "2026-12-02T10:00:00Z", "size": 10}},
+            "load": null, "capabilities": {}, "admin": {"mode": "refuse"},
+            "source": {"identity": {"etag": "\"e2\"", "last_modified": "2026-12-02T11:00:00Z", "size": 12},
+                       "checked_at": "2026-12-02T11:00:05.000Z", "error": null, "changed": true}}"#;
+        let status: ServerStatus = serde_json::from_str(text).unwrap();
+        let serving = status.serving.as_ref().unwrap().identity.as_ref().unwrap();
+        let source = status.source.as_ref().unwrap();
+        assert!(source.changed);
+        assert!(!serving.same_object(source.identity.as_ref().unwrap()));
+        assert_eq!(serving.token(), "etag:\"e1\"");
+        let again: ServerStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(again, status);
+        // A server without refresh: no source, no identities.
+        let mut value: serde_json::Value = serde_json::from_str(text).unwrap();
+        value.as_object_mut().unwrap().remove("source");
+        value["serving"].as_object_mut().unwrap().remove("identity");
+        let old: ServerStatus = serde_json::from_value(value).unwrap();
+        assert_eq!(old.source, None);
+        assert_eq!(old.serving.unwrap().identity, None);
+        let load: LoadRequest = serde_json::from_str(
+            r#"{"parameters": {"uri": "s3://m/latest.onnx", "version": "2", "object": "etag:\"e2\""}}"#,
+        )
+        .unwrap();
+        assert_eq!(load.parameters.object.as_deref(), Some("etag:\"e2\""));
+        assert_eq!(Reason::ALL.last(), Some(&Reason::ObjectChanged));
     }
 }

@@ -12,7 +12,7 @@ use clap::Parser;
 use url::Url;
 
 use crate::auth::{self, AdminAuth};
-use crate::contract::{self, env};
+use crate::contract::{self, env, ObjectIdentity};
 use crate::failure::Failure;
 
 #[derive(Parser, Debug, Clone)]
@@ -101,6 +101,13 @@ pub struct Args {
     pub admin_token_file: Option<PathBuf>,
     #[arg(long, env = env::INSECURE_OPEN_ADMIN, value_name = env::INSECURE_OPEN_ADMIN, default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_open_admin: bool,
+    /// Token of the object to download (`etag:…`, `version:…`, `modified:…;size:…`); another object at the URI
+    /// fails the load with ObjectChanged.
+    #[arg(long, env = env::MODEL_OBJECT, value_name = env::MODEL_OBJECT)]
+    pub model_object: Option<String>,
+    /// Seconds between checks of the serving model's URI for a new object (0: off; else 10 to 86400).
+    #[arg(long, env = env::REFRESH_INTERVAL_SECONDS, value_name = env::REFRESH_INTERVAL_SECONDS, default_value_t = 0)]
+    pub refresh_interval_seconds: u64,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -120,6 +127,8 @@ pub struct ModelSpec {
     pub format: String,
     /// The golden set to run after the warm-up, if any.
     pub validation: Option<ValidationSpec>,
+    /// Download exactly this object (`FERRY_MODEL_OBJECT`, `parameters.object`).
+    pub object: Option<ObjectIdentity>,
 }
 
 /// Where the golden set is and the digest it must have.
@@ -196,6 +205,8 @@ pub struct Config {
     pub log: String,
     pub admin: AdminAuth,
     pub max_loaded_versions: usize,
+    /// `FERRY_REFRESH_INTERVAL_SECONDS`; `None` when off.
+    pub refresh_interval: Option<Duration>,
 }
 
 /// Names of the fields of a model spec, so the same checks can report either environment variables (start-up)
@@ -245,8 +256,38 @@ impl ModelSpec {
             sha256,
             format: format.to_owned(),
             validation: None,
+            object: None,
         })
     }
+
+    /// `self` pinned to the object `token` names; an invalid token names `setting`.
+    pub fn pinned(mut self, setting: &str, token: Option<&str>) -> Result<ModelSpec, Failure> {
+        self.object = token
+            .filter(|t| !t.is_empty())
+            .map(ObjectIdentity::parse_token)
+            .transpose()
+            .map_err(|e| Failure::invalid_config(setting, e.to_string()))?;
+        Ok(self)
+    }
+}
+
+/// `FERRY_REFRESH_INTERVAL_SECONDS`: 0 is off, else 10 to 86400.
+fn refresh_interval(seconds: u64) -> Result<Option<Duration>, Failure> {
+    if seconds == 0 {
+        return Ok(None);
+    }
+    let bounds = contract::MIN_REFRESH_INTERVAL_SECONDS..=contract::MAX_REFRESH_INTERVAL_SECONDS;
+    if !bounds.contains(&seconds) {
+        return Err(Failure::invalid_config(
+            env::REFRESH_INTERVAL_SECONDS,
+            format!(
+                "must be 0 (off) or from {} to {} (got {seconds})",
+                bounds.start(),
+                bounds.end()
+            ),
+        ));
+    }
+    Ok(Some(Duration::from_secs(seconds)))
 }
 
 /// Field names of the `FERRY_MODEL_FILE` JSON, for the messages of its checks.
@@ -282,6 +323,7 @@ pub fn model_from_file(
         desired.sha256.as_deref(),
         desired.format.as_deref().unwrap_or(default_format),
     )
+    .and_then(|spec| spec.pinned("object", desired.object.as_deref()))
     .map_err(|failure| match failure.setting.as_deref() {
         Some(env::MODEL_NAME) => failure,
         _ => fail(failure.message),
@@ -299,8 +341,10 @@ impl Config {
                 args.model_version.as_deref(),
                 args.model_sha256.as_deref(),
                 &args.model_format,
-            )?,
+            )?
+            .pinned(env::MODEL_OBJECT, args.model_object.as_deref())?,
         };
+        let refresh_interval = refresh_interval(args.refresh_interval_seconds)?;
         positive(env::MAX_LOADED_VERSIONS, args.max_loaded_versions as u64)?;
         model.validation = ValidationSpec::parse(
             ENV_VALIDATION_NAMES,
@@ -395,6 +439,7 @@ impl Config {
             admin: AdminAuth::from_settings(args.admin_token_file, args.insecure_open_admin),
             log: args.log,
             max_loaded_versions: args.max_loaded_versions,
+            refresh_interval,
         })
     }
 
@@ -581,6 +626,8 @@ mod tests {
         assert_eq!(config.download_concurrency, 4);
         assert_eq!(config.download_part_bytes, 16 << 20);
         assert_eq!(config.max_loaded_versions, 3);
+        assert_eq!(config.model.object, None);
+        assert_eq!(config.refresh_interval, None);
         assert_eq!(
             config.termination_message_path,
             PathBuf::from("/dev/termination-log")
@@ -653,6 +700,16 @@ mod tests {
                     "xyz",
                 ],
                 env::VALIDATION_SHA256,
+            ),
+            (&["--model-object", "md5:abc"], env::MODEL_OBJECT),
+            (&["--model-object", "size:12"], env::MODEL_OBJECT),
+            (
+                &["--refresh-interval-seconds", "9"],
+                env::REFRESH_INTERVAL_SECONDS,
+            ),
+            (
+                &["--refresh-interval-seconds", "86401"],
+                env::REFRESH_INTERVAL_SECONDS,
             ),
         ];
         for (extra, setting) in cases {
@@ -740,6 +797,56 @@ mod tests {
         assert_eq!(validation.uri.as_str(), "s3://bucket/iris/cases.json");
         assert_eq!(validation.sha256, Some("ab".repeat(32)));
         assert_eq!(validation.sha256_setting, env::VALIDATION_SHA256);
+    }
+
+    #[test]
+    fn a_pin_and_a_refresh_interval_are_read_and_the_model_file_carries_its_own_pin() {
+        let config = Config::from_args(
+            args(&[
+                "--model-object",
+                "etag:\"abc\"",
+                "--refresh-interval-seconds",
+                "300",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.model.object.as_ref().and_then(|o| o.etag.as_deref()),
+            Some("\"abc\"")
+        );
+        assert_eq!(config.refresh_interval, Some(Duration::from_secs(300)));
+        for (seconds, expected) in [("0", None), ("10", Some(10)), ("86400", Some(86_400))] {
+            let config =
+                Config::from_args(args(&["--refresh-interval-seconds", seconds]).unwrap()).unwrap();
+            assert_eq!(config.refresh_interval, expected.map(Duration::from_secs));
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let file = path.to_str().unwrap();
+        std::fs::write(
+            &path,
+            r#"{"uri": "s3://b/latest.onnx", "version": "7", "object": "version:42"}"#,
+        )
+        .unwrap();
+        // The file's pin wins over the setting, as the file's other fields do.
+        let config = Config::from_args(
+            args(&["--model-file", file, "--model-object", "etag:\"abc\""]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.model.object.and_then(|o| o.version).as_deref(),
+            Some("42")
+        );
+        std::fs::write(
+            &path,
+            r#"{"uri": "s3://b/latest.onnx", "version": "7", "object": "crc:1"}"#,
+        )
+        .unwrap();
+        let failure = failure(&["--model-file", file]);
+        assert_eq!(failure.setting.as_deref(), Some(env::MODEL_FILE));
+        assert!(failure.message.contains("object"), "{failure}");
     }
 
     #[test]

@@ -46,8 +46,9 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::config::StoreSettings;
-use crate::contract::{env, Reason};
+use crate::contract::{env, ObjectIdentity, Reason};
 use crate::failure::Failure;
+use crate::source;
 
 /// Resumptions of an interrupted body, after object_store's own retries of each request.
 const MAX_RESUMES: u32 = 3;
@@ -98,6 +99,8 @@ pub struct Downloaded {
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
+    /// The object it came from (`None` when the store identified it by nothing).
+    pub identity: Option<ObjectIdentity>,
 }
 
 enum StreamError {
@@ -113,7 +116,18 @@ impl From<object_store::Error> for StreamError {
 
 impl Fetcher {
     pub async fn fetch(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
-        match tokio::time::timeout(self.timeout, self.download(uri, progress)).await {
+        self.fetch_object(uri, progress, None).await
+    }
+
+    /// `fetch`, of exactly the object `pin` names when given: every request is conditional on it and the
+    /// store's answer is compared with it; another object at `uri` fails the download with `ObjectChanged`.
+    pub async fn fetch_object(
+        &self,
+        uri: &Url,
+        progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+    ) -> Result<Downloaded, Failure> {
+        match tokio::time::timeout(self.timeout, self.download(uri, progress, pin)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::new(
                 Reason::Timeout,
@@ -128,25 +142,52 @@ impl Fetcher {
         }
     }
 
-    async fn download(&self, uri: &Url, progress: &Progress) -> Result<Downloaded, Failure> {
+    async fn download(
+        &self,
+        uri: &Url,
+        progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+    ) -> Result<Downloaded, Failure> {
         let (store, path) = self.open(uri)?;
         // HEAD first when the object may come in parts: its size says whether it does, and its ETag pins them.
         let whole = if self.in_parts(uri) {
-            let meta = store.head(&path).await.map_err(|e| store_failure(uri, e))?;
+            let meta = match pin.and_then(|p| p.version.clone()) {
+                // That version, whatever the object's latest version is.
+                Some(version) => {
+                    let head = GetOptions {
+                        head: true,
+                        version: Some(version),
+                        ..GetOptions::default()
+                    };
+                    store.get_opts(&path, head).await.map(|r| r.meta)
+                }
+                None => store.head(&path).await,
+            }
+            .map_err(|e| store_failure(uri, e))?;
+            source::check_pin(uri, pin, &meta)?;
             if meta.size > self.max_bytes {
                 return Err(self.too_large(meta.size));
             }
-            (meta.size > self.part_bytes).then_some(meta)
+            Some(meta)
         } else {
             None
         };
+        let mut identity = whole.as_ref().and_then(source::identity);
+        let whole = whole.filter(|meta| meta.size > self.part_bytes);
         let (sinks, hashing, writing) = spawn_sinks(self.work_dir.clone());
         let received = match whole {
             Some(meta) => {
-                self.receive_parts(uri, &*store, &path, meta, &sinks, progress)
+                self.receive_parts(uri, &*store, &path, meta, &sinks, progress, pin)
                     .await
             }
-            None => self.receive(uri, &*store, &path, &sinks, progress).await,
+            None => {
+                let mut first = None;
+                let received = self
+                    .receive(uri, &*store, &path, &sinks, progress, pin, &mut first)
+                    .await;
+                identity = first.as_ref().and_then(source::identity);
+                received
+            }
         };
         drop(sinks);
         // Both threads are joined on every path, so a failed download's partial file is gone before the failure
@@ -158,7 +199,12 @@ impl Fetcher {
         let written = writing.await.map_err(stopped)?;
         received?;
         let (path, size) = written.map_err(|e| write_failure(&self.work_dir, e))?;
-        Ok(Downloaded { path, size, sha256 })
+        Ok(Downloaded {
+            path,
+            size,
+            sha256,
+            identity,
+        })
     }
 
     /// Whether a large object at `uri` is fetched in parallel parts.
@@ -177,6 +223,7 @@ impl Fetcher {
     }
 
     /// Fetches `meta`'s object as parts, up to `concurrency` at a time, and hands them to `sinks` in order.
+    #[allow(clippy::too_many_arguments)]
     async fn receive_parts(
         &self,
         uri: &Url,
@@ -185,6 +232,7 @@ impl Fetcher {
         meta: ObjectMeta,
         sinks: &Sinks,
         progress: &Progress,
+        pin: Option<&ObjectIdentity>,
     ) -> Result<(), Failure> {
         let size = meta.size;
         progress.total.store(size, Ordering::Relaxed);
@@ -200,6 +248,7 @@ impl Fetcher {
                     range,
                     meta.e_tag.clone(),
                     meta.version.clone(),
+                    pin,
                 )
             })
             .buffered(self.concurrency);
@@ -218,6 +267,7 @@ impl Fetcher {
     }
 
     /// One part: a range request for exactly `range`, retried from its start when its body breaks off.
+    #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
         uri: &Url,
@@ -226,6 +276,7 @@ impl Fetcher {
         range: std::ops::Range<u64>,
         e_tag: Option<String>,
         version: Option<String>,
+        pin: Option<&ObjectIdentity>,
     ) -> Result<Vec<Bytes>, Failure> {
         let mut resumes = 0;
         loop {
@@ -236,12 +287,17 @@ impl Fetcher {
                 ..GetOptions::default()
             };
             let received: Result<Vec<Bytes>, object_store::Error> = async {
-                store
-                    .get_opts(path, options)
-                    .await?
-                    .into_stream()
-                    .try_collect()
-                    .await
+                let answer = store.get_opts(path, options).await?;
+                // Some S3-compatible stores ignore If-Match on GET; the answer's own ETag still tells.
+                if let (Some(wanted), Some(got)) = (&e_tag, &answer.meta.e_tag) {
+                    if wanted != got {
+                        return Err(object_store::Error::Precondition {
+                            path: path.to_string(),
+                            source: format!("part of {got}, expected {wanted}").into(),
+                        });
+                    }
+                }
+                answer.into_stream().try_collect().await
             }
             .await;
             match received {
@@ -264,6 +320,15 @@ impl Fetcher {
                     tracing::warn!(%uri, error = %e, resumes, start = range.start, "part interrupted; fetching it again");
                     tokio::time::sleep(Duration::from_millis(200 << resumes)).await;
                 }
+                // Pinned: a failed condition, or the pinned version gone, is another object at the URI.
+                Err(e)
+                    if pin.is_some()
+                        && (is_precondition(&e)
+                            || (version.is_some()
+                                && matches!(e, object_store::Error::NotFound { .. }))) =>
+                {
+                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
                 // The pinned version is gone: the object was replaced (or deleted) since the HEAD.
                 Err(e @ object_store::Error::NotFound { .. }) if version.is_some() => {
                     return Err(changed(uri, e))
@@ -273,7 +338,9 @@ impl Fetcher {
         }
     }
 
-    /// Streams the object into `sinks`, resuming an interrupted body from the last byte received.
+    /// Streams the object into `sinks`, resuming an interrupted body from the last byte received. `first` is
+    /// the metadata of the first answer (the object the bytes come from).
+    #[allow(clippy::too_many_arguments)]
     async fn receive(
         &self,
         uri: &Url,
@@ -281,26 +348,48 @@ impl Fetcher {
         path: &Path,
         sinks: &Sinks,
         progress: &Progress,
+        pin: Option<&ObjectIdentity>,
+        first: &mut Option<ObjectMeta>,
     ) -> Result<(), Failure> {
         let mut resumes = 0;
-        // The ETag and version of the response so far: a resumed request is pinned to both, as parts are.
-        let mut pin = (None, None);
+        let pinned = pin.map(source::conditions).unwrap_or_default();
         loop {
             let done = progress.done.load(Ordering::Relaxed);
             let resumed = done > 0;
             let options = GetOptions {
                 range: resumed.then_some(GetRange::Offset(done)),
-                if_match: if resumed { pin.0.clone() } else { None },
-                version: if resumed { pin.1.clone() } else { None },
+                // A resumed request is pinned to the ETag and version of the first answer, as parts are.
+                if_match: match first.as_ref() {
+                    Some(meta) if resumed => meta.e_tag.clone().or_else(|| pinned.if_match.clone()),
+                    _ => pinned.if_match.clone(),
+                },
+                version: match first.as_ref() {
+                    Some(meta) if resumed => {
+                        meta.version.clone().or_else(|| pinned.version.clone())
+                    }
+                    _ => pinned.version.clone(),
+                },
+                if_unmodified_since: pinned.if_unmodified_since,
                 ..GetOptions::default()
             };
+            let versioned = options.version.is_some();
             match self
-                .stream(store, path, options, sinks, progress, &mut pin)
+                .stream(uri, store, path, options, sinks, progress, pin, first)
                 .await
             {
                 Ok(()) => return Ok(()),
+                // Pinned: a failed condition, or the requested version gone, is another object at the URI.
+                Err(StreamError::Store(e))
+                    if pin.is_some()
+                        && (is_precondition(&e)
+                            || (versioned
+                                && matches!(e, object_store::Error::NotFound { .. }))) =>
+                {
+                    return Err(source::precondition_failed(uri, store, path, pin.unwrap()).await)
+                }
+                // The version the body came from is gone: the object was replaced (or deleted) meanwhile.
                 Err(StreamError::Store(e @ object_store::Error::NotFound { .. }))
-                    if resumed && pin.1.is_some() =>
+                    if resumed && versioned =>
                 {
                     return Err(changed(uri, e))
                 }
@@ -315,22 +404,39 @@ impl Fetcher {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
+        uri: &Url,
         store: &dyn ObjectStore,
         path: &Path,
         options: GetOptions,
         sinks: &Sinks,
         progress: &Progress,
-        pin: &mut (Option<String>, Option<String>),
+        pin: Option<&ObjectIdentity>,
+        first: &mut Option<ObjectMeta>,
     ) -> Result<(), StreamError> {
         let result = store.get_opts(path, options).await?;
+        match first {
+            None => {
+                // Before the first byte: a store that ignored the conditions still cannot hand over another object.
+                source::check_pin(uri, pin, &result.meta).map_err(StreamError::Failed)?;
+                *first = Some(result.meta.clone());
+            }
+            // A resumed body must continue the same object, whether or not the store honoured If-Match.
+            Some(first) if !source::same_answer(first, &result.meta) => {
+                return Err(StreamError::Store(object_store::Error::Precondition {
+                    path: path.to_string(),
+                    source: "the resumed body comes from another object".into(),
+                }));
+            }
+            Some(_) => {}
+        }
         let size = result.meta.size;
         if size > self.max_bytes {
             return Err(StreamError::Failed(self.too_large(size)));
         }
         progress.total.store(size, Ordering::Relaxed);
-        *pin = (result.meta.e_tag.clone(), result.meta.version.clone());
         let mut stream = result.into_stream();
         let mut batch = Batch::default();
         let outcome = loop {
@@ -557,6 +663,22 @@ fn is_transient(error: &object_store::Error) -> bool {
     false
 }
 
+/// A condition of the request (If-Match, If-Unmodified-Since) failed: 412, also when object_store's own resumption
+/// of a broken body met it and reports it wrapped in another error.
+fn is_precondition(error: &object_store::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if matches!(
+            e.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::Precondition { .. })
+        ) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn has_timeout(error: &object_store::Error) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
@@ -576,7 +698,7 @@ fn store_failure(uri: &Url, error: object_store::Error) -> Failure {
         Error::NotFound { .. } => Reason::NotFound,
         Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => Reason::AccessDenied,
         // A part's If-Match no longer held: the object was replaced while it was downloading.
-        Error::Precondition { .. } => return changed(uri, error),
+        e if is_precondition(e) => return changed(uri, error),
         e if has_timeout(e) => Reason::Timeout,
         _ => Reason::FetchFailed,
     };
@@ -677,14 +799,14 @@ mod tests {
         let (store, path) = fetcher.open(&uri).unwrap();
         let e_tag = store.head(&path).await.unwrap().e_tag;
         let first = fetcher
-            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None)
+            .part(&uri, &*store, &path, 0..500, e_tag.clone(), None, None)
             .await
             .unwrap();
         assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), 500);
         // A new version of the object: another size, so another ETag.
         std::fs::write(&source, vec![2u8; 2000]).unwrap();
         let failure = fetcher
-            .part(&uri, &*store, &path, 500..1000, e_tag, None)
+            .part(&uri, &*store, &path, 500..1000, e_tag, None, None)
             .await
             .unwrap_err();
         assert_eq!(failure.reason, Reason::FetchFailed, "{failure}");

@@ -352,6 +352,7 @@ async fn repository_load(
         p.sha256.as_deref(),
         p.format.as_deref().unwrap_or(DEFAULT_MODEL_FORMAT),
     )
+    .and_then(|spec| spec.pinned("parameters.object", p.object.as_deref()))
     .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
     spec.validation = ValidationSpec::parse(
         ("parameters.validation_uri", "parameters.validation_sha256"),

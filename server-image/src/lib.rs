@@ -21,6 +21,7 @@ pub mod oip;
 pub mod repository;
 pub mod runtime;
 pub mod shutdown;
+pub mod source;
 pub mod validation;
 pub mod verify;
 pub mod versions;
@@ -98,6 +99,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `ferry_source_checks_total{model, result}`, one counter per result.
+fn source_check_counters(metrics: &Metrics, model: &str) -> source::CheckCounters {
+    let counter = |result: &str| {
+        metrics
+            .source_checks
+            .get_or_create_owned(&metrics::CheckLabels {
+                model: model.to_owned(),
+                result: result.to_owned(),
+            })
+    };
+    source::CheckCounters {
+        same: counter("same"),
+        changed: counter("changed"),
+        error: counter("error"),
+    }
+}
+
 fn termination_path_from_env() -> PathBuf {
     std::env::var_os(env::TERMINATION_MESSAGE_PATH)
         .filter(|p| !p.is_empty())
@@ -172,15 +190,16 @@ async fn bind(config: &Config, port: u16, setting: &str) -> Result<TcpListener, 
 async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     let mut signals = shutdown::Signals::install();
     let metrics = Arc::new(Metrics::new());
+    let fetcher = Fetcher {
+        store: config.store.clone(),
+        work_dir: config.work_dir.clone(),
+        max_bytes: config.max_model_bytes,
+        timeout: config.download_timeout,
+        concurrency: config.download_concurrency,
+        part_bytes: config.download_part_bytes,
+    };
     let loader = Loader {
-        fetcher: Fetcher {
-            store: config.store.clone(),
-            work_dir: config.work_dir.clone(),
-            max_bytes: config.max_model_bytes,
-            timeout: config.download_timeout,
-            concurrency: config.download_concurrency,
-            part_bytes: config.download_part_bytes,
-        },
+        fetcher: fetcher.clone(),
         runtime: Arc::new(runtime),
         metrics: metrics.clone(),
     };
@@ -189,6 +208,7 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         loader,
         config.max_loaded_versions,
     ));
+    let state_metrics = metrics.clone();
     let state = AppState {
         repository: repository.clone(),
         metrics,
@@ -255,7 +275,18 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     let initial_load = tokio::spawn(repository.clone().run_load(attempt));
     tokio::select! {
         loaded = initial_load => match loaded {
-            Ok(Ok(())) => signals.received().await,
+            Ok(Ok(())) => {
+                let _checks = config.refresh_interval.map(|interval| {
+                    repository.enable_source_checks();
+                    tokio::spawn(source::run_checks(
+                        repository.clone(),
+                        fetcher,
+                        interval,
+                        source_check_counters(&state_metrics, &config.model.name),
+                    ))
+                });
+                signals.received().await
+            }
             Ok(Err(failure)) => return Err(failure),
             Err(e) => return Err(Failure::new(Reason::CorruptModel, format!("the model load stopped: {e}"))),
         },

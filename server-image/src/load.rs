@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::{ModelSpec, ValidationSpec};
 use crate::contract::{
-    capabilities, env, AttemptView, LoadPhase, ModelMetadataView, Reason, Signature, Timings,
-    ValidationView, MAX_VALIDATION_FILE_BYTES,
+    capabilities, env, AttemptView, LoadPhase, ModelMetadataView, ObjectIdentity, Reason,
+    Signature, Timings, ValidationView, MAX_VALIDATION_FILE_BYTES,
 };
 use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
@@ -109,6 +109,8 @@ pub struct Served {
     pub spec: ModelSpec,
     pub sha256: String,
     pub size: u64,
+    /// The object the file was downloaded from.
+    pub identity: Option<ObjectIdentity>,
     pub model: Arc<dyn Model>,
     /// One permit per request that can run without waiting for a session.
     pub permits: Semaphore,
@@ -187,9 +189,11 @@ impl Loader {
         let clock = Instant::now();
         // The golden set comes alongside the model, so a missing or malformed one fails before the model loads.
         let (downloaded, golden) = tokio::try_join!(
-            self.fetcher.fetch(&spec.uri, &attempt.progress),
+            self.fetcher
+                .fetch_object(&spec.uri, &attempt.progress, spec.object.as_ref()),
             self.golden(spec),
         )?;
+        let identity = downloaded.identity.clone();
         attempt.state().timings.fetch_seconds = Some(clock.elapsed().as_secs_f64());
 
         attempt.enter(LoadPhase::Verifying);
@@ -244,6 +248,7 @@ impl Loader {
             spec: spec.clone(),
             sha256,
             size,
+            identity,
             permits: Semaphore::new(model.concurrency()),
             model,
             validation,

@@ -62,6 +62,13 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub model: String,
+    /// same, changed or error.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     /// missing, wrong or unconfigured.
     pub reason: String,
@@ -83,6 +90,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub admin_refused: Family<RefusedLabels, Counter>,
     pub validation_runs: Family<ResultLabels, Counter>,
+    pub source_checks: Family<CheckLabels, Counter>,
 }
 
 fn request_histogram() -> Histogram {
@@ -174,6 +182,12 @@ impl Metrics {
                 &mut r,
                 "validation_runs",
                 "Golden-set validations by result (passed, failed, invalid, error)",
+                Family::default(),
+            ),
+            source_checks: registered(
+                &mut r,
+                "source_checks",
+                "Scheduled checks of the model URI for a new object, by result (same, changed, error)",
                 Family::default(),
             ),
             registry: r,

@@ -25,6 +25,7 @@ use crate::contract::{
 use crate::failure::Failure;
 use crate::load::{LoadAttempt, Loader, Served};
 use crate::metrics::{InfoLabels, NameLabel, StateLabels};
+use crate::source::SourceWatch;
 use crate::versions::{self, NotLoaded, ServingVersion, VersionTable};
 
 pub struct Repository {
@@ -37,6 +38,9 @@ pub struct Repository {
     latest: Mutex<Option<Arc<LoadAttempt>>>,
     busy: AtomicBool,
     shutting_down: AtomicBool,
+    /// What the scheduled checks of the serving URI found; shown only when they run.
+    pub source: SourceWatch,
+    source_checks: AtomicBool,
 }
 
 /// Why a load was not started.
@@ -100,7 +104,14 @@ impl Repository {
             latest: Mutex::new(None),
             busy: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            source: SourceWatch::default(),
+            source_checks: AtomicBool::new(false),
         }
+    }
+
+    /// Shows `source` in the status from now on: the scheduled checks run.
+    pub fn enable_source_checks(&self) {
+        self.source_checks.store(true, Ordering::Release);
     }
 
     fn table(&self) -> RwLockReadGuard<'_, VersionTable<Served>> {
@@ -184,17 +195,27 @@ impl Repository {
                         let loaded = &entry.value;
                         let same = loaded.spec.uri == spec.uri
                             && loaded.spec.format == spec.format
-                            && spec.sha256.as_ref().is_none_or(|d| *d == loaded.sha256);
+                            && spec.sha256.as_ref().is_none_or(|d| *d == loaded.sha256)
+                            && spec.object.as_ref().is_none_or(|pin| {
+                                loaded
+                                    .identity
+                                    .as_ref()
+                                    .is_some_and(|id| pin.same_object(id))
+                            });
                         Some(if same {
                             Ok(Begun::AlreadyLoaded)
                         } else {
                             Err(LoadRefused::Conflict(format!(
-                                "version {:?} is already loaded ({}) from {} with sha256 {}; unload it before \
-                                 staging another file under that version",
+                                "version {:?} is already loaded ({}) from {} with sha256 {} (object {}); unload \
+                                 it before staging another file under that version",
                                 spec.version,
                                 table.state(entry).as_str(),
                                 loaded.spec.uri,
-                                loaded.sha256
+                                loaded.sha256,
+                                loaded
+                                    .identity
+                                    .as_ref()
+                                    .map_or_else(|| "unknown".to_owned(), |id| id.token())
                             )))
                         })
                     }
@@ -398,6 +419,7 @@ impl Repository {
                 sha256: e.value.sha256.clone(),
                 bytes: e.value.size,
                 platform: e.value.model.platform().to_owned(),
+                identity: e.value.identity.clone(),
             });
             let versions: Vec<VersionView> = table
                 .entries()
@@ -408,6 +430,7 @@ impl Repository {
                     bytes: e.value.size,
                     state,
                     loaded_at: e.loaded_at.clone(),
+                    identity: e.value.identity.clone(),
                 })
                 .collect();
             (serving, versions, table.last_switch().cloned())
@@ -430,6 +453,13 @@ impl Repository {
             ),
             (None, None) => (LoadPhase::Downloading, None, None, 0, None),
         };
+        let source = self.source_checks.load(Ordering::Acquire).then(|| {
+            self.source.view(
+                serving
+                    .as_ref()
+                    .map(|s| (s.uri.as_str(), s.identity.as_ref())),
+            )
+        });
         ServerStatus {
             model: self.name.clone(),
             phase,
@@ -446,6 +476,7 @@ impl Repository {
             load,
             capabilities: crate::contract::capabilities_json(),
             admin,
+            source,
             versions,
             last_switch,
             validation: serving_model.as_ref().and_then(|s| s.validation.clone()),

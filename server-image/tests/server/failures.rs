@@ -338,6 +338,11 @@ async fn every_failure_reason_reaches_the_termination_message() {
             "InvalidValidationFile",
             ServerBuilder::new("m", &logreg, "1").env("FERRY_VALIDATION_URI", &empty_golden),
         ),
+        (
+            "ObjectChanged",
+            ServerBuilder::new("m", &model_uri("logreg.onnx"), "1")
+                .env("FERRY_MODEL_OBJECT", "etag:\"another-object\""),
+        ),
     ];
     let reasons: BTreeSet<&str> = scenarios.iter().map(|(reason, _)| *reason).collect();
     let runs = scenarios.into_iter().map(|(reason, builder)| async move {

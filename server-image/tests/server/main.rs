@@ -13,5 +13,6 @@ mod inplace;
 mod lifecycle;
 mod predictions;
 mod protocol;
+mod refresh;
 mod support;
 mod validation;
