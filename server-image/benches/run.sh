@@ -133,6 +133,27 @@ stop() { # pid: SIGTERM, then SIGKILL after 15 s (uvicorn can wait on idle keep-
 }
 
 # Each part is a top-level block (not indented: the Python heredocs must start at column 0).
+start_mlserver() { # sets ml_pid, ml_url (REST inference), ml_grpc
+  local mlserver_dir="$out/mlserver" ml_http ml_grpc_port
+  mkdir -p "$mlserver_dir"
+  cp "$out/model.joblib" "$mlserver_dir/model.joblib"
+  ml_http=$(free_port)
+  ml_grpc_port=$(free_port)
+  cat >"$mlserver_dir/settings.json" <<JSON
+{"http_port": $ml_http, "grpc_port": $ml_grpc_port, "metrics_port": $(free_port), "debug": false}
+JSON
+  cat >"$mlserver_dir/model-settings.json" <<JSON
+{"name": "bench", "implementation": "mlserver_sklearn.SKLearnModel",
+ "parameters": {"uri": "./model.joblib", "version": "1"}}
+JSON
+  (cd "$mlserver_dir" && exec taskset -c "$SERVER_CPUS" "$mlserver_venv/bin/mlserver" start . >>"$out/mlserver.log" 2>&1) &
+  ml_pid=$!
+  pids+=("$ml_pid")
+  wait_ok "http://127.0.0.1:$ml_http/v2/models/bench/ready" 120
+  ml_url="http://127.0.0.1:$ml_http/v2/models/bench/infer"
+  ml_grpc="127.0.0.1:$ml_grpc_port"
+}
+
 if part throughput; then
 say "ferry-server: random forest on CPUs $SERVER_CPUS, oha on CPUs $LOAD_CPUS, $CONNECTIONS connections"
 start_ferry "file://$out/model.onnx" 1
@@ -155,26 +176,6 @@ for run in $(seq "$REPEAT"); do
 done
 stop "$ferry_pid"
 
-start_mlserver() { # sets ml_pid, ml_url (REST inference), ml_grpc
-  local mlserver_dir="$out/mlserver" ml_http ml_grpc_port
-  mkdir -p "$mlserver_dir"
-  cp "$out/model.joblib" "$mlserver_dir/model.joblib"
-  ml_http=$(free_port)
-  ml_grpc_port=$(free_port)
-  cat >"$mlserver_dir/settings.json" <<JSON
-{"http_port": $ml_http, "grpc_port": $ml_grpc_port, "metrics_port": $(free_port), "debug": false}
-JSON
-  cat >"$mlserver_dir/model-settings.json" <<JSON
-{"name": "bench", "implementation": "mlserver_sklearn.SKLearnModel",
- "parameters": {"uri": "./model.joblib", "version": "1"}}
-JSON
-  (cd "$mlserver_dir" && exec taskset -c "$SERVER_CPUS" "$mlserver_venv/bin/mlserver" start . >>"$out/mlserver.log" 2>&1) &
-  ml_pid=$!
-  pids+=("$ml_pid")
-  wait_ok "http://127.0.0.1:$ml_http/v2/models/bench/ready" 120
-  ml_url="http://127.0.0.1:$ml_http/v2/models/bench/infer"
-  ml_grpc="127.0.0.1:$ml_grpc_port"
-}
 
 say "MLServer $MLSERVER_VERSION: the scikit-learn original on CPUs $SERVER_CPUS"
 start_mlserver
