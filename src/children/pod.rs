@@ -23,21 +23,20 @@ pub fn load_failure(pod: &Pod) -> Option<String> {
         .find_map(failed_termination)
 }
 
-/// Whether the pod's server container has not started yet (no status, or waiting in ContainerCreating): the state
-/// of a pod whose admin-credential Secret is missing, among others.
+/// Whether the kubelet holds the pod's server container in ContainerCreating: the state of a pod whose
+/// admin-credential Secret is missing, among others. A pod no kubelet has reported a container for (unscheduled,
+/// e.g. waiting for a node with room) is not: its mounts have not been tried, and counting it would re-create the
+/// Secret every recheck for as long as the pod stays pending.
 pub fn is_starting(pod: &Pod) -> bool {
     let statuses = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref());
-    match statuses.and_then(|s| s.iter().find(|status| status.name == "server")) {
-        None => true,
-        Some(status) => status
-            .state
-            .as_ref()
-            .and_then(|state| state.waiting.as_ref())
-            .is_some_and(|waiting| waiting.reason.as_deref() == Some("ContainerCreating")),
-    }
+    statuses
+        .and_then(|s| s.iter().find(|status| status.name == "server"))
+        .and_then(|status| status.state.as_ref())
+        .and_then(|state| state.waiting.as_ref())
+        .is_some_and(|waiting| waiting.reason.as_deref() == Some("ContainerCreating"))
 }
 
 /// Where the controller reads the pod's server: its IP, once its server container runs.
@@ -185,6 +184,22 @@ mod tests {
             "state": {"running": {}}}]}),
         );
         assert_eq!(load_failure(&running), None);
+    }
+
+    #[test]
+    fn only_a_container_the_kubelet_holds_in_container_creating_is_starting() {
+        let waiting = |reason: &str| {
+            pod(
+                json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 0, "image": "i",
+                "imageID": "", "state": {"waiting": {"reason": reason}}}]}),
+            )
+        };
+        assert!(is_starting(&waiting("ContainerCreating")));
+        assert!(!is_starting(&waiting("CrashLoopBackOff")));
+        assert!(
+            !is_starting(&pod(json!({"phase": "Pending"}))),
+            "unscheduled: no mount was tried"
+        );
     }
 
     #[test]
