@@ -455,6 +455,10 @@ async fn reconcile_inner(
                     .map(|r| &r.model),
             }),
         detected: refresh::detected(&observed_revisions, active_service_target.as_deref()),
+        active: observed_revisions
+            .iter()
+            .find(|r| Some(&r.revision) == active_service_target.as_ref())
+            .map(|r| &r.model),
         now,
     });
     let template = deployment::pinned_revision_template(

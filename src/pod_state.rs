@@ -47,6 +47,8 @@ pub struct Answer {
     /// The object the latest scheduled check found at the URI, as a token, when it is not the one that serves
     /// (`source.changed`, spec.model.refresh).
     pub new_object: Option<String>,
+    /// The latest scheduled check found the serving object itself at the URI.
+    pub object_unchanged: bool,
 }
 
 /// An object token as a pod reports it: bounded, and only for an object the store identified.
@@ -177,6 +179,9 @@ impl Answer {
                 .as_ref()
                 .filter(|source| source.changed)
                 .and_then(|source| object_token(source.identity.as_ref())),
+            object_unchanged: status.source.as_ref().is_some_and(|source| {
+                !source.changed && object_token(source.identity.as_ref()).is_some()
+            }),
         }
     }
 }
@@ -215,6 +220,7 @@ struct Visible {
     failure: Option<(String, String)>,
     /// A new object at the URI (spec.model.refresh) is worth a reconcile the moment a pod reports it.
     new_object: Option<String>,
+    object_unchanged: bool,
     serving_object: Option<String>,
 }
 
@@ -295,6 +301,7 @@ impl PodReport {
                     .flatten(),
                 failure: answer.failure.clone(),
                 new_object: answer.new_object.clone(),
+                object_unchanged: answer.object_unchanged,
                 serving_object: answer.serving_object.clone(),
             },
             _ => Visible {
@@ -390,6 +397,7 @@ mod tests {
             model: None,
             serving_object: None,
             new_object: None,
+            object_unchanged: false,
         })
     }
 
@@ -404,6 +412,7 @@ mod tests {
             model: None,
             serving_object: None,
             new_object: None,
+            object_unchanged: false,
         })
     }
 
@@ -436,10 +445,12 @@ mod tests {
         let answer = Answer::from_status(&status);
         assert_eq!(answer.serving_object.as_deref(), Some("etag:\"1\""));
         assert_eq!(answer.new_object, None, "not changed: nothing new");
+        assert!(answer.object_unchanged, "the serving object is at the URI");
         let source = status.source.as_mut().expect("a source");
         source.changed = true;
         source.identity.as_mut().expect("an identity").etag = Some("x".repeat(2000));
         let answer = Answer::from_status(&status);
+        assert!(!answer.object_unchanged);
         assert_eq!(
             answer.new_object.map(|t| t.len()),
             Some(MAX_OBJECT_TOKEN),
@@ -448,7 +459,12 @@ mod tests {
         // A check that found nothing that identifies the object reports no object.
         let source = status.source.as_mut().expect("a source");
         source.identity = Some(Default::default());
-        assert_eq!(Answer::from_status(&status).new_object, None);
+        let answer = Answer::from_status(&status);
+        assert_eq!(answer.new_object, None);
+        assert!(
+            !answer.object_unchanged,
+            "nothing is known of the object at the URI"
+        );
     }
 
     #[test]

@@ -158,6 +158,8 @@ pub struct ObservedPod {
     pub serving_object: Option<String>,
     /// A new object its server found at the URI (spec.model.refresh), as a token.
     pub new_object: Option<String>,
+    /// Its server's latest check found the object it serves at the URI.
+    pub object_unchanged: bool,
 }
 
 /// What a server reports of its model beyond the load: kept once per pod and shared, not copied, by every

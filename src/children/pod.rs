@@ -97,6 +97,7 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         model: answer.and_then(|a| a.model.clone()),
         serving_object: answer.and_then(|a| a.serving_object.clone()),
         new_object: answer.and_then(|a| a.new_object.clone()),
+        object_unchanged: answer.is_some_and(|a| a.object_unchanged),
     }
 }
 

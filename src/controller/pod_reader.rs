@@ -311,6 +311,7 @@ mod tests {
             model: None,
             serving_object: None,
             new_object: None,
+            object_unchanged: false,
         })
     }
 

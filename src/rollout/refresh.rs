@@ -41,9 +41,20 @@ pub struct Input<'a> {
     pub uri: &'a str,
     pub previous: Option<&'a RefreshStatus>,
     pub pin: Option<Pin<'a>>,
-    /// A new object the pods of the active revision report (see [`detected`]).
-    pub detected: Option<&'a str>,
+    /// What the pods of the active revision found at the URI (see [`detected`]).
+    pub detected: Option<AtUri<'a>>,
+    /// What the active revision serves.
+    pub active: Option<&'a ModelIdentity>,
     pub now: Timestamp,
+}
+
+/// What the latest check of the active revision's pods found at the URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtUri<'a> {
+    /// Another object than the one they serve: this one.
+    New(&'a str),
+    /// The object they serve (again: a replacement that was put back).
+    Serving,
 }
 
 /// The decision: the object the desired revision is pinned to, and what the status and events say of it.
@@ -55,9 +66,9 @@ pub struct Refresh {
     pub events: Vec<PlannedEvent>,
 }
 
-/// The new object the ready pods of the active revision report, if any (the first by pod name: pods that
-/// checked at different moments may briefly disagree; the next reads settle it).
-pub fn detected<'a>(revisions: &'a [ObservedRevision], active: Option<&str>) -> Option<&'a str> {
+/// What the ready pods of the active revision found at the URI, if they checked (the first by pod name: pods
+/// that checked at different moments may briefly disagree; the next reads settle it).
+pub fn detected<'a>(revisions: &'a [ObservedRevision], active: Option<&str>) -> Option<AtUri<'a>> {
     let active = revisions
         .iter()
         .find(|r| Some(r.revision.as_str()) == active)?;
@@ -67,7 +78,12 @@ pub fn detected<'a>(revisions: &'a [ObservedRevision], active: Option<&str>) -> 
         .filter(|p| p.phase == PodPhase::Ready)
         .collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
-    pods.into_iter().find_map(|p| p.new_object.as_deref())
+    pods.into_iter()
+        .find_map(|p| match (&p.new_object, p.object_unchanged) {
+            (Some(new), _) => Some(AtUri::New(new)),
+            (None, true) => Some(AtUri::Serving),
+            (None, false) => None,
+        })
 }
 
 pub fn decide(input: Input) -> Refresh {
@@ -107,7 +123,11 @@ pub fn decide(input: Input) -> Refresh {
                     pin.revision
                 )),
             }
-            if let Some(newer) = input.detected.filter(|d| Some(*d) != object.as_deref()) {
+            let newer = match input.detected {
+                Some(AtUri::New(new)) if Some(new) != object.as_deref() => Some(new),
+                _ => None,
+            };
+            if let Some(newer) = newer {
                 message.push_str(&format!(
                     "; a newer object {newer} is at {}, not rolled out while paused",
                     input.uri
@@ -134,13 +154,29 @@ pub fn decide(input: Input) -> Refresh {
                     ),
                 ));
             }
-            if let Some(new) = input.detected.filter(|d| Some(*d) != object.as_deref()) {
-                planned.push(event(
-                    events::OBJECT_CHANGED,
-                    format!("new object {new} at {}: rolling it out", input.uri),
-                ));
-                object = Some(new.to_owned());
-                detected_at = Some(input.now);
+            match (input.detected, input.active) {
+                (Some(AtUri::New(new)), _) if Some(new) != object.as_deref() => {
+                    planned.push(event(
+                        events::OBJECT_CHANGED,
+                        format!("new object {new} at {}: rolling it out", input.uri),
+                    ));
+                    object = Some(new.to_owned());
+                    detected_at = Some(input.now);
+                }
+                // The object that serves is at the URI again (a replacement was put back): it is the desired one,
+                // and whatever was detected in between is not.
+                (Some(AtUri::Serving), Some(active)) if active.object != object => {
+                    planned.push(event(
+                        events::OBJECT_CHANGED,
+                        format!(
+                            "the object at {} is the one serving again: nothing to roll out",
+                            input.uri
+                        ),
+                    ));
+                    object = active.object.clone();
+                    detected_at = active.detected_at;
+                }
+                _ => {}
             }
             RefreshStatus {
                 uri: object.as_ref().map(|_| input.uri.to_owned()),
@@ -172,6 +208,7 @@ mod tests {
     }
 
     fn input<'a>(previous: Option<&'a RefreshStatus>, detected: Option<&'a str>) -> Input<'a> {
+        let detected = detected.map(AtUri::New);
         static POLICY: RefreshPolicy = RefreshPolicy {
             interval_seconds: 300,
         };
@@ -182,6 +219,7 @@ mod tests {
             previous,
             pin: None,
             detected,
+            active: None,
             now: at(100),
         }
     }
@@ -227,6 +265,36 @@ mod tests {
         let newer = decide(input(detected.status.as_ref(), Some("etag:\"3\"")));
         assert_eq!(newer.object.as_deref(), Some("etag:\"3\""));
         assert_eq!(reasons(&newer), [events::OBJECT_CHANGED]);
+    }
+
+    #[test]
+    fn a_replacement_put_back_makes_the_serving_object_desired_again() {
+        // A corrupt object was detected (its revision aborted); then the good file was put back.
+        let previous = RefreshStatus {
+            object: Some("etag:\"bad\"".into()),
+            uri: Some(URI.into()),
+            detected_at: Some(to_time(at(50))),
+            ..Default::default()
+        };
+        let serving = ModelIdentity {
+            object: Some("etag:\"2\"".into()),
+            detected_at: Some(at(10)),
+            ..Default::default()
+        };
+        let mut put_back = input(Some(&previous), None);
+        put_back.detected = Some(AtUri::Serving);
+        put_back.active = Some(&serving);
+        let refresh = decide(put_back);
+        assert_eq!(refresh.object.as_deref(), Some("etag:\"2\""));
+        assert_eq!(refresh.detected_at, Some(at(10)));
+        assert_eq!(reasons(&refresh), [events::OBJECT_CHANGED]);
+
+        // Once recorded, the same report changes nothing.
+        let mut again = put_back;
+        again.previous = refresh.status.as_ref();
+        let again = decide(again);
+        assert_eq!(again.status, refresh.status);
+        assert!(again.events.is_empty());
     }
 
     #[test]
@@ -314,6 +382,7 @@ mod tests {
             name: name.into(),
             phase,
             new_object: new_object.map(str::to_owned),
+            object_unchanged: new_object.is_none(),
             ..Default::default()
         };
         let revision = |name: &str, pods| ObservedRevision {
@@ -338,7 +407,12 @@ mod tests {
             ),
             revision("b", vec![pod("b-1", PodPhase::Ready, Some("etag:\"8\""))]),
         ];
-        assert_eq!(detected(&revisions, Some("a")), Some("etag:\"2\""));
+        assert_eq!(
+            detected(&revisions, Some("a")),
+            Some(AtUri::New("etag:\"2\""))
+        );
+        let unchanged = [revision("c", vec![pod("c-0", PodPhase::Ready, None)])];
+        assert_eq!(detected(&unchanged, Some("c")), Some(AtUri::Serving));
         assert_eq!(detected(&revisions, None), None);
         assert_eq!(detected(&revisions, Some("c")), None);
     }
