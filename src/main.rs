@@ -73,7 +73,7 @@ enum Command {
     Rollback {
         #[command(flatten)]
         target: Target,
-        /// A version or revision from `kubectl ferry history`.
+        /// A version, revision or object from `kubectl ferry history`.
         #[arg(long)]
         to: Option<String>,
     },

@@ -302,18 +302,23 @@ pub async fn rollback(
         .map(|p| p.revision.clone())
         .chain(status.history.iter().map(|h| h.revision.clone()));
     let target = match to {
-        Some(wanted) => status
-            .previous
-            .iter()
-            .map(|p| (p.revision.clone(), p.version.clone()))
-            .chain(
-                status
-                    .history
-                    .iter()
-                    .map(|h| (h.revision.clone(), h.version.clone())),
-            )
-            .find(|(revision, version)| revision == wanted || version == wanted)
-            .map(|(revision, _)| revision),
+        // Refreshed revisions share their version: their object names them too.
+        Some(wanted) => {
+            let named = |revision: &str, version: &str, object: Option<&str>| {
+                (revision == wanted || version == wanted || object == Some(wanted))
+                    .then(|| revision.to_owned())
+            };
+            status
+                .previous
+                .iter()
+                .find_map(|p| named(&p.revision, &p.version, p.object.as_deref()))
+                .or_else(|| {
+                    status
+                        .history
+                        .iter()
+                        .find_map(|h| named(&h.revision, &h.version, h.object.as_deref()))
+                })
+        }
         None => candidates.into_iter().find(|r| Some(r) != active.as_ref()),
     }
     .ok_or_else(|| {

@@ -1220,5 +1220,18 @@ async fn a_recorded_object_rolls_out_pinned_and_rollback_pauses_refresh_until_re
         })
         .await;
     world.wait_event("fraud", "RefreshResumed").await;
+
+    // Refreshed revisions share their version; their object names them for `rollback --to`.
+    let out = world.plugin(&["rollback", "fraud", "--to", object]);
+    assert!(out.contains(&format!("revision {pinned}")), "{out}");
+    world.wait_active("fraud", &pinned).await;
+    world
+        .wait_status("fraud", "paused on the pinned object", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.refresh.as_ref())
+                .is_some_and(|r| r.paused && r.object.as_deref() == Some(object))
+        })
+        .await;
     world.finish().await;
 }
