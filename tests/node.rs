@@ -1579,4 +1579,29 @@ async fn a_replaced_object_rolls_out_pinned_a_corrupt_one_is_aborted_and_rollbac
         },
     );
     requests.finish(&[LOGREG, MLP, LOGREG, MLP]).await;
+
+    // Each transition was reported once as an Event on the ModelDeployment.
+    let events = c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events",
+            "--field-selector=involvedObject.kind=ModelDeployment",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    for reason in [
+        "ObjectChanged",
+        "RefreshPaused",
+        "RefreshResumed",
+        "RolloutAborted",
+    ] {
+        assert!(
+            events.lines().any(|r| r == reason),
+            "{reason} in:\n{events}"
+        );
+    }
 }
