@@ -133,6 +133,13 @@ fn model_details(r: &crate::api::RevisionStatus) -> String {
             let _ = writeln!(out, "{indent}model:      {}", parts.join(", "));
         }
     }
+    if let Some(object) = &r.object {
+        let detected = r
+            .detected_at
+            .as_ref()
+            .map_or(String::new(), |t| format!(", detected at {}", t.0));
+        let _ = writeln!(out, "{indent}object:     {object}{detected}");
+    }
     if let Some(signature) = &r.signature {
         let tensors = |list: &[crate::api::TensorSignature]| {
             list.iter()
@@ -435,8 +442,11 @@ mod tests {
                     "modelInfo": {"producer": "skl2onnx 1.19.1", "irVersion": 9, "opsets": {"ai.onnx": 17}},
                     "validation": {"cases": 10, "passed": 10, "maxError": 0.0, "seconds": 0.02}},
                 "candidate": {"revision": "b", "version": "2", "uri": "s3://m/2.onnx", "readyReplicas": 2,
-                    "reason": "SignatureChanged",
-                    "signatureChanges": ["input 'X' renamed or removed"]}
+                    "reason": "SignatureChanged", "object": "etag:\"b2\"",
+                    "detectedAt": "2026-12-02T10:00:00Z",
+                    "signatureChanges": ["input 'X' renamed or removed"]},
+                "refresh": {"object": "etag:\"b2\"", "detectedAt": "2026-12-02T10:00:00Z",
+                    "paused": true, "message": "paused by `kubectl ferry rollback` to revision a"}
             }
         }))
         .unwrap();
@@ -447,6 +457,9 @@ mod tests {
             "validation: 10/10 cases passed",
             "(SignatureChanged)",
             "changed:    input 'X' renamed or removed",
+            "object:     etag:\"b2\", detected at 2026-12-02T10:00:00Z",
+            "refresh:   PAUSED, object etag:\"b2\" detected at 2026-12-02T10:00:00Z",
+            "paused by `kubectl ferry rollback` to revision a",
         ] {
             assert!(text.contains(shown), "{shown:?} missing from:\n{text}");
         }
