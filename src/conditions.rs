@@ -77,6 +77,12 @@ pub mod events {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A new admin-credential Secret replaced a missing one (a rotation, or the Secret was deleted).
     pub const ADMIN_CREDENTIAL_ISSUED: &str = "AdminCredentialIssued";
+    /// spec.model.refresh: the serving pods report a new object at the model URI; it rolls out.
+    pub const OBJECT_CHANGED: &str = "ObjectChanged";
+    /// spec.model.refresh paused by `kubectl ferry rollback`.
+    pub const REFRESH_PAUSED: &str = "RefreshPaused";
+    /// spec.model.refresh resumed by `kubectl ferry resume`.
+    pub const REFRESH_RESUMED: &str = "RefreshResumed";
 }
 
 /// A condition as the controller wants it, before transition times are settled.

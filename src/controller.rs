@@ -61,11 +61,12 @@ use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::api::{ModelDeployment, PodPhase};
+use crate::children::deployment::ObjectPin;
 use crate::children::{deployment, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
-use crate::rollout::{self, DesiredRevision, ModelIdentity, Observed};
+use crate::rollout::{self, refresh, DesiredRevision, ModelIdentity, Observed};
 use crate::server_contract;
 
 /// The one field manager of every write the controller makes.
@@ -423,7 +424,6 @@ async fn reconcile_inner(
         .as_deref()
         .and_then(service::selected_revision);
 
-    let template = deployment::revision_template(md, &context.config);
     let pod_refs: Vec<&Pod> = owned_pods.iter().map(Arc::as_ref).collect();
     let observed_revisions: Vec<rollout::ObservedRevision> = owned_deployments
         .iter()
@@ -440,6 +440,35 @@ async fn reconcile_inner(
     let endpoint = format!("http://{host}:{}", server_contract::HTTP_PORT);
     let grpc_endpoint = format!("{host}:{}", server_contract::GRPC_PORT);
     let now = whole_seconds_now();
+    let refresh = refresh::decide(refresh::Input {
+        name: &name,
+        policy: md.spec.model.refresh.as_ref(),
+        uri: &md.spec.model.uri,
+        previous: previous_status.refresh.as_ref(),
+        pin: annotations
+            .get(requests::REFRESH_PIN)
+            .map(|revision| refresh::Pin {
+                revision,
+                model: observed_revisions
+                    .iter()
+                    .find(|r| &r.revision == revision)
+                    .map(|r| &r.model),
+            }),
+        detected: refresh::detected(&observed_revisions, active_service_target.as_deref()),
+        active: observed_revisions
+            .iter()
+            .find(|r| Some(&r.revision) == active_service_target.as_ref())
+            .map(|r| &r.model),
+        now,
+    });
+    let template = deployment::pinned_revision_template(
+        md,
+        &context.config,
+        ObjectPin {
+            object: refresh.object.clone(),
+            detected_at: refresh.detected_at,
+        },
+    );
     let plan = rollout::decide(&Observed {
         name: &name,
         generation,
@@ -451,9 +480,12 @@ async fn reconcile_inner(
                 version: md.spec.model.version.clone(),
                 uri: md.spec.model.uri.clone(),
                 sha256: md.spec.model.sha256.clone(),
+                object: template.pin.object.clone(),
+                detected_at: template.pin.detected_at,
             },
         },
         invalid_spec: invalid_spec(md, &context.config),
+        refresh,
         revisions: &observed_revisions,
         active_service_target: active_service_target.as_deref(),
         requests: rollout::Requests {

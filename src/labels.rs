@@ -26,6 +26,10 @@ pub mod annotations {
     pub const PROMOTED_AT: &str = "ferry.dev/promoted-at";
     pub const ROLLOUT_STARTED_AT: &str = "ferry.dev/rollout-started-at";
     pub const ABORTED: &str = "ferry.dev/aborted";
+    /// The object the revision is pinned to (spec.model.refresh), as a token.
+    pub const OBJECT: &str = "ferry.dev/object";
+    /// When that object was detected as new.
+    pub const DETECTED_AT: &str = "ferry.dev/detected-at";
 }
 
 /// Annotations a user (or `kubectl ferry`) sets on a ModelDeployment.
@@ -37,6 +41,9 @@ pub mod requests {
     /// `kubectl ferry rotate`: any new value makes the controller re-create a missing admin-credential Secret now
     /// (the plugin deletes the Secret first).
     pub const ROTATE_CREDENTIAL: &str = "ferry.dev/rotate-credential";
+    /// `kubectl ferry rollback` of a ModelDeployment with spec.model.refresh: the revision rolled back to, kept
+    /// (refresh paused) until `kubectl ferry resume` removes this annotation.
+    pub const REFRESH_PIN: &str = "ferry.dev/refresh-pin";
 }
 
 /// The label selector of one revision's pods, in string form.

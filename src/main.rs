@@ -66,11 +66,14 @@ enum Command {
     Abort(Target),
     /// Rotate the admin credential of the serving pods: a new Secret, picked up by running pods without a restart.
     Rotate(Target),
-    /// Roll back to the previous version, or to the one given with --to.
+    /// Resume spec.model.refresh after a rollback paused it: the newest object at the URI rolls out.
+    Resume(Target),
+    /// Roll back to the previous version, or to the one given with --to (with spec.model.refresh: to an
+    /// earlier object, and refresh pauses until `resume`).
     Rollback {
         #[command(flatten)]
         target: Target,
-        /// A version or revision from `kubectl ferry history`.
+        /// A version, revision or object from `kubectl ferry history`.
         #[arg(long)]
         to: Option<String>,
     },
@@ -255,6 +258,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 "{}",
                 plugin::rotate(client, &api, &namespace, &target.name).await?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(target) => {
+            let (api, _) = target_api(&target).await?;
+            println!("{}", plugin::resume(&api, &target.name).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback { target, to } => {

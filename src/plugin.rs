@@ -1,9 +1,11 @@
-//! `kubectl ferry`: status (with every pod, `--watch` and `--wait`), set, history, promote, abort, rollback
-//! and rotate of a ModelDeployment.
+//! `kubectl ferry`: status (with every pod, `--watch` and `--wait`), set, history, promote, abort, rollback,
+//! resume and rotate of a ModelDeployment.
 //!
 //! Promote and abort are requests the controller acts on (annotations naming the candidate revision, so a stale
 //! request never touches a later rollout). Rollback is declarative, like `kubectl rollout undo`: it patches the
 //! spec back to what an earlier revision was made from; when that revision is still warm, traffic switches at once.
+//! With spec.model.refresh the revisions differ by their object, not by the spec, so rollback also pins the
+//! revision (`ferry.dev/refresh-pin`), which pauses refresh until `resume` removes the pin.
 
 mod follow;
 mod pods;
@@ -16,7 +18,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::{Map, Value};
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
@@ -69,6 +71,9 @@ pub fn render_status(md: &ModelDeployment) -> String {
     for previous in &status.previous {
         out.push_str(&line("previous:", previous));
     }
+    if let Some(refresh) = &status.refresh {
+        out.push_str(&refresh_line(md, refresh));
+    }
     if let Some(endpoint) = &status.endpoint {
         let _ = writeln!(out, "  endpoint:  {endpoint}");
     }
@@ -81,6 +86,26 @@ pub fn render_status(md: &ModelDeployment) -> String {
             "  {:<12} {:<6} {}: {}",
             condition.type_, condition.status, condition.reason, condition.message
         );
+    }
+    out
+}
+
+/// spec.model.refresh: the object followed, when it was detected, and whether (and why) refresh is paused.
+fn refresh_line(md: &ModelDeployment, refresh: &crate::api::RefreshStatus) -> String {
+    let every = md.spec.model.refresh.as_ref().map_or(String::new(), |p| {
+        format!(", checked every {}s", p.interval_seconds)
+    });
+    let object = match (&refresh.object, &refresh.detected_at) {
+        (Some(object), Some(at)) => format!("object {object} detected at {}", at.0),
+        (Some(object), None) => format!("object {object}"),
+        (None, _) => "no new object detected yet".to_owned(),
+    };
+    let mut out = format!(
+        "  refresh:   {}{object}{every}\n",
+        if refresh.paused { "PAUSED, " } else { "" }
+    );
+    if let Some(message) = &refresh.message {
+        let _ = writeln!(out, "             {message}");
     }
     out
 }
@@ -107,6 +132,13 @@ fn model_details(r: &crate::api::RevisionStatus) -> String {
         if !parts.is_empty() {
             let _ = writeln!(out, "{indent}model:      {}", parts.join(", "));
         }
+    }
+    if let Some(object) = &r.object {
+        let detected = r
+            .detected_at
+            .as_ref()
+            .map_or(String::new(), |t| format!(", detected at {}", t.0));
+        let _ = writeln!(out, "{indent}object:     {object}{detected}");
     }
     if let Some(signature) = &r.signature {
         let tensors = |list: &[crate::api::TensorSignature]| {
@@ -171,6 +203,18 @@ pub fn render_history(md: &ModelDeployment) -> String {
             finished,
             entry.uri
         );
+        if let Some(object) = &entry.object {
+            let detected = entry
+                .detected_at
+                .as_ref()
+                .map_or(String::new(), |t| format!(", detected at {}", t.0));
+            let served = if entry.served_sha256.is_empty() {
+                String::new()
+            } else {
+                format!(", served SHA-256 {}", entry.served_sha256.join(", "))
+            };
+            let _ = writeln!(out, "            object {object}{detected}{served}");
+        }
         if let Some(v) = &entry.validation {
             let _ = writeln!(out, "            validation: {}", validation_summary(v));
         }
@@ -265,18 +309,23 @@ pub async fn rollback(
         .map(|p| p.revision.clone())
         .chain(status.history.iter().map(|h| h.revision.clone()));
     let target = match to {
-        Some(wanted) => status
-            .previous
-            .iter()
-            .map(|p| (p.revision.clone(), p.version.clone()))
-            .chain(
-                status
-                    .history
-                    .iter()
-                    .map(|h| (h.revision.clone(), h.version.clone())),
-            )
-            .find(|(revision, version)| revision == wanted || version == wanted)
-            .map(|(revision, _)| revision),
+        // Refreshed revisions share their version: their object names them too.
+        Some(wanted) => {
+            let named = |revision: &str, version: &str, object: Option<&str>| {
+                (revision == wanted || version == wanted || object == Some(wanted))
+                    .then(|| revision.to_owned())
+            };
+            status
+                .previous
+                .iter()
+                .find_map(|p| named(&p.revision, &p.version, p.object.as_deref()))
+                .or_else(|| {
+                    status
+                        .history
+                        .iter()
+                        .find_map(|h| named(&h.revision, &h.version, h.object.as_deref()))
+                })
+        }
         None => candidates.into_iter().find(|r| Some(r) != active.as_ref()),
     }
     .ok_or_else(|| {
@@ -305,18 +354,50 @@ pub async fn rollback(
         })?;
 
     let current = serde_json::to_value(&md.spec)?;
-    let body = serde_json::json!({"spec": {
+    let mut body = serde_json::json!({"spec": {
         "model": replacing(&current["model"], serde_json::to_value(&source.model)?),
         "server": replacing(&current["server"], serde_json::to_value(&source.server)?),
     }});
+    // Refreshed revisions share their spec and differ by the object they are pinned to: the pin keeps the one
+    // rolled back to, and pauses refresh until `kubectl ferry resume`.
+    let pinned = md.spec.model.refresh.is_some() && source.model.refresh.is_some();
+    if pinned {
+        body["metadata"] = serde_json::json!({"annotations": {requests::REFRESH_PIN: target}});
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&body)).await?;
+    let paused = if pinned {
+        format!("; refresh is paused until `kubectl ferry resume {name}`")
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "{name}: rolling back to version {} (revision {target}){paused}",
+        source.model.version
+    ))
+}
+
+/// Resumes spec.model.refresh after a rollback: removes the pin, and the controller follows the newest object.
+pub async fn resume(api: &Api<ModelDeployment>, name: &str) -> anyhow::Result<String> {
+    let md = api.get(name).await?;
+    if md.spec.model.refresh.is_none() {
+        anyhow::bail!("{name} has no spec.model.refresh: there is nothing to resume");
+    }
+    if !md.annotations().contains_key(requests::REFRESH_PIN) {
+        return Ok(format!("{name}: refresh is not paused"));
+    }
+    let body = serde_json::json!({"metadata": {"annotations": {requests::REFRESH_PIN: null}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     api.patch(name, &params, &Patch::Merge(&body)).await?;
     Ok(format!(
-        "{name}: rolling back to version {} (revision {target})",
-        source.model.version
+        "{name}: refresh resumed; the newest object at {} rolls out",
+        md.spec.model.uri
     ))
 }
 
@@ -361,8 +442,11 @@ mod tests {
                     "modelInfo": {"producer": "skl2onnx 1.19.1", "irVersion": 9, "opsets": {"ai.onnx": 17}},
                     "validation": {"cases": 10, "passed": 10, "maxError": 0.0, "seconds": 0.02}},
                 "candidate": {"revision": "b", "version": "2", "uri": "s3://m/2.onnx", "readyReplicas": 2,
-                    "reason": "SignatureChanged",
-                    "signatureChanges": ["input 'X' renamed or removed"]}
+                    "reason": "SignatureChanged", "object": "etag:\"b2\"",
+                    "detectedAt": "2026-12-02T10:00:00Z",
+                    "signatureChanges": ["input 'X' renamed or removed"]},
+                "refresh": {"object": "etag:\"b2\"", "detectedAt": "2026-12-02T10:00:00Z",
+                    "paused": true, "message": "paused by `kubectl ferry rollback` to revision a"}
             }
         }))
         .unwrap();
@@ -373,6 +457,9 @@ mod tests {
             "validation: 10/10 cases passed",
             "(SignatureChanged)",
             "changed:    input 'X' renamed or removed",
+            "object:     etag:\"b2\", detected at 2026-12-02T10:00:00Z",
+            "refresh:   PAUSED, object etag:\"b2\" detected at 2026-12-02T10:00:00Z",
+            "paused by `kubectl ferry rollback` to revision a",
         ] {
             assert!(text.contains(shown), "{shown:?} missing from:\n{text}");
         }

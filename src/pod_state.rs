@@ -42,7 +42,24 @@ pub struct Answer {
     pub failure: Option<(String, String)>,
     /// Signature, golden-set result and file metadata, once the server reports any of them.
     pub model: Option<Arc<ReportedModel>>,
+    /// The object the serving file was downloaded from, as a token, when the store identified it.
+    pub serving_object: Option<String>,
+    /// The object the latest scheduled check found at the URI, as a token, when it is not the one that serves
+    /// (`source.changed`, spec.model.refresh).
+    pub new_object: Option<String>,
+    /// The latest scheduled check found the serving object itself at the URI.
+    pub object_unchanged: bool,
 }
+
+/// An object token as a pod reports it: bounded, and only for an object the store identified.
+fn object_token(identity: Option<&ferry_contract::ObjectIdentity>) -> Option<String> {
+    identity
+        .filter(|i| i.is_identified())
+        .map(|i| bounded(&i.token(), MAX_OBJECT_TOKEN))
+}
+
+/// Object tokens are cut to this many characters (an ETag or a version id is far shorter).
+const MAX_OBJECT_TOKEN: usize = 512;
 
 /// At most this many inputs, outputs, opsets and metadata entries of a pod's report enter the status.
 const MAX_LISTED: usize = 32;
@@ -156,6 +173,15 @@ impl Answer {
             bytes_total: status.bytes_total,
             failure,
             model: reported_model(status).map(Arc::new),
+            serving_object: object_token(status.serving.as_ref().and_then(|s| s.identity.as_ref())),
+            new_object: status
+                .source
+                .as_ref()
+                .filter(|source| source.changed)
+                .and_then(|source| object_token(source.identity.as_ref())),
+            object_unchanged: status.source.as_ref().is_some_and(|source| {
+                !source.changed && object_token(source.identity.as_ref()).is_some()
+            }),
         }
     }
 }
@@ -192,6 +218,10 @@ struct Visible {
     sha256: Option<String>,
     step: Option<u64>,
     failure: Option<(String, String)>,
+    /// A new object at the URI (spec.model.refresh) is worth a reconcile the moment a pod reports it.
+    new_object: Option<String>,
+    object_unchanged: bool,
+    serving_object: Option<String>,
 }
 
 impl PodReport {
@@ -270,6 +300,9 @@ impl PodReport {
                     .then(|| step(answer.bytes_done, answer.bytes_total))
                     .flatten(),
                 failure: answer.failure.clone(),
+                new_object: answer.new_object.clone(),
+                object_unchanged: answer.object_unchanged,
+                serving_object: answer.serving_object.clone(),
             },
             _ => Visible {
                 phase: self.phase(),
@@ -362,6 +395,9 @@ mod tests {
             bytes_total: Some(total),
             failure: None,
             model: None,
+            serving_object: None,
+            new_object: None,
+            object_unchanged: false,
         })
     }
 
@@ -374,7 +410,61 @@ mod tests {
             bytes_total: Some(1000),
             failure: None,
             model: None,
+            serving_object: None,
+            new_object: None,
+            object_unchanged: false,
         })
+    }
+
+    #[test]
+    fn a_new_object_at_the_uri_is_a_visible_change_and_its_token_is_bounded() {
+        let mut pod = PodReport::new("u".into(), at(0), false);
+        let serving = |new_object: Option<String>| match phase(PodPhase::Ready) {
+            Read::Answered(answer) => Read::Answered(Answer {
+                serving_object: Some("etag:\"1\"".into()),
+                new_object,
+                ..answer
+            }),
+            unreachable => unreachable,
+        };
+        assert!(pod.update(serving(None), at(1)));
+        assert!(!pod.update(serving(None), at(31)), "nothing new");
+        assert!(pod.update(serving(Some("etag:\"2\"".into())), at(61)));
+        assert!(!pod.update(serving(Some("etag:\"2\"".into())), at(91)));
+
+        let mut status: ServerStatus = serde_json::from_value(serde_json::json!({
+            "model": "m", "phase": "ready", "ready": true, "shutting_down": false,
+            "version": "1", "sha256": "ab", "bytes_done": 10, "bytes_total": 10,
+            "reason": null, "message": null, "operator": null,
+            "serving": {"version": "1", "uri": "s3://b/m.onnx", "sha256": "ab", "bytes": 10,
+                        "platform": "onnxruntime_onnx", "identity": {"etag": "\"1\"", "size": 10}},
+            "load": null, "capabilities": {}, "admin": {"mode": "token"},
+            "source": {"identity": {"etag": "\"2\""}, "changed": false}
+        }))
+        .expect("a server status");
+        let answer = Answer::from_status(&status);
+        assert_eq!(answer.serving_object.as_deref(), Some("etag:\"1\""));
+        assert_eq!(answer.new_object, None, "not changed: nothing new");
+        assert!(answer.object_unchanged, "the serving object is at the URI");
+        let source = status.source.as_mut().expect("a source");
+        source.changed = true;
+        source.identity.as_mut().expect("an identity").etag = Some("x".repeat(2000));
+        let answer = Answer::from_status(&status);
+        assert!(!answer.object_unchanged);
+        assert_eq!(
+            answer.new_object.map(|t| t.len()),
+            Some(MAX_OBJECT_TOKEN),
+            "bounded like the rest of what a pod sends"
+        );
+        // A check that found nothing that identifies the object reports no object.
+        let source = status.source.as_mut().expect("a source");
+        source.identity = Some(Default::default());
+        let answer = Answer::from_status(&status);
+        assert_eq!(answer.new_object, None);
+        assert!(
+            !answer.object_unchanged,
+            "nothing is known of the object at the URI"
+        );
     }
 
     #[test]

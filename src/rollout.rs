@@ -30,6 +30,7 @@
 
 mod blue_green;
 mod history;
+pub mod refresh;
 mod replicas;
 mod signature;
 mod status;
@@ -54,6 +55,10 @@ pub struct ModelIdentity {
     pub version: String,
     pub uri: String,
     pub sha256: Option<String>,
+    /// The object the revision is pinned to (spec.model.refresh), as a token.
+    pub object: Option<String>,
+    /// When that object was detected as new.
+    pub detected_at: Option<Timestamp>,
 }
 
 /// Why a candidate was aborted.
@@ -149,6 +154,12 @@ pub struct ObservedPod {
     pub report_pending: bool,
     /// What its server reports of the model it serves (or of its latest load once loaded).
     pub model: Option<Arc<ReportedModel>>,
+    /// The object its serving file was downloaded from, as a token.
+    pub serving_object: Option<String>,
+    /// A new object its server found at the URI (spec.model.refresh), as a token.
+    pub new_object: Option<String>,
+    /// Its server's latest check found the object it serves at the URI.
+    pub object_unchanged: bool,
 }
 
 /// What a server reports of its model beyond the load: kept once per pod and shared, not copied, by every
@@ -267,6 +278,8 @@ pub struct Observed<'a> {
     /// The revision the active Service selects.
     pub active_service_target: Option<&'a str>,
     pub requests: Requests<'a>,
+    /// Which object the desired revision is pinned to (spec.model.refresh), with its status and events.
+    pub refresh: refresh::Refresh,
     /// In-cluster URL of the active Service.
     pub endpoint: String,
     /// In-cluster `host:port` of the active Service's gRPC port.
@@ -404,8 +417,9 @@ pub fn decide(observed: &Observed) -> Plan {
     repair_active_mark(observed, &mut summary);
     let replicas = replicas::plan(observed, &summary);
     let built = status::build(observed, &summary, &replicas);
-    let (history, events) = history::record(observed, &summary, &built);
+    let (history, mut events) = history::record(observed, &summary, &built);
     let status = built.into_status(observed, &summary, &replicas, history);
+    events.splice(0..0, observed.refresh.events.iter().cloned());
     Plan {
         preview: summary
             .candidate_revision(observed)

@@ -162,22 +162,27 @@ async fn typed_client_round_trips_spec_and_status() {
     );
 }
 
-#[test]
-fn kubectl_get_shows_the_printer_columns() {
-    let ns = TestNamespace::create();
-    control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
-    let status = r#"{"status":{"phase":"Progressing","readyReplicas":1,"active":{"revision":"r1","version":"1.0.0","uri":"file:///m.onnx"},"candidate":{"revision":"r2","version":"1.1.0","uri":"file:///m2.onnx","progress":{"phase":"Downloading","bytesDone":450,"bytesTotal":1000,"percent":45}}}}"#;
+/// Writes `status` (a JSON merge patch) through the status subresource, as the controller would.
+fn patch_status(namespace: &str, name: &str, status: &str) {
     control_plane().kubectl_ok(&[
         "patch",
         "md",
-        "iris",
+        name,
         "-n",
-        &ns.name,
+        namespace,
         "--subresource=status",
         "--type=merge",
         "-p",
         status,
     ]);
+}
+
+#[test]
+fn kubectl_get_shows_the_printer_columns() {
+    let ns = TestNamespace::create();
+    control_plane().kubectl_ok(&["apply", "-n", &ns.name, "-f", &sample_path("minimal.yaml")]);
+    let status = r#"{"status":{"phase":"Progressing","readyReplicas":1,"active":{"revision":"r1","version":"1.0.0","uri":"file:///m.onnx"},"candidate":{"revision":"r2","version":"1.1.0","uri":"file:///m2.onnx","progress":{"phase":"Downloading","bytesDone":450,"bytesTotal":1000,"percent":45}}}}"#;
+    patch_status(&ns.name, "iris", status);
     let table = control_plane().kubectl_ok(&["get", "md", "-n", &ns.name]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
@@ -274,6 +279,17 @@ fn kubectl_explain_shows_the_field_documentation() {
             "{expected:?} in:\n{validation}"
         );
     }
+    let refresh = explain("md.spec.model.refresh");
+    for expected in ["never written", "sha256", "intervalSeconds"] {
+        assert!(refresh.contains(expected), "{expected:?} in:\n{refresh}");
+    }
+    let interval = explain("md.spec.model.refresh.intervalSeconds");
+    for expected in [
+        "one HEAD request per pod per interval",
+        "12 per pod per hour",
+    ] {
+        assert!(interval.contains(expected), "{expected:?} in:\n{interval}");
+    }
     let signature = explain("md.spec.rollout.allowSignatureChange");
     for expected in ["SignatureChanged", "Compatible changes"] {
         assert!(
@@ -366,6 +382,24 @@ fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
                     json!({"uri": "s3://models/golden.json", "sha256": "ab12"})
             }),
             "spec.model.validation.sha256 in body should match",
+        ),
+        (
+            "refresh together with a pinned sha256",
+            Box::new(|o| {
+                o["spec"]["model"]["sha256"] = json!("ab".repeat(32));
+                o["spec"]["model"]["refresh"] = json!({});
+            }),
+            "spec.model.refresh and spec.model.sha256 cannot both be set",
+        ),
+        (
+            "refresh every 5 seconds",
+            Box::new(|o| o["spec"]["model"]["refresh"] = json!({"intervalSeconds": 5})),
+            "spec.model.refresh.intervalSeconds: Invalid value",
+        ),
+        (
+            "refresh every two days",
+            Box::new(|o| o["spec"]["model"]["refresh"] = json!({"intervalSeconds": 172800})),
+            "spec.model.refresh.intervalSeconds: Invalid value",
         ),
         (
             "allowSignatureChange as text",
@@ -534,4 +568,33 @@ fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
     );
     let left = control_plane().kubectl_ok(&["get", "md", "-n", &ns.name, "-o", "name"]);
     assert_eq!(left.trim(), "", "nothing malformed was stored");
+}
+
+#[test]
+fn refresh_is_accepted_with_its_default_interval_and_its_object_is_a_wide_column() {
+    let ns = TestNamespace::create();
+    let body = manifest("fraud", |o| {
+        o["spec"]["model"]["refresh"] = json!({});
+    });
+    let output =
+        control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&body));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = get_json(&ns.name, "fraud");
+    assert_eq!(
+        stored["spec"]["model"]["refresh"],
+        json!({"intervalSeconds": 300}),
+        "the apiserver fills in the default"
+    );
+    let status = r#"{"status":{"active":{"revision":"r1","version":"1.0.0","uri":"s3://models/iris/model.onnx","object":"etag:\"abc\""},"refresh":{"object":"etag:\"abc\"","uri":"s3://models/iris/model.onnx","detectedAt":"2026-12-02T10:00:00Z","paused":false}}}"#;
+    patch_status(&ns.name, "fraud", status);
+    let wide = control_plane().kubectl_ok(&["get", "md", "fraud", "-n", &ns.name, "-o", "wide"]);
+    assert!(
+        wide.lines().next().expect("header").contains("OBJECT"),
+        "{wide}"
+    );
+    assert!(wide.contains("etag:\"abc\""), "{wide}");
 }

@@ -1045,3 +1045,193 @@ async fn each_model_deployment_gets_its_own_admin_credential_kept_out_of_pod_tem
     assert_ne!(format!("{wine_new}."), wine[..17]);
     world.finish().await;
 }
+
+/// The revision whose Deployment is pinned to `object` (spec.model.refresh), once it exists.
+async fn revision_pinned_to(world: &World, name: &str, object: &str) -> String {
+    eventually(
+        &format!("a revision of {name} pinned to {object}"),
+        || async {
+            let listed = world
+                .deployments()
+                .list(&ListParams::default().labels(&format!("ferry.dev/model-deployment={name}")))
+                .await
+                .ok()?;
+            listed.items.into_iter().find_map(|d| {
+                let annotations = d.metadata.annotations.as_ref()?;
+                (annotations.get("ferry.dev/object").map(String::as_str) == Some(object))
+                    .then(|| {
+                        d.metadata
+                            .labels
+                            .as_ref()?
+                            .get("ferry.dev/revision")
+                            .cloned()
+                    })
+                    .flatten()
+            })
+        },
+    )
+    .await
+}
+
+fn container_env(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers[0].env.iter().flatten())
+        .into_iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// The pods' reads of fake pods fail (no server answers), so the detection itself is the node test's; here the
+/// controller's own record of a detection (status.refresh) is written as a detection would leave it, and the
+/// rest is the controller: the pinned revision, its rollout, `kubectl ferry rollback` pausing and `resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_object_rolls_out_pinned_and_rollback_pauses_refresh_until_resume() {
+    let world = World::new().await;
+    let first = serving(
+        &world,
+        "fraud",
+        json!({"model": {"refresh": {"intervalSeconds": 30}}}),
+    )
+    .await;
+    let env = container_env(
+        &world
+            .deployments()
+            .get(&format!("fraud-{first}"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(env["FERRY_REFRESH_INTERVAL_SECONDS"], "30");
+    assert!(!env.contains_key("FERRY_MODEL_OBJECT"), "{env:?}");
+    let md = world
+        .wait_status("fraud", "the refresh status", |md| {
+            md.status.as_ref().is_some_and(|s| s.refresh.is_some())
+        })
+        .await;
+    let refresh = md.status.unwrap().refresh.unwrap();
+    assert!(!refresh.paused && refresh.object.is_none(), "{refresh:?}");
+
+    // A detection, as the controller records it: the whole status under the controller's field manager, so
+    // that its next writes own every field of it as they would.
+    let uri = md.spec.model.uri.clone();
+    let object = "etag:\"0123abcd\"";
+    let mut status = serde_json::to_value(world.get("fraud").await.status).unwrap();
+    status["refresh"] = json!({"object": object, "uri": uri,
+        "detectedAt": "2026-12-02T10:00:00Z", "paused": false});
+    let recorded = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "ModelDeployment",
+        "status": status});
+    world
+        .mds()
+        .patch_status(
+            "fraud",
+            &PatchParams::apply(ferry::controller::FIELD_MANAGER).force(),
+            &Patch::Apply(&recorded),
+        )
+        .await
+        .expect("patch status");
+    let pinned = revision_pinned_to(&world, "fraud", object).await;
+    assert_ne!(pinned, first);
+    let env = container_env(
+        &world
+            .deployments()
+            .get(&format!("fraud-{pinned}"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        env["FERRY_MODEL_OBJECT"], object,
+        "the pods load exactly that object"
+    );
+    assert_eq!(
+        world.get("fraud").await.spec.model.version,
+        "1",
+        "the spec is never written"
+    );
+    world.kubelet.make_ready("fraud", &pinned).await;
+    world.wait_active("fraud", &pinned).await;
+    let md = world
+        .wait_status("fraud", "the pinned revision promoted", |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.active.as_ref().is_some_and(|a| a.revision == pinned)
+                    && s.history
+                        .first()
+                        .is_some_and(|h| h.outcome == Outcome::Promoted)
+            })
+        })
+        .await;
+    let status = md.status.unwrap();
+    let active = status.active.unwrap();
+    assert_eq!(active.object.as_deref(), Some(object));
+    assert!(active.detected_at.is_some());
+    assert_eq!(status.history[0].object.as_deref(), Some(object));
+
+    // Rollback: the first revision (still warm) serves at once, and refresh pauses there.
+    let out = world.plugin(&["rollback", "fraud"]);
+    assert!(out.contains("refresh is paused"), "{out}");
+    world.wait_active("fraud", &first).await;
+    let md = world
+        .wait_status("fraud", "refresh paused", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.refresh.as_ref())
+                .is_some_and(|r| r.paused)
+        })
+        .await;
+    assert_eq!(
+        md.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("ferry.dev/refresh-pin")),
+        Some(&first)
+    );
+    let refresh = md.status.as_ref().unwrap().refresh.clone().unwrap();
+    assert_eq!(
+        refresh.object, None,
+        "pinned to the first revision's object: {refresh:?}"
+    );
+    assert!(
+        refresh
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("kubectl ferry resume fraud")),
+        "{refresh:?}"
+    );
+    world.wait_event("fraud", "RefreshPaused").await;
+    let shown = world.plugin(&["status", "fraud"]);
+    assert!(shown.contains("refresh:   PAUSED"), "{shown}");
+
+    // Resume: the pin is removed and refresh follows the URI again.
+    let out = world.plugin(&["resume", "fraud"]);
+    assert!(out.contains("refresh resumed"), "{out}");
+    world
+        .wait_status("fraud", "refresh resumed", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.refresh.as_ref())
+                .is_some_and(|r| !r.paused)
+                && md
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_none_or(|a| !a.contains_key("ferry.dev/refresh-pin"))
+        })
+        .await;
+    world.wait_event("fraud", "RefreshResumed").await;
+
+    // Refreshed revisions share their version; their object names them for `rollback --to`.
+    let out = world.plugin(&["rollback", "fraud", "--to", object]);
+    assert!(out.contains(&format!("revision {pinned}")), "{out}");
+    world.wait_active("fraud", &pinned).await;
+    world
+        .wait_status("fraud", "paused on the pinned object", |md| {
+            md.status
+                .as_ref()
+                .and_then(|s| s.refresh.as_ref())
+                .is_some_and(|r| r.paused && r.object.as_deref() == Some(object))
+        })
+        .await;
+    world.finish().await;
+}

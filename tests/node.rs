@@ -269,6 +269,8 @@ struct Expected {
     input: String,
     rows: Vec<Vec<f64>>,
     labels: Vec<i64>,
+    /// Flattened, row after row.
+    probabilities: Vec<f64>,
 }
 
 fn expected(model: &str) -> Expected {
@@ -279,15 +281,20 @@ fn expected(model: &str) -> Expected {
         input: m["input"].as_str().unwrap().to_owned(),
         rows: serde_json::from_value(m["rows"].clone()).unwrap(),
         labels: serde_json::from_value(m["labels"].clone()).unwrap(),
+        probabilities: serde_json::from_value::<Vec<Vec<f64>>>(m["probabilities"].clone())
+            .unwrap()
+            .concat(),
     }
 }
 
 fn sha256_of(model: &str) -> String {
     use sha2::{Digest, Sha256};
-    let bytes =
-        std::fs::read(repo_root().join(format!("server-image/testdata/models/{model}.onnx")))
-            .unwrap();
-    format!("{:x}", Sha256::digest(bytes))
+    format!("{:x}", Sha256::digest(model_bytes(model)))
+}
+
+/// The bytes of a sample model (server-image/testdata/models).
+fn model_bytes(model: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join(format!("server-image/testdata/models/{model}.onnx"))).unwrap()
 }
 
 /// One OIP v2 inference through the Service: the version that answered and its predicted labels.
@@ -296,6 +303,17 @@ async fn infer(
     url: &str,
     model: &Expected,
 ) -> Result<(String, Vec<i64>), String> {
+    infer_answer(http, url, model)
+        .await
+        .map(|answer| (answer.version, answer.labels))
+}
+
+/// One OIP v2 inference through the Service, with every output the tests compare.
+async fn infer_answer(
+    http: &reqwest::Client,
+    url: &str,
+    model: &Expected,
+) -> Result<Answer, String> {
     let rows = model.rows.len();
     let body = json!({"inputs": [{
         "name": model.input,
@@ -319,16 +337,24 @@ async fn infer(
     }
     let reply: Value =
         serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
-    let version = reply["model_version"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let labels = reply["outputs"]
-        .as_array()
-        .and_then(|outs| outs.iter().find(|o| o["name"] == "label"))
-        .and_then(|o| serde_json::from_value(o["data"].clone()).ok())
-        .ok_or_else(|| format!("no label output: {text}"))?;
-    Ok((version, labels))
+    let output = |name: &str| {
+        reply["outputs"]
+            .as_array()
+            .and_then(|outs| outs.iter().find(|o| o["name"] == name))
+            .map(|o| o["data"].clone())
+    };
+    Ok(Answer {
+        version: reply["model_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        labels: output("label")
+            .and_then(|data| serde_json::from_value(data).ok())
+            .ok_or_else(|| format!("no label output: {text}"))?,
+        probabilities: output("probabilities")
+            .and_then(|data| serde_json::from_value(data).ok())
+            .unwrap_or_default(),
+    })
 }
 
 /// An error with its causes ("error sending request" alone does not say refused, reset or timed out).
@@ -367,8 +393,58 @@ struct RequestLoop {
     task: tokio::task::JoinHandle<u64>,
 }
 
+/// What one request through the Service answered: the model version and the outputs.
+struct Answer {
+    version: String,
+    labels: Vec<i64>,
+    probabilities: Vec<f64>,
+}
+
 impl RequestLoop {
+    /// Records each version that answers, checking its labels against the model that `models` says it serves.
     fn start(url: String, models: BTreeMap<String, &'static str>) -> Self {
+        Self::start_classifying(url, move |answer| {
+            let want = models.get(&answer.version).map(|m| expected(m).labels);
+            if want.as_ref() != Some(&answer.labels) {
+                return Err(format!(
+                    "version {:?} answered {:?}, want {want:?}",
+                    answer.version, answer.labels
+                ));
+            }
+            Ok(answer.version.clone())
+        })
+    }
+
+    /// Records which of `models` answers, told apart by its probabilities (with spec.model.refresh every object
+    /// is the same version); an answer that is none of them is a failure.
+    fn start_by_model(url: String, models: &'static [&'static str]) -> Self {
+        Self::start_classifying(url, move |answer| {
+            models
+                .iter()
+                .find(|m| {
+                    let want = expected(m);
+                    want.labels == answer.labels
+                        && want.probabilities.len() == answer.probabilities.len()
+                        && want
+                            .probabilities
+                            .iter()
+                            .zip(&answer.probabilities)
+                            .all(|(a, b)| (a - b).abs() < 1e-4)
+                })
+                .map(|m| (*m).to_owned())
+                .ok_or_else(|| {
+                    format!(
+                        "version {:?} answered {:?} / {:?}: none of {models:?}",
+                        answer.version, answer.labels, answer.probabilities
+                    )
+                })
+        })
+    }
+
+    fn start_classifying(
+        url: String,
+        classify: impl Fn(&Answer) -> Result<String, String> + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -381,17 +457,14 @@ impl RequestLoop {
             // Bounded: no test rollout takes ten minutes.
             while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
                 sent += 1;
-                match infer(&http, &url, &input).await {
-                    Ok((version, labels)) => {
-                        let want = models.get(&version).map(|m| expected(m).labels);
-                        if want.as_ref() != Some(&labels) {
-                            f.lock().unwrap().push(format!(
-                                "version {version:?} answered {labels:?}, want {want:?}"
-                            ));
-                        }
+                match infer_answer(&http, &url, &input)
+                    .await
+                    .and_then(|answer| classify(&answer))
+                {
+                    Ok(seen_now) => {
                         let mut seen = v.lock().unwrap();
-                        if seen.last() != Some(&version) {
-                            seen.push(version);
+                        if seen.last() != Some(&seen_now) {
+                            seen.push(seen_now);
                         }
                     }
                     Err(e) => f.lock().unwrap().push(e),
@@ -1325,4 +1398,210 @@ async fn a_candidate_that_fails_its_golden_set_or_changes_the_signature_never_re
             .is_some_and(|m| m.contains("float_input")),
         "{entry}"
     );
+}
+
+/// The store's S3 API, as the serving pods reach it (the Service's cluster IP, routed by kube-proxy on this host).
+fn store() -> object_store::aws::AmazonS3 {
+    // The same crypto provider as `http_client` (object_store's client is reqwest too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&cluster().s3_endpoint)
+        .with_bucket_name("models")
+        .with_region("us-east-1")
+        .with_access_key_id(STORE_ACCESS_KEY)
+        .with_secret_access_key(STORE_SECRET_KEY)
+        .with_allow_http(true)
+        .build()
+        .expect("an S3 client for the store")
+}
+
+/// Writes `bytes` over `models/<key>` through the store's S3 API (PutObject).
+async fn overwrite(key: &str, bytes: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    store()
+        .put(&object_store::path::Path::from(key), bytes.into())
+        .await
+        .unwrap_or_else(|e| panic!("PutObject models/{key}: {e}"));
+}
+
+fn refresh_status(md: &Value) -> &Value {
+    &md["status"]["refresh"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_rolls_out_pinned_a_corrupt_one_is_aborted_and_rollback_pauses_refresh() {
+    let ns = Namespace::create();
+    let c = cluster();
+    let key = format!("refresh/{}/model.onnx", ns.name);
+    overwrite(&key, model_bytes(LOGREG)).await;
+    let manifest = json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": ns.name},
+        "spec": {
+            "model": {
+                "name": "iris",
+                "uri": format!("s3://models/{key}"),
+                "version": "latest",
+                "refresh": {"intervalSeconds": 10},
+                "credentialsSecretRef": {"name": "store-credentials"},
+                "storage": {"endpoint": c.s3_endpoint, "region": "us-east-1", "allowHttp": true},
+            },
+            "replicas": 1,
+            "rollout": {"loadTimeoutSeconds": 120},
+        },
+    });
+    c.kubectl_ok(
+        &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+        Some(&manifest.to_string()),
+    );
+    let md = ns.wait_for(
+        "fraud",
+        "the first object serving, its identity read from the pod",
+        Duration::from_secs(180),
+        |md| serving(md, "latest") && md["status"]["active"]["object"].is_string(),
+    );
+    let first_object = md["status"]["active"]["object"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(refresh_status(&md)["paused"], false, "{:#}", md["status"]);
+    let url = ns.service_url("fraud");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let requests = RequestLoop::start_by_model(url, &[LOGREG, MLP]);
+    requests
+        .wait_for_version(LOGREG, Duration::from_secs(10))
+        .await;
+
+    // The object is replaced: detected by the pod's check, rolled out pinned, and the Service answers with it.
+    let replaced = Instant::now();
+    overwrite(&key, model_bytes(MLP)).await;
+    let switched = requests
+        .wait_for_version(MLP, Duration::from_secs(240))
+        .await;
+    eprintln!(
+        "figure: object replaced -> the Service answers with it: {switched:.1?} (interval 10 s)"
+    );
+    let md = ns.wait_for(
+        "fraud",
+        "the new object active, in status and history",
+        Duration::from_secs(60),
+        |md| {
+            let active = &md["status"]["active"];
+            active["object"].is_string()
+                && active["object"] != first_object.as_str()
+                && active["servedSha256"] == json!([sha256_of(MLP)])
+                && refresh_status(md)["object"] == active["object"]
+                && md["status"]["history"][0]["object"] == active["object"]
+        },
+    );
+    let second_object = md["status"]["active"]["object"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        refresh_status(&md)["detectedAt"].is_string(),
+        "{:#}",
+        md["status"]
+    );
+    assert_eq!(
+        md["spec"]["model"]["version"], "latest",
+        "the controller never writes the spec"
+    );
+    eprintln!(
+        "refreshed in {:.1?}: {first_object} -> {second_object}",
+        replaced.elapsed()
+    );
+
+    // A corrupt object: its revision is aborted, traffic stays.
+    overwrite(&key, b"not an ONNX model".to_vec()).await;
+    let md = ns.wait_for(
+        "fraud",
+        "the corrupt object aborted",
+        Duration::from_secs(240),
+        |md| {
+            md["status"]["candidate"]["reason"] == "ModelLoadFailed"
+                && md["status"]["candidate"]["object"] == refresh_status(md)["object"]
+                && refresh_status(md)["object"] != second_object.as_str()
+        },
+    );
+    eprintln!(
+        "corrupt object aborted: {}",
+        md["status"]["candidate"]["message"]
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        requests.last_version().as_deref(),
+        Some(MLP),
+        "traffic stayed"
+    );
+    let history = c.ferry(&["history", "fraud", "-n", &ns.name]);
+    assert!(history.contains("Aborted"), "{history}");
+
+    // Rollback: the first object, still warm, serves again and refresh pauses there.
+    let out = c.ferry(&["rollback", "fraud", "-n", &ns.name]);
+    assert!(out.contains("refresh is paused"), "{out}");
+    requests
+        .wait_for_version(LOGREG, Duration::from_secs(60))
+        .await;
+    ns.wait_for("fraud", "refresh paused", Duration::from_secs(60), |md| {
+        refresh_status(md)["paused"] == true
+    });
+    // A fixed object while paused is noted, not rolled out.
+    overwrite(&key, model_bytes(MLP)).await;
+    let md = ns.wait_for(
+        "fraud",
+        "the newer object noted while paused",
+        Duration::from_secs(120),
+        |md| {
+            refresh_status(md)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not rolled out while paused"))
+        },
+    );
+    assert_eq!(md["status"]["candidate"], Value::Null, "{:#}", md["status"]);
+    assert_eq!(requests.last_version().as_deref(), Some(LOGREG));
+    let shown = c.ferry(&["status", "fraud", "-n", &ns.name]);
+    assert!(shown.contains("refresh:   PAUSED"), "{shown}");
+
+    // Resume: refresh catches up with the newest object.
+    c.ferry(&["resume", "fraud", "-n", &ns.name]);
+    requests
+        .wait_for_version(MLP, Duration::from_secs(240))
+        .await;
+    ns.wait_for(
+        "fraud",
+        "the newest object serving after resume",
+        Duration::from_secs(60),
+        |md| {
+            refresh_status(md)["paused"] == false
+                && md["status"]["active"]["servedSha256"] == json!([sha256_of(MLP)])
+        },
+    );
+    requests.finish(&[LOGREG, MLP, LOGREG, MLP]).await;
+
+    // Each transition was reported once as an Event on the ModelDeployment.
+    let events = c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events",
+            "--field-selector=involvedObject.kind=ModelDeployment",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    for reason in [
+        "ObjectChanged",
+        "RefreshPaused",
+        "RefreshResumed",
+        "RolloutAborted",
+    ] {
+        assert!(
+            events.lines().any(|r| r == reason),
+            "{reason} in:\n{events}"
+        );
+    }
 }

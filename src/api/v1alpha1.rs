@@ -95,6 +95,13 @@ pub const MAX_NAME_LENGTH: usize = 55;
         json_path = ".spec.model.uri",
         priority = "1"
     ),
+    printcolumn(
+        name = "Object",
+        type_ = "string",
+        description = "Object in the store the version receiving traffic was loaded from (spec.model.refresh)",
+        json_path = ".status.active.object",
+        priority = "1"
+    ),
     validation = Rule::new(
         "self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
     )
@@ -135,6 +142,11 @@ pub struct ModelDeploymentSpec {
 
 /// Where the model comes from and how it is checked before it serves.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(self.refresh) || !has(self.sha256)"
+).message(
+    "spec.model.refresh and spec.model.sha256 cannot both be set: sha256 pins one file, refresh follows whatever object is stored at spec.model.uri"
+).field_path(".refresh"))]
 #[x_kube(validation = Rule::new(
     "!has(self.storage) || self.uri.startsWith('s3://')"
 ).message(
@@ -194,6 +206,35 @@ pub struct ModelSource {
     /// ready and its rollout is aborted with reason ValidationFailed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationSource>,
+
+    /// Follow the object stored at `uri`: the serving pods check on this schedule whether it was replaced
+    /// (by its identity in the store: ETag, version id or generation, for http(s) ETag or Last-Modified;
+    /// never by downloading it), and each new object rolls out as a revision of its own, pinned to that
+    /// object, through the same strategy and gates as a change of `version`. The spec is never written: the
+    /// object and when it was detected are in `status.refresh`, the revisions and the history. Cannot be
+    /// combined with `sha256`. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshPolicy>,
+}
+
+/// How often the object at the model URI is checked for a new one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshPolicy {
+    /// Seconds between two checks, by each serving pod of the version receiving traffic. Each check costs
+    /// one HEAD request per pod per interval against the store (at the default 300, 12 per pod per hour);
+    /// a new object is noticed within an interval plus about 30 seconds. 10 to 86400.
+    #[serde(default = "default_refresh_interval_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub interval_seconds: i32,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_refresh_interval_seconds(),
+        }
+    }
 }
 
 /// Where the golden set of a model is stored. It is fetched like the model: same schemes, same credentials
@@ -407,6 +448,33 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+
+    /// Where following the object at spec.model.uri stands (spec.model.refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// The state of spec.model.refresh. It lives here only: the controller never writes the spec.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshStatus {
+    /// The object the desired revision is pinned to, as a token (`etag:...`, `version:...` or
+    /// `modified:...;size:...`); absent until a new object was detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The spec.model.uri the object was detected at; an object detected at another URI does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// When the serving pods reported that object as new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// Refresh is paused by `kubectl ferry rollback`: the rolled-back revision stays, new objects are only
+    /// noted in `message`; `kubectl ferry resume` follows the newest object again.
+    #[serde(default)]
+    pub paused: bool,
+    /// Why refresh is paused, and any newer object detected meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Summary of a ModelDeployment's state.
@@ -435,6 +503,13 @@ pub struct RevisionStatus {
     /// Expected SHA-256 of the model file, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The object in the store this revision loads: the one it is pinned to (spec.model.refresh), else the
+    /// one its pods report they downloaded, as a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// When its object was detected as new (a revision made by spec.model.refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
     /// Ready pods of this revision.
     #[serde(default)]
     pub ready_replicas: i32,
@@ -638,6 +713,15 @@ pub struct HistoryEntry {
     /// Expected SHA-256 of the model file, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The object in the store the revision loaded, as a token (see RevisionStatus.object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// When its object was detected as new (spec.model.refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// SHA-256 of the file its ready pods served, when they reported one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_sha256: Vec<String>,
     /// When the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -687,6 +771,9 @@ fn default_progress_deadline_seconds() -> i32 {
 }
 fn default_keep_previous() -> i32 {
     1
+}
+fn default_refresh_interval_seconds() -> i32 {
+    300
 }
 
 impl ModelDeployment {

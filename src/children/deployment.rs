@@ -38,12 +38,31 @@ pub struct SourceSpec {
 pub struct RevisionTemplate {
     pub revision: String,
     pub template: PodTemplateSpec,
+    /// The object in the store it is pinned to (spec.model.refresh).
+    pub pin: ObjectPin,
+}
+
+/// The object a revision is pinned to, as a token, and when it was detected (spec.model.refresh).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectPin {
+    pub object: Option<String>,
+    pub detected_at: Option<Timestamp>,
 }
 
 /// Builds the pod template of the current spec and names the revision after a hash of it, so that anything that
 /// changes the pods (model, server template, the operator's defaults) makes a new revision, and nothing else does.
 pub fn revision_template(md: &ModelDeployment, config: &OperatorConfig) -> RevisionTemplate {
-    let mut template = pod_template(md, config);
+    pinned_revision_template(md, config, ObjectPin::default())
+}
+
+/// [`revision_template`] pinned to one object at the model URI: the pods load exactly that object
+/// (`FERRY_MODEL_OBJECT`), so each object is a revision of its own.
+pub fn pinned_revision_template(
+    md: &ModelDeployment,
+    config: &OperatorConfig,
+    pin: ObjectPin,
+) -> RevisionTemplate {
+    let mut template = pod_template(md, config, pin.object.as_deref());
     let revision = revision_hash(&template);
     template
         .metadata
@@ -51,7 +70,11 @@ pub fn revision_template(md: &ModelDeployment, config: &OperatorConfig) -> Revis
         .labels
         .get_or_insert_with(Default::default)
         .insert(labels::REVISION.into(), revision.clone());
-    RevisionTemplate { revision, template }
+    RevisionTemplate {
+        revision,
+        template,
+        pin,
+    }
 }
 
 /// The first 10 hex digits of the SHA-256 of the template's JSON: stable across processes and releases of
@@ -70,7 +93,11 @@ pub fn deployment_name(md_name: &str, revision: &str) -> String {
     format!("{md_name}-{revision}")
 }
 
-fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpec {
+fn pod_template(
+    md: &ModelDeployment,
+    config: &OperatorConfig,
+    object: Option<&str>,
+) -> PodTemplateSpec {
     let name = md.metadata.name.clone().unwrap_or_default();
     let spec = &md.spec;
     let model = &spec.model;
@@ -99,6 +126,15 @@ fn pod_template(md: &ModelDeployment, config: &OperatorConfig) -> PodTemplateSpe
     ];
     if let Some(sha256) = &model.sha256 {
         env_vars.push(env_var(env::MODEL_SHA256, sha256));
+    }
+    if let Some(refresh) = &model.refresh {
+        env_vars.push(env_var(
+            env::REFRESH_INTERVAL_SECONDS,
+            &refresh.interval_seconds.to_string(),
+        ));
+    }
+    if let Some(object) = object {
+        env_vars.push(env_var(env::MODEL_OBJECT, object));
     }
     if let Some(validation) = &model.validation {
         env_vars.push(env_var(env::VALIDATION_URI, &validation.uri));
@@ -299,6 +335,12 @@ pub fn desired_deployment(
     if let Some(sha256) = &model.sha256 {
         metadata_annotations.insert(annotations::SHA256.to_owned(), sha256.clone());
     }
+    if let Some(object) = &revision.pin.object {
+        metadata_annotations.insert(annotations::OBJECT.to_owned(), object.clone());
+    }
+    if let Some(detected_at) = revision.pin.detected_at {
+        metadata_annotations.insert(annotations::DETECTED_AT.to_owned(), detected_at.to_string());
+    }
     let mut deployment_labels = child_labels(&name, Some(&model.version));
     deployment_labels.insert(labels::REVISION.into(), revision.revision.clone());
 
@@ -358,6 +400,8 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
             version: annotation(annotations::VERSION).unwrap_or_default(),
             uri: annotation(annotations::URI).unwrap_or_default(),
             sha256: annotation(annotations::SHA256),
+            object: annotation(annotations::OBJECT),
+            detected_at: timestamp(annotations::DETECTED_AT),
         },
         created_at: meta
             .creation_timestamp
@@ -469,6 +513,64 @@ mod tests {
         md.metadata.namespace = Some("ml".into());
         md.metadata.uid = Some("uid-1".into());
         md
+    }
+
+    fn env_of(template: &RevisionTemplate) -> BTreeMap<String, String> {
+        template.template.spec.as_ref().unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn a_refreshing_revision_checks_on_its_interval_and_each_detected_object_is_its_own_revision() {
+        let config = OperatorConfig::default();
+        let mut refreshing = md("1");
+        refreshing.spec.model.refresh = Some(crate::api::RefreshPolicy {
+            interval_seconds: 60,
+        });
+        let following = revision_template(&refreshing, &config);
+        let env = env_of(&following);
+        assert_eq!(env[env::REFRESH_INTERVAL_SECONDS], "60");
+        assert!(
+            !env.contains_key(env::MODEL_OBJECT),
+            "not pinned: whatever is at the URI"
+        );
+        assert_ne!(
+            following.revision,
+            revision_template(&md("1"), &config).revision
+        );
+
+        let pin = |object: &str| ObjectPin {
+            object: Some(object.into()),
+            detected_at: Some(Timestamp::from_second(1_800_000_000).unwrap()),
+        };
+        let first = pinned_revision_template(&refreshing, &config, pin("etag:\"1\""));
+        let second = pinned_revision_template(&refreshing, &config, pin("etag:\"2\""));
+        assert_eq!(env_of(&first)[env::MODEL_OBJECT], "etag:\"1\"");
+        assert_ne!(first.revision, following.revision);
+        assert_ne!(
+            first.revision, second.revision,
+            "a new object is a new revision"
+        );
+        let mut later = pin("etag:\"1\"");
+        later.detected_at = None;
+        assert_eq!(
+            pinned_revision_template(&refreshing, &config, later).revision,
+            first.revision,
+            "when it was detected is not part of the pods"
+        );
+
+        // The Deployment carries the object and its detection, and reads them back.
+        let deployment = desired_deployment(&refreshing, &first, 2);
+        let observed = observe(&deployment, &[]).unwrap();
+        assert_eq!(observed.model.object.as_deref(), Some("etag:\"1\""));
+        assert_eq!(observed.model.detected_at, first.pin.detected_at);
+        let mut cached = deployment.clone();
+        strip_for_cache(&mut cached);
+        assert_eq!(observe(&cached, &[]).unwrap().model, observed.model);
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         report_pending: server_address(pod).is_some()
             && answer.is_none_or(|a| a.phase != PodPhase::Ready),
         model: answer.and_then(|a| a.model.clone()),
+        serving_object: answer.and_then(|a| a.serving_object.clone()),
+        new_object: answer.and_then(|a| a.new_object.clone()),
+        object_unchanged: answer.is_some_and(|a| a.object_unchanged),
     }
 }
 

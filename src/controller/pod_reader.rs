@@ -309,6 +309,9 @@ mod tests {
             bytes_total: Some(10),
             failure: None,
             model: None,
+            serving_object: None,
+            new_object: None,
+            object_unchanged: false,
         })
     }
 

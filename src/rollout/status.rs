@@ -101,6 +101,7 @@ impl Built {
             endpoint: Some(observed.endpoint.clone()),
             grpc_endpoint: Some(observed.grpc_endpoint.clone()),
             conditions: self.conditions,
+            refresh: observed.refresh.status.clone(),
         }
     }
 }
@@ -120,6 +121,12 @@ fn revision_status(
         version: model.version,
         uri: model.uri,
         sha256: model.sha256,
+        object: model.object.or_else(|| {
+            observed_rev
+                .and_then(|r| r.reported(|p| p.serving_object.as_ref()))
+                .cloned()
+        }),
+        detected_at: model.detected_at.map(to_time),
         ready_replicas: observed_rev.map_or(0, |r| r.available_replicas),
         since: since.map(to_time),
         reason: reason.map(|r| r.as_str().to_owned()),

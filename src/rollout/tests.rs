@@ -27,6 +27,7 @@ fn spec(replicas: i32) -> ModelDeploymentSpec {
             credentials_secret_ref: None,
             storage: None,
             validation: None,
+            refresh: None,
         },
         replicas,
         server: ServerTemplate::default(),
@@ -45,6 +46,8 @@ fn model(revision: &str) -> ModelIdentity {
         version: format!("version-{revision}"),
         uri: format!("s3://models/{revision}.onnx"),
         sha256: None,
+        object: None,
+        detected_at: None,
     }
 }
 
@@ -88,6 +91,7 @@ struct Scenario {
     promote: Option<&'static str>,
     abort: Option<&'static str>,
     invalid: Option<String>,
+    refresh: refresh::Refresh,
     now: i64,
 }
 
@@ -103,6 +107,7 @@ impl Scenario {
             promote: None,
             abort: None,
             invalid: None,
+            refresh: refresh::Refresh::default(),
             now: 100,
         }
     }
@@ -872,9 +877,14 @@ impl Scenario {
             previous_status: &self.status,
             desired: DesiredRevision {
                 revision: self.desired.into(),
-                model: model(self.desired),
+                model: self
+                    .revisions
+                    .iter()
+                    .find(|r| r.revision == self.desired)
+                    .map_or_else(|| model(self.desired), |r| r.model.clone()),
             },
             invalid_spec: self.invalid.clone(),
+            refresh: self.refresh.clone(),
             revisions: &self.revisions,
             active_service_target: self.active,
             requests: Requests {
@@ -1217,4 +1227,201 @@ fn a_golden_set_the_candidate_does_not_reproduce_aborts_it_with_its_own_reason()
     assert_eq!(plan.desired_replicas, Some(0));
     assert_eq!(plan.status.history[0].outcome, Outcome::Aborted);
     assert_eq!(event_reasons(&plan), [events::ROLLOUT_ABORTED]);
+}
+
+// spec.model.refresh: revisions pinned to an object, as the controller builds them from `refresh::decide`.
+
+/// A revision pinned to `object`, detected at `detected` seconds.
+fn pinned(mut r: ObservedRevision, object: &str, detected: i64) -> ObservedRevision {
+    r.model.object = Some(object.into());
+    r.model.detected_at = Some(at(detected));
+    r
+}
+
+fn refreshing(object: &str, detected: i64) -> refresh::Refresh {
+    let status = crate::api::RefreshStatus {
+        object: Some(object.into()),
+        uri: Some("s3://models/iris.onnx".into()),
+        detected_at: Some(Time(at(detected))),
+        paused: false,
+        message: None,
+    };
+    refresh::Refresh {
+        object: status.object.clone(),
+        detected_at: Some(at(detected)),
+        status: Some(status),
+        events: Vec::new(),
+    }
+}
+
+fn served(mut r: ObservedRevision, object: &str, sha: &str) -> ObservedRevision {
+    r.pods = (0..r.replicas)
+        .map(|i| ObservedPod {
+            name: format!("{}-{i}", r.revision),
+            phase: PodPhase::Ready,
+            sha256: Some(sha.into()),
+            serving_object: Some(object.into()),
+            ..Default::default()
+        })
+        .collect();
+    r
+}
+
+#[test]
+fn a_detected_object_rolls_out_as_a_pinned_revision_shown_in_status_and_history() {
+    let mut scenario = Scenario::new("b")
+        .with(served(
+            promoted(ready(revision("a", 0, 2)), 10),
+            "etag:\"1\"",
+            "aa",
+        ))
+        .active("a");
+    scenario.refresh = refreshing("etag:\"2\"", 90);
+    scenario.refresh.events.push(PlannedEvent {
+        warning: false,
+        revision: None,
+        reason: events::OBJECT_CHANGED,
+        note: "new object".into(),
+    });
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"), "traffic stays");
+    assert_eq!(
+        plan.desired_replicas,
+        Some(2),
+        "the pinned revision deploys"
+    );
+    assert_eq!(
+        event_reasons(&plan),
+        [events::OBJECT_CHANGED, events::ROLLOUT_STARTED]
+    );
+    let active = plan.status.active.clone().unwrap();
+    assert_eq!(
+        active.object.as_deref(),
+        Some("etag:\"1\""),
+        "an unpinned revision shows the object its pods report"
+    );
+    assert_eq!(plan.status.refresh, scenario.refresh.status);
+
+    // Loaded and ready: promoted, with its object, detection time and served SHA-256 in status and history.
+    scenario = scenario.with(served(
+        pinned(ready(revision("b", 90, 2)), "etag:\"2\"", 90),
+        "etag:\"2\"",
+        "bb",
+    ));
+    scenario.refresh.events.clear();
+    scenario.status = plan.status;
+    scenario.now = 120;
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("b"));
+    assert_eq!(event_reasons(&plan), [events::PROMOTED]);
+    let active = plan.status.active.clone().unwrap();
+    assert_eq!(active.object.as_deref(), Some("etag:\"2\""));
+    assert_eq!(active.detected_at, Some(Time(at(90))));
+    assert_eq!(active.served_sha256, ["bb"]);
+    let entry = &plan.status.history[0];
+    assert_eq!(entry.outcome, Outcome::Promoted);
+    assert_eq!(entry.object.as_deref(), Some("etag:\"2\""));
+    assert_eq!(entry.detected_at, Some(Time(at(90))));
+    assert_eq!(entry.served_sha256, ["bb"]);
+}
+
+#[test]
+fn a_refreshed_revision_that_failed_is_not_retried_until_a_newer_object() {
+    let mut failed = pinned(revision("b", 90, 2), "etag:\"2\"", 90);
+    failed.marks.aborted = Some(AbortMark {
+        reason: AbortReason::ModelLoadFailed,
+        message: "CorruptModel: not an ONNX file".into(),
+        generation: 1,
+    });
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(failed)
+        .active("a");
+    scenario.refresh = refreshing("etag:\"2\"", 90);
+    let first = scenario.decide();
+    assert_eq!(first.active.as_deref(), Some("a"), "traffic stays");
+    assert_eq!(
+        first.status.candidate.as_ref().unwrap().reason.as_deref(),
+        Some(reasons::MODEL_LOAD_FAILED)
+    );
+    // The next reconciles (the same object reported again, no spec change): still aborted, nothing new.
+    scenario.status = first.status.clone();
+    scenario.now = 500;
+    let again = scenario.decide();
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(again.marks.is_empty(), "{:?}", again.marks);
+    assert_eq!(
+        again.desired_replicas,
+        Some(0),
+        "the aborted revision does not run"
+    );
+
+    // A newer object is a new revision, and it rolls out.
+    scenario.desired = "c";
+    scenario.refresh = refreshing("etag:\"3\"", 600);
+    let newer = scenario.decide();
+    assert_eq!(
+        newer.status.candidate.as_ref().unwrap().reason.as_deref(),
+        Some(reasons::DEPLOYING)
+    );
+    assert_eq!(newer.status.candidate.as_ref().unwrap().object, None);
+}
+
+#[test]
+fn an_object_that_changed_during_the_load_aborts_with_the_servers_reason() {
+    let mut replaced = pinned(revision("b", 90, 2), "etag:\"2\"", 90);
+    replaced.load_failure =
+        Some("ObjectChanged: pinned to etag:\"2\", the object is etag:\"3\" now".into());
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(replaced)
+        .active("a");
+    scenario.refresh = refreshing("etag:\"2\"", 90);
+    let plan = scenario.decide();
+    assert_eq!(plan.active.as_deref(), Some("a"));
+    let candidate = plan.status.candidate.unwrap();
+    assert_eq!(
+        candidate.reason.as_deref(),
+        Some(reasons::MODEL_LOAD_FAILED)
+    );
+    assert!(
+        candidate.message.unwrap().starts_with("ObjectChanged: "),
+        "the server's reason is kept"
+    );
+}
+
+#[test]
+fn while_refresh_is_paused_the_pinned_active_revision_stays_and_nothing_is_written_twice() {
+    // Rolled back to "a": the controller makes "a" the desired revision again (its object), so no rollout.
+    let mut scenario = Scenario::new("a")
+        .with(served(
+            promoted(ready(revision("a", 0, 2)), 10),
+            "etag:\"1\"",
+            "aa",
+        ))
+        .with(promoted(
+            ready(pinned(revision("b", 20, 2), "etag:\"2\"", 20)),
+            30,
+        ))
+        .active("a");
+    let mut paused = refreshing("etag:\"1\"", 0);
+    if let Some(status) = paused.status.as_mut() {
+        status.paused = true;
+        status.message = Some("paused by `kubectl ferry rollback`".into());
+    }
+    scenario.refresh = paused;
+    let first = scenario.decide();
+    assert_eq!(first.active.as_deref(), Some("a"));
+    assert!(first.status.candidate.is_none(), "no rollout while paused");
+    assert!(first.status.refresh.as_ref().unwrap().paused);
+    scenario.status = first.status.clone();
+    for r in &mut scenario.revisions {
+        if let Some(m) = first.marks.get(&r.revision) {
+            r.marks = m.clone();
+        }
+    }
+    scenario.now = 400;
+    let second = scenario.decide();
+    assert_eq!(second.status, first.status, "no change: no status write");
+    assert!(second.events.is_empty());
 }
