@@ -2,6 +2,7 @@
 //! functions) and how the observed ones are read back.
 
 pub mod deployment;
+pub mod model_file;
 pub mod pod;
 pub mod secret;
 pub mod service;

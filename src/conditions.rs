@@ -46,6 +46,9 @@ pub mod reasons {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// Somebody ran `kubectl ferry abort`.
     pub const ABORTED_BY_USER: &str = "AbortedByUser";
+    /// A pod ran out of memory while it staged the candidate beside the version it serves (strategy InPlace);
+    /// the message names the pod, the model's size and the memory limit.
+    pub const OUT_OF_MEMORY: &str = "OutOfMemory";
     /// A revision's abort mark names a reason this version of Ferry does not know (another version wrote it).
     pub const UNRECOGNIZED_ABORT: &str = "UnrecognizedAbortReason";
     /// A candidate's Deployment is about to be created (a revision's reason, not a condition's).
@@ -73,6 +76,8 @@ pub mod events {
     pub const PROMOTED: &str = "Promoted";
     pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// Strategy InPlace: every pod switched; the note has the switch window.
+    pub const SWITCHED: &str = "Switched";
     pub const SUPERSEDED: &str = "Superseded";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A new admin-credential Secret replaced a missing one (a rotation, or the Secret was deleted).

@@ -18,6 +18,7 @@
 //! (events, the promotion latency), `failure` (the status of a failed reconcile), `error`. This file wires the
 //! watches to the reconcile and reads as: observe from the caches, decide, apply, report.
 
+mod admin_calls;
 mod apply;
 mod caches;
 mod error;
@@ -26,7 +27,8 @@ mod pod_reader;
 mod report;
 mod watches;
 
-use apply::{apply_plan, AdminSecretCheck, Observation};
+use admin_calls::AdminCalls;
+use apply::{apply_model_file, apply_plan, AdminSecretCheck, Observation};
 use caches::{
     children_ready, reflect, strip_model_deployment, Cache, Caches, Written, CATCH_UP_TIMEOUT,
 };
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -60,13 +62,13 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::api::{ModelDeployment, PodPhase};
+use crate::api::{ModelDeployment, PodPhase, RolloutStrategy};
 use crate::children::deployment::ObjectPin;
-use crate::children::{deployment, pod, service};
+use crate::children::{deployment, model_file, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
-use crate::rollout::{self, refresh, DesiredRevision, ModelIdentity, Observed};
+use crate::rollout::{self, in_place, refresh, DesiredRevision, ModelIdentity, Observed};
 use crate::server_contract;
 
 /// The one field manager of every write the controller makes.
@@ -91,6 +93,8 @@ pub struct Context {
     admin_secrets: Mutex<HashMap<String, AdminSecretCheck>>,
     /// What each serving pod's server last reported.
     pod_reader: Arc<PodReader>,
+    /// The admin calls of strategy InPlace.
+    admin_calls: Arc<AdminCalls>,
     /// When each ModelDeployment's status was last written, for the throttle on progress-only writes.
     status_written: Mutex<HashMap<String, Instant>>,
 }
@@ -126,6 +130,7 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             admin_secrets: Mutex::default(),
+            admin_calls: Arc::new(AdminCalls::new(pod_reader.clone())),
             pod_reader,
             status_written: Mutex::default(),
         }
@@ -250,12 +255,19 @@ async fn run_scope(
     let (deployment_store, deployment_writer) = reflector::store::<Deployment>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (service_store, service_writer) = reflector::store::<Service>();
-    let children_ready = children_ready(&deployment_store, &pod_store, &service_store);
+    let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
+    let children_ready = children_ready(
+        &deployment_store,
+        &pod_store,
+        &service_store,
+        &config_map_store,
+    );
     let caches = Arc::new(Caches {
         model_deployments: Cache::new(md_store.clone()),
         deployments: Cache::new(deployment_store),
         pods: Cache::new(pod_store.clone()),
         services: Cache::new(service_store),
+        config_maps: Cache::new(config_map_store),
         children_ready,
         changed: Notify::new(),
     });
@@ -300,6 +312,14 @@ async fn run_scope(
         caches.clone(),
         |caches| &caches.services.applied,
     );
+    let config_maps = reflect(
+        api::<ConfigMap>(&client, &namespace),
+        owned.clone(),
+        config_map_writer,
+        model_file::strip_for_cache,
+        caches.clone(),
+        |caches| &caches.config_maps.applied,
+    );
     let pods = reflect(
         api::<Pod>(&client, &namespace),
         owned,
@@ -318,6 +338,7 @@ async fn run_scope(
         .boxed(),
         requests(deployments, true, owners::<Deployment>).boxed(),
         requests(services, true, owners::<Service>).boxed(),
+        requests(config_maps, true, owners::<ConfigMap>).boxed(),
         requests(pods, true, pod_owner).boxed(),
         pod_reports.map(Ok).boxed(),
     ])
@@ -429,7 +450,7 @@ async fn reconcile_inner(
         .iter()
         .filter(|d| is_owned_by(d, md))
         .filter_map(|d| deployment::observe(d, &pod_refs))
-        .map(|revision| with_pods(revision, &pod_refs, &context.pod_reader))
+        .map(|revision| with_pods(revision, &pod_refs, context))
         .collect();
     let annotations = md.annotations();
     let previous_status = md.status.clone().unwrap_or_default();
@@ -469,7 +490,23 @@ async fn reconcile_inner(
             detected_at: refresh.detected_at,
         },
     );
-    let plan = rollout::decide(&Observed {
+    let in_place = md.spec.rollout.strategy == RolloutStrategy::InPlace;
+    let model_state = caches
+        .config_maps
+        .get(&namespace, &model_file::name(&name))
+        .and_then(|c| model_file::observe(&c));
+    // An InPlace pod set serves the model its ConfigMap names, not the one it was created with.
+    let mut observed_revisions = observed_revisions;
+    if let Some(state) = model_state.as_ref().filter(|_| in_place) {
+        for revision in &mut observed_revisions {
+            if revision.revision == state.pod_set || revision.revision == template.revision {
+                if let Some(record) = state.find(&state.active) {
+                    revision.model = record.identity();
+                }
+            }
+        }
+    }
+    let observed = Observed {
         name: &name,
         generation,
         spec: &md.spec,
@@ -495,7 +532,45 @@ async fn reconcile_inner(
         endpoint,
         grpc_endpoint,
         now,
-    });
+    };
+    let mut plan = rollout::decide(&observed);
+    let mut calls = Vec::new();
+    if in_place {
+        let desired_model = server_contract::DesiredModel {
+            uri: md.spec.model.uri.clone(),
+            version: md.spec.model.version.clone(),
+            sha256: md.spec.model.sha256.clone(),
+            format: Some(md.spec.model.format.clone()),
+            object: None,
+        };
+        let pod_set = observed_revisions
+            .iter()
+            .find(|r| r.revision == template.revision);
+        let next_state = match (model_state.as_ref(), pod_set) {
+            // The pod set serves: the model layer decides.
+            (Some(state), Some(pod_set))
+                if state.pod_set == pod_set.revision
+                    && active_service_target.as_deref() == Some(&pod_set.revision)
+                    && plan.active.as_deref() == Some(&pod_set.revision) =>
+            {
+                let decision = in_place::decide(&observed, pod_set, state, &desired_model);
+                calls = decision.calls;
+                plan = merge_model_layer(plan, decision.plan, &pod_set.revision);
+                Some(decision.state).filter(|s| s != state)
+            }
+            (state, _) => in_place::boot_state(
+                state,
+                &template.revision,
+                active_service_target.as_deref(),
+                plan.active.as_deref(),
+                &desired_model,
+                now,
+            ),
+        };
+        if let Some(state) = next_state {
+            apply_model_file(context, md, &state, &mut *written).await?;
+        }
+    }
 
     let deferred = apply_plan(
         context,
@@ -513,6 +588,15 @@ async fn reconcile_inner(
     )
     .await?;
     publish_events(context, md, &plan).await;
+    if !calls.is_empty() {
+        context.admin_calls.submit(
+            &context.config.admin_key,
+            &namespace,
+            &name,
+            md.served_model_name(),
+            calls,
+        );
+    }
 
     let requeue_after = match (plan.requeue_after, deferred) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -522,6 +606,32 @@ async fn reconcile_inner(
         Some(after) => Action::requeue(after + Duration::from_millis(50)),
         None => Action::await_change(),
     })
+}
+
+/// The plan of an active InPlace pod set: the Deployments and Services as the pod-set layer planned them, the
+/// status and events of the model layer, with the scale subresource's fields of the pod set and its warm
+/// previous pod sets.
+fn merge_model_layer(pods: rollout::Plan, models: rollout::Plan, pod_set: &str) -> rollout::Plan {
+    let mut status = models.status;
+    status.replicas = pods.status.replicas;
+    status.selector = pods.status.selector;
+    status.previous.extend(
+        pods.status
+            .previous
+            .into_iter()
+            .filter(|p| p.revision != pod_set),
+    );
+    let mut events = pods.events;
+    events.extend(models.events);
+    rollout::Plan {
+        status,
+        events,
+        requeue_after: match (pods.requeue_after, models.requeue_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        ..pods
+    }
 }
 
 /// Now, at the precision the API stores times with: a status holding finer times would never compare equal to
@@ -536,12 +646,16 @@ fn whole_seconds_now() -> Timestamp {
 fn with_pods(
     mut revision: rollout::ObservedRevision,
     pods: &[&Pod],
-    reader: &PodReader,
+    context: &Context,
 ) -> rollout::ObservedRevision {
     revision.pods = pods
         .iter()
         .filter(|p| p.labels().get(labels::REVISION) == Some(&revision.revision))
-        .map(|p| pod::observe(p, reader.report(p).as_ref()))
+        .map(|p| {
+            let mut observed = pod::observe(p, context.pod_reader.report(p).as_ref());
+            observed.in_place.refused = context.admin_calls.refused(&observed.in_place.uid);
+            observed
+        })
         .collect();
     if revision.load_failure.is_none() {
         revision.load_failure = revision

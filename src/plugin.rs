@@ -335,6 +335,12 @@ pub async fn rollback(
         )
     })?;
 
+    // InPlace: a model revision lives inside the pods, not in a Deployment of its own; the status names its model.
+    if md.spec.rollout.strategy == crate::api::RolloutStrategy::InPlace {
+        if let Some(message) = rollback_in_place(&api, &md, &target).await? {
+            return Ok(message);
+        }
+    }
     let deployments: Api<Deployment> = Api::namespaced(client, namespace);
     let deployment = deployments
         .get_opt(&deployment_name(name, &target))
@@ -378,6 +384,43 @@ pub async fn rollback(
         "{name}: rolling back to version {} (revision {target}){paused}",
         source.model.version
     ))
+}
+
+/// Rolls an InPlace ModelDeployment back to the model of revision `target`, as its status lists it; None when the
+/// status does not (a revision of another pod set: the blue/green way applies).
+async fn rollback_in_place(
+    api: &Api<ModelDeployment>,
+    md: &ModelDeployment,
+    target: &str,
+) -> anyhow::Result<Option<String>> {
+    let status = status_of(md);
+    let found = status
+        .previous
+        .iter()
+        .find(|p| p.revision == target)
+        .map(|p| (p.uri.clone(), p.version.clone(), p.sha256.clone()))
+        .or_else(|| {
+            status
+                .history
+                .iter()
+                .find(|h| h.revision == target)
+                .map(|h| (h.uri.clone(), h.version.clone(), h.sha256.clone()))
+        });
+    let Some((uri, version, sha256)) = found else {
+        return Ok(None);
+    };
+    let body =
+        serde_json::json!({"spec": {"model": {"uri": uri, "version": version, "sha256": sha256}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(&md.name_any(), &params, &Patch::Merge(&body))
+        .await?;
+    Ok(Some(format!(
+        "{}: rolling back to version {version} (revision {target}), a switch inside the running pods",
+        md.name_any()
+    )))
 }
 
 /// Resumes spec.model.refresh after a rollback: removes the pin, and the controller follows the newest object.

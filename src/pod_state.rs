@@ -8,13 +8,15 @@
 //! that crash-loops and downloads the same bytes again does not move its mark, so it is not progress.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::LoadedState;
 use crate::api::{ModelInfo, ModelSignature, PodPhase, TensorSignature, ValidationResult};
-use crate::rollout::ReportedModel;
-use crate::server_contract::{self, LoadPhase, ServerStatus};
+use crate::rollout::{LoadedVersion, ReportedModel, Staging, Switch};
+use crate::server_contract::{self, LoadPhase, ServerStatus, VersionState};
 
 /// Downloads are shown (and written to the status) in steps of this many percent.
 pub const PROGRESS_STEP_PERCENT: u64 = 5;
@@ -29,7 +31,7 @@ pub enum Read {
 }
 
 /// The parts of a server's `/status` the controller uses.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Answer {
     pub phase: PodPhase,
     /// The version that serves, when one does.
@@ -49,6 +51,114 @@ pub struct Answer {
     pub new_object: Option<String>,
     /// The latest scheduled check found the serving object itself at the URI.
     pub object_unchanged: bool,
+    /// What the strategy InPlace drives: the loaded versions, a stage, the latest switch (boxed: most of the
+    /// time a pod holds one version and this is read rarely).
+    pub in_place: Box<InPlaceReport>,
+}
+
+/// The model versions a pod holds and what the controller asked of it (strategy InPlace).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InPlaceReport {
+    pub versions: Vec<LoadedVersion>,
+    /// The latest load beside the serving version, while it runs, once staged, or failed.
+    pub staging: Option<Staging>,
+    pub last_switch: Option<Switch>,
+    /// The public id of the admin credential the server holds, which the controller derives the credential
+    /// from.
+    pub credential_id: Option<String>,
+}
+
+impl InPlaceReport {
+    /// What a reconcile shows of it, as a digest: a change is worth a reconcile.
+    fn visible_digest(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for v in &self.versions {
+            (&v.version, v.state as u8).hash(&mut hasher);
+        }
+        if let Some(s) = &self.staging {
+            let step = s
+                .phase
+                .is_loading()
+                .then(|| step(s.bytes_done, s.bytes_total))
+                .flatten();
+            (&s.version, s.phase as u8, step, &s.failure).hash(&mut hasher);
+        }
+        if let Some(switch) = &self.last_switch {
+            (&switch.to, switch.at.as_millisecond()).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    fn from_status(status: &ServerStatus) -> InPlaceReport {
+        let versions = status
+            .versions
+            .iter()
+            .take(MAX_LISTED)
+            .map(|v| LoadedVersion {
+                version: bounded(&v.version, MAX_TEXT),
+                state: match v.state {
+                    VersionState::Serving => LoadedState::Serving,
+                    VersionState::Staged => LoadedState::Staged,
+                    VersionState::Previous => LoadedState::Previous,
+                },
+                sha256: bounded(&v.sha256, 64),
+            })
+            .collect();
+        let serving = status.serving.as_ref().map(|s| s.version.as_str());
+        let staging = status
+            .load
+            .as_ref()
+            .filter(|l| l.stage && Some(l.version.as_str()) != serving)
+            .map(|l| Staging {
+                version: bounded(&l.version, MAX_TEXT),
+                phase: pod_phase(l.phase),
+                bytes_done: l.bytes_done,
+                bytes_total: l.bytes_total,
+                failure: l.reason.map(|reason| {
+                    (
+                        reason.as_str().to_owned(),
+                        bounded(l.message.as_deref().unwrap_or_default(), 512),
+                    )
+                }),
+                model: reported_model_of(
+                    l.validation.as_ref(),
+                    l.signature.as_ref(),
+                    l.model_metadata.as_ref(),
+                )
+                .map(Arc::new),
+                failed_at: None,
+            });
+        let last_switch = status.last_switch.as_ref().and_then(|s| {
+            Some(Switch {
+                from: s.from.as_deref().map(|f| bounded(f, MAX_TEXT)),
+                to: bounded(&s.to, MAX_TEXT),
+                at: s.at.parse().ok()?,
+            })
+        });
+        InPlaceReport {
+            versions,
+            staging,
+            last_switch,
+            credential_id: status
+                .admin
+                .credential_id
+                .as_deref()
+                .map(|id| bounded(id, 64)),
+        }
+    }
+}
+
+/// A load phase as a pod phase: `ready` is a load that finished.
+fn pod_phase(phase: LoadPhase) -> PodPhase {
+    match phase {
+        LoadPhase::Downloading => PodPhase::Downloading,
+        LoadPhase::Verifying => PodPhase::Verifying,
+        LoadPhase::Loading => PodPhase::Loading,
+        LoadPhase::Warming => PodPhase::Warming,
+        LoadPhase::Validating => PodPhase::Validating,
+        LoadPhase::Ready => PodPhase::Ready,
+        LoadPhase::Failed => PodPhase::Failed,
+    }
 }
 
 /// An object token as a pod reports it: bounded, and only for an object the store identified.
@@ -73,17 +183,34 @@ fn bounded(text: &str, max: usize) -> String {
 /// The model a status reports, bounded like everything a pod sends.
 fn reported_model(status: &ServerStatus) -> Option<ReportedModel> {
     let load = status.load.as_ref();
-    let validation = status
-        .validation
-        .as_ref()
-        .or_else(|| load.and_then(|l| l.validation.as_ref()))
-        .map(|v| ValidationResult {
-            cases: v.cases as i64,
-            passed: v.passed as i64,
-            max_error: v.max_error.filter(|e| e.is_finite()),
-            worst: v.worst.as_deref().map(|w| bounded(w, 512)),
-            seconds: Some(v.seconds).filter(|s| s.is_finite()),
-        });
+    reported_model_of(
+        status
+            .validation
+            .as_ref()
+            .or_else(|| load.and_then(|l| l.validation.as_ref())),
+        status
+            .signature
+            .as_ref()
+            .or_else(|| load.and_then(|l| l.signature.as_ref())),
+        status
+            .model_metadata
+            .as_ref()
+            .or_else(|| load.and_then(|l| l.model_metadata.as_ref())),
+    )
+}
+
+fn reported_model_of(
+    validation: Option<&server_contract::ValidationView>,
+    signature: Option<&server_contract::Signature>,
+    model_metadata: Option<&server_contract::ModelMetadataView>,
+) -> Option<ReportedModel> {
+    let validation = validation.map(|v| ValidationResult {
+        cases: v.cases as i64,
+        passed: v.passed as i64,
+        max_error: v.max_error.filter(|e| e.is_finite()),
+        worst: v.worst.as_deref().map(|w| bounded(w, 512)),
+        seconds: Some(v.seconds).filter(|s| s.is_finite()),
+    });
     let tensors = |list: &[server_contract::TensorSpec]| {
         list.iter()
             .take(MAX_LISTED)
@@ -94,42 +221,34 @@ fn reported_model(status: &ServerStatus) -> Option<ReportedModel> {
             })
             .collect()
     };
-    let signature = status
-        .signature
-        .as_ref()
-        .or_else(|| load.and_then(|l| l.signature.as_ref()))
-        .map(|s| ModelSignature {
-            inputs: tensors(&s.inputs),
-            outputs: tensors(&s.outputs),
-        });
-    let model_info = status
-        .model_metadata
-        .as_ref()
-        .or_else(|| load.and_then(|l| l.model_metadata.as_ref()))
-        .map(|m| {
-            let producer = [m.producer_name.as_str(), m.producer_version.as_str()]
+    let signature = signature.map(|s| ModelSignature {
+        inputs: tensors(&s.inputs),
+        outputs: tensors(&s.outputs),
+    });
+    let model_info = model_metadata.map(|m| {
+        let producer = [m.producer_name.as_str(), m.producer_version.as_str()]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        ModelInfo {
+            producer: (!producer.is_empty()).then(|| bounded(&producer, MAX_TEXT)),
+            ir_version: Some(m.ir_version).filter(|v| *v > 0),
+            opsets: m
+                .opsets
                 .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" ");
-            ModelInfo {
-                producer: (!producer.is_empty()).then(|| bounded(&producer, MAX_TEXT)),
-                ir_version: Some(m.ir_version).filter(|v| *v > 0),
-                opsets: m
-                    .opsets
-                    .iter()
-                    .take(MAX_LISTED)
-                    .map(|(domain, version)| (bounded(domain, MAX_TEXT), *version))
-                    .collect(),
-                metadata: m
-                    .metadata_props
-                    .iter()
-                    .take(16)
-                    .map(|(k, v)| (bounded(k, MAX_TEXT), bounded(v, MAX_TEXT)))
-                    .collect::<BTreeMap<_, _>>(),
-            }
-        });
+                .take(MAX_LISTED)
+                .map(|(domain, version)| (bounded(domain, MAX_TEXT), *version))
+                .collect(),
+            metadata: m
+                .metadata_props
+                .iter()
+                .take(16)
+                .map(|(k, v)| (bounded(k, MAX_TEXT), bounded(v, MAX_TEXT)))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    });
     (validation.is_some() || signature.is_some() || model_info.is_some()).then_some(ReportedModel {
         signature,
         validation,
@@ -144,13 +263,8 @@ impl Answer {
         let load = status.load.as_ref();
         let phase = match (status.ready, status.phase) {
             (true, _) => PodPhase::Ready,
-            (false, LoadPhase::Downloading) => PodPhase::Downloading,
-            (false, LoadPhase::Verifying) => PodPhase::Verifying,
-            (false, LoadPhase::Loading) => PodPhase::Loading,
-            (false, LoadPhase::Warming) => PodPhase::Warming,
-            (false, LoadPhase::Validating) => PodPhase::Validating,
             (false, LoadPhase::Ready) => PodPhase::Warming,
-            (false, LoadPhase::Failed) => PodPhase::Failed,
+            (false, phase) => pod_phase(phase),
         };
         // What a pod says goes into the status: bounded, whatever the pod sends.
         let failure = status.reason.map(|reason| {
@@ -182,6 +296,7 @@ impl Answer {
             object_unchanged: status.source.as_ref().is_some_and(|source| {
                 !source.changed && object_token(source.identity.as_ref()).is_some()
             }),
+            in_place: Box::new(InPlaceReport::from_status(status)),
         }
     }
 }
@@ -209,6 +324,10 @@ pub struct PodReport {
     pub load_started_at: Option<Timestamp>,
     /// What the last reconcile trigger was about, to trigger again only on a visible change.
     visible: Visible,
+    /// The furthest a stage (strategy InPlace) has come: its version, phase and bytes.
+    staging_high_water: Option<(String, PodPhase, u64)>,
+    /// The version of a failed stage and when this process first saw it failed.
+    staging_failed: Option<(String, Timestamp)>,
 }
 
 /// What a reconcile shows of a pod: a change here is worth one.
@@ -222,6 +341,9 @@ struct Visible {
     new_object: Option<String>,
     object_unchanged: bool,
     serving_object: Option<String>,
+    /// A digest of the loaded versions and their states, a stage's version, phase, step and failure, and the
+    /// latest switch (kept small: one per pod).
+    in_place: u64,
 }
 
 impl PodReport {
@@ -238,7 +360,14 @@ impl PodReport {
             visible: Visible::default(),
             preexisting,
             reads: 0,
+            staging_high_water: None,
+            staging_failed: None,
         }
+    }
+
+    /// When this process first saw the pod's latest stage failed.
+    pub fn staging_failed_at(&self) -> Option<Timestamp> {
+        self.staging_failed.as_ref().map(|(_, at)| *at)
     }
 
     /// A pod from before this process whose progress is not known yet: it needs a second read.
@@ -254,9 +383,11 @@ impl PodReport {
         }
     }
 
-    /// Whether the pod serves and nothing is moving: it is read on the slow period.
+    /// Whether the pod serves and nothing is moving (no stage running): it is read on the slow period.
     pub fn settled(&self) -> bool {
-        matches!(&self.read, Some(Read::Answered(a)) if a.phase == PodPhase::Ready || a.phase == PodPhase::Failed)
+        matches!(&self.read, Some(Read::Answered(a))
+            if (a.phase == PodPhase::Ready || a.phase == PodPhase::Failed)
+                && a.in_place.staging.as_ref().is_none_or(|s| !s.phase.is_loading()))
     }
 
     /// Takes a new read; returns whether a reconcile should look (a visible change).
@@ -277,6 +408,36 @@ impl PodReport {
             }
             if answer.phase.is_loading() && self.load_started_at.is_none() {
                 self.load_started_at = Some(now);
+            }
+            self.staging_failed = match answer.in_place.staging.as_ref() {
+                Some(s) if s.phase == PodPhase::Failed => match self.staging_failed.take() {
+                    Some((version, at)) if version == s.version => Some((version, at)),
+                    _ => Some((s.version.clone(), now)),
+                },
+                _ => None,
+            };
+            // A stage moves like a first load: a new version, a later phase or more bytes.
+            if let Some(staging) = answer.in_place.staging.as_ref() {
+                let moved = match &self.staging_high_water {
+                    Some((version, phase, bytes)) if *version == staging.version => {
+                        staging.phase != PodPhase::Failed
+                            && (staging.phase > *phase || staging.bytes_done > *bytes)
+                    }
+                    _ => staging.phase != PodPhase::Failed,
+                };
+                if moved {
+                    let (phase, bytes) = match &self.staging_high_water {
+                        Some((version, phase, bytes)) if *version == staging.version => {
+                            (*phase.max(&staging.phase), (*bytes).max(staging.bytes_done))
+                        }
+                        _ => (staging.phase, staging.bytes_done),
+                    };
+                    self.staging_high_water = Some((staging.version.clone(), phase, bytes));
+                    if !baseline {
+                        self.last_progress_at = Some(now);
+                        progress = true;
+                    }
+                }
             }
         }
         self.read = Some(read);
@@ -303,6 +464,7 @@ impl PodReport {
                 new_object: answer.new_object.clone(),
                 object_unchanged: answer.object_unchanged,
                 serving_object: answer.serving_object.clone(),
+                in_place: answer.in_place.visible_digest(),
             },
             _ => Visible {
                 phase: self.phase(),
@@ -398,6 +560,7 @@ mod tests {
             serving_object: None,
             new_object: None,
             object_unchanged: false,
+            in_place: Default::default(),
         })
     }
 
@@ -413,6 +576,7 @@ mod tests {
             serving_object: None,
             new_object: None,
             object_unchanged: false,
+            in_place: Default::default(),
         })
     }
 

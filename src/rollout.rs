@@ -27,9 +27,13 @@
 //! - **previous** revisions: formerly active ones kept warm for an instant rollback (`status.previous`).
 //! - **promote**: make the candidate active; a **rollback** is a promotion of a warm previous revision.
 //! - **abort**: stop a candidate for good (until the spec changes); traffic stays where it is.
+//! - **pod set** (InPlace): the revision of the pods themselves, whose template names no model; while it is
+//!   active, each model is a **model revision** inside its pods, and `in_place` makes the same decision over
+//!   those (stage for "run", switch for "promote", unload for "scale to zero").
 
 mod blue_green;
 mod history;
+pub mod in_place;
 pub mod refresh;
 mod replicas;
 mod signature;
@@ -44,7 +48,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    ModelDeploymentSpec, ModelDeploymentStatus, ModelInfo, ModelSignature, PodPhase,
+    LoadedState, ModelDeploymentSpec, ModelDeploymentStatus, ModelInfo, ModelSignature, PodPhase,
     RolloutStrategy, ValidationResult,
 };
 use crate::conditions::reasons;
@@ -72,6 +76,8 @@ pub enum AbortReason {
     ProgressDeadlineExceeded,
     /// `kubectl ferry abort`.
     AbortedByUser,
+    /// A pod ran out of memory staging the version beside the one it serves (strategy InPlace).
+    OutOfMemory,
     /// The stored mark names a reason this build does not know (written by another version of Ferry); it is
     /// shown as such, never as one of the others.
     Unrecognized,
@@ -85,6 +91,7 @@ impl AbortReason {
             AbortReason::ValidationFailed => reasons::VALIDATION_FAILED,
             AbortReason::ProgressDeadlineExceeded => reasons::PROGRESS_DEADLINE_EXCEEDED,
             AbortReason::AbortedByUser => reasons::ABORTED_BY_USER,
+            AbortReason::OutOfMemory => reasons::OUT_OF_MEMORY,
             AbortReason::Unrecognized => reasons::UNRECOGNIZED_ABORT,
         }
     }
@@ -160,6 +167,68 @@ pub struct ObservedPod {
     pub new_object: Option<String>,
     /// Its server's latest check found the object it serves at the URI.
     pub object_unchanged: bool,
+    /// What the strategy InPlace needs of the pod: where to reach its server, which versions it holds.
+    pub in_place: InPlacePod,
+}
+
+/// A pod as the strategy InPlace drives it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InPlacePod {
+    pub uid: String,
+    /// Its server's address, while its container runs.
+    pub address: Option<std::net::IpAddr>,
+    /// The public id of the admin credential its server holds.
+    pub credential_id: Option<String>,
+    pub versions: Vec<LoadedVersion>,
+    pub staging: Option<Staging>,
+    pub last_switch: Option<Switch>,
+    /// When its server was last killed for running out of memory.
+    pub oom_killed_at: Option<Timestamp>,
+    /// A stage the server refused: the version, its answer, when.
+    pub refused: Option<(String, String, Timestamp)>,
+}
+
+impl InPlacePod {
+    pub fn serving(&self) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|v| v.state == LoadedState::Serving)
+            .map(|v| v.version.as_str())
+    }
+
+    pub fn holds(&self, version: &str) -> bool {
+        self.versions.iter().any(|v| v.version == version)
+    }
+}
+
+/// A model version loaded in a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedVersion {
+    pub version: String,
+    pub state: LoadedState,
+    pub sha256: String,
+}
+
+/// A load beside the serving version (a stage).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Staging {
+    pub version: String,
+    /// Downloading .. Validating while it runs, Ready once staged, Failed.
+    pub phase: PodPhase,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub failure: Option<(String, String)>,
+    pub model: Option<Arc<ReportedModel>>,
+    /// When the controller first saw it failed.
+    pub failed_at: Option<Timestamp>,
+}
+
+/// A pod's latest switch, by its own clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switch {
+    pub from: Option<String>,
+    pub to: String,
+    pub at: Timestamp,
 }
 
 /// What a server reports of its model beyond the load: kept once per pod and shared, not copied, by every
@@ -411,8 +480,10 @@ fn to_time(timestamp: Timestamp) -> Time {
 }
 
 pub fn decide(observed: &Observed) -> Plan {
+    // InPlace decides over pod sets here, and over the model revisions inside the active pod set in `in_place`,
+    // both the blue/green way.
     let mut summary = match observed.spec.rollout.strategy {
-        RolloutStrategy::BlueGreen => blue_green::decide(observed),
+        RolloutStrategy::BlueGreen | RolloutStrategy::InPlace => blue_green::decide(observed),
     };
     repair_active_mark(observed, &mut summary);
     let replicas = replicas::plan(observed, &summary);

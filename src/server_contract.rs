@@ -2,8 +2,9 @@
 //! ports in the width the Kubernetes API uses, and the reading of a failed pod's termination message.
 
 pub use ferry_contract::{
-    compare_signatures, env, paths, pod, LoadPhase, Reason, ServerStatus, Signature, TensorSpec,
-    TerminationMessage,
+    compare_signatures, env, paths, pod, DesiredModel, ErrorBody, LoadParameters, LoadPhase,
+    LoadRequest, ModelMetadataView, Reason, ServerStatus, Signature, SwitchRequest, TensorSpec,
+    TerminationMessage, UnloadRequest, ValidationView, VersionParameters, VersionState,
 };
 
 pub const HTTP_PORT: i32 = ferry_contract::DEFAULT_HTTP_PORT as i32;

@@ -111,7 +111,8 @@ fn schema_defaults_match_the_rust_defaults() {
     assert_eq!(
         stored_json["spec"]["rollout"],
         json!({"strategy": "BlueGreen", "autoPromote": true, "loadTimeoutSeconds": 3600,
-               "progressDeadlineSeconds": 300, "keepPrevious": 1, "allowSignatureChange": false})
+               "progressDeadlineSeconds": 300, "keepPrevious": 1, "allowSignatureChange": false,
+               "maxConcurrentLoads": 1})
     );
     assert_eq!(stored_json["spec"]["revisionHistoryLimit"], 10);
 }
@@ -390,6 +391,26 @@ fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
                 o["spec"]["model"]["refresh"] = json!({});
             }),
             "spec.model.refresh and spec.model.sha256 cannot both be set",
+        ),
+        (
+            "refresh with the strategy InPlace",
+            Box::new(|o| {
+                o["spec"]["model"]["refresh"] = json!({});
+                o["spec"]["rollout"] = json!({"strategy": "InPlace"});
+            }),
+            "spec.model.refresh cannot be combined with spec.rollout.strategy InPlace",
+        ),
+        (
+            "no concurrent loads",
+            Box::new(|o| {
+                o["spec"]["rollout"] = json!({"strategy": "InPlace", "maxConcurrentLoads": 0})
+            }),
+            "spec.rollout.maxConcurrentLoads: Invalid value",
+        ),
+        (
+            "an unknown strategy",
+            Box::new(|o| o["spec"]["rollout"] = json!({"strategy": "Canary"})),
+            "spec.rollout.strategy: Unsupported value",
         ),
         (
             "refresh every 5 seconds",

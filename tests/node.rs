@@ -152,6 +152,27 @@ impl Namespace {
 
     /// Applies the ModelDeployment `name` serving `version` from the store's iris/`object` (a sample model).
     fn apply(&self, name: &str, version: &str, model: &str, sha256: &str, auto_promote: bool) {
+        self.apply_spec(
+            name,
+            version,
+            model,
+            sha256,
+            1,
+            json!({"autoPromote": auto_promote, "loadTimeoutSeconds": 120}),
+        );
+    }
+
+    /// Applies the ModelDeployment `name` of `replicas` pods serving `version` of `model` with `rollout`. Forced:
+    /// `kubectl ferry rollback` may have written the model fields under its own manager.
+    fn apply_spec(
+        &self,
+        name: &str,
+        version: &str,
+        model: &str,
+        sha256: &str,
+        replicas: i32,
+        rollout: Value,
+    ) {
         let manifest = json!({
             "apiVersion": "ferry.dev/v1alpha1",
             "kind": "ModelDeployment",
@@ -165,12 +186,19 @@ impl Namespace {
                     "credentialsSecretRef": {"name": "store-credentials"},
                     "storage": {"endpoint": cluster().s3_endpoint, "region": "us-east-1", "allowHttp": true},
                 },
-                "replicas": 1,
-                "rollout": {"autoPromote": auto_promote, "loadTimeoutSeconds": 120},
+                "replicas": replicas,
+                "rollout": rollout,
             },
         });
         cluster().kubectl_ok(
-            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=e2e",
+                "-f",
+                "-",
+            ],
             Some(&manifest.to_string()),
         );
     }
@@ -415,6 +443,16 @@ impl RequestLoop {
         })
     }
 
+    /// A loop that knows 1.0.0 (logreg) and 2.0.0 (mlp), once 1.0.0 answered.
+    async fn one_then_two(url: &str) -> Self {
+        let models = BTreeMap::from([("1.0.0".to_owned(), LOGREG), ("2.0.0".to_owned(), MLP)]);
+        let requests = RequestLoop::start(url.to_owned(), models);
+        requests
+            .wait_for_version("1.0.0", Duration::from_secs(10))
+            .await;
+        requests
+    }
+
     /// Records which of `models` answers, told apart by its probabilities (with spec.model.refresh every object
     /// is the same version); an answer that is none of them is a failure.
     fn start_by_model(url: String, models: &'static [&'static str]) -> Self {
@@ -575,11 +613,7 @@ async fn gated_bump_promotion_and_rollback_never_fail_a_request() {
         md["status"]
     );
 
-    let models = BTreeMap::from([("1.0.0".to_owned(), LOGREG), ("2.0.0".to_owned(), MLP)]);
-    let requests = RequestLoop::start(url.clone(), models);
-    requests
-        .wait_for_version("1.0.0", Duration::from_secs(10))
-        .await;
+    let requests = RequestLoop::one_then_two(&url).await;
 
     // Bump with the gate: the candidate loads and gets ready, but takes no traffic until promoted.
     let bumped = Instant::now();
@@ -1604,4 +1638,315 @@ async fn a_replaced_object_rolls_out_pinned_a_corrupt_one_is_aborted_and_rollbac
             "{reason} in:\n{events}"
         );
     }
+}
+
+impl Namespace {
+    /// Applies an InPlace ModelDeployment `name` of `replicas` pods serving `version` of `model`, with `sha256`.
+    fn apply_in_place(&self, name: &str, version: &str, model: &str, sha256: &str, replicas: i32) {
+        let rollout = json!({"strategy": "InPlace", "loadTimeoutSeconds": 120});
+        self.apply_spec(name, version, model, sha256, replicas, rollout);
+    }
+
+    /// The serving pods as (name, uid, restart count), by name.
+    fn pods(&self, name: &str) -> Vec<(String, String, i64)> {
+        let out = cluster().kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "get",
+                "pods",
+                "-l",
+                &format!("ferry.dev/model-deployment={name}"),
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        let list: Value = serde_json::from_str(&out).unwrap();
+        let mut pods: Vec<(String, String, i64)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p["metadata"]["uid"].as_str().unwrap().to_owned(),
+                    p["status"]["containerStatuses"][0]["restartCount"]
+                        .as_i64()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        pods.sort();
+        pods
+    }
+}
+
+/// Every pod of the active revision in the status reports `version` serving.
+fn every_pod_serves(md: &Value, version: &str, pods: usize) -> bool {
+    let listed = md["status"]["active"]["pods"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    listed.len() == pods
+        && listed.iter().all(|p| {
+            p["versions"].as_array().is_some_and(|versions| {
+                versions
+                    .iter()
+                    .any(|v| v["version"] == version && v["state"] == "Serving")
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_stages_in_every_pod_switches_them_together_and_rolls_back_from_memory() {
+    let ns = Namespace::create();
+    let c = cluster();
+    ns.apply_in_place("iris", "1.0.0", LOGREG, &sha256_of(LOGREG), 3);
+    ns.wait_for(
+        "iris",
+        "1.0.0 Ready on 3 pods",
+        Duration::from_secs(240),
+        |md| serving(md, "1.0.0") && every_pod_serves(md, "1.0.0", 3),
+    );
+    let url = ns.service_url("iris");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let before = ns.pods("iris");
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let requests = RequestLoop::one_then_two(&url).await;
+
+    // Bump: staged beside 1.0.0 in each pod, then every pod switches; no pod is created or restarted.
+    let bumped = Instant::now();
+    ns.apply_in_place("iris", "2.0.0", MLP, &sha256_of(MLP), 3);
+    let md = ns.wait_for("iris", "2.0.0 switched", Duration::from_secs(240), |md| {
+        serving(md, "2.0.0") && md["status"]["lastSwitch"]["to"] == "2.0.0"
+    });
+    requests
+        .wait_for_version("2.0.0", Duration::from_secs(30))
+        .await;
+    let window = md["status"]["lastSwitch"]["windowMilliseconds"]
+        .as_i64()
+        .unwrap();
+    eprintln!(
+        "figure: InPlace bump of 3 pods -> all switched {:.1?}, switch window {window} ms",
+        bumped.elapsed()
+    );
+    assert_eq!(md["status"]["lastSwitch"]["pods"], 3, "{:#}", md["status"]);
+    assert!(window < 1000, "switch window {window} ms");
+    assert_eq!(
+        ns.pods("iris"),
+        before,
+        "same pods, no restart, no extra pod"
+    );
+    assert!(
+        md["status"]["candidate"].is_null(),
+        "{:#}",
+        md["status"]["candidate"]
+    );
+    assert_eq!(md["status"]["previous"][0]["version"], "1.0.0");
+    let describe = c.ferry(&["status", "iris", "-n", &ns.name]);
+    assert!(
+        describe.contains("2.0.0 (serving)") && describe.contains("1.0.0 (previous)"),
+        "{describe}"
+    );
+
+    // Rollback: 1.0.0 is still loaded in every pod, so it is a switch, not a download.
+    let rolled = Instant::now();
+    c.ferry(&["rollback", "iris", "-n", &ns.name]);
+    requests
+        .wait_for_version("1.0.0", Duration::from_secs(60))
+        .await;
+    let md = ns.wait_for(
+        "iris",
+        "1.0.0 switched back",
+        Duration::from_secs(60),
+        |md| serving(md, "1.0.0") && md["status"]["lastSwitch"]["to"] == "1.0.0",
+    );
+    eprintln!(
+        "figure: InPlace rollback -> the Service answers 1.0.0: {:.1?}",
+        rolled.elapsed()
+    );
+    assert_eq!(md["status"]["history"][0]["outcome"], "RolledBack");
+    assert_eq!(ns.pods("iris"), before);
+    requests.finish(&["1.0.0", "2.0.0", "1.0.0"]).await;
+    // No download: a pod's latest load is still the stage of 2.0.0, and 1.0.0 serves again.
+    let (_, ip) = serving_pod(&ns.name, "iris");
+    let out = curl_from_pod(
+        &ns.name,
+        "status-reader",
+        &["-sS", "-m", "10", &format!("http://{ip}:8081/status")],
+    );
+    let server: Value = serde_json::from_str(out.trim()).expect("/status is JSON");
+    assert_eq!(server["load"]["version"], "2.0.0", "{server:#}");
+    assert_eq!(server["serving"]["version"], "1.0.0", "{server:#}");
+    assert_eq!(server["last_switch"]["from"], "2.0.0", "{server:#}");
+    let events = c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "events",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    );
+    assert!(events.contains("Switched"), "{events}");
+
+    // A candidate that fails in the first pod it stages on aborts; every pod keeps serving 1.0.0.
+    let requests = RequestLoop::start(url.clone(), BTreeMap::from([("1.0.0".to_owned(), LOGREG)]));
+    ns.apply_in_place("iris", "3.0.0", MLP, &sha256_of(LOGREG), 3);
+    let md = ns.wait_for("iris", "3.0.0 aborted", Duration::from_secs(180), |md| {
+        condition_is(md, "Degraded", "True", Some("ModelLoadFailed"))
+    });
+    let message = md["status"]["candidate"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("ChecksumMismatch"), "{:#}", md["status"]);
+    assert!(message.contains("pod iris-"), "names the pod: {message}");
+    ns.wait_for("iris", "3.0.0 unloaded", Duration::from_secs(60), |md| {
+        every_pod_serves(md, "1.0.0", 3)
+            && md["status"]["active"]["pods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["versions"].to_string().contains("3.0.0"))
+    });
+
+    // A pod added by `kubectl scale` starts on the version last switched to.
+    c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "modeldeployment",
+            "iris",
+            "--replicas=4",
+        ],
+        None,
+    );
+    ns.wait_for("iris", "4 pods on 1.0.0", Duration::from_secs(180), |md| {
+        every_pod_serves(md, "1.0.0", 4) && md["status"]["readyReplicas"] == 4
+    });
+    requests.finish(&["1.0.0"]).await;
+}
+
+/// The model version that answers a request naming `version` through the Service at `url`.
+async fn infer_version(url: &str, version: &str) -> Result<String, String> {
+    let model = expected(LOGREG);
+    let body = json!({"inputs": [{
+        "name": model.input,
+        "shape": [model.rows.len(), model.rows[0].len()],
+        "datatype": "FP32",
+        "data": model.rows.iter().flatten().collect::<Vec<_>>(),
+    }]});
+    let response = http_client()
+        .post(format!("{url}/v2/models/iris/versions/{version}/infer"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    let reply: Value = response.json().await.map_err(|e| error_chain(&e))?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {reply}"));
+    }
+    Ok(reply["model_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_previews_by_version_survives_a_deleted_pod_and_strategies_change_without_a_failed_request(
+) {
+    let ns = Namespace::create();
+    let c = cluster();
+    ns.apply("iris", "1.0.0", LOGREG, &sha256_of(LOGREG), true);
+    let md = ns.wait_for(
+        "iris",
+        "1.0.0 Ready (BlueGreen)",
+        Duration::from_secs(240),
+        |md| serving(md, "1.0.0"),
+    );
+    let blue_green_revision = md["status"]["active"]["revision"].clone();
+    let url = ns.service_url("iris");
+    first_answer(&url, Duration::from_secs(30)).await;
+    let requests = RequestLoop::one_then_two(&url).await;
+
+    // BlueGreen -> InPlace: a new pod set, rolled out blue/green (autoPromote gates it like any revision).
+    ns.apply_in_place("iris", "1.0.0", LOGREG, &sha256_of(LOGREG), 2);
+    let md = ns.wait_for(
+        "iris",
+        "the InPlace pod set serves",
+        Duration::from_secs(240),
+        |md| {
+            serving(md, "1.0.0")
+                && md["status"]["active"]["revision"] != blue_green_revision
+                && every_pod_serves(md, "1.0.0", 2)
+        },
+    );
+    let pod_set = md["status"]["active"]["revision"].clone();
+
+    // A gated bump: staged in both pods, then held; the candidate answers by version through the active Service.
+    let gated = json!({"strategy": "InPlace", "loadTimeoutSeconds": 120, "autoPromote": false});
+    ns.apply_spec("iris", "2.0.0", MLP, &sha256_of(MLP), 2, gated);
+    ns.wait_for(
+        "iris",
+        "2.0.0 waiting for promotion",
+        Duration::from_secs(180),
+        |md| condition_is(md, "Progressing", "True", Some("WaitingForPromotion")),
+    );
+    assert_eq!(infer_version(&url, "2.0.0").await.as_deref(), Ok("2.0.0"));
+    assert_eq!(
+        requests.last_version().as_deref(),
+        Some("1.0.0"),
+        "no traffic before promotion"
+    );
+
+    // A pod deleted meanwhile comes back on 1.0.0 (its ConfigMap's), and is staged again.
+    let victim = ns.pods("iris")[0].0.clone();
+    c.kubectl_ok(
+        &["-n", &ns.name, "delete", "pod", &victim, "--wait=false"],
+        None,
+    );
+    ns.wait_for(
+        "iris",
+        "the new pod staged 2.0.0",
+        Duration::from_secs(180),
+        |md| {
+            let pods = md["status"]["active"]["pods"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            pods.len() == 2
+                && pods.iter().all(|p| p["name"] != victim.as_str())
+                && every_pod_serves(md, "1.0.0", 2)
+                && pods
+                    .iter()
+                    .all(|p| p["versions"].to_string().contains("Staged"))
+                && condition_is(md, "Progressing", "True", Some("WaitingForPromotion"))
+        },
+    );
+    assert_eq!(requests.last_version().as_deref(), Some("1.0.0"));
+
+    c.ferry(&["promote", "iris", "-n", &ns.name]);
+    requests
+        .wait_for_version("2.0.0", Duration::from_secs(60))
+        .await;
+    ns.wait_for("iris", "2.0.0 switched", Duration::from_secs(60), |md| {
+        serving(md, "2.0.0") && every_pod_serves(md, "2.0.0", 2)
+    });
+
+    // InPlace -> BlueGreen: again a new revision, rolled out blue/green, on 2.0.0.
+    ns.apply("iris", "2.0.0", MLP, &sha256_of(MLP), true);
+    ns.wait_for(
+        "iris",
+        "BlueGreen serves 2.0.0",
+        Duration::from_secs(240),
+        |md| serving(md, "2.0.0") && md["status"]["active"]["revision"] != pod_set,
+    );
+    requests.finish(&["1.0.0", "2.0.0"]).await;
 }

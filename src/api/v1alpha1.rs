@@ -114,6 +114,11 @@ pub const MAX_NAME_LENGTH: usize = 55;
 ).message(
     "spec.revisionHistoryLimit must be at least spec.rollout.keepPrevious: warm previous versions count towards the history"
 ).field_path(".revisionHistoryLimit"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.model.refresh) || !has(self.rollout.strategy) || self.rollout.strategy != 'InPlace'"
+).message(
+    "spec.model.refresh cannot be combined with spec.rollout.strategy InPlace: the pods name loaded models by spec.model.version, which a refreshed object does not change"
+).field_path(".rollout.strategy"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
     /// The model to serve: where it is stored, which version it is and how to verify it.
@@ -328,9 +333,16 @@ pub struct ServerTemplate {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutPolicy {
     /// Rollout strategy. BlueGreen: the new version gets its own pods and receives traffic only once all of
-    /// them are ready.
+    /// them are ready. InPlace: the running pods load the new version beside the one they serve and all switch
+    /// to it together; no extra pods, but each pod needs memory for two models while it stages.
     #[serde(default)]
     pub strategy: RolloutStrategy,
+
+    /// InPlace only: pods that stage a new version at the same time; the others keep their full capacity.
+    /// 1 to 100.
+    #[serde(default = "default_max_concurrent_loads")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent_loads: i32,
 
     /// Promote a ready candidate automatically. When false, a ready candidate waits for
     /// `kubectl ferry promote` (the first version, with nothing serving yet, is promoted at once).
@@ -377,6 +389,7 @@ impl Default for RolloutPolicy {
     fn default() -> Self {
         Self {
             strategy: RolloutStrategy::default(),
+            max_concurrent_loads: default_max_concurrent_loads(),
             auto_promote: true,
             load_timeout_seconds: default_load_timeout_seconds(),
             progress_deadline_seconds: default_progress_deadline_seconds(),
@@ -387,12 +400,17 @@ impl Default for RolloutPolicy {
     }
 }
 
-/// Rollout strategies. More (InPlace, Canary) will be added; clients must tolerate new values.
+/// Rollout strategies. More (Canary) will be added; clients must tolerate new values.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RolloutStrategy {
     /// A new version runs on its own pods; traffic switches in one step once they are all ready.
     #[default]
     BlueGreen,
+    /// A new version is loaded inside the running pods beside the serving one (at most
+    /// `maxConcurrentLoads` pods at a time), and once every pod holds it they all switch together. The previous
+    /// version stays loaded (`keepPrevious`), so a rollback is a switch, not a download. A change of the server
+    /// template still rolls out blue/green.
+    InPlace,
 }
 
 /// Observed state, written by the controller only.
@@ -452,6 +470,28 @@ pub struct ModelDeploymentStatus {
     /// Where following the object at spec.model.uri stands (spec.model.refresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshStatus>,
+
+    /// The latest in-place switch (strategy InPlace), as the pods recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switch: Option<SwitchStatus>,
+}
+
+/// An in-place switch: every pod moved from one loaded version to another.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchStatus {
+    /// The version that served before, if any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The version that serves since.
+    pub to: String,
+    /// When the first pod switched (its own clock).
+    pub at: Time,
+    /// Milliseconds between the first and the last pod switching, by the pods' own records: the only time two
+    /// versions answer.
+    pub window_milliseconds: i64,
+    /// Pods that switched.
+    pub pods: i32,
 }
 
 /// The state of spec.model.refresh. It lives here only: the controller never writes the spec.
@@ -671,6 +711,28 @@ pub struct PodState {
     /// The details of `reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The versions loaded in the pod (strategy InPlace): the one serving, staged ones and previous ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<PodVersion>,
+}
+
+/// A model version loaded in a pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodVersion {
+    /// Model version (spec.model.version of the revision that loaded it).
+    pub version: String,
+    /// Serving, Staged (loaded, not served yet) or Previous (served before, kept for a rollback).
+    pub state: LoadedState,
+}
+
+/// What a loaded version is to its pod.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoadedState {
+    #[default]
+    Serving,
+    Staged,
+    Previous,
 }
 
 /// Where a serving pod stands, from the controller's reads of its ferry-server.
@@ -772,6 +834,9 @@ fn default_progress_deadline_seconds() -> i32 {
 fn default_keep_previous() -> i32 {
     1
 }
+fn default_max_concurrent_loads() -> i32 {
+    1
+}
 fn default_refresh_interval_seconds() -> i32 {
     300
 }
@@ -816,6 +881,7 @@ mod tests {
             spec.rollout,
             RolloutPolicy {
                 strategy: RolloutStrategy::BlueGreen,
+                max_concurrent_loads: 1,
                 auto_promote: true,
                 load_timeout_seconds: 3600,
                 progress_deadline_seconds: 300,

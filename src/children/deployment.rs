@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -15,13 +16,17 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::{ModelDeployment, ModelSource, ServerTemplate};
+use crate::api::{ModelDeployment, ModelSource, RolloutStrategy, ServerTemplate};
 use crate::config::OperatorConfig;
 use crate::labels::{self, annotations};
 use crate::rollout::{AbortMark, AbortReason, ModelIdentity, ObservedRevision, RevisionMarks};
 use crate::server_contract::{self as contract, env, pod};
 
-use super::{child_labels, owner_reference, secret};
+use super::{child_labels, model_file, owner_reference, secret};
+
+/// Versions an InPlace pod may hold at once: the serving one, one staged, and up to ten previous ones
+/// (`keepPrevious` at most 10); the controller unloads what it does not keep.
+const IN_PLACE_MAX_LOADED_VERSIONS: usize = 12;
 
 /// UID the serving container runs as (the distroless "nonroot" user).
 const SERVER_UID: i64 = 65532;
@@ -102,11 +107,27 @@ fn pod_template(
     let spec = &md.spec;
     let model = &spec.model;
 
-    let mut env_vars = vec![
-        env_var(env::MODEL_NAME, md.served_model_name()),
-        env_var(env::MODEL_URI, &model.uri),
-        env_var(env::MODEL_VERSION, &model.version),
-        env_var(env::MODEL_FORMAT, &model.format),
+    // InPlace: the model is not part of the pods; each loads the one its ConfigMap names when it starts, and the
+    // controller moves running pods from version to version through their admin API.
+    let in_place = spec.rollout.strategy == RolloutStrategy::InPlace;
+    let mut env_vars = vec![env_var(env::MODEL_NAME, md.served_model_name())];
+    if in_place {
+        env_vars.push(env_var(
+            env::MODEL_FILE,
+            &format!("{}/{}", pod::DESIRED_MODEL_DIR, pod::DESIRED_MODEL_KEY),
+        ));
+        env_vars.push(env_var(
+            env::MAX_LOADED_VERSIONS,
+            &IN_PLACE_MAX_LOADED_VERSIONS.to_string(),
+        ));
+    } else {
+        env_vars.extend([
+            env_var(env::MODEL_URI, &model.uri),
+            env_var(env::MODEL_VERSION, &model.version),
+            env_var(env::MODEL_FORMAT, &model.format),
+        ]);
+    }
+    env_vars.extend([
         env_var(env::HTTP_PORT, &contract::HTTP_PORT.to_string()),
         env_var(env::ADMIN_PORT, &contract::ADMIN_PORT.to_string()),
         env_var(env::GRPC_PORT, &contract::GRPC_PORT.to_string()),
@@ -123,8 +144,8 @@ fn pod_template(
                 pod::ADMIN_CREDENTIAL_KEY
             ),
         ),
-    ];
-    if let Some(sha256) = &model.sha256 {
+    ]);
+    if let Some(sha256) = model.sha256.as_ref().filter(|_| !in_place) {
         env_vars.push(env_var(env::MODEL_SHA256, sha256));
     }
     if let Some(refresh) = &model.refresh {
@@ -231,51 +252,77 @@ fn pod_template(
         }),
         termination_message_path: Some(contract::TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "work".into(),
-                mount_path: contract::WORK_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "admin-credential".into(),
-                mount_path: pod::ADMIN_CREDENTIAL_DIR.into(),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "work".into(),
+                    mount_path: contract::WORK_DIR.into(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "admin-credential".into(),
+                    mount_path: pod::ADMIN_CREDENTIAL_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(in_place.then(|| VolumeMount {
+                name: "model".into(),
+                mount_path: pod::DESIRED_MODEL_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     };
 
+    // The model version labels the pods only when the pods are the model's.
+    let version_label = (!in_place).then_some(model.version.as_str());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(child_labels(&name, Some(&model.version))),
+            labels: Some(child_labels(&name, version_label)),
             ..Default::default()
         }),
         spec: Some(PodSpec {
             containers: vec![container],
-            volumes: Some(vec![
-                Volume {
-                    name: "work".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                // Mounted whole (no subPath), so the kubelet swaps its files when the Secret is replaced.
-                Volume {
-                    name: "admin-credential".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret::admin_secret_name(&name)),
-                        items: Some(vec![KeyToPath {
-                            key: pod::ADMIN_CREDENTIAL_KEY.into(),
-                            path: pod::ADMIN_CREDENTIAL_KEY.into(),
-                            ..Default::default()
-                        }]),
+            volumes: Some(
+                [
+                    Volume {
+                        name: "work".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    },
+                    // Mounted whole (no subPath), so the kubelet swaps its files when the Secret is replaced.
+                    Volume {
+                        name: "admin-credential".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(secret::admin_secret_name(&name)),
+                            items: Some(vec![KeyToPath {
+                                key: pod::ADMIN_CREDENTIAL_KEY.into(),
+                                path: pod::ADMIN_CREDENTIAL_KEY.into(),
+                                ..Default::default()
+                            }]),
+                            default_mode: Some(0o444),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(in_place.then(|| Volume {
+                    name: "model".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: model_file::name(&name),
                         default_mode: Some(0o444),
                         optional: Some(false),
+                        ..Default::default()
                     }),
                     ..Default::default()
-                },
-            ]),
+                }))
+                .collect(),
+            ),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 seccomp_profile: Some(SeccompProfile {
@@ -341,7 +388,8 @@ pub fn desired_deployment(
     if let Some(detected_at) = revision.pin.detected_at {
         metadata_annotations.insert(annotations::DETECTED_AT.to_owned(), detected_at.to_string());
     }
-    let mut deployment_labels = child_labels(&name, Some(&model.version));
+    let in_place = md.spec.rollout.strategy == RolloutStrategy::InPlace;
+    let mut deployment_labels = child_labels(&name, (!in_place).then_some(model.version.as_str()));
     deployment_labels.insert(labels::REVISION.into(), revision.revision.clone());
 
     Deployment {
@@ -450,15 +498,23 @@ pub fn strip_for_cache(deployment: &mut Deployment) {
 
 /// How an abort mark is stored in its annotation. The reason is read as text first, so that one this version
 /// does not know is reported as unrecognized (with what it said), not dropped or taken for another.
-#[derive(Serialize, serde::Deserialize)]
-struct StoredAbort {
+#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct StoredAbort {
     reason: serde_json::Value,
     message: String,
     generation: i64,
 }
 
 impl StoredAbort {
-    fn into_mark(self) -> AbortMark {
+    pub fn from_mark(mark: &AbortMark) -> StoredAbort {
+        StoredAbort {
+            reason: serde_json::to_value(mark.reason).expect("a reason serializes"),
+            message: mark.message.clone(),
+            generation: mark.generation,
+        }
+    }
+
+    pub fn into_mark(self) -> AbortMark {
         match serde_json::from_value::<AbortReason>(self.reason.clone()) {
             Ok(reason) => AbortMark {
                 reason,
@@ -479,13 +535,9 @@ pub fn marks_patch(marks: &RevisionMarks) -> serde_json::Value {
     let timestamp =
         |t: Option<Timestamp>| t.map_or(serde_json::Value::Null, |t| t.to_string().into());
     let aborted = marks.aborted.as_ref().map_or(serde_json::Value::Null, |a| {
-        serde_json::to_string(&StoredAbort {
-            reason: serde_json::to_value(a.reason).expect("a reason serializes"),
-            message: a.message.clone(),
-            generation: a.generation,
-        })
-        .expect("an abort mark serializes")
-        .into()
+        serde_json::to_string(&StoredAbort::from_mark(a))
+            .expect("an abort mark serializes")
+            .into()
     });
     serde_json::json!({"metadata": {"annotations": {
         annotations::PROMOTED_AT: timestamp(marks.promoted_at),

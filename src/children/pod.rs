@@ -4,23 +4,28 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ContainerState, Pod, PodStatus};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::PodPhase;
 use crate::pod_state::{PodReport, Read};
-use crate::rollout::ObservedPod;
+use crate::rollout::{InPlacePod, ObservedPod};
 use crate::server_contract;
 
 /// The load failure a pod reports: the termination message of its server container's current or last
 /// terminated state, when the container exited with an error.
 pub fn load_failure(pod: &Pod) -> Option<String> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses
+    server_states(pod).find_map(failed_termination)
+}
+
+/// The current and last states of the server container.
+fn server_states(pod: &Pod) -> impl Iterator<Item = &ContainerState> {
+    pod.status
         .iter()
+        .flat_map(|status| status.container_statuses.iter().flatten())
         .filter(|status| status.name == "server")
         .flat_map(|status| [status.state.as_ref(), status.last_state.as_ref()])
         .flatten()
-        .find_map(failed_termination)
 }
 
 /// Whether the kubelet holds the pod's server container in ContainerCreating: the state of a pod whose
@@ -97,7 +102,33 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         serving_object: answer.and_then(|a| a.serving_object.clone()),
         new_object: answer.and_then(|a| a.new_object.clone()),
         object_unchanged: answer.is_some_and(|a| a.object_unchanged),
+        in_place: InPlacePod {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            address: server_address(pod),
+            credential_id: answer.and_then(|a| a.in_place.credential_id.clone()),
+            versions: answer
+                .map(|a| a.in_place.versions.clone())
+                .unwrap_or_default(),
+            staging: answer
+                .and_then(|a| a.in_place.staging.clone())
+                .map(|mut s| {
+                    s.failed_at = report.and_then(PodReport::staging_failed_at);
+                    s
+                }),
+            last_switch: answer.and_then(|a| a.in_place.last_switch.clone()),
+            oom_killed_at: oom_killed_at(pod),
+            refused: None,
+        },
     }
+}
+
+/// When the server container was last killed for running out of memory.
+fn oom_killed_at(pod: &Pod) -> Option<Timestamp> {
+    server_states(pod)
+        .filter_map(|state| state.terminated.as_ref())
+        .filter(|terminated| terminated.reason.as_deref() == Some("OOMKilled"))
+        .filter_map(|terminated| terminated.finished_at.as_ref().map(|t| t.0))
+        .max()
 }
 
 fn container_ready(pod: &Pod) -> bool {

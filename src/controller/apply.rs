@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use tracing::{info, warn};
@@ -18,7 +18,7 @@ use super::report::track_promotion_latency;
 use super::{lock, object_key, Context, Error, FIELD_MANAGER};
 use crate::admin_credential;
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
-use crate::children::{deployment, pod, secret, service};
+use crate::children::{deployment, model_file, pod, secret, service};
 use crate::conditions::events;
 use crate::labels::requests;
 use crate::metrics::Metrics;
@@ -178,6 +178,29 @@ pub(super) async fn apply_plan(
     lock(&context.status_written).insert(key, Instant::now());
     written.model_deployment(&updated);
     Ok(None)
+}
+
+/// Writes the ConfigMap of strategy InPlace: the model new pods load, and the in-place state. It goes before
+/// everything else of a reconcile: pods about to be created mount it, and a switch must find it written.
+pub(super) async fn apply_model_file(
+    context: &Context,
+    md: &ModelDeployment,
+    state: &model_file::InPlaceState,
+    written: &mut Written,
+) -> Result<(), Error> {
+    let config_maps: Api<ConfigMap> =
+        Api::namespaced(context.client.clone(), &md.namespace().unwrap_or_default());
+    let desired = model_file::desired(md, state);
+    let applied = config_maps
+        .patch(
+            &model_file::name(&md.name_any()),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    context.metrics.api_writes.inc();
+    written.config_map(&applied);
+    Ok(())
 }
 
 /// The least time between two status writes that differ only in pod progress.

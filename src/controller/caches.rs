@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Shared};
 use futures::Stream;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
@@ -83,6 +83,8 @@ pub(super) struct Caches {
     pub(super) deployments: Cache<Deployment>,
     pub(super) pods: Cache<Pod>,
     pub(super) services: Cache<Service>,
+    /// The ConfigMaps of strategy InPlace (`children::model_file`).
+    pub(super) config_maps: Cache<ConfigMap>,
     /// Resolves (true) once the Deployment, Pod and Service caches hold their first complete list, or (false)
     /// when one of them closed before. Any number of reconciles can wait on it, whereas a store's own
     /// `wait_until_ready` wakes only one of its waiters. The ModelDeployment cache is ready before any reconcile
@@ -98,6 +100,7 @@ impl Caches {
         self.model_deployments.has_applied(written.model_deployment)
             && self.deployments.has_applied(written.deployments)
             && self.services.has_applied(written.services)
+            && self.config_maps.has_applied(written.config_maps)
             && written
                 .deleted
                 .iter()
@@ -121,6 +124,7 @@ pub(super) struct Written {
     pub(super) model_deployment: u64,
     pub(super) deployments: u64,
     pub(super) services: u64,
+    pub(super) config_maps: u64,
     pub(super) deleted: Vec<String>,
 }
 
@@ -139,6 +143,10 @@ impl Written {
 
     pub(super) fn service(&mut self, service: &Service) {
         self.services = self.services.max(resource_version(&service.metadata));
+    }
+
+    pub(super) fn config_map(&mut self, config_map: &ConfigMap) {
+        self.config_maps = self.config_maps.max(resource_version(&config_map.metadata));
     }
 }
 
@@ -211,12 +219,19 @@ pub(super) fn children_ready(
     deployments: &Store<Deployment>,
     pods: &Store<Pod>,
     services: &Store<Service>,
+    config_maps: &Store<ConfigMap>,
 ) -> Shared<BoxFuture<'static, bool>> {
-    let stores = (deployments.clone(), pods.clone(), services.clone());
+    let stores = (
+        deployments.clone(),
+        pods.clone(),
+        services.clone(),
+        config_maps.clone(),
+    );
     async move {
         stores.0.wait_until_ready().await.is_ok()
             && stores.1.wait_until_ready().await.is_ok()
             && stores.2.wait_until_ready().await.is_ok()
+            && stores.3.wait_until_ready().await.is_ok()
     }
     .boxed()
     .shared()
@@ -253,11 +268,13 @@ mod tests {
         let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
         let (pods, _) = reflector::store::<Pod>();
         let (services, _) = reflector::store::<Service>();
+        let (config_maps, _) = reflector::store::<ConfigMap>();
         let caches = Caches {
             model_deployments: Cache::new(model_deployments),
             deployments: Cache::new(deployments),
             pods: Cache::new(pods),
             services: Cache::new(services),
+            config_maps: Cache::new(config_maps),
             children_ready: futures::future::ready(true).boxed().shared(),
             changed: Notify::new(),
         };
@@ -295,7 +312,8 @@ mod tests {
         let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
         let (pods, mut pod_writer) = reflector::store::<Pod>();
         let (services, mut service_writer) = reflector::store::<Service>();
-        let ready = children_ready(&deployments, &pods, &services);
+        let (config_maps, mut config_map_writer) = reflector::store::<ConfigMap>();
+        let ready = children_ready(&deployments, &pods, &services, &config_maps);
         let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(waiters.iter().all(|w| !w.is_finished()));
@@ -307,6 +325,9 @@ mod tests {
         }
         for event in [watcher::Event::Init, watcher::Event::InitDone] {
             service_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            config_map_writer.apply_watcher_event(&event);
         }
         for waiter in waiters {
             let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;

@@ -94,6 +94,13 @@ impl PodReader {
         (Some(&tracked.report.uid) == pod.metadata.uid.as_ref()).then(|| tracked.report.clone())
     }
 
+    /// Reads a pod at the next tick (after the controller asked something of it).
+    pub fn read_soon(&self, key: &str) {
+        if let Some(tracked) = lock(&self.pods).get_mut(key) {
+            tracked.next_read = tracked.next_read.min(Instant::now());
+        }
+    }
+
     /// Reads the pods of `store` until the returned stream is dropped; the stream yields a reconcile request
     /// for the owner of every pod whose read changed what a reconcile shows.
     pub fn run(
@@ -312,6 +319,7 @@ mod tests {
             serving_object: None,
             new_object: None,
             object_unchanged: false,
+            in_place: Default::default(),
         })
     }
 

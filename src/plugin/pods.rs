@@ -103,6 +103,21 @@ fn detail(pod: &PodState, now: Timestamp) -> String {
             }
             _ => String::new(),
         },
+        // InPlace: which versions the pod holds, and which of them serves.
+        _ if !pod.versions.is_empty() => {
+            let held: Vec<String> = pod
+                .versions
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} ({})",
+                        v.version,
+                        format!("{:?}", v.state).to_lowercase()
+                    )
+                })
+                .collect();
+            format!("loaded: {}", held.join(", "))
+        }
         _ => String::new(),
     }
 }
@@ -179,6 +194,35 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("... and 2 more pods (3 ready"), "{table}");
+    }
+
+    #[test]
+    fn an_in_place_pod_shows_the_versions_it_holds() {
+        let status = ModelDeploymentStatus {
+            active: Some(RevisionStatus {
+                revision: "aaaa".into(),
+                version: "1".into(),
+                pods: vec![PodState {
+                    name: "iris-p-1".into(),
+                    phase: PodPhase::Ready,
+                    versions: vec![
+                        crate::api::PodVersion {
+                            version: "1".into(),
+                            state: crate::api::LoadedState::Serving,
+                        },
+                        crate::api::PodVersion {
+                            version: "2".into(),
+                            state: crate::api::LoadedState::Staged,
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let table = render_pods(&status, Timestamp::from_second(1_000).unwrap());
+        assert!(table.contains("loaded: 1 (serving), 2 (staged)"), "{table}");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub fn decide(observed: &Observed) -> Summary {
                 let validation = crate::server_contract::Reason::ValidationFailed.as_str();
                 let reason = if failure.starts_with(validation) {
                     AbortReason::ValidationFailed
+                } else if failure.starts_with(crate::conditions::reasons::OUT_OF_MEMORY) {
+                    AbortReason::OutOfMemory
                 } else {
                     AbortReason::ModelLoadFailed
                 };

@@ -10,7 +10,7 @@ use super::replicas::{promoted_at, Replicas};
 use super::{to_time, AbortReason, CandidateState, Observed, ObservedPod, Summary};
 use crate::api::{
     HistoryEntry, LoadProgress, ModelDeploymentStatus, Phase, PodCounts, PodPhase, PodState,
-    RevisionStatus,
+    PodVersion, RevisionStatus,
 };
 use crate::conditions::{reasons, settle, types, DesiredCondition};
 use crate::pod_state::{percent, stepped};
@@ -29,7 +29,7 @@ pub enum RevisionReason {
 }
 
 impl RevisionReason {
-    const ALL: [RevisionReason; 9] = [
+    const ALL: [RevisionReason; 10] = [
         RevisionReason::Deploying,
         RevisionReason::Loading,
         RevisionReason::WaitingForPromotion,
@@ -38,6 +38,7 @@ impl RevisionReason {
         RevisionReason::Aborted(AbortReason::ValidationFailed),
         RevisionReason::Aborted(AbortReason::ProgressDeadlineExceeded),
         RevisionReason::Aborted(AbortReason::AbortedByUser),
+        RevisionReason::Aborted(AbortReason::OutOfMemory),
         RevisionReason::Aborted(AbortReason::Unrecognized),
     ];
 
@@ -102,6 +103,7 @@ impl Built {
             grpc_endpoint: Some(observed.grpc_endpoint.clone()),
             conditions: self.conditions,
             refresh: observed.refresh.status.clone(),
+            last_switch: None,
         }
     }
 }
@@ -202,6 +204,15 @@ fn pod_states(pods: &[ObservedPod]) -> Vec<PodState> {
                 .map(to_time),
             reason: pod.failure.as_ref().map(|(reason, _)| reason.clone()),
             message: pod.failure.as_ref().map(|(_, message)| message.clone()),
+            versions: pod
+                .in_place
+                .versions
+                .iter()
+                .map(|v| PodVersion {
+                    version: v.version.clone(),
+                    state: v.state,
+                })
+                .collect(),
         })
         .collect()
 }

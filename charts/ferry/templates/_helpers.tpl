@@ -74,6 +74,11 @@ kube-rs event recorder make (tests/rbac.rs runs a rollout with these rules and c
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
+# Strategy InPlace: one ConfigMap per ModelDeployment naming the model its pods load at start, with the
+# in-place state; watched, written by server-side apply, never deleted (garbage collection removes it).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch"]
 # Pods are only read, for readiness and ferry-server's load-failure reason.
 - apiGroups: [""]
   resources: ["pods"]

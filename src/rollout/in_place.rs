@@ -1,0 +1,923 @@
+//! InPlace: a new model version is loaded inside the running pods beside the one they serve, at most
+//! `maxConcurrentLoads` pods at a time, and once every pod holds it they all switch to it together.
+//!
+//! The pods themselves are one revision of their own, the **pod set**: a Deployment whose template has no model
+//! in it (each pod loads the model its ConfigMap names when it starts), rolled out blue/green like any revision
+//! when the server template changes. While the pod set is active, each model is a **model revision** living
+//! inside its pods, and the same decision as blue/green runs over them: a model revision is "available" on the
+//! pods that hold it loaded, "warm" when every pod does (a rollback is then a switch), "active" when it is the
+//! one switched to. What blue/green would do with Deployments and Services becomes calls to each pod's admin
+//! API:
+//!
+//! - the candidate running          → stage it on the pods that lack it, `maxConcurrentLoads` at a time;
+//! - the candidate promoted         → write the ConfigMap (new pods start on it), then switch every pod;
+//! - a pod not serving the active   → switch it (or stage, then switch: a pod that started before the switch);
+//! - a revision scaled to zero      → unload it from every pod (an aborted candidate, or beyond `keepPrevious`);
+//! - a revision deleted             → forget it.
+//!
+//! The status, history and events come from the shared modules, so InPlace speaks the same words as
+//! blue/green: active, candidate, previous, promoted, aborted, rolled back.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::{
+    DesiredRevision, ModelIdentity, Observed, ObservedPod, ObservedRevision, Plan, PlannedEvent,
+};
+use crate::api::{LoadedState, PodPhase, SwitchStatus};
+use crate::children::model_file::{InPlaceState, ModelRecord};
+use crate::conditions::{events, reasons};
+use crate::server_contract::{DesiredModel, LoadParameters};
+
+/// How soon to look again while a switch or a stage is under way (the pods' reports trigger reconciles too).
+const FOLLOW: Duration = Duration::from_secs(2);
+
+/// A call to one pod's admin API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminCall {
+    pub pod: String,
+    pub uid: String,
+    pub address: std::net::IpAddr,
+    /// The credential id the pod reported, which the controller derives the credential from.
+    pub credential_id: String,
+    pub action: AdminAction,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdminAction {
+    /// Load this model beside the serving one.
+    Stage(Box<LoadParameters>),
+    /// Serve this loaded version.
+    Switch(String),
+    /// Drop this loaded version.
+    Unload(String),
+}
+
+impl AdminAction {
+    pub fn version(&self) -> &str {
+        match self {
+            AdminAction::Stage(parameters) => parameters.version.as_deref().unwrap_or_default(),
+            AdminAction::Switch(version) | AdminAction::Unload(version) => version,
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            AdminAction::Stage(_) => "stage",
+            AdminAction::Switch(_) => "switch",
+            AdminAction::Unload(_) => "unload",
+        }
+    }
+}
+
+/// The model revision id of `model` on `pod_set`: the revision it already has there when the pod set knows the
+/// same model (so going back to a model finds its warm revision), else a hash of both.
+pub fn model_revision(state: &InPlaceState, model: &DesiredModel) -> String {
+    if let Some(known) = state.revisions.iter().find(|r| r.model == *model) {
+        return known.revision.clone();
+    }
+    let json = serde_json::to_vec(&(state.pod_set.as_str(), model)).expect("a model serializes");
+    Sha256::digest(&json)
+        .iter()
+        .take(5)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The state of a pod set that does not serve yet, or that the pod-set layer promotes in this reconcile; None
+/// keeps the ConfigMap as it is. A pod set starts with one model revision, named like the pod set itself (so the
+/// status keeps naming the same revision when the model layer takes over): the desired model, or, while an
+/// InPlace pod set serves from the ConfigMap, the model it serves, which the new pods load too.
+pub fn boot_state(
+    state: Option<&InPlaceState>,
+    pod_set: &str,
+    active_target: Option<&str>,
+    promoted: Option<&str>,
+    desired: &DesiredModel,
+    now: Timestamp,
+) -> Option<InPlaceState> {
+    let fresh = |model: &DesiredModel, promoted_at: Option<Timestamp>| {
+        let mut record = ModelRecord::new(pod_set.to_owned(), model.clone(), now);
+        record.promoted_at = promoted_at.map(Time);
+        InPlaceState {
+            pod_set: pod_set.to_owned(),
+            active: pod_set.to_owned(),
+            revisions: vec![record],
+        }
+    };
+    let promoted_now = promoted == Some(pod_set) && active_target != Some(pod_set);
+    match state {
+        None => Some(fresh(desired, None)),
+        Some(state) if state.pod_set == pod_set => {
+            // Not serving yet: its pods load what the spec asks for.
+            (!promoted_now
+                && active_target != Some(pod_set)
+                && state.active_model() != Some(desired))
+            .then(|| fresh(desired, None))
+        }
+        // Another InPlace pod set serves from the ConfigMap: the new one starts on the same model, and takes the
+        // state over once it is promoted.
+        Some(state) if active_target == Some(state.pod_set.as_str()) => {
+            promoted_now.then(|| fresh(state.active_model().unwrap_or(desired), Some(now)))
+        }
+        Some(_) => Some(fresh(desired, None)),
+    }
+}
+
+/// What the in-place layer decided.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The decision over model revisions, as blue/green makes it over Deployments: its status, events and
+    /// requeue are the ModelDeployment's.
+    pub plan: Plan,
+    /// The state to keep in the ConfigMap (written when it differs from the observed one).
+    pub state: InPlaceState,
+    pub calls: Vec<AdminCall>,
+}
+
+/// Decides the model layer of an active pod set.
+pub fn decide(
+    observed: &Observed,
+    pod_set: &ObservedRevision,
+    state: &InPlaceState,
+    desired_model: &DesiredModel,
+) -> Decision {
+    let desired_revision = model_revision(state, desired_model);
+    let revisions: Vec<ObservedRevision> = state
+        .revisions
+        .iter()
+        .map(|record| model_revision_view(record, state, pod_set))
+        .collect();
+    let view = Observed {
+        revisions: &revisions,
+        active_service_target: Some(state.active.as_str()),
+        desired: DesiredRevision {
+            revision: desired_revision.clone(),
+            model: ModelIdentity {
+                version: desired_model.version.clone(),
+                uri: desired_model.uri.clone(),
+                sha256: desired_model.sha256.clone(),
+                object: desired_model.object.clone(),
+                detected_at: None,
+            },
+        },
+        ..observed.clone()
+    };
+    let mut plan = super::decide(&view);
+
+    // The state after this reconcile: marks, the new candidate's record, forgotten revisions, the active one.
+    let mut next = state.clone();
+    if next.find(&desired_revision).is_none() {
+        next.revisions.push(ModelRecord::new(
+            desired_revision.clone(),
+            desired_model.clone(),
+            observed.now,
+        ));
+    }
+    for record in &mut next.revisions {
+        if let Some(marks) = plan.marks.get(&record.revision) {
+            record.set_marks(marks);
+        }
+    }
+    next.revisions
+        .retain(|r| !plan.delete.contains(&r.revision) || r.revision == desired_revision);
+    if let Some(active) = &plan.active {
+        next.active = active.clone();
+    }
+
+    let calls = calls(observed, &plan, &next, &desired_revision, pod_set);
+    plan.status.last_switch = last_switch(observed, &next, pod_set);
+    if let Some(switch) = plan
+        .status
+        .last_switch
+        .as_ref()
+        .filter(|s| Some(*s) != observed.previous_status.last_switch.as_ref())
+    {
+        plan.events.push(PlannedEvent {
+            warning: false,
+            revision: Some(next.active.clone()),
+            reason: events::SWITCHED,
+            note: format!(
+                "{} pods switched{} to version {} within {} ms",
+                switch.pods,
+                switch
+                    .from
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" from version {f}")),
+                switch.to,
+                switch.window_milliseconds
+            ),
+        });
+    }
+    if !calls.is_empty() {
+        plan.requeue_after = Some(plan.requeue_after.map_or(FOLLOW, |r| r.min(FOLLOW)));
+    }
+    Decision {
+        plan,
+        state: next,
+        calls,
+    }
+}
+
+/// A model revision as blue/green sees a revision: its "pods" are the pod set's pods, each in the phase the
+/// model has in it (ready once loaded, the stage's phase while it loads).
+fn model_revision_view(
+    record: &ModelRecord,
+    state: &InPlaceState,
+    pod_set: &ObservedRevision,
+) -> ObservedRevision {
+    let version = record.model.version.as_str();
+    let active = record.revision == state.active;
+    let marks = record.marks();
+    let pods: Vec<ObservedPod> = pod_set
+        .pods
+        .iter()
+        .map(|pod| model_in_pod(pod, version, active, &marks))
+        .collect();
+    let holding = pods
+        .iter()
+        .filter(|p| p.phase == PodPhase::Ready || (active && p.phase.is_loading()))
+        .count() as i32;
+    let available = pods.iter().filter(|p| p.phase == PodPhase::Ready).count() as i32;
+    let replicas = if active { pod_set.replicas } else { holding };
+    let load_failure = pods.iter().find_map(|p| {
+        let (reason, message) = p.failure.as_ref()?;
+        (p.phase == PodPhase::Failed).then(|| format!("{reason}: pod {}: {message}", p.name))
+    });
+    ObservedRevision {
+        revision: record.revision.clone(),
+        model: record.identity(),
+        created_at: record.created_at.0,
+        replicas,
+        available_replicas: available,
+        rolled_out: pod_set.rolled_out
+            && pods.len() as i32 == pod_set.replicas
+            && available >= pod_set.replicas,
+        marks,
+        load_failure: (!active).then_some(load_failure).flatten(),
+        pods,
+    }
+}
+
+/// One pod as one model revision sees it.
+fn model_in_pod(
+    pod: &ObservedPod,
+    version: &str,
+    active: bool,
+    marks: &super::RevisionMarks,
+) -> ObservedPod {
+    let in_place = &pod.in_place;
+    let holds = in_place.holds(version);
+    let staging = in_place.staging.as_ref().filter(|s| s.version == version);
+    let mut view = ObservedPod {
+        in_place: in_place.clone(),
+        ..pod.clone()
+    };
+    if active && in_place.versions.is_empty() {
+        // A pod loading at start loads the active model (its ConfigMap's).
+        return view;
+    }
+    if pod.phase == PodPhase::Ready && holds {
+        view.phase = PodPhase::Ready;
+        view.bytes = None;
+        view.failure = None;
+        view.sha256 = in_place
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .map(|v| v.sha256.clone());
+        if in_place.serving() != Some(version) {
+            view.model = staging.and_then(|s| s.model.clone());
+        }
+        return view;
+    }
+    // Killed for its memory while staging this version (after its staging started): the stage's failure.
+    let started = marks.rollout_started_at;
+    if let (Some(killed), Some(started)) = (in_place.oom_killed_at, started) {
+        if !active && killed >= started {
+            view.phase = PodPhase::Failed;
+            view.failure = Some((
+                reasons::OUT_OF_MEMORY.into(),
+                format!(
+                    "its server was killed for running out of memory (OOMKilled) while it staged version \
+                     {version} beside the one it serves{}; staging needs memory for both models: raise \
+                     spec.server.resources.limits.memory, or roll this version out with strategy BlueGreen",
+                    staging
+                        .and_then(|s| s.bytes_total)
+                        .map_or(String::new(), |b| format!(
+                            " (a model file of {})",
+                            crate::pod_state::human_bytes(b)
+                        ))
+                ),
+            ));
+            return view;
+        }
+    }
+    // A failure from before this attempt started (a retry at a new generation) is not this attempt's.
+    let this_attempt = |at: Option<Timestamp>| match (at, started) {
+        (Some(at), Some(started)) => at >= started,
+        _ => true,
+    };
+    if let Some((refused_version, message, at)) = &in_place.refused {
+        if refused_version == version && !active && this_attempt(Some(*at)) {
+            view.phase = PodPhase::Failed;
+            view.failure = Some(("StageRefused".into(), message.clone()));
+            return view;
+        }
+    }
+    let staging = staging.filter(|s| s.phase != PodPhase::Failed || this_attempt(s.failed_at));
+    match staging {
+        Some(stage) if pod.phase == PodPhase::Ready => {
+            view.phase = stage.phase;
+            view.bytes = stage.phase.is_loading().then_some((
+                crate::pod_state::stepped(stage.bytes_done, stage.bytes_total),
+                stage.bytes_total,
+            ));
+            view.failure = stage.failure.clone();
+            view.model = stage.model.clone();
+            view.stands = match stage.bytes_total {
+                Some(total) => format!(
+                    "staging version {version}: {:?} at {} of {}",
+                    stage.phase,
+                    crate::pod_state::human_bytes(stage.bytes_done),
+                    crate::pod_state::human_bytes(total)
+                ),
+                None => format!("staging version {version}: {:?}", stage.phase),
+            };
+        }
+        _ if active => {}
+        _ => {
+            view.phase = PodPhase::Starting;
+            view.bytes = None;
+            view.failure = None;
+            view.model = None;
+            view.report_pending = false;
+            view.stands = format!("not staging version {version} yet");
+        }
+    }
+    view
+}
+
+/// The admin calls that move the pods towards `next`.
+fn calls(
+    observed: &Observed,
+    plan: &Plan,
+    next: &InPlaceState,
+    desired_revision: &str,
+    pod_set: &ObservedRevision,
+) -> Vec<AdminCall> {
+    let mut calls = Vec::new();
+    let Some(active) = next.find(&next.active) else {
+        return calls;
+    };
+    let active_version = active.model.version.as_str();
+    let validation = observed.spec.model.validation.as_ref();
+    let stage = |model: &DesiredModel| {
+        AdminAction::Stage(Box::new(LoadParameters {
+            uri: Some(model.uri.clone()),
+            version: Some(model.version.clone()),
+            sha256: model.sha256.clone(),
+            format: model.format.clone(),
+            validation_uri: validation.map(|v| v.uri.clone()),
+            validation_sha256: validation.and_then(|v| v.sha256.clone()),
+            wait: false,
+            stage: true,
+            object: model.object.clone(),
+        }))
+    };
+    let call = |pod: &ObservedPod, action: AdminAction| {
+        let address = pod.in_place.address?;
+        let credential_id = pod.in_place.credential_id.clone()?;
+        Some(AdminCall {
+            pod: pod.name.clone(),
+            uid: pod.in_place.uid.clone(),
+            address,
+            credential_id,
+            action,
+        })
+    };
+    // Pods whose server answers and has a model loaded; one still loading at start is left alone.
+    let settled: Vec<&ObservedPod> = pod_set
+        .pods
+        .iter()
+        .filter(|p| p.phase == PodPhase::Ready && !p.in_place.versions.is_empty())
+        .collect();
+    let loading = |pod: &ObservedPod| {
+        pod.in_place
+            .staging
+            .as_ref()
+            .is_some_and(|s| s.phase.is_loading())
+    };
+
+    // Every pod serves the active version: switch the ones that hold it, stage it on the others.
+    let mut stages_in_flight = settled.iter().filter(|p| loading(p)).count();
+    let budget = observed.spec.rollout.max_concurrent_loads.max(1) as usize;
+    for pod in &settled {
+        if pod.in_place.serving() == Some(active_version) {
+            continue;
+        }
+        if pod.in_place.holds(active_version) {
+            calls.extend(call(pod, AdminAction::Switch(active_version.into())));
+        } else if !loading(pod) && stages_in_flight < budget {
+            stages_in_flight += 1;
+            calls.extend(call(pod, stage(&active.model)));
+        }
+    }
+    // A running candidate is staged where it is missing, a few pods at a time.
+    if plan.preview.as_deref() == Some(desired_revision) {
+        if let Some(candidate) = next.find(desired_revision) {
+            let version = candidate.model.version.as_str();
+            let started = candidate.rollout_started_at.as_ref().map(|t| t.0);
+            for pod in &settled {
+                // Failed in this attempt: the candidate is being aborted. Before it: staged again.
+                let failed = pod.in_place.staging.as_ref().is_some_and(|s| {
+                    s.version == version
+                        && s.phase == PodPhase::Failed
+                        && s.failed_at
+                            .zip(started)
+                            .is_none_or(|(at, started)| at >= started)
+                });
+                if pod.in_place.holds(version) || loading(pod) || failed {
+                    continue;
+                }
+                if stages_in_flight >= budget {
+                    break;
+                }
+                stages_in_flight += 1;
+                calls.extend(call(pod, stage(&candidate.model)));
+            }
+        }
+    }
+    // Versions no revision keeps loaded are dropped: an aborted candidate, previous ones beyond keepPrevious,
+    // forgotten ones. Never the active one, nor a running candidate's.
+    let running_candidate = plan
+        .preview
+        .as_deref()
+        .and_then(|r| next.find(r))
+        .map(|r| r.model.version.as_str());
+    let kept: Vec<&str> = next
+        .revisions
+        .iter()
+        .filter(|r| {
+            r.revision == next.active
+                || Some(r.model.version.as_str()) == running_candidate
+                || plan_keeps(plan, r, pod_set)
+        })
+        .map(|r| r.model.version.as_str())
+        .collect();
+    for pod in &settled {
+        for loaded in &pod.in_place.versions {
+            if loaded.state != LoadedState::Serving && !kept.contains(&loaded.version.as_str()) {
+                calls.extend(call(pod, AdminAction::Unload(loaded.version.clone())));
+            }
+        }
+    }
+    calls
+}
+
+/// Whether the plan keeps a (non-active) model revision loaded: a warm previous one.
+fn plan_keeps(plan: &Plan, record: &ModelRecord, pod_set: &ObservedRevision) -> bool {
+    if plan.delete.contains(&record.revision) {
+        return false;
+    }
+    match plan.scale.get(&record.revision) {
+        Some(replicas) => *replicas > 0,
+        // Unchanged: kept when it holds pods now (a previous one counted in `keepPrevious`).
+        None => {
+            record.promoted_at.is_some()
+                && pod_set
+                    .pods
+                    .iter()
+                    .any(|p| p.in_place.holds(&record.model.version))
+        }
+    }
+}
+
+/// The latest switch to the active version, from the pods' own records: once every pod serves it, the window is
+/// the time between the first and the last of them switching. Kept as it was until then.
+fn last_switch(
+    observed: &Observed,
+    state: &InPlaceState,
+    pod_set: &ObservedRevision,
+) -> Option<SwitchStatus> {
+    let previous = observed.previous_status.last_switch.clone();
+    let Some(active) = state.find(&state.active) else {
+        return previous;
+    };
+    let version = active.model.version.as_str();
+    let serving_all = !pod_set.pods.is_empty()
+        && pod_set
+            .pods
+            .iter()
+            .all(|p| p.in_place.serving() == Some(version));
+    let switches: Vec<_> = pod_set
+        .pods
+        .iter()
+        .filter_map(|p| p.in_place.last_switch.as_ref())
+        .filter(|s| s.to == version)
+        .collect();
+    if !serving_all || switches.is_empty() {
+        return previous;
+    }
+    let first: Timestamp = switches.iter().map(|s| s.at).min()?;
+    let last: Timestamp = switches.iter().map(|s| s.at).max()?;
+    let window = last.as_millisecond() - first.as_millisecond();
+    let switch = SwitchStatus {
+        from: switches.iter().find_map(|s| s.from.clone()),
+        to: version.to_owned(),
+        at: Time(Timestamp::from_second(first.as_second()).unwrap_or(first)),
+        window_milliseconds: window,
+        pods: switches.len() as i32,
+    };
+    // A pod that started on the version later has no switch record: the earlier, complete one stands.
+    match &previous {
+        Some(p) if p.to == switch.to && p.at == switch.at => previous,
+        _ => Some(switch),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RolloutStrategy};
+    use crate::rollout::{refresh, InPlacePod, LoadedVersion, Requests, Staging, Switch};
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(T0 + seconds).unwrap()
+    }
+
+    fn spec(version: &str) -> ModelDeploymentSpec {
+        let mut spec: ModelDeploymentSpec = serde_json::from_value(serde_json::json!({
+            "model": {"uri": format!("s3://m/{version}.onnx"), "version": version},
+            "replicas": 3,
+            "rollout": {"strategy": "InPlace"}
+        }))
+        .unwrap();
+        spec.rollout.strategy = RolloutStrategy::InPlace;
+        spec
+    }
+
+    fn model(version: &str) -> DesiredModel {
+        DesiredModel {
+            uri: format!("s3://m/{version}.onnx"),
+            version: version.into(),
+            format: Some("onnx".into()),
+            ..Default::default()
+        }
+    }
+
+    fn loaded(version: &str, state: LoadedState) -> LoadedVersion {
+        LoadedVersion {
+            version: version.into(),
+            state,
+            sha256: format!("sha-{version}"),
+        }
+    }
+
+    fn pod(i: usize, versions: Vec<LoadedVersion>, staging: Option<Staging>) -> ObservedPod {
+        ObservedPod {
+            name: format!("iris-p-{i}"),
+            phase: PodPhase::Ready,
+            last_progress_at: Some(at(0)),
+            in_place: InPlacePod {
+                uid: format!("uid-{i}"),
+                address: Some(format!("10.0.0.{i}").parse().unwrap()),
+                credential_id: Some("id".into()),
+                versions,
+                staging,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn pod_set(pods: Vec<ObservedPod>) -> ObservedRevision {
+        ObservedRevision {
+            revision: "p".into(),
+            model: Default::default(),
+            created_at: at(0),
+            replicas: 3,
+            available_replicas: 3,
+            rolled_out: true,
+            marks: Default::default(),
+            load_failure: None,
+            pods,
+        }
+    }
+
+    fn state(active_version: &str) -> InPlaceState {
+        let mut record = ModelRecord::new("p".into(), model(active_version), at(0));
+        record.promoted_at = Some(Time(at(0)));
+        InPlaceState {
+            pod_set: "p".into(),
+            active: "p".into(),
+            revisions: vec![record],
+        }
+    }
+
+    fn run(
+        spec: &ModelDeploymentSpec,
+        status: &ModelDeploymentStatus,
+        pods: &ObservedRevision,
+        state: &InPlaceState,
+        now: i64,
+    ) -> Decision {
+        let observed = Observed {
+            name: "iris",
+            generation: 2,
+            spec,
+            previous_status: status,
+            desired: DesiredRevision {
+                revision: "p".into(),
+                model: Default::default(),
+            },
+            invalid_spec: None,
+            revisions: std::slice::from_ref(pods),
+            active_service_target: Some("p"),
+            requests: Requests::default(),
+            refresh: refresh::Refresh::default(),
+            endpoint: "http://iris".into(),
+            grpc_endpoint: "iris:8082".into(),
+            now: at(now),
+        };
+        let desired = model(&spec.model.version);
+        decide(&observed, pods, state, &desired)
+    }
+
+    fn actions(decision: &Decision) -> Vec<(String, &'static str, String)> {
+        decision
+            .calls
+            .iter()
+            .map(|c| {
+                (
+                    c.pod.clone(),
+                    c.action.verb(),
+                    c.action.version().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn serving(version: &str) -> Vec<LoadedVersion> {
+        vec![loaded(version, LoadedState::Serving)]
+    }
+
+    #[test]
+    fn a_new_version_is_staged_one_pod_at_a_time_then_every_pod_switches_together() {
+        let spec = spec("2");
+        let status = ModelDeploymentStatus::default();
+        let state = state("1");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+
+        let first = run(&spec, &status, &idle, &state, 10);
+        assert_eq!(actions(&first), [("iris-p-0".into(), "stage", "2".into())]);
+        let candidate = first.plan.status.candidate.as_ref().expect("a candidate");
+        assert_eq!(candidate.version, "2");
+        assert_eq!(candidate.reason.as_deref(), Some(reasons::DEPLOYING));
+        assert_eq!(first.plan.status.active.as_ref().unwrap().version, "1");
+        assert_eq!(first.state.revisions.len(), 2, "the candidate is recorded");
+
+        // Pod 0 stages; no second stage while it runs (maxConcurrentLoads 1).
+        let staging = Staging {
+            version: "2".into(),
+            phase: PodPhase::Downloading,
+            bytes_done: 10,
+            bytes_total: Some(100),
+            failure: None,
+            model: None,
+            failed_at: None,
+        };
+        let loading = pod_set(vec![
+            pod(0, serving("1"), Some(staging)),
+            pod(1, serving("1"), None),
+            pod(2, serving("1"), None),
+        ]);
+        let second = run(&spec, &first.plan.status, &loading, &first.state, 12);
+        assert!(actions(&second).is_empty(), "{:?}", actions(&second));
+
+        // Pod 0 holds it: pod 1 is next; then every pod holds it: all switch at once.
+        let held = || {
+            vec![
+                loaded("1", LoadedState::Serving),
+                loaded("2", LoadedState::Staged),
+            ]
+        };
+        let one = pod_set(vec![
+            pod(0, held(), None),
+            pod(1, serving("1"), None),
+            pod(2, serving("1"), None),
+        ]);
+        let third = run(&spec, &second.plan.status, &one, &second.state, 14);
+        assert_eq!(actions(&third), [("iris-p-1".into(), "stage", "2".into())]);
+        let all = pod_set((0..3).map(|i| pod(i, held(), None)).collect());
+        let fourth = run(&spec, &third.plan.status, &all, &third.state, 20);
+        assert_eq!(
+            actions(&fourth),
+            (0..3)
+                .map(|i| (format!("iris-p-{i}"), "switch", "2".to_owned()))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(
+            fourth.state.active, "p",
+            "the ConfigMap names the new model"
+        );
+        assert_eq!(fourth.state.active_model().unwrap().version, "2");
+        assert_eq!(fourth.plan.status.active.as_ref().unwrap().version, "2");
+        assert_eq!(
+            fourth.plan.status.history[0].outcome,
+            crate::api::Outcome::Promoted
+        );
+
+        // The pods report the switch: the window is measured from their own records, once.
+        let switched = pod_set(
+            (0..3)
+                .map(|i| {
+                    let mut p = pod(
+                        i,
+                        vec![
+                            loaded("1", LoadedState::Previous),
+                            loaded("2", LoadedState::Serving),
+                        ],
+                        None,
+                    );
+                    p.in_place.last_switch = Some(Switch {
+                        from: Some("1".into()),
+                        to: "2".into(),
+                        at: Timestamp::from_millisecond((T0 + 21) * 1000 + 7 * i as i64).unwrap(),
+                    });
+                    p
+                })
+                .collect(),
+        );
+        let fifth = run(&spec, &fourth.plan.status, &switched, &fourth.state, 22);
+        assert!(
+            actions(&fifth).is_empty(),
+            "version 1 stays loaded: keepPrevious 1"
+        );
+        let switch = fifth.plan.status.last_switch.as_ref().unwrap();
+        assert_eq!((switch.window_milliseconds, switch.pods), (14, 3));
+        assert!(fifth
+            .plan
+            .events
+            .iter()
+            .any(|e| e.reason == events::SWITCHED));
+        let again = run(&spec, &fifth.plan.status, &switched, &fifth.state, 40);
+        assert!(again.plan.events.is_empty(), "{:?}", again.plan.events);
+        assert_eq!(again.plan.status, fifth.plan.status, "nothing to write");
+        assert_eq!(again.state, fifth.state);
+        assert_eq!(fifth.plan.status.previous[0].version, "1");
+
+        // Back to version 1: warm in every pod, so a switch, not a stage.
+        let back = run(
+            &super::tests::spec("1"),
+            &again.plan.status,
+            &switched,
+            &again.state,
+            50,
+        );
+        assert_eq!(
+            actions(&back),
+            (0..3)
+                .map(|i| (format!("iris-p-{i}"), "switch", "1".to_owned()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            back.plan.status.history[0].outcome,
+            crate::api::Outcome::RolledBack
+        );
+        assert_eq!(back.state.active, "p");
+    }
+
+    #[test]
+    fn a_stage_that_fails_on_one_pod_aborts_and_every_pod_drops_the_candidate() {
+        let spec = spec("2");
+        let status = ModelDeploymentStatus::default();
+        let state = state("1");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let first = run(&spec, &status, &idle, &state, 10);
+        let failed = Staging {
+            version: "2".into(),
+            phase: PodPhase::Failed,
+            bytes_done: 100,
+            bytes_total: Some(100),
+            failure: Some(("ChecksumMismatch".into(), "expected ab, got cd".into())),
+            model: None,
+            failed_at: None,
+        };
+        let pods = pod_set(vec![
+            pod(0, serving("1"), Some(failed)),
+            pod(
+                1,
+                vec![
+                    loaded("1", LoadedState::Serving),
+                    loaded("2", LoadedState::Staged),
+                ],
+                None,
+            ),
+            pod(2, serving("1"), None),
+        ]);
+        let second = run(&spec, &first.plan.status, &pods, &first.state, 12);
+        let candidate = second.plan.status.candidate.as_ref().unwrap();
+        assert_eq!(
+            candidate.reason.as_deref(),
+            Some(reasons::MODEL_LOAD_FAILED)
+        );
+        let message = candidate.message.as_deref().unwrap();
+        assert!(
+            message.contains("iris-p-0") && message.contains("ChecksumMismatch"),
+            "{message}"
+        );
+        assert_eq!(
+            actions(&second),
+            [("iris-p-1".into(), "unload", "2".into())]
+        );
+        assert_eq!(second.state.active, "p", "traffic never moved");
+        assert!(second
+            .plan
+            .events
+            .iter()
+            .any(|e| e.reason == events::ROLLOUT_ABORTED));
+    }
+
+    #[test]
+    fn a_pod_killed_for_its_memory_while_staging_aborts_with_a_reason_that_says_so() {
+        let spec = spec("2");
+        let state = state("1");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let first = run(&spec, &ModelDeploymentStatus::default(), &idle, &state, 10);
+        let mut killed = pod(0, serving("1"), None);
+        killed.in_place.oom_killed_at = Some(at(15));
+        let pods = pod_set(vec![
+            killed,
+            pod(1, serving("1"), None),
+            pod(2, serving("1"), None),
+        ]);
+        let second = run(&spec, &first.plan.status, &pods, &first.state, 16);
+        let candidate = second.plan.status.candidate.as_ref().unwrap();
+        assert_eq!(candidate.reason.as_deref(), Some(reasons::OUT_OF_MEMORY));
+        assert!(candidate
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("limits.memory"));
+    }
+
+    #[test]
+    fn a_pod_that_started_before_the_switch_is_moved_to_the_active_version() {
+        let spec = spec("1");
+        let state = state("1");
+        let pods = pod_set(vec![
+            pod(0, serving("1"), None),
+            pod(1, serving("0"), None),
+            pod(
+                2,
+                vec![
+                    loaded("0", LoadedState::Serving),
+                    loaded("1", LoadedState::Previous),
+                ],
+                None,
+            ),
+        ]);
+        let decision = run(&spec, &ModelDeploymentStatus::default(), &pods, &state, 10);
+        assert_eq!(
+            actions(&decision),
+            [
+                ("iris-p-1".into(), "stage", "1".into()),
+                ("iris-p-2".into(), "switch", "1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_pod_set_starts_on_the_model_that_serves_and_takes_the_state_over_once_promoted() {
+        let now = at(5);
+        let fresh = boot_state(None, "p", None, None, &model("1"), now).unwrap();
+        assert_eq!((fresh.pod_set.as_str(), fresh.active.as_str()), ("p", "p"));
+        assert_eq!(fresh.active_model().unwrap().version, "1");
+        // Still loading, spec changed: the pods that start load the new model.
+        let changed = boot_state(Some(&fresh), "p", None, None, &model("2"), now).unwrap();
+        assert_eq!(changed.active_model().unwrap().version, "2");
+        assert_eq!(
+            boot_state(Some(&changed), "p", None, None, &model("2"), now),
+            None
+        );
+        // A new pod set "q" while "p" serves from the ConfigMap: unchanged until q is promoted.
+        assert_eq!(
+            boot_state(Some(&changed), "q", Some("p"), Some("p"), &model("3"), now),
+            None
+        );
+        let taken =
+            boot_state(Some(&changed), "q", Some("p"), Some("q"), &model("3"), now).unwrap();
+        assert_eq!((taken.pod_set.as_str(), taken.active.as_str()), ("q", "q"));
+        assert_eq!(
+            taken.active_model().unwrap().version,
+            "2",
+            "what its pods loaded"
+        );
+    }
+}
