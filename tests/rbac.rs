@@ -439,6 +439,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         ],
         &["create", "deployments.apps", "-n", ns],
         &["create", "secrets", "-n", ns],
+        &["create", "configmaps", "-n", ns],
         &["create", "events.events.k8s.io", "-n", ns],
         &[
             "get",
@@ -457,7 +458,8 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         &["patch", "secrets", "-n", ns],
         &["update", "secrets", "-n", ns],
         &["delete", "secrets", "-n", ns],
-        &["create", "configmaps", "-n", ns],
+        &["delete", "configmaps", "-n", ns],
+        &["update", "configmaps", "-n", ns],
         &["create", "clusterroles"],
         &["create", "rolebindings", "-n", ns],
         &["create", "pods", "-n", ns],
@@ -489,7 +491,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     };
     for forbidden in [
         &["get", "secrets", "-n", ns][..],
-        &["create", "configmap", "stolen", "-n", ns],
+        &["create", "serviceaccount", "stolen", "-n", ns],
         &[
             "create",
             "clusterrole",
@@ -601,7 +603,7 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
         &["create", "deployments.apps", "-n", other],
         &["list", "pods", "-n", other],
         &["get", "secrets", "-n", a],
-        &["create", "configmaps", "-n", a],
+        &["create", "configmaps", "-n", other],
     ] {
         assert!(!can_i(&service_account, refused), "can {refused:?}");
     }
