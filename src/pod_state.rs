@@ -328,6 +328,9 @@ pub struct PodReport {
     staging_high_water: Option<(String, PodPhase, u64)>,
     /// The version of a failed stage and when this process first saw it failed.
     staging_failed: Option<(String, Timestamp)>,
+    /// The size of the latest stage's model file, kept across a restart of the server (one killed while staging
+    /// reports nothing of it afterwards).
+    staged_size: Option<(String, u64)>,
 }
 
 /// What a reconcile shows of a pod: a change here is worth one.
@@ -362,7 +365,13 @@ impl PodReport {
             reads: 0,
             staging_high_water: None,
             staging_failed: None,
+            staged_size: None,
         }
+    }
+
+    /// The version of the latest stage this process saw and its model file's size.
+    pub fn staged_size(&self) -> Option<(String, u64)> {
+        self.staged_size.clone()
     }
 
     /// When this process first saw the pod's latest stage failed.
@@ -408,6 +417,11 @@ impl PodReport {
             }
             if answer.phase.is_loading() && self.load_started_at.is_none() {
                 self.load_started_at = Some(now);
+            }
+            if let Some(s) = answer.in_place.staging.as_ref() {
+                if let Some(total) = s.bytes_total {
+                    self.staged_size = Some((s.version.clone(), total));
+                }
             }
             self.staging_failed = match answer.in_place.staging.as_ref() {
                 Some(s) if s.phase == PodPhase::Failed => match self.staging_failed.take() {

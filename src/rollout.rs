@@ -184,6 +184,8 @@ pub struct InPlacePod {
     pub last_switch: Option<Switch>,
     /// When its server was last killed for running out of memory.
     pub oom_killed_at: Option<Timestamp>,
+    /// The version of the latest stage seen and its model file's size (known after a restart too).
+    pub staged_size: Option<(String, u64)>,
     /// A stage the server refused: the version, its answer, when.
     pub refused: Option<(String, String, Timestamp)>,
 }

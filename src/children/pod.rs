@@ -117,6 +117,7 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
                 }),
             last_switch: answer.and_then(|a| a.in_place.last_switch.clone()),
             oom_killed_at: oom_killed_at(pod),
+            staged_size: report.and_then(PodReport::staged_size),
             refused: None,
         },
     }

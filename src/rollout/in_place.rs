@@ -146,10 +146,17 @@ pub fn decide(
     desired_model: &DesiredModel,
 ) -> Decision {
     let desired_revision = model_revision(state, desired_model);
+    let memory_limit = observed
+        .spec
+        .server
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref()?.get("memory"))
+        .map(|q| q.0.as_str());
     let revisions: Vec<ObservedRevision> = state
         .revisions
         .iter()
-        .map(|record| model_revision_view(record, state, pod_set))
+        .map(|record| model_revision_view(record, state, pod_set, memory_limit))
         .collect();
     let view = Observed {
         revisions: &revisions,
@@ -228,6 +235,7 @@ fn model_revision_view(
     record: &ModelRecord,
     state: &InPlaceState,
     pod_set: &ObservedRevision,
+    memory_limit: Option<&str>,
 ) -> ObservedRevision {
     let version = record.model.version.as_str();
     let active = record.revision == state.active;
@@ -235,7 +243,7 @@ fn model_revision_view(
     let pods: Vec<ObservedPod> = pod_set
         .pods
         .iter()
-        .map(|pod| model_in_pod(pod, version, active, &marks))
+        .map(|pod| model_in_pod(pod, version, active, &marks, memory_limit))
         .collect();
     let holding = pods
         .iter()
@@ -268,6 +276,7 @@ fn model_in_pod(
     version: &str,
     active: bool,
     marks: &super::RevisionMarks,
+    memory_limit: Option<&str>,
 ) -> ObservedPod {
     let in_place = &pod.in_place;
     let holds = in_place.holds(version);
@@ -299,18 +308,25 @@ fn model_in_pod(
     if let (Some(killed), Some(started)) = (in_place.oom_killed_at, started) {
         if !active && killed >= started {
             view.phase = PodPhase::Failed;
+            let size = staging.and_then(|s| s.bytes_total).or_else(|| {
+                in_place
+                    .staged_size
+                    .as_ref()
+                    .filter(|(v, _)| v == version)
+                    .map(|(_, size)| *size)
+            });
             view.failure = Some((
                 reasons::OUT_OF_MEMORY.into(),
                 format!(
                     "its server was killed for running out of memory (OOMKilled) while it staged version \
-                     {version} beside the one it serves{}; staging needs memory for both models: raise \
+                     {version}{} beside the one it serves, with a memory limit of {}; staging needs room for \
+                     both models (about twice the model files, plus the server): raise \
                      spec.server.resources.limits.memory, or roll this version out with strategy BlueGreen",
-                    staging
-                        .and_then(|s| s.bytes_total)
-                        .map_or(String::new(), |b| format!(
-                            " (a model file of {})",
-                            crate::pod_state::human_bytes(b)
-                        ))
+                    size.map_or(String::new(), |b| format!(
+                        " (a model file of {})",
+                        crate::pod_state::human_bytes(b)
+                    )),
+                    memory_limit.unwrap_or("none in spec.server.resources (the operator's default)")
                 ),
             ));
             return view;
@@ -846,12 +862,16 @@ mod tests {
 
     #[test]
     fn a_pod_killed_for_its_memory_while_staging_aborts_with_a_reason_that_says_so() {
-        let spec = spec("2");
+        let mut spec = spec("2");
+        spec.server.resources =
+            serde_json::from_value(serde_json::json!({"limits": {"memory": "256Mi"}})).unwrap();
         let state = state("1");
         let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
         let first = run(&spec, &ModelDeploymentStatus::default(), &idle, &state, 10);
         let mut killed = pod(0, serving("1"), None);
         killed.in_place.oom_killed_at = Some(at(15));
+        // Restarted: it reports nothing of the stage any more, but its size was seen before.
+        killed.in_place.staged_size = Some(("2".into(), 120 << 20));
         let pods = pod_set(vec![
             killed,
             pod(1, serving("1"), None),

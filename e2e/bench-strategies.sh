@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# InPlace against BlueGreen on the real node, side by side in one run (a benchmark run by hand; figures in the
+# README). For each strategy: 3 replicas of a ~100 MB ONNX model (generated here: a 25M-float table the model reads
+# from), a steady request load through the active Service (oha, every request recorded), then a version bump and a
+# rollback under that load. Reported per strategy: requests/s and p99 during the rollout over the steady state
+# before it, failed requests, the switch window (InPlace, from the pods' records, over BENCH_SWITCHES switches),
+# time from bump to the Service answering the new version, rollback time, the most pods at once, and the peak memory
+# of the serving pods (their cgroups' memory.peak). Needs root, like the e2e tests.
+#
+#   bash e2e/bench-strategies.sh            BENCH_MB (100), BENCH_CONNECTIONS (4), BENCH_SWITCHES (20),
+#                                           FERRY_E2E_DIR (reuse a cluster from `bash e2e/cluster.sh up`)
+set -euo pipefail
+ROOT=$(realpath "$(dirname "${BASH_SOURCE[0]}")/..")
+CACHE=${FERRY_CACHE_DIR:-$HOME/.cache/ferry}
+MB=${BENCH_MB:-100}
+CONNECTIONS=${BENCH_CONNECTIONS:-4}
+SWITCHES=${BENCH_SWITCHES:-20}
+PYTHON=$CACHE/venv/bin/python
+OHA=$CACHE/tools/bin/oha
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+[[ -x $PYTHON && -x $OHA ]] || {
+  log "needs the test dependencies: bash server-image/scripts/setup-test-deps.sh"
+  exit 1
+}
+if [[ -z ${FERRY_E2E_DIR:-} ]]; then
+  FERRY_E2E_DIR=$(bash "$ROOT/e2e/cluster.sh" up --watch-pid $$ | tail -n1)
+  trap 'bash "$ROOT/e2e/cluster.sh" down "$FERRY_E2E_DIR" >/dev/null 2>&1 || true' EXIT
+fi
+# shellcheck source=/dev/null
+source "$FERRY_E2E_DIR/env"
+WORK=$(mktemp -d /tmp/ferry-bench-strategies.XXXXXX)
+
+log "two ${MB} MB models"
+"$PYTHON" - "$WORK" "$MB" <<'EOF'
+import sys, numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto
+work, mb = sys.argv[1], int(sys.argv[2])
+floats = mb * 1024 * 1024 // 4
+for version in (1, 2):
+    table = numpy_helper.from_array(np.full(floats, float(version), dtype=np.float32), name="table")
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), name="zero")
+    # The index depends on the input, so the table is not folded away: every request reads it.
+    nodes = [
+        helper.make_node("Mul", ["float_input", "zero"], ["z"]),
+        helper.make_node("Cast", ["z"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["picked"], axis=0),
+        helper.make_node("Add", ["float_input", "picked"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "big",
+        [helper.make_tensor_value_info("float_input", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [table, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, f"{work}/big-{version}.onnx")
+EOF
+SHA1=$(sha256sum "$WORK/big-1.onnx" | cut -d' ' -f1)
+SHA2=$(sha256sum "$WORK/big-2.onnx" | cut -d' ' -f1)
+PORT=18123
+"$PYTHON" -m http.server "$PORT" --bind "$FERRY_NODE_IP" --directory "$WORK" >"$WORK/http.log" 2>&1 &
+HTTP_PID=$!
+trap 'kill $HTTP_PID 2>/dev/null || true; bash "$ROOT/e2e/cluster.sh" down "$FERRY_E2E_DIR" >/dev/null 2>&1 || true' EXIT
+NS=ferry-bench-$$
+kubectl create namespace "$NS" >/dev/null
+printf '{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}' >"$WORK/body.json"
+
+apply() { # name strategy version
+  local sha=$SHA1
+  [[ $3 == 2 ]] && sha=$SHA2
+  kubectl apply --server-side --force-conflicts --field-manager=bench -f - >/dev/null <<EOF
+apiVersion: ferry.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: $1, namespace: $NS}
+spec:
+  model: {uri: "http://$FERRY_NODE_IP:$PORT/big-$3.onnx", version: "$3", sha256: "$sha"}
+  replicas: 3
+  rollout: {strategy: $2, loadTimeoutSeconds: 600}
+EOF
+}
+jsonpath() { kubectl -n "$NS" get md "$1" -o "jsonpath=$2"; }
+wait_for() { # name jsonpath value timeout
+  local deadline=$((SECONDS + $4))
+  until [[ $(jsonpath "$1" "$2") == "$3" ]]; do
+    ((SECONDS < deadline)) || {
+      log "timed out waiting for $2 == $3"
+      kubectl -n "$NS" get md "$1" -o yaml >&2
+      exit 1
+    }
+    sleep 0.2
+  done
+}
+now_ms() { date +%s%3N; }
+# The most pods of $1 at once, sampled every 200 ms, until the file $2 exists.
+count_pods() {
+  local most=0 n
+  while [[ ! -e $2 ]]; do
+    n=$(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$1" --no-headers 2>/dev/null | wc -l)
+    ((n > most)) && most=$n
+    sleep 0.2
+  done
+  echo "$most"
+}
+# The largest memory.peak of any pod of $1 that ran, summed over the pods (their cgroups on this node).
+peak_memory_mb() {
+  local total=0 uid dir
+  local -A seen=()
+  for uid in $(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$1" -o jsonpath='{.items[*].metadata.uid}') $(cat "$WORK/$1.uids" 2>/dev/null); do
+    [[ -n ${seen[$uid]:-} ]] && continue
+    seen[$uid]=1
+    dir=$(find /sys/fs/cgroup -maxdepth 5 -type d \( -name "*${uid//-/_}*" -o -name "*$uid*" \) 2>/dev/null | head -n1)
+    [[ -n $dir && -r $dir/memory.peak ]] || continue
+    total=$((total + $(cat "$dir/memory.peak")))
+  done
+  echo $((total / 1024 / 1024))
+}
+
+run() { # strategy
+  local name strategy=$1
+  name=$(tr '[:upper:]' '[:lower:]' <<<"$strategy")
+  log "$strategy: version 1 on 3 pods"
+  apply "$name" "$strategy" 1
+  wait_for "$name" '{.status.active.version}/{.status.readyReplicas}' "1/3" 600
+  local ip url
+  ip=$(kubectl -n "$NS" get svc "$name" -o jsonpath='{.spec.clusterIP}')
+  url="http://$ip:8080/v2/models/$name/infer"
+  sleep 5
+  log "$strategy: steady load, then the bump and a rollback under it"
+  "$OHA" -z 600s -c "$CONNECTIONS" -m POST -T application/json -D "$WORK/body.json" --no-tui \
+    --db-url "$WORK/$name.db" --output-format json -o "$WORK/$name.json" "$url" &
+  local oha=$! t0 t1 t2 t3 t4
+  t0=$(now_ms)
+  sleep 20
+  t1=$(now_ms)
+  rm -f "$WORK/$name.done"
+  count_pods "$name" "$WORK/$name.done" >"$WORK/$name.pods" &
+  local counter=$!
+  # Every pod that runs during the bump and the rollback, for the memory figure.
+  (while [[ ! -e $WORK/$name.done ]]; do
+    kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$name" -o jsonpath='{.items[*].metadata.uid}' | tr ' ' '\n' >>"$WORK/$name.uids"
+    sleep 1
+  done) &
+  local sampler=$!
+  apply "$name" "$strategy" 2
+  wait_for "$name" '{.status.active.version}/{.status.readyReplicas}' "2/3" 600
+  until [[ $(curl -s -X POST -H 'content-type: application/json' -d @"$WORK/body.json" "$url" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("model_version"))' 2>/dev/null) == 2 ]]; do sleep 0.05; done
+  t2=$(now_ms)
+  sleep 10
+  t3=$(now_ms)
+  "${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry" rollback "$name" -n "$NS" >/dev/null
+  until [[ $(curl -s -X POST -H 'content-type: application/json' -d @"$WORK/body.json" "$url" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("model_version"))' 2>/dev/null) == 1 ]]; do sleep 0.02; done
+  t4=$(now_ms)
+  touch "$WORK/$name.done"
+  sleep 5
+  kill -INT "$oha" 2>/dev/null || true
+  wait "$oha" "$counter" "$sampler" 2>/dev/null || true
+  local windows=""
+  if [[ $strategy == InPlace ]]; then
+    log "$strategy: $SWITCHES switches between the two loaded versions"
+    local i v
+    for ((i = 0; i < SWITCHES; i++)); do
+      v=$((i % 2 == 0 ? 2 : 1))
+      apply "$name" "$strategy" "$v"
+      wait_for "$name" '{.status.lastSwitch.to}/{.status.active.version}' "$v/$v" 120
+      windows+="$(jsonpath "$name" '{.status.lastSwitch.windowMilliseconds}') "
+    done
+  fi
+  "$PYTHON" - "$WORK/$name.db" "$strategy" "$t0" "$t1" "$t2" "$t3" "$t4" "$(cat "$WORK/$name.pods")" \
+    "$(peak_memory_mb "$name")" "$windows" "$WORK/$name.json" <<'EOF'
+import json, sqlite3, sys
+db, strategy, t0, t1, t2, t3, t4, pods, memory, windows, summary = sys.argv[1:]
+errors = sum(json.load(open(summary)).get("errorDistribution", {}).values())
+t0, t1, t2, t3, t4 = (int(t) / 1000 for t in (t0, t1, t2, t3, t4))
+rows = sqlite3.connect(db).execute("select start, duration, status from oha").fetchall()
+# oha's start is seconds since its own start; the first request went out at t0.
+def window(a, b):
+    picked = [(d, s) for st, d, s in rows if a <= t0 + st < b]
+    ok = sorted(d for d, s in picked if 200 <= s < 300)
+    failed = len(picked) - len(ok)
+    p99 = ok[min(len(ok) - 1, int(len(ok) * 0.99))] * 1000 if ok else float("nan")
+    return len(picked) / (b - a), p99, failed
+steady = window(t0 + 2, t1)
+rollout = window(t1, t2)
+rollback = window(t3, t4 + 0.001)
+w = sorted(int(x) for x in windows.split())
+switch = f"{w[len(w) // 2]} / {w[min(len(w) - 1, int(len(w) * 0.99))]} ms ({len(w)} switches)" if w else "-"
+print(f"| {strategy} | {steady[0]:.0f} | {steady[1]:.1f} | {rollout[0]:.0f} ({rollout[0] / steady[0]:.2f}x) | "
+      f"{rollout[1]:.1f} ({rollout[1] / steady[1]:.2f}x) | {rollout[2] + rollback[2] + errors} | {t2 - t1:.1f} s | "
+      f"{(t4 - t3) * 1000:.0f} ms | {switch} | {pods} | {memory} MB |")
+EOF
+}
+
+echo "| strategy | steady req/s | steady p99 ms | rollout req/s | rollout p99 ms | failed | bump -> new version | rollback | switch window p50 / p99 | most pods | peak memory |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+run BlueGreen
+run InPlace
+kubectl delete namespace "$NS" --wait=false >/dev/null
