@@ -102,18 +102,18 @@ count_pods() {
   done
   echo "$most"
 }
-# The largest memory.peak of any pod of $1 that ran, summed over the pods (their cgroups on this node).
-peak_memory_mb() {
-  local total=0 uid dir
-  local -A seen=()
-  for uid in $(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$1" -o jsonpath='{.items[*].metadata.uid}') $(cat "$WORK/$1.uids" 2>/dev/null); do
-    [[ -n ${seen[$uid]:-} ]] && continue
-    seen[$uid]=1
-    dir=$(find /sys/fs/cgroup -maxdepth 5 -type d \( -name "*${uid//-/_}*" -o -name "*$uid*" \) 2>/dev/null | head -n1)
-    [[ -n $dir && -r $dir/memory.peak ]] || continue
-    total=$((total + $(cat "$dir/memory.peak")))
+# The memory high-water mark of pod $1's cgroup (cgroup v1 or v2), in bytes; nothing when it is gone.
+pod_memory_peak() {
+  local dir
+  for dir in /sys/fs/cgroup/memory/*/kubepods/*/"pod$1" /sys/fs/cgroup/memory/kubepods/*/"pod$1" \
+    /sys/fs/cgroup/*/kubepods*/*"${1//-/_}"* /sys/fs/cgroup/kubepods*/*"${1//-/_}"*; do
+    [[ -r $dir/memory.max_usage_in_bytes ]] && { cat "$dir/memory.max_usage_in_bytes"; return; }
+    [[ -r $dir/memory.peak ]] && { cat "$dir/memory.peak"; return; }
   done
-  echo $((total / 1024 / 1024))
+}
+# Sum over the pods of $1 of each one's highest memory high-water mark seen in $2 (lines "uid bytes"), in MB.
+peak_memory_mb() {
+  awk '{ if ($2 > peak[$1]) peak[$1] = $2 } END { for (p in peak) total += peak[p]; printf "%d", total / 1048576 }' "$2"
 }
 
 run() { # strategy
@@ -136,9 +136,11 @@ run() { # strategy
   rm -f "$WORK/$name.done"
   count_pods "$name" "$WORK/$name.done" >"$WORK/$name.pods" &
   local counter=$!
-  # Every pod that runs during the bump and the rollback, for the memory figure.
+  # The memory of every pod that runs during the bump and the rollback, sampled every second.
   (while [[ ! -e $WORK/$name.done ]]; do
-    kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$name" -o jsonpath='{.items[*].metadata.uid}' | tr ' ' '\n' >>"$WORK/$name.uids"
+    for uid in $(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$name" -o jsonpath='{.items[*].metadata.uid}'); do
+      echo "$uid $(pod_memory_peak "$uid")"
+    done >>"$WORK/$name.memory"
     sleep 1
   done) &
   local sampler=$!
@@ -167,10 +169,12 @@ run() { # strategy
     done
   fi
   "$PYTHON" - "$WORK/$name.db" "$strategy" "$t0" "$t1" "$t2" "$t3" "$t4" "$(cat "$WORK/$name.pods")" \
-    "$(peak_memory_mb "$name")" "$windows" "$WORK/$name.json" <<'EOF'
+    "$(peak_memory_mb "$name" "$WORK/$name.memory")" "$windows" "$WORK/$name.json" <<'EOF'
 import json, sqlite3, sys
 db, strategy, t0, t1, t2, t3, t4, pods, memory, windows, summary = sys.argv[1:]
-errors = sum(json.load(open(summary)).get("errorDistribution", {}).values())
+# Requests still in flight when oha is stopped are reported as "aborted due to deadline": not failures.
+errors = sum(n for kind, n in json.load(open(summary)).get("errorDistribution", {}).items()
+             if kind != "aborted due to deadline")
 t0, t1, t2, t3, t4 = (int(t) / 1000 for t in (t0, t1, t2, t3, t4))
 rows = sqlite3.connect(db).execute("select start, duration, status from oha").fetchall()
 # oha's start is seconds since its own start; the first request went out at t0.

@@ -1795,6 +1795,88 @@ async fn in_place_stages_in_every_pod_switches_them_together_and_rolls_back_from
     );
     assert!(events.contains("Switched"), "{events}");
 
+    // With the controller down, a pod that is replaced comes back on the version last switched to (1.0.0), from
+    // its ConfigMap.
+    let controller = ["-n", "ferry-system", "scale", "deployment", "ferry"];
+    let replicas = c.kubectl_ok(
+        &[
+            "-n",
+            "ferry-system",
+            "get",
+            "deployment",
+            "ferry",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    );
+    c.kubectl_ok(&[&controller[..], &["--replicas=0"]].concat(), None);
+    c.kubectl_ok(
+        &[
+            "-n",
+            "ferry-system",
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=ferry",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let replaced = ns.pods("iris")[0].0.clone();
+    c.kubectl_ok(&["-n", &ns.name, "delete", "pod", &replaced], None);
+    c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "ferry.dev/model-deployment=iris",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    let fresh = ns
+        .pods("iris")
+        .into_iter()
+        .find(|(name, _, _)| !before.iter().any(|(b, _, _)| b == name))
+        .expect("a new pod");
+    let ip = c.kubectl_ok(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "pod",
+            &fresh.0,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    );
+    let out = curl_from_pod(
+        &ns.name,
+        "fresh-status",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            &format!("http://{}:8081/status", ip.trim()),
+        ],
+    );
+    let server: Value = serde_json::from_str(out.trim()).expect("/status is JSON");
+    assert_eq!(server["serving"]["version"], "1.0.0", "{server:#}");
+    c.kubectl_ok(
+        &[
+            &controller[..],
+            &[&format!("--replicas={}", replicas.trim())[..]],
+        ]
+        .concat(),
+        None,
+    );
+
     // A candidate that fails in the first pod it stages on aborts; every pod keeps serving 1.0.0.
     let requests = RequestLoop::start(url.clone(), BTreeMap::from([("1.0.0".to_owned(), LOGREG)]));
     ns.apply_in_place("iris", "3.0.0", MLP, &sha256_of(LOGREG), 3);

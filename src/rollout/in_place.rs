@@ -888,6 +888,45 @@ mod tests {
     }
 
     #[test]
+    fn keep_previous_zero_unloads_the_version_that_served_before() {
+        let mut spec = spec("2");
+        spec.rollout.keep_previous = 0;
+        let mut state = state("1");
+        let mut record = ModelRecord::new("two".into(), model("2"), at(5));
+        record.promoted_at = Some(Time(at(20)));
+        state.revisions.push(record);
+        state.active = "two".into();
+        let switched = pod_set(
+            (0..3)
+                .map(|i| {
+                    pod(
+                        i,
+                        vec![
+                            loaded("1", LoadedState::Previous),
+                            loaded("2", LoadedState::Serving),
+                        ],
+                        None,
+                    )
+                })
+                .collect(),
+        );
+        let decision = run(
+            &spec,
+            &ModelDeploymentStatus::default(),
+            &switched,
+            &state,
+            30,
+        );
+        assert_eq!(
+            actions(&decision),
+            (0..3)
+                .map(|i| (format!("iris-p-{i}"), "unload", "1".to_owned()))
+                .collect::<Vec<_>>()
+        );
+        assert!(decision.plan.status.previous.is_empty());
+    }
+
+    #[test]
     fn a_pod_that_started_before_the_switch_is_moved_to_the_active_version() {
         let spec = spec("1");
         let state = state("1");
