@@ -127,6 +127,11 @@ async fn run(settings: &Settings) -> Report {
         if settings.runs("plain") {
             let ns = namespace().await;
             report.plain = Some(plain::plain_client(&client, &ns.name, settings).await);
+            // The kube-controller-manager goes on making a ReplicaSet and a pod for each of the floor's
+            // Deployments long after its writes; the cold start must not pay for that work.
+            if settings.runs("cold") {
+                settle_pods(&client, &ns.name, settings.models).await;
+            }
             namespaces.push(ns);
         }
         if settings.runs("cold") {
@@ -148,6 +153,39 @@ async fn run(settings: &Settings) -> Report {
         started.elapsed().as_secs_f64()
     ));
     report
+}
+
+/// Waits (at most 20 minutes) until `namespace` holds `n` pods: the Kubernetes controllers are done with it.
+async fn settle_pods(client: &kube::Client, namespace: &str, n: usize) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    say(&format!(
+        "part 2, floor: waiting until the Kubernetes controllers made its {n} pods ..."
+    ));
+    loop {
+        let mut count = 0;
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let Ok(page) = pods.list_metadata(&params).await else {
+                break;
+            };
+            count += page.items.len();
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        if count >= n || started.elapsed() > std::time::Duration::from_secs(1200) {
+            say(&format!(
+                "part 2, floor: {count} pods after {:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
 }
 
 async fn namespace() -> TestNamespace {
