@@ -32,30 +32,7 @@ source "$FERRY_E2E_DIR/env"
 WORK=$(mktemp -d /tmp/ferry-bench-strategies.XXXXXX)
 
 log "two ${MB} MB models"
-"$PYTHON" - "$WORK" "$MB" <<'EOF'
-import sys, numpy as np, onnx
-from onnx import helper, numpy_helper, TensorProto
-work, mb = sys.argv[1], int(sys.argv[2])
-floats = mb * 1024 * 1024 // 4
-for version in (1, 2):
-    table = numpy_helper.from_array(np.full(floats, float(version), dtype=np.float32), name="table")
-    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), name="zero")
-    # The index depends on the input, so the table is not folded away: every request reads it.
-    nodes = [
-        helper.make_node("Mul", ["float_input", "zero"], ["z"]),
-        helper.make_node("Cast", ["z"], ["index"], to=TensorProto.INT64),
-        helper.make_node("Gather", ["table", "index"], ["picked"], axis=0),
-        helper.make_node("Add", ["float_input", "picked"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "big",
-        [helper.make_tensor_value_info("float_input", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
-        [table, zero])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, f"{work}/big-{version}.onnx")
-EOF
+"$PYTHON" "$ROOT/e2e/lib/big_model.py" "$WORK" "$MB"
 SHA1=$(sha256sum "$WORK/big-1.onnx" | cut -d' ' -f1)
 SHA2=$(sha256sum "$WORK/big-2.onnx" | cut -d' ' -f1)
 PORT=18123

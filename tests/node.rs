@@ -1647,6 +1647,21 @@ impl Namespace {
         self.apply_spec(name, version, model, sha256, replicas, rollout);
     }
 
+    /// The reasons of the namespace's Events.
+    fn event_reasons(&self) -> String {
+        cluster().kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "get",
+                "events",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ],
+            None,
+        )
+    }
+
     /// The serving pods as (name, uid, restart count), by name.
     fn pods(&self, name: &str) -> Vec<(String, String, i64)> {
         let out = cluster().kubectl_ok(
@@ -1782,17 +1797,7 @@ async fn in_place_stages_in_every_pod_switches_them_together_and_rolls_back_from
     assert_eq!(server["load"]["version"], "2.0.0", "{server:#}");
     assert_eq!(server["serving"]["version"], "1.0.0", "{server:#}");
     assert_eq!(server["last_switch"]["from"], "2.0.0", "{server:#}");
-    let events = c.kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "events",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ],
-        None,
-    );
+    let events = ns.event_reasons();
     assert!(events.contains("Switched"), "{events}");
 
     // With the controller down, a pod that is replaced comes back on the version last switched to (1.0.0), from
@@ -2031,4 +2036,100 @@ async fn in_place_previews_by_version_survives_a_deleted_pod_and_strategies_chan
         |md| serving(md, "2.0.0") && md["status"]["active"]["revision"] != pod_set,
     );
     requests.finish(&["1.0.0", "2.0.0"]).await;
+}
+
+/// Two ~100 MB models (`e2e/lib/big_model.py`), made with the test venv's Python: (version 1, version 2) bytes.
+fn big_models() -> (Vec<u8>, Vec<u8>) {
+    let cache = std::env::var_os("FERRY_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/ferry"));
+    let python = cache.join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `bash server-image/scripts/setup-test-deps.sh`",
+        python.display()
+    );
+    let dir = std::env::temp_dir().join(format!("ferry-big-models-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(python)
+        .arg(repo_root().join("e2e/lib/big_model.py"))
+        .arg(&dir)
+        .arg("100")
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "big_model.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |v: u32| std::fs::read(dir.join(format!("big-{v}.onnx"))).unwrap();
+    let models = (read(1), read(2));
+    let _ = std::fs::remove_dir_all(&dir);
+    models
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_a_pod_out_of_memory_while_staging_aborts_the_rollout_and_comes_back_on_the_old_version(
+) {
+    use sha2::Digest;
+    let ns = Namespace::create();
+    let (one, two) = big_models();
+    let digest = |bytes: &[u8]| {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let (sha1, sha2) = (digest(&one), digest(&two));
+    let first = SlowStore::start(one, 1 << 20, Duration::ZERO).await;
+    let second = SlowStore::start(two, 1 << 20, Duration::ZERO).await;
+    // Room for one model (about 230 MB resident once loaded), not for two.
+    let apply = |version: &str, url: &str, sha256: &str| {
+        let manifest = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "big", "namespace": ns.name},
+            "spec": {
+                "model": {"uri": format!("{url}/big.onnx"), "version": version, "sha256": sha256},
+                "replicas": 1,
+                "server": {"resources": {"limits": {"memory": "400Mi"}, "requests": {"memory": "400Mi"}}},
+                "rollout": {"strategy": "InPlace", "loadTimeoutSeconds": 300},
+            },
+        });
+        cluster().kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+    };
+    apply("1", &first.url, &sha1);
+    ns.wait_for("big", "version 1 Ready", Duration::from_secs(240), |md| {
+        serving(md, "1")
+    });
+    apply("2", &second.url, &sha2);
+    let md = ns.wait_for(
+        "big",
+        "the stage aborted for its memory",
+        Duration::from_secs(240),
+        |md| condition_is(md, "Degraded", "True", Some("OutOfMemory")),
+    );
+    let message = md["status"]["candidate"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("OOMKilled")
+            && message.contains("400Mi")
+            && message.contains("limits.memory"),
+        "{message}"
+    );
+    assert_eq!(md["status"]["active"]["version"], "1", "{:#}", md["status"]);
+    // The killed server restarts on the version its ConfigMap names, and serves again.
+    ns.wait_for(
+        "big",
+        "version 1 Ready again",
+        Duration::from_secs(240),
+        |md| serving(md, "1") && md["status"]["readyReplicas"] == 1,
+    );
+    let events = ns.event_reasons();
+    assert!(events.contains("RolloutAborted"), "{events}");
 }
