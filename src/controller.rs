@@ -120,6 +120,7 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
+        let admin_calls = Arc::new(AdminCalls::new(pod_reader.clone(), metrics.clone()));
         Self {
             client,
             config,
@@ -130,7 +131,7 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             admin_secrets: Mutex::default(),
-            admin_calls: Arc::new(AdminCalls::new(pod_reader.clone())),
+            admin_calls,
             pod_reader,
             status_written: Mutex::default(),
         }

@@ -32,6 +32,14 @@ pub struct PodReadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminCallLabels {
+    /// `stage`, `switch` or `unload`.
+    pub action: &'static str,
+    /// `ok`, `refused` (for good) or `retry`.
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
@@ -49,6 +57,8 @@ pub struct Metrics {
     pub pod_reads: Family<PodReadLabels, Counter>,
     /// Status writes put off because only pod progress changed and the last such write was recent.
     pub status_writes_deferred: Counter,
+    /// Calls to serving pods' admin API (strategy InPlace), by action and result.
+    pub admin_calls: Family<AdminCallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,6 +73,12 @@ impl Default for Metrics {
         let cache_catch_up_timeouts = Counter::default();
         let pod_reads = Family::<PodReadLabels, Counter>::default();
         let status_writes_deferred = Counter::default();
+        let admin_calls = Family::<AdminCallLabels, Counter>::default();
+        registry.register(
+            "admin_calls",
+            "Calls to serving pods' admin API (strategy InPlace: stage, switch, unload), by action and result (ok, refused, retry)",
+            admin_calls.clone(),
+        );
         registry.register(
             "pod_status_reads",
             "Reads of serving pods' /status by the controller, by result (answered, unreachable)",
@@ -115,6 +131,7 @@ impl Default for Metrics {
             cache_catch_up_timeouts,
             pod_reads,
             status_writes_deferred,
+            admin_calls,
         }
     }
 }

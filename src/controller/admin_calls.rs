@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::lock;
 use super::pod_reader::PodReader;
 use crate::admin_credential::AdminKey;
+use crate::metrics::{AdminCallLabels, Metrics};
 use crate::rollout::in_place::{AdminAction, AdminCall};
 use crate::server_contract::{
     self, paths, ErrorBody, LoadParameters, LoadRequest, SwitchRequest, UnloadRequest,
@@ -40,10 +41,11 @@ pub struct AdminCalls {
     /// Stages refused for good, by pod UID: (version, the server's answer, when).
     refused: Mutex<HashMap<String, (String, String, Timestamp)>>,
     reader: Arc<PodReader>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminCalls {
-    pub fn new(reader: Arc<PodReader>) -> AdminCalls {
+    pub fn new(reader: Arc<PodReader>, metrics: Arc<Metrics>) -> AdminCalls {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
@@ -54,6 +56,7 @@ impl AdminCalls {
             calls: Mutex::default(),
             refused: Mutex::default(),
             reader,
+            metrics,
         }
     }
 
@@ -95,6 +98,17 @@ impl AdminCalls {
             let model_name = model_name.to_owned();
             tokio::spawn(async move {
                 let outcome = this.call(&call, &model_name, &credential).await;
+                this.metrics
+                    .admin_calls
+                    .get_or_create(&AdminCallLabels {
+                        action: call.action.verb(),
+                        result: match &outcome {
+                            Ok(()) => "ok",
+                            Err(Failure::Refused(_)) => "refused",
+                            Err(Failure::Retry(_)) => "retry",
+                        },
+                    })
+                    .inc();
                 match outcome {
                     Ok(()) => {
                         info!(pod = %call.pod, action = call.action.verb(), version = call.action.version(), "admin call answered")

@@ -169,7 +169,19 @@ impl FerryRunOptions {
             }
         };
         let file = std::fs::File::create(&log).expect("create the log of ferry run");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        // FERRY_RUN_WRAPPER runs it under a tool (a heap profiler: `heaptrack -o /tmp/ferry-heap`).
+        let mut command = match std::env::var("FERRY_RUN_WRAPPER")
+            .ok()
+            .filter(|w| !w.trim().is_empty())
+        {
+            Some(wrapper) => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().expect("a wrapper command"));
+                command.args(words).arg(env!("CARGO_BIN_EXE_ferry"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ferry")),
+        };
         if self.only_given_env {
             command
                 .env_clear()
