@@ -37,6 +37,7 @@ pub use failure::failed_status;
 use failure::record_failure;
 pub use pod_reader::PodReader;
 use report::publish_events;
+pub use report::EventPublisher;
 use watches::{owners, pod_owner, requests};
 
 use std::collections::HashMap;
@@ -54,7 +55,7 @@ use kube::runtime::controller::{
     self as runtime_controller, applier, Action, Config as ControllerConfig, ReconcileReason,
     ReconcileRequest,
 };
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::CancelableJoinHandle;
 use kube::runtime::watcher;
@@ -78,7 +79,7 @@ pub const FIELD_MANAGER: &str = "ferry-controller";
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
-    pub recorder: Recorder,
+    pub recorder: EventPublisher,
     pub metrics: Arc<Metrics>,
     /// The watched objects of the scope.
     caches: Arc<Caches>,
@@ -113,7 +114,7 @@ impl Context {
         caches: Arc<Caches>,
         pod_reader: Arc<PodReader>,
     ) -> Self {
-        let recorder = Recorder::new(
+        let recorder = EventPublisher::new(
             client.clone(),
             Reporter {
                 controller: FIELD_MANAGER.into(),
