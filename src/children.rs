@@ -32,6 +32,50 @@ pub fn child_labels(md_name: &str, version: Option<&str>) -> BTreeMap<String, St
     child
 }
 
+/// Implements `kube::Resource` for the form of a Kubernetes kind that the controller's cache keeps: the same API
+/// (kind, group, version, plural), fewer fields. A cache of full objects pays for every optional field of a kind
+/// (a Deployment is 2.4 kB before a single string, its empty pod template included); its cached form only for
+/// what the controller reads.
+macro_rules! cached_kind {
+    ($cached:ty, $full:ty) => {
+        impl kube::Resource for $cached {
+            type DynamicType = ();
+            type Scope = <$full as kube::Resource>::Scope;
+
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as kube::Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as kube::Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as kube::Resource>::version(dt)
+            }
+
+            fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as kube::Resource>::api_version(dt)
+            }
+
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as kube::Resource>::plural(dt)
+            }
+
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+use cached_kind;
+
 /// The controller reference that makes the garbage collector delete children with their ModelDeployment.
 pub fn owner_reference(md: &ModelDeployment) -> OwnerReference {
     OwnerReference {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -64,7 +64,9 @@ use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::api::{ModelDeployment, PodPhase, RolloutStrategy};
-use crate::children::deployment::ObjectPin;
+use crate::children::deployment::{CachedDeployment, ObjectPin};
+use crate::children::pod::CachedPod;
+use crate::children::service::CachedService;
 use crate::children::{deployment, model_file, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
@@ -254,9 +256,9 @@ async fn run_scope(
         }
     }
     let (md_store, md_writer) = reflector::store::<ModelDeployment>();
-    let (deployment_store, deployment_writer) = reflector::store::<Deployment>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (service_store, service_writer) = reflector::store::<Service>();
+    let (deployment_store, deployment_writer) = reflector::store::<CachedDeployment>();
+    let (pod_store, pod_writer) = reflector::store::<CachedPod>();
+    let (service_store, service_writer) = reflector::store::<CachedService>();
     let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
     let children_ready = children_ready(
         &deployment_store,
@@ -299,18 +301,18 @@ async fn run_scope(
         }
     });
     let deployments = reflect(
-        api::<Deployment>(&client, &namespace),
+        api::<CachedDeployment>(&client, &namespace),
         owned.clone(),
         deployment_writer,
-        deployment::strip_for_cache,
+        CachedDeployment::strip,
         caches.clone(),
         |caches| &caches.deployments.applied,
     );
     let services = reflect(
-        api::<Service>(&client, &namespace),
+        api::<CachedService>(&client, &namespace),
         owned.clone(),
         service_writer,
-        service::strip_for_cache,
+        CachedService::strip,
         caches.clone(),
         |caches| &caches.services.applied,
     );
@@ -323,10 +325,10 @@ async fn run_scope(
         |caches| &caches.config_maps.applied,
     );
     let pods = reflect(
-        api::<Pod>(&client, &namespace),
+        api::<CachedPod>(&client, &namespace),
         owned,
         pod_writer,
-        pod::strip_for_cache,
+        CachedPod::strip,
         caches.clone(),
         |caches| &caches.pods.applied,
     );
@@ -338,8 +340,8 @@ async fn run_scope(
             }]
         })
         .boxed(),
-        requests(deployments, true, owners::<Deployment>).boxed(),
-        requests(services, true, owners::<Service>).boxed(),
+        requests(deployments, true, owners::<CachedDeployment>).boxed(),
+        requests(services, true, owners::<CachedService>).boxed(),
         requests(config_maps, true, owners::<ConfigMap>).boxed(),
         requests(pods, true, pod_owner).boxed(),
         pod_reports.map(Ok).boxed(),
@@ -435,14 +437,30 @@ async fn reconcile_inner(
     let generation = md.metadata.generation.unwrap_or(0);
 
     // Observe, from the caches: what LISTs by the label `ferry.dev/model-deployment=<name>` and GETs of the two
-    // Services would return.
+    // Services would return (as much of them as the caches keep).
     let caches = &context.caches;
     let active_name = service::active_name(&name);
     let preview_name = service::preview_name(&name);
-    let owned_deployments = caches.deployments.owned_by(&namespace, &name);
-    let owned_pods = caches.pods.owned_by(&namespace, &name);
-    let active_service = caches.services.get(&namespace, &active_name);
-    let preview_service = caches.services.get(&namespace, &preview_name);
+    let owned_deployments: Vec<Deployment> = caches
+        .deployments
+        .owned_by(&namespace, &name)
+        .iter()
+        .map(|d| d.to_deployment())
+        .collect();
+    let owned_pods: Vec<Arc<Pod>> = caches
+        .pods
+        .owned_by(&namespace, &name)
+        .iter()
+        .map(|p| Arc::new(p.to_pod()))
+        .collect();
+    let active_service = caches
+        .services
+        .get(&namespace, &active_name)
+        .map(|s| Arc::new(s.to_service()));
+    let preview_service = caches
+        .services
+        .get(&namespace, &preview_name)
+        .map(|s| Arc::new(s.to_service()));
     let active_service_target = active_service
         .as_deref()
         .and_then(service::selected_revision);

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -480,20 +482,49 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
     })
 }
 
-/// Drops from a Deployment what the controller never reads back (managed fields, the pod template, the
-/// source-spec annotation), before it goes into the controller's cache: [`observe`] and the owner check see the
-/// same object, and the cache of every revision of every ModelDeployment stays small. The template is what
-/// made the revision's hash, which its name and labels already carry.
-pub fn strip_for_cache(deployment: &mut Deployment) {
-    let meta = &mut deployment.metadata;
-    meta.managed_fields = None;
-    if let Some(stored) = meta.annotations.as_mut() {
-        stored.remove(annotations::SOURCE_SPEC);
+/// A Deployment as the controller's cache keeps it: what [`observe`] and the owner check read (metadata without
+/// managed fields or the source-spec annotation, spec.replicas, the status counts), filled straight from the watch.
+/// The template is what made the revision's hash, which its name and labels already carry.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct CachedDeployment {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<CachedDeploymentSpec>,
+    #[serde(default)]
+    status: Option<DeploymentStatus>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct CachedDeploymentSpec {
+    #[serde(default)]
+    replicas: Option<i32>,
+}
+
+super::cached_kind!(CachedDeployment, Deployment);
+
+impl CachedDeployment {
+    /// Drops what the watch delivered that is never read.
+    pub fn strip(&mut self) {
+        self.metadata.managed_fields = None;
+        if let Some(stored) = self.metadata.annotations.as_mut() {
+            stored.remove(annotations::SOURCE_SPEC);
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.conditions = None;
+        }
     }
-    deployment.spec = deployment.spec.take().map(|spec| DeploymentSpec {
-        replicas: spec.replicas,
-        ..Default::default()
-    });
+
+    /// The Deployment with what the cache holds, for [`observe`].
+    pub fn to_deployment(&self) -> Deployment {
+        Deployment {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(|spec| DeploymentSpec {
+                replicas: spec.replicas,
+                ..Default::default()
+            }),
+            status: self.status.clone(),
+        }
+    }
 }
 
 /// How an abort mark is stored in its annotation. The reason is read as text first, so that one this version
@@ -620,8 +651,7 @@ mod tests {
         let observed = observe(&deployment, &[]).unwrap();
         assert_eq!(observed.model.object.as_deref(), Some("etag:\"1\""));
         assert_eq!(observed.model.detected_at, first.pin.detected_at);
-        let mut cached = deployment.clone();
-        strip_for_cache(&mut cached);
+        let cached = through_the_cache(&deployment);
         assert_eq!(observe(&cached, &[]).unwrap().model, observed.model);
     }
 
@@ -858,6 +888,14 @@ mod tests {
         assert_eq!(aborted.generation, 2);
     }
 
+    /// What a reconcile reads of `deployment`: its JSON as the watch delivers it, into the cache and back.
+    fn through_the_cache(deployment: &Deployment) -> Deployment {
+        let json = serde_json::to_value(deployment).unwrap();
+        let mut cached: CachedDeployment = serde_json::from_value(json).unwrap();
+        cached.strip();
+        cached.to_deployment()
+    }
+
     #[test]
     fn the_cached_deployment_observes_like_the_full_one() {
         let md = md("1");
@@ -889,8 +927,7 @@ mod tests {
         }))
         .unwrap();
         let full = observe(&deployment, &[&pod]).unwrap();
-        let mut cached = deployment.clone();
-        strip_for_cache(&mut cached);
+        let cached = through_the_cache(&deployment);
         assert_eq!(observe(&cached, &[&pod]), Some(full.clone()));
         assert!(full.rolled_out && full.marks.promoted_at.is_some() && full.load_failure.is_some());
         assert_eq!(

@@ -96,25 +96,59 @@ pub fn has_current_ports(service: &Service) -> bool {
     names(service.spec.as_ref().and_then(|s| s.ports.as_ref())) == names(Some(&inference_ports()))
 }
 
-/// Keeps of a Service only what the controller reads (its identity, labels, owners, selector and port names)
-/// before it goes into the controller's cache.
-pub fn strip_for_cache(service: &mut Service) {
-    service.metadata.managed_fields = None;
-    service.spec = service.spec.take().map(|spec| ServiceSpec {
-        selector: spec.selector,
-        ports: spec.ports.map(|ports| {
-            ports
-                .into_iter()
-                .map(|port| ServicePort {
-                    name: port.name,
-                    port: port.port,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    });
-    service.status = None;
+/// A Service as the controller's cache keeps it: its identity, labels, owners, selector and port names, filled
+/// straight from the watch.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct CachedService {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<CachedServiceSpec>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct CachedServiceSpec {
+    #[serde(default)]
+    selector: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    ports: Option<Vec<CachedServicePort>>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct CachedServicePort {
+    #[serde(default)]
+    name: Option<String>,
+    port: i32,
+}
+
+super::cached_kind!(CachedService, Service);
+
+impl CachedService {
+    /// Drops what the watch delivered that is never read.
+    pub fn strip(&mut self) {
+        self.metadata.managed_fields = None;
+    }
+
+    /// The Service with what the cache holds.
+    pub fn to_service(&self) -> Service {
+        Service {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(|spec| ServiceSpec {
+                selector: spec.selector.clone(),
+                ports: spec.ports.as_ref().map(|ports| {
+                    ports
+                        .iter()
+                        .map(|port| ServicePort {
+                            name: port.name.clone(),
+                            port: port.port,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,8 +195,10 @@ mod tests {
             .unwrap(),
         );
         let full = desired_service(&md, active_name("iris"), Some("abc"));
-        let mut cached = full.clone();
-        strip_for_cache(&mut cached);
+        let mut from_watch: CachedService =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        from_watch.strip();
+        let cached = from_watch.to_service();
         assert_eq!(selected_revision(&cached).as_deref(), Some("abc"));
         assert_eq!(cached.metadata, full.metadata);
         assert!(has_current_ports(&cached), "the port names are kept");

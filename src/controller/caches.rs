@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Shared};
 use futures::Stream;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
@@ -24,6 +24,9 @@ use futures::{FutureExt, TryStreamExt};
 use kube::runtime::WatchStreamExt;
 
 use crate::api::ModelDeployment;
+use crate::children::deployment::CachedDeployment;
+use crate::children::pod::CachedPod;
+use crate::children::service::CachedService;
 use crate::labels;
 
 /// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
@@ -80,9 +83,9 @@ where
 /// The watched objects of one scope.
 pub(super) struct Caches {
     pub(super) model_deployments: Cache<ModelDeployment>,
-    pub(super) deployments: Cache<Deployment>,
-    pub(super) pods: Cache<Pod>,
-    pub(super) services: Cache<Service>,
+    pub(super) deployments: Cache<CachedDeployment>,
+    pub(super) pods: Cache<CachedPod>,
+    pub(super) services: Cache<CachedService>,
     /// The ConfigMaps of strategy InPlace (`children::model_file`).
     pub(super) config_maps: Cache<ConfigMap>,
     /// Resolves (true) once the Deployment, Pod and Service caches hold their first complete list, or (false)
@@ -216,9 +219,9 @@ impl AppliedVersions {
 /// One future that waits for the children's caches to be filled, for every reconcile to share: a store's own
 /// `wait_until_ready` keeps a single waker, so of several tasks waiting on it at once only one would wake.
 pub(super) fn children_ready(
-    deployments: &Store<Deployment>,
-    pods: &Store<Pod>,
-    services: &Store<Service>,
+    deployments: &Store<CachedDeployment>,
+    pods: &Store<CachedPod>,
+    services: &Store<CachedService>,
     config_maps: &Store<ConfigMap>,
 ) -> Shared<BoxFuture<'static, bool>> {
     let stores = (
@@ -242,8 +245,8 @@ mod tests {
     use super::*;
     use kube::runtime::reflector;
 
-    fn deployment_at(name: &str, version: &str) -> Deployment {
-        let mut deployment = Deployment::default();
+    fn deployment_at(name: &str, version: &str) -> CachedDeployment {
+        let mut deployment = CachedDeployment::default();
         deployment.metadata.name = Some(name.into());
         deployment.metadata.namespace = Some("ml".into());
         deployment.metadata.resource_version = Some(version.into());
@@ -255,19 +258,19 @@ mod tests {
         use watcher::Event::*;
         let mut versions = AppliedVersions::default();
         assert_eq!(versions.applied(&Apply(deployment_at("a", "5"))), 5);
-        assert_eq!(versions.applied(&Init::<Deployment>), 0);
+        assert_eq!(versions.applied(&Init::<CachedDeployment>), 0);
         assert_eq!(versions.applied(&InitApply(deployment_at("a", "9"))), 0);
         assert_eq!(versions.applied(&InitApply(deployment_at("b", "7"))), 0);
-        assert_eq!(versions.applied(&InitDone::<Deployment>), 9);
+        assert_eq!(versions.applied(&InitDone::<CachedDeployment>), 9);
         assert_eq!(versions.applied(&Delete(deployment_at("b", "12"))), 12);
     }
 
     #[test]
     fn the_caches_hold_a_write_once_they_applied_its_version_or_saw_its_deletion() {
         let (model_deployments, _) = reflector::store::<ModelDeployment>();
-        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
-        let (pods, _) = reflector::store::<Pod>();
-        let (services, _) = reflector::store::<Service>();
+        let (deployments, mut deployment_writer) = reflector::store::<CachedDeployment>();
+        let (pods, _) = reflector::store::<CachedPod>();
+        let (services, _) = reflector::store::<CachedService>();
         let (config_maps, _) = reflector::store::<ConfigMap>();
         let caches = Caches {
             model_deployments: Cache::new(model_deployments),
@@ -309,9 +312,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_reconcile_waiting_for_the_caches_wakes_when_they_are_filled() {
-        let (deployments, mut deployment_writer) = reflector::store::<Deployment>();
-        let (pods, mut pod_writer) = reflector::store::<Pod>();
-        let (services, mut service_writer) = reflector::store::<Service>();
+        let (deployments, mut deployment_writer) = reflector::store::<CachedDeployment>();
+        let (pods, mut pod_writer) = reflector::store::<CachedPod>();
+        let (services, mut service_writer) = reflector::store::<CachedService>();
         let (config_maps, mut config_map_writer) = reflector::store::<ConfigMap>();
         let ready = children_ready(&deployments, &pods, &services, &config_maps);
         let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::lock;
 use crate::api::ModelDeployment;
-use crate::children::pod;
+use crate::children::pod::CachedPod;
 use crate::labels;
 use crate::metrics::{Metrics, PodReadLabels};
 use crate::pod_state::{Answer, PodReport, Read};
@@ -105,7 +105,7 @@ impl PodReader {
     /// for the owner of every pod whose read changed what a reconcile shows.
     pub fn run(
         self: Arc<Self>,
-        store: Store<Pod>,
+        store: Store<CachedPod>,
         metrics: Arc<Metrics>,
     ) -> impl Stream<Item = ReconcileRequest<ModelDeployment>> + Send + 'static {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -155,7 +155,7 @@ impl PodReader {
     }
 
     /// Starts tracking new pods, forgets deleted ones, and returns the pods due for a read.
-    fn due(&self, pods: &[Arc<Pod>]) -> Vec<(String, IpAddr)> {
+    fn due(&self, pods: &[Arc<CachedPod>]) -> Vec<(String, IpAddr)> {
         let now = Instant::now();
         let wall = Timestamp::now();
         let mut tracked = lock(&self.pods);
@@ -182,7 +182,7 @@ impl PodReader {
                 // Re-created under the same name: a new pod.
                 *entry = new();
             }
-            if let Some(address) = pod::server_address(pod) {
+            if let Some(address) = pod.server_address() {
                 if entry.next_read <= now {
                     // Not due again until this read is taken.
                     entry.next_read = now + READ_TIMEOUT + TICK;
@@ -290,7 +290,7 @@ mod tests {
     use super::*;
     use crate::api::PodPhase;
 
-    fn pod(name: &str, ip: Option<&str>, running: bool) -> Arc<Pod> {
+    fn pod(name: &str, ip: Option<&str>, running: bool) -> Arc<CachedPod> {
         let state = if running {
             serde_json::json!({"running": {}})
         } else {
@@ -338,7 +338,7 @@ mod tests {
             "not again while the read is out"
         );
         assert!(
-            reader.report(&pods[1]).is_some(),
+            reader.report(&pods[1].to_pod()).is_some(),
             "tracked from the start, for the deadline"
         );
 
@@ -354,16 +354,22 @@ mod tests {
             reader.due(&pods).is_empty(),
             "settled: read on the slow period"
         );
-        assert_eq!(reader.report(&pods[0]).unwrap().phase(), PodPhase::Ready);
+        assert_eq!(
+            reader.report(&pods[0].to_pod()).unwrap().phase(),
+            PodPhase::Ready
+        );
 
         // A pod re-created under the same name is a new pod; a deleted one is forgotten.
         let mut again = (*pods[0]).clone();
         again.metadata.uid = Some("uid-a-2".into());
-        assert!(reader.report(&again).is_none());
+        assert!(reader.report(&again.to_pod()).is_none());
         assert_eq!(reader.due(&[Arc::new(again.clone())]).len(), 1);
-        assert_eq!(reader.report(&again).unwrap().phase(), PodPhase::Starting);
+        assert_eq!(
+            reader.report(&again.to_pod()).unwrap().phase(),
+            PodPhase::Starting
+        );
         assert!(
-            reader.report(&pods[1]).is_none(),
+            reader.report(&pods[1].to_pod()).is_none(),
             "gone from the cache, gone from here"
         );
     }

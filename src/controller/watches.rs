@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 
 use futures::Stream;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{ReconcileReason, ReconcileRequest};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -13,6 +12,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 
 use crate::api::ModelDeployment;
+use crate::children::pod::CachedPod;
 use crate::labels;
 
 /// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
@@ -77,7 +77,7 @@ pub(super) fn owners<K: Resource<DynamicType = ()>>(
 }
 
 /// The ModelDeployment a pod belongs to, by its label (pods are owned by ReplicaSets).
-pub(super) fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
+pub(super) fn pod_owner(pod: &CachedPod) -> Vec<ReconcileRequest<ModelDeployment>> {
     let (Some(owner), Some(namespace)) = (
         pod.labels().get(labels::MODEL_DEPLOYMENT),
         pod.metadata.namespace.as_deref(),
@@ -91,7 +91,7 @@ pub(super) fn pod_owner(pod: &Pod) -> Vec<ReconcileRequest<ModelDeployment>> {
 mod tests {
     use super::*;
 
-    fn pod(name: &str, owner: &str) -> Pod {
+    fn pod(name: &str, owner: &str) -> CachedPod {
         serde_json::from_value(serde_json::json!({"metadata": {
             "name": name, "namespace": "ml", "labels": {labels::MODEL_DEPLOYMENT: owner}}}))
         .unwrap()
