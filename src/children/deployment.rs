@@ -509,6 +509,10 @@ impl CachedDeployment {
         if let Some(stored) = self.metadata.annotations.as_mut() {
             stored.remove(annotations::SOURCE_SPEC);
         }
+        // The owner's name (the cache's index) and the revision are read; the standard labels are for others.
+        if let Some(stored) = self.metadata.labels.as_mut() {
+            stored.retain(|key, _| key == labels::MODEL_DEPLOYMENT || key == labels::REVISION);
+        }
         if let Some(status) = self.status.as_mut() {
             status.conditions = None;
         }
