@@ -146,13 +146,20 @@ impl ControlPlane {
         let crds = repo_root().join("crds");
         let crds = crds.to_str().expect("repository path is UTF-8");
         self.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crds]);
-        self.kubectl_ok(&[
+        // A CRD the API server has not given a status yet makes `kubectl wait` fail at once ("status.conditions
+        // accessor error") instead of waiting: ask again until it is Established.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let wait = [
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "-f",
             crds,
-        ]);
+        ];
+        while !self.kubectl(&wait).status.success() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        self.kubectl_ok(&wait);
     }
 
     /// A kube client authenticated as the control plane's administrator.
