@@ -51,8 +51,6 @@ pub mod reasons {
     pub const OUT_OF_MEMORY: &str = "OutOfMemory";
     /// A revision's abort mark names a reason this version of Ferry does not know (another version wrote it).
     pub const UNRECOGNIZED_ABORT: &str = "UnrecognizedAbortReason";
-    /// A candidate's Deployment is about to be created (a revision's reason, not a condition's).
-    pub const DEPLOYING: &str = "Deploying";
     /// A candidate's pods are starting: downloading, verifying, loading, warming up (a revision's reason).
     pub const LOADING: &str = "Loading";
     /// The spec asks for something the serving image cannot do; nothing was deployed.

@@ -80,7 +80,10 @@ pub struct ColdFigures {
     pub load: (String, String),
     /// apiserver_request_total from `ferry run` starting to convergence (every client).
     pub apiserver_requests: Option<BTreeMap<String, u64>>,
-    /// How long it took after convergence until no reconcile ran for 10 s (None: not within the limit).
+    /// The pods the Kubernetes controllers had made for the ModelDeployments' Deployments after convergence,
+    /// and how long the wait for them took (at most [`PODS_WAIT`]).
+    pub pods_after: Option<(usize, Duration)>,
+    /// How long it took after that until no reconcile ran for 10 s (None: not within the limit).
     pub quiet_after: Option<Duration>,
     pub idle: Option<IdleFigures>,
     pub failed_lines: usize,
@@ -159,13 +162,16 @@ pub async fn cold_start(
         apiserver_requests(client, &READ_AND_WRITE_VERBS).await,
     );
     let at_convergence = scrape(&process).await;
-    let (mut quiet_after, mut idle) = (None, None);
+    let (mut pods_after, mut quiet_after, mut idle) = (None, None, None);
     if let Some(took) = converged_in {
         say(&format!(
-            "part 2: converged after {:.1}s; waiting (at most {}s) until no reconcile runs for 10 s (the Kubernetes controllers are still creating pods) ...",
+            "part 2: converged after {:.1}s; waiting (at most {}s) until the Kubernetes controllers made the {n} pods, then (at most {}s) until no reconcile runs for 10 s ...",
             took.as_secs_f64(),
+            PODS_WAIT.as_secs(),
             settings.cold_settle.as_secs()
         ));
+        // Each new pod is news the controller writes to a status: nothing is idle until they all exist.
+        pods_after = Some(wait_for_pods(client, namespace, n, PODS_WAIT).await);
         quiet_after = quiet(&process, settings.cold_settle).await;
         say(&format!(
             "part 2: counting writes for {}s with nothing changing ...",
@@ -196,6 +202,7 @@ pub async fn cold_start(
         hwm_at_convergence_kb,
         hwm_end_kb,
         rss_end_kb,
+        pods_after,
         reconciles_at_convergence: metric(&at_convergence, "ferry_reconciles_total"),
         writes_at_convergence: metric(&at_convergence, "ferry_api_writes_total"),
         reconciles_end: metric(&final_metrics, "ferry_reconciles_total"),
@@ -208,6 +215,45 @@ pub async fn cold_start(
         idle,
         failed_lines,
         log,
+    }
+}
+
+/// The longest wait for the Kubernetes controllers to make the pods of N Deployments: at their default client
+/// rates they make about 7 a second.
+pub const PODS_WAIT: Duration = Duration::from_secs(1800);
+
+/// Waits (at most `limit`) until `namespace` holds `n` pods; how many it holds then, and how long that took.
+pub async fn wait_for_pods(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    limit: Duration,
+) -> (usize, Duration) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let mut count = 0;
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let Ok(page) = pods.list_metadata(&params).await else {
+                break;
+            };
+            count += page.items.len();
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        if count >= n || started.elapsed() > limit {
+            say(&format!(
+                "{count}/{n} pods in {namespace} after {:.0}s",
+                started.elapsed().as_secs_f64()
+            ));
+            return (count, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
 

@@ -16,15 +16,19 @@
 //!    controller runs; then the `ferry` binary is started as a separate process and the time until every
 //!    ModelDeployment has a Deployment and a `status.observedGeneration` equal to its generation is measured
 //!    (from watch events, `convergence`). The process's peak resident set (`VmHWM` in /proc/PID/status) is read
-//!    at convergence and at the end. Once no reconcile has run for 10 s, its writes (`ferry_api_writes_total`)
-//!    are counted over an idle window. The binary is the one Cargo builds for this target (optimized under
-//!    `cargo bench`). The floor, first and in a namespace of its own: a plain client with the same concurrency
-//!    writes what the controller's first reconcile writes for N other new ModelDeployments — Secret, Deployment,
-//!    two Services, status — built with the operator's own builders, its convergence seen the same way
-//!    (`plain`). The figure is the ratio of the two times. Each ModelDeployment owns two ClusterIP Services; a
-//!    second ServiceCIDR (a /16) is added for the run, so that with the plane's own /16 there is room for
-//!    4 × 10,000 Services and more. The apiserver's `apiserver_request_total` over the convergence shows what the
-//!    requests were.
+//!    at convergence and at the end. Once the Kubernetes controllers have made a pod for every Deployment (each
+//!    new pod is news the controller writes to a status) and no reconcile has run for 10 s, its writes
+//!    (`ferry_api_writes_total`) are counted over an idle window. The binary is the one Cargo builds for this
+//!    target (optimized under `cargo bench`). The floor: a plain client with the same concurrency writes what the
+//!    controller's first reconcile writes for N other new ModelDeployments — Secret, Deployment, two Services,
+//!    status — built with the operator's own builders, its convergence seen the same way (`plain`). The figure
+//!    is the ratio of the two times. Each part runs on a control plane of its own, started for it from the same
+//!    binaries and flags: the API server's Service IP allocation takes time in proportion to the Services that
+//!    exist, so a part run second on the same plane would pay for the first one's 2N Services. With
+//!    `FERRY_TEST_KUBECONFIG` both run on that cluster, the floor first. Each ModelDeployment owns two ClusterIP
+//!    Services; a second ServiceCIDR (a /16) is added, so that with the plane's own /16 there is room for
+//!    tens of thousands. The apiserver's `apiserver_request_total` over the convergence shows what the requests
+//!    were.
 //! 3. **API writes with nothing changing** (`quiet`, after `rollouts`). The in-process controller's client
 //!    carries a tower layer that counts every request it sends, by verb and resource, before it leaves the
 //!    process — so even a write the apiserver would turn into a no-op (an identical server-side apply does not bump
@@ -72,9 +76,9 @@ use std::time::Instant;
 
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::Api;
-use support::{control_plane, TestNamespace};
+use support::{control_plane, OwnControlPlane, TestNamespace};
 
-use cold_start::{add_service_ip_range, cold_start, BENCH_SERVICE_CIDR};
+use cold_start::{add_service_ip_range, cold_start, wait_for_pods, BENCH_SERVICE_CIDR, PODS_WAIT};
 use counted::InProcessController;
 use report::Report;
 use settings::Settings;
@@ -98,54 +102,54 @@ fn main() {
 
 async fn run(settings: &Settings) -> Report {
     let started = Instant::now();
-    say("starting the control plane (or using FERRY_TEST_KUBECONFIG) and installing crds/ ...");
-    let plane = tokio::task::spawn_blocking(control_plane)
-        .await
-        .expect("control plane");
-    say(&format!(
-        "control plane ready after {:.1}s: {}",
-        started.elapsed().as_secs_f64(),
-        plane.kubeconfig.display()
-    ));
-    let client = plane.client().await;
     let mut report = Report::default();
-
-    if settings.runs("rollouts") {
-        let ns = namespace().await;
-        let controller = InProcessController::start(&plane.kubeconfig, &ns.name, settings).await;
-        report.rollouts = Some(rollouts::rollouts(&client, &ns.name, settings, &controller).await);
-        if settings.runs("quiet") {
-            report.quiet = Some(quiet::quiet(&client, &ns.name, settings, &controller).await);
-        }
-        controller.stop().await;
-        drop_namespace(ns).await;
-    }
-    if settings.runs("plain") || settings.runs("cold") {
-        let added_range = add_service_ip_range(&client).await;
-        // Both namespaces stay until the end: deleting thousands of objects would load the plane meanwhile.
-        let mut namespaces = Vec::new();
-        if settings.runs("plain") {
+    // Parts 2 and 3 each get a control plane of their own unless the cluster is given: the API server's
+    // Service IP allocation costs time in proportion to the Services that exist (Kubernetes 1.36 counts its
+    // IPAddress objects on every allocation), so a part run after another's 20,000 Services would pay for them.
+    let given_cluster = std::env::var_os("FERRY_TEST_KUBECONFIG").is_some();
+    if settings.runs("rollouts") || (given_cluster && settings.runs_scale()) {
+        say("starting the control plane (or using FERRY_TEST_KUBECONFIG) and installing crds/ ...");
+        let plane = tokio::task::spawn_blocking(control_plane)
+            .await
+            .expect("control plane");
+        say(&format!(
+            "control plane ready after {:.1}s: {}",
+            started.elapsed().as_secs_f64(),
+            plane.kubeconfig.display()
+        ));
+        let client = plane.client().await;
+        if settings.runs("rollouts") {
             let ns = namespace().await;
-            report.plain = Some(plain::plain_client(&client, &ns.name, settings).await);
-            // The kube-controller-manager goes on making a ReplicaSet and a pod for each of the floor's
-            // Deployments long after its writes; the cold start must not pay for that work.
-            if settings.runs("cold") {
-                settle_pods(&client, &ns.name, settings.models).await;
+            let controller =
+                InProcessController::start(&plane.kubeconfig, &ns.name, settings).await;
+            report.rollouts =
+                Some(rollouts::rollouts(&client, &ns.name, settings, &controller).await);
+            if settings.runs("quiet") {
+                report.quiet = Some(quiet::quiet(&client, &ns.name, settings, &controller).await);
             }
-            namespaces.push(ns);
-        }
-        if settings.runs("cold") {
-            let ns = namespace().await;
-            report.cold = Some(cold_start(&client, &ns.name, &plane.kubeconfig, settings).await);
-            namespaces.push(ns);
-        }
-        for ns in namespaces {
+            controller.stop().await;
             drop_namespace(ns).await;
         }
-        if added_range {
-            // Finalized once the namespaces' Services have released their addresses.
-            let cidrs: Api<ServiceCIDR> = Api::all(client.clone());
-            let _ = cidrs.delete(BENCH_SERVICE_CIDR, &Default::default()).await;
+        if given_cluster && settings.runs_scale() {
+            scale_on_one_cluster(&client, &plane.kubeconfig, settings, &mut report).await;
+        }
+    }
+    if !given_cluster {
+        if settings.runs("plain") {
+            let own = own_plane("part 2, floor").await;
+            let client = own.plane.client().await;
+            add_service_ip_range(&client).await;
+            let ns = own_namespace(&own).await;
+            report.plain = Some(plain::plain_client(&client, &ns, settings).await);
+            stop_plane(own).await;
+        }
+        if settings.runs("cold") {
+            let own = own_plane("part 2").await;
+            let client = own.plane.client().await;
+            add_service_ip_range(&client).await;
+            let ns = own_namespace(&own).await;
+            report.cold = Some(cold_start(&client, &ns, &own.plane.kubeconfig, settings).await);
+            stop_plane(own).await;
         }
     }
     say(&format!(
@@ -155,37 +159,66 @@ async fn run(settings: &Settings) -> Report {
     report
 }
 
-/// Waits (at most 20 minutes) until `namespace` holds `n` pods: the Kubernetes controllers are done with it.
-async fn settle_pods(client: &kube::Client, namespace: &str, n: usize) {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::ListParams;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let started = Instant::now();
-    say(&format!(
-        "part 2, floor: waiting until the Kubernetes controllers made its {n} pods ..."
-    ));
-    loop {
-        let mut count = 0;
-        let mut params = ListParams::default().limit(500);
-        loop {
-            let Ok(page) = pods.list_metadata(&params).await else {
-                break;
-            };
-            count += page.items.len();
-            match page.metadata.continue_ {
-                Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => break,
-            }
+/// Parts 2 and 3 on a cluster that was given: the floor first, then the controller, on the same API server.
+async fn scale_on_one_cluster(
+    client: &kube::Client,
+    kubeconfig: &std::path::Path,
+    settings: &Settings,
+    report: &mut Report,
+) {
+    say("part 2 runs after the floor on the given cluster: it pays for the floor's Services and pods");
+    let added_range = add_service_ip_range(client).await;
+    // Both namespaces stay until the end: deleting thousands of objects would load the plane meanwhile.
+    let mut namespaces = Vec::new();
+    if settings.runs("plain") {
+        let ns = namespace().await;
+        report.plain = Some(plain::plain_client(client, &ns.name, settings).await);
+        if settings.runs("cold") {
+            // The Kubernetes controllers go on making a pod for each of the floor's Deployments long after
+            // its writes; the cold start must not pay for that work.
+            wait_for_pods(client, &ns.name, settings.models, PODS_WAIT).await;
         }
-        if count >= n || started.elapsed() > std::time::Duration::from_secs(1200) {
-            say(&format!(
-                "part 2, floor: {count} pods after {:.0}s",
-                started.elapsed().as_secs_f64()
-            ));
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        namespaces.push(ns);
     }
+    if settings.runs("cold") {
+        let ns = namespace().await;
+        report.cold = Some(cold_start(client, &ns.name, kubeconfig, settings).await);
+        namespaces.push(ns);
+    }
+    for ns in namespaces {
+        drop_namespace(ns).await;
+    }
+    if added_range {
+        // Finalized once the namespaces' Services have released their addresses.
+        let cidrs: Api<ServiceCIDR> = Api::all(client.clone());
+        let _ = cidrs.delete(BENCH_SERVICE_CIDR, &Default::default()).await;
+    }
+}
+
+async fn own_plane(part: &str) -> OwnControlPlane {
+    let started = Instant::now();
+    say(&format!("{part}: starting a control plane of its own ..."));
+    let own = tokio::task::spawn_blocking(OwnControlPlane::start)
+        .await
+        .expect("control plane");
+    say(&format!(
+        "{part}: control plane ready after {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        own.plane.kubeconfig.display()
+    ));
+    own
+}
+
+async fn own_namespace(own: &OwnControlPlane) -> String {
+    let name = format!("ferry-bench-{:08x}", rand::random::<u32>());
+    own.plane.kubectl_ok(&["create", "namespace", &name]);
+    name
+}
+
+async fn stop_plane(own: OwnControlPlane) {
+    tokio::task::spawn_blocking(move || drop(own))
+        .await
+        .expect("control plane stops");
 }
 
 async fn namespace() -> TestNamespace {

@@ -160,7 +160,12 @@ async fn write_children(
     count();
     if let Some(replicas) = plan.desired_replicas {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-        let desired = deployment::desired_deployment(&md, &template, replicas);
+        let marks = plan
+            .marks
+            .get(&template.revision)
+            .cloned()
+            .unwrap_or_default();
+        let desired = deployment::desired_deployment(&md, &template, replicas, &marks);
         deployments
             .patch(
                 &deployment::deployment_name(&name, &template.revision),

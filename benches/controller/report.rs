@@ -283,6 +283,14 @@ fn print_scale(
         verdict(peak <= TARGET_RSS_MB),
         mb(c.rss_end_kb)
     );
+    if let Some((pods, took)) = c.pods_after {
+        let _ = writeln!(
+            out,
+            "   the Kubernetes controllers had made {pods}/{} pods {:.0}s after convergence",
+            settings.models,
+            took.as_secs_f64()
+        );
+    }
     if let Some(idle) = &c.idle {
         let per_minute = idle.writes as f64 * 60.0 / idle.window.as_secs_f64();
         let _ = writeln!(
@@ -293,9 +301,9 @@ fn print_scale(
                 verdict(idle.writes == 0),
                 idle.reconciles,
                 match c.quiet_after {
-                    Some(t) => format!("quiet {:.0}s after convergence", t.as_secs_f64()),
+                    Some(t) => format!("quiet {:.0}s after the pods", t.as_secs_f64()),
                     None => format!(
-                        "NOT quiet within {}s of convergence",
+                        "NOT quiet within {}s of the pods",
                         settings.cold_settle.as_secs()
                     ),
                 },

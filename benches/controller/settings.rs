@@ -53,4 +53,9 @@ impl Settings {
     pub fn runs(&self, part: &str) -> bool {
         self.parts.contains(part)
     }
+
+    /// Whether part 2 (the floor or the cold start) runs.
+    pub fn runs_scale(&self) -> bool {
+        self.runs("plain") || self.runs("cold")
+    }
 }

@@ -556,7 +556,7 @@ pub struct RevisionStatus {
     /// When this revision was last promoted (active, previous) or its rollout started (candidate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-    /// Why the candidate is where it is: Deploying, Loading, WaitingForPromotion, or the abort reason
+    /// Why the candidate is where it is: Loading, WaitingForPromotion, or the abort reason
     /// (ModelLoadFailed, ProgressDeadlineExceeded, AbortedByUser).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -362,10 +362,13 @@ fn port(name: &str, number: i32) -> ContainerPort {
 }
 
 /// The Deployment of the desired revision at `replicas`, applied in full with server-side apply.
+/// The Deployment of a revision with `replicas` pods, carrying the revision's `marks`: a new revision is created
+/// with them in one write, and later applies keep them (a mark an apply left out would be removed).
 pub fn desired_deployment(
     md: &ModelDeployment,
     revision: &RevisionTemplate,
     replicas: i32,
+    marks: &RevisionMarks,
 ) -> Deployment {
     let name = md.metadata.name.clone().unwrap_or_default();
     let model = &md.spec.model;
@@ -390,6 +393,7 @@ pub fn desired_deployment(
     if let Some(detected_at) = revision.pin.detected_at {
         metadata_annotations.insert(annotations::DETECTED_AT.to_owned(), detected_at.to_string());
     }
+    metadata_annotations.extend(marks_annotations(marks));
     let in_place = md.spec.rollout.strategy == RolloutStrategy::InPlace;
     let mut deployment_labels = child_labels(&name, (!in_place).then_some(model.version.as_str()));
     deployment_labels.insert(labels::REVISION.into(), revision.revision.clone());
@@ -567,18 +571,44 @@ impl StoredAbort {
 
 /// The annotation patch that stores `marks` (removing the marks that are unset).
 pub fn marks_patch(marks: &RevisionMarks) -> serde_json::Value {
-    let timestamp =
-        |t: Option<Timestamp>| t.map_or(serde_json::Value::Null, |t| t.to_string().into());
-    let aborted = marks.aborted.as_ref().map_or(serde_json::Value::Null, |a| {
-        serde_json::to_string(&StoredAbort::from_mark(a))
-            .expect("an abort mark serializes")
-            .into()
+    let mut values = marks_annotations(marks);
+    let annotations: serde_json::Map<String, serde_json::Value> = [
+        annotations::PROMOTED_AT,
+        annotations::ROLLOUT_STARTED_AT,
+        annotations::ABORTED,
+    ]
+    .into_iter()
+    .map(|key| {
+        (
+            key.to_owned(),
+            values
+                .remove(key)
+                .map_or(serde_json::Value::Null, Into::into),
+        )
+    })
+    .collect();
+    serde_json::json!({"metadata": {"annotations": annotations}})
+}
+
+/// The annotations that hold a revision's marks (only the marks it has).
+fn marks_annotations(marks: &RevisionMarks) -> BTreeMap<String, String> {
+    let aborted = marks.aborted.as_ref().map(|a| {
+        serde_json::to_string(&StoredAbort::from_mark(a)).expect("an abort mark serializes")
     });
-    serde_json::json!({"metadata": {"annotations": {
-        annotations::PROMOTED_AT: timestamp(marks.promoted_at),
-        annotations::ROLLOUT_STARTED_AT: timestamp(marks.rollout_started_at),
-        annotations::ABORTED: aborted,
-    }}})
+    [
+        (
+            annotations::PROMOTED_AT,
+            marks.promoted_at.map(|t| t.to_string()),
+        ),
+        (
+            annotations::ROLLOUT_STARTED_AT,
+            marks.rollout_started_at.map(|t| t.to_string()),
+        ),
+        (annotations::ABORTED, aborted),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
 }
 
 #[cfg(test)]
@@ -651,7 +681,7 @@ mod tests {
         );
 
         // The Deployment carries the object and its detection, and reads them back.
-        let deployment = desired_deployment(&refreshing, &first, 2);
+        let deployment = desired_deployment(&refreshing, &first, 2, &RevisionMarks::default());
         let observed = observe(&deployment, &[]).unwrap();
         assert_eq!(observed.model.object.as_deref(), Some("etag:\"1\""));
         assert_eq!(observed.model.detected_at, first.pin.detected_at);
@@ -728,7 +758,7 @@ mod tests {
     fn the_pod_runs_ferry_server_restricted_with_the_model_contract() {
         let md = md("1.2.0");
         let revision = revision_template(&md, &OperatorConfig::default());
-        let deployment = desired_deployment(&md, &revision, 2);
+        let deployment = desired_deployment(&md, &revision, 2, &RevisionMarks::default());
         assert_eq!(
             deployment.metadata.name.as_deref(),
             Some(format!("iris-{}", revision.revision).as_str())
@@ -842,7 +872,7 @@ mod tests {
     fn marks_round_trip_through_annotations() {
         let md = md("1");
         let revision = revision_template(&md, &OperatorConfig::default());
-        let mut deployment = desired_deployment(&md, &revision, 2);
+        let mut deployment = desired_deployment(&md, &revision, 2, &RevisionMarks::default());
         let marks = RevisionMarks {
             promoted_at: Some("2026-11-21T10:00:00Z".parse().unwrap()),
             rollout_started_at: None,
@@ -877,7 +907,7 @@ mod tests {
     fn an_abort_reason_this_version_does_not_know_is_reported_as_unrecognized() {
         let md = md("1");
         let revision = revision_template(&md, &OperatorConfig::default());
-        let mut deployment = desired_deployment(&md, &revision, 2);
+        let mut deployment = desired_deployment(&md, &revision, 2, &RevisionMarks::default());
         deployment
             .metadata
             .annotations
@@ -904,7 +934,7 @@ mod tests {
     fn the_cached_deployment_observes_like_the_full_one() {
         let md = md("1");
         let revision = revision_template(&md, &OperatorConfig::default());
-        let mut deployment = desired_deployment(&md, &revision, 2);
+        let mut deployment = desired_deployment(&md, &revision, 2, &RevisionMarks::default());
         deployment.metadata.generation = Some(3);
         deployment.metadata.creation_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(

@@ -73,8 +73,12 @@ pub(super) async fn apply_plan(
     ensure_admin_secret(context, md, owned_pods, new_pods).await?;
     // An abort mark goes first: scaling a failed candidate to zero deletes the pods whose termination message is
     // the only other record of the failure, and a restart between the two must not find it loading again.
-    let (aborts, other_marks): (Vec<_>, Vec<_>) =
-        plan.marks.iter().partition(|(revision, marks)| {
+    let (aborts, other_marks): (Vec<_>, Vec<_>) = plan
+        .marks
+        .iter()
+        // The desired revision's apply below carries its marks.
+        .filter(|(revision, _)| apply_desired.is_none() || **revision != template.revision)
+        .partition(|(revision, marks)| {
             marks.aborted.is_some() && current_replicas.contains_key(revision.as_str())
         });
     for (revision, marks) in aborts {
@@ -83,7 +87,18 @@ pub(super) async fn apply_plan(
         merge_patch(context, &deployments, &deployment_name, &body, written).await?;
     }
     if let Some(replicas) = apply_desired {
-        let desired = deployment::desired_deployment(md, template, replicas);
+        let marks = plan
+            .marks
+            .get(&template.revision)
+            .or_else(|| {
+                observed_revisions
+                    .iter()
+                    .find(|r| r.revision == template.revision)
+                    .map(|r| &r.marks)
+            })
+            .cloned()
+            .unwrap_or_default();
+        let desired = deployment::desired_deployment(md, template, replicas, &marks);
         let desired_name = deployment::deployment_name(&name, &template.revision);
         let applied = deployments
             .patch(&desired_name, &apply, &Patch::Apply(&desired))

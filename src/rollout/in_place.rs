@@ -694,7 +694,7 @@ mod tests {
         assert_eq!(actions(&first), [("iris-p-0".into(), "stage", "2".into())]);
         let candidate = first.plan.status.candidate.as_ref().expect("a candidate");
         assert_eq!(candidate.version, "2");
-        assert_eq!(candidate.reason.as_deref(), Some(reasons::DEPLOYING));
+        assert_eq!(candidate.reason.as_deref(), Some(reasons::LOADING));
         assert_eq!(first.plan.status.active.as_ref().unwrap().version, "1");
         assert_eq!(first.state.revisions.len(), 2, "the candidate is recorded");
 

@@ -18,9 +18,7 @@ use crate::pod_state::{percent, stepped};
 /// Why a revision is where it is: `RevisionStatus.reason`, a value (its `message` says the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevisionReason {
-    /// Its Deployment is about to be created.
-    Deploying,
-    /// Its pods are starting.
+    /// Its pods are starting (or its Deployment is being created).
     Loading,
     WaitingForPromotion,
     /// Ready, held by the signature gate.
@@ -29,8 +27,7 @@ pub enum RevisionReason {
 }
 
 impl RevisionReason {
-    const ALL: [RevisionReason; 10] = [
-        RevisionReason::Deploying,
+    const ALL: [RevisionReason; 9] = [
         RevisionReason::Loading,
         RevisionReason::WaitingForPromotion,
         RevisionReason::SignatureChanged,
@@ -44,7 +41,6 @@ impl RevisionReason {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            RevisionReason::Deploying => reasons::DEPLOYING,
             RevisionReason::Loading => reasons::LOADING,
             RevisionReason::WaitingForPromotion => reasons::WAITING_FOR_PROMOTION,
             RevisionReason::SignatureChanged => reasons::SIGNATURE_CHANGED,
@@ -269,16 +265,16 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
     let candidate = summary.candidate_revision(observed).map(|r| {
         let since = marks_of(r).and_then(|m| m.rollout_started_at);
         let (reason, message) = match &summary.candidate {
-            CandidateState::Loading => match observed.find(r) {
-                None => (RevisionReason::Deploying, None),
-                Some(rev) => (
-                    RevisionReason::Loading,
-                    Some(format!(
-                        "{}/{} ready",
-                        rev.available_replicas, spec.replicas
-                    )),
-                ),
-            },
+            // A candidate with no Deployment yet gets it in this reconcile, which writes the status too: saying
+            // "none ready" now saves the status write that would follow the Deployment's creation.
+            CandidateState::Loading => (
+                RevisionReason::Loading,
+                Some(format!(
+                    "{}/{} ready",
+                    observed.find(r).map_or(0, |rev| rev.available_replicas),
+                    spec.replicas
+                )),
+            ),
             CandidateState::Aborted(abort) => (
                 RevisionReason::Aborted(abort.reason),
                 Some(abort.message.clone()),

@@ -1019,9 +1019,11 @@ fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_messa
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .active("a")
         .decide();
+    let deploying = deploying.status.candidate.unwrap();
     assert_eq!(
-        deploying.status.candidate.unwrap().reason.as_deref(),
-        Some("Deploying")
+        (deploying.reason.as_deref(), deploying.message.as_deref()),
+        (Some("Loading"), Some("0/2 ready")),
+        "the reconcile that creates the Deployment says none is ready yet"
     );
 
     let mut failed = scenario.revisions.clone();
@@ -1362,7 +1364,7 @@ fn a_refreshed_revision_that_failed_is_not_retried_until_a_newer_object() {
     let newer = scenario.decide();
     assert_eq!(
         newer.status.candidate.as_ref().unwrap().reason.as_deref(),
-        Some(reasons::DEPLOYING)
+        Some(reasons::LOADING)
     );
     assert_eq!(newer.status.candidate.as_ref().unwrap().object, None);
 }
@@ -1424,4 +1426,18 @@ fn while_refresh_is_paused_the_pinned_active_revision_stays_and_nothing_is_writt
     let second = scenario.decide();
     assert_eq!(second.status, first.status, "no change: no status write");
     assert!(second.events.is_empty());
+}
+
+#[test]
+fn the_reconcile_after_a_new_revision_is_created_writes_nothing_more() {
+    let first = Scenario::new("a").decide();
+    let mut second = Scenario::new("a").with(revision("a", 100, 2));
+    second.status = first.status.clone();
+    let second = second.decide();
+    assert_eq!(
+        second.status, first.status,
+        "the status written with the Deployment's creation already says what the next reconcile sees"
+    );
+    assert!(second.marks.is_empty(), "{:?}", second.marks);
+    assert!(second.events.is_empty(), "{:?}", event_reasons(&second));
 }

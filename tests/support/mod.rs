@@ -73,6 +73,35 @@ pub fn control_plane() -> &'static ControlPlane {
     })
 }
 
+/// A control plane started for one caller alone (a benchmark part that must not inherit another part's objects),
+/// CRDs installed; stopped and its directory removed when dropped.
+pub struct OwnControlPlane {
+    pub plane: ControlPlane,
+    dir: PathBuf,
+}
+
+impl OwnControlPlane {
+    pub fn start() -> Self {
+        let dir = start_control_plane();
+        let plane = ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            bin_dir: installed_bin_dir(),
+        };
+        plane.install_crds();
+        OwnControlPlane { plane, dir }
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(control_plane_script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
 fn control_plane_script() -> PathBuf {
     repo_root().join("e2e/control-plane.sh")
 }
