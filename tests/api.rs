@@ -147,8 +147,8 @@ async fn typed_client_round_trips_spec_and_status() {
     let patched_status = patched.status.expect("status is stored");
     assert_eq!(patched_status.phase, Some(Phase::Available));
     assert_eq!(
-        patched_status.active,
-        Some(RevisionStatus {
+        patched_status.active.as_deref(),
+        Some(&RevisionStatus {
             revision: "abc123".into(),
             version: "2026-11-21".into(),
             uri: "s3://models/fraud/2026-11-21/model.onnx".into(),

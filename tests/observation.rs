@@ -190,7 +190,7 @@ impl World {
 }
 
 fn candidate(md: &ModelDeployment) -> Option<&ferry::api::RevisionStatus> {
-    md.status.as_ref()?.candidate.as_ref()
+    md.status.as_ref()?.candidate.as_deref()
 }
 
 fn degraded(md: &ModelDeployment) -> Option<(String, String)> {

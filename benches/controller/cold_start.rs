@@ -81,7 +81,7 @@ pub struct ColdFigures {
     /// apiserver_request_total from `ferry run` starting to convergence (every client).
     pub apiserver_requests: Option<BTreeMap<String, u64>>,
     /// The pods the Kubernetes controllers had made for the ModelDeployments' Deployments after convergence,
-    /// and how long the wait for them took (at most [`PODS_WAIT`]).
+    /// and how long the wait for them took (at most `FERRY_BENCH_PODS_WAIT_SECONDS`).
     pub pods_after: Option<(usize, Duration)>,
     /// How long it took after that until no reconcile ran for 10 s (None: not within the limit).
     pub quiet_after: Option<Duration>,
@@ -167,11 +167,11 @@ pub async fn cold_start(
         say(&format!(
             "part 2: converged after {:.1}s; waiting (at most {}s) until the Kubernetes controllers made the {n} pods, then (at most {}s) until no reconcile runs for 10 s ...",
             took.as_secs_f64(),
-            PODS_WAIT.as_secs(),
+            settings.pods_wait.as_secs(),
             settings.cold_settle.as_secs()
         ));
         // Each new pod is news the controller writes to a status: nothing is idle until they all exist.
-        pods_after = Some(wait_for_pods(client, namespace, n, PODS_WAIT).await);
+        pods_after = Some(wait_for_pods(client, namespace, n, settings.pods_wait).await);
         quiet_after = quiet(&process, settings.cold_settle).await;
         say(&format!(
             "part 2: counting writes for {}s with nothing changing ...",
@@ -217,10 +217,6 @@ pub async fn cold_start(
         log,
     }
 }
-
-/// The longest wait for the Kubernetes controllers to make the pods of N Deployments: at their default client
-/// rates they make about 7 a second.
-pub const PODS_WAIT: Duration = Duration::from_secs(1800);
 
 /// Waits (at most `limit`) until `namespace` holds `n` pods; how many it holds then, and how long that took.
 pub async fn wait_for_pods(

@@ -21,8 +21,9 @@ use crate::say;
 
 /// Creates `n` ModelDeployments (`cold-00000`, ...) in `namespace`, 16 at a time; returns how long it took.
 ///
-/// Their `loadTimeoutSeconds` is the longest allowed: the plane has no kubelet, no pod ever starts, and a
-/// deadline firing during a long run would be a write in the idle window.
+/// Their `loadTimeoutSeconds` and `progressDeadlineSeconds` are the longest allowed: the plane has no kubelet,
+/// no pod ever starts (at 10,000 the Kubernetes controllers take half an hour to create them all), and a deadline
+/// firing during a long run would abort rollouts and write in the idle window.
 pub async fn create_model_deployments(client: &Client, namespace: &str, n: usize) -> Duration {
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
     let creating = Instant::now();
@@ -36,7 +37,7 @@ pub async fn create_model_deployments(client: &Client, namespace: &str, n: usize
                     "kind": "ModelDeployment",
                     "metadata": {"name": name, "namespace": namespace},
                     "spec": {"model": {"uri": format!("s3://models/{name}/1.onnx"), "version": "1"},
-                             "rollout": {"loadTimeoutSeconds": 86400}}
+                             "rollout": {"loadTimeoutSeconds": 86400, "progressDeadlineSeconds": 86400}}
                 }))
                 .expect("a valid ModelDeployment");
                 mds.create(&PostParams::default(), &md).await.map(|_| ())

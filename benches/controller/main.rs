@@ -55,7 +55,8 @@
 //! | `FERRY_BENCH_QUIET_SECONDS` | 60 | length of the quiet window of part 3 and of the idle window of part 2 |
 //! | `FERRY_BENCH_MODELS` | 1000 | ModelDeployments of part 2 (each of the controller and the plain client) |
 //! | `FERRY_BENCH_COLD_TIMEOUT_SECONDS` | 300, or 0.5 s per ModelDeployment | give up on the cold start after this long |
-//! | `FERRY_BENCH_COLD_SETTLE_SECONDS` | 120 | the longest part 2 waits for the controller to go quiet before the idle window |
+//! | `FERRY_BENCH_PODS_WAIT_SECONDS` | 1800 | the longest part 2 waits, once converged, for the Kubernetes controllers to make every Deployment's pod (they make about 7 a second at their default client rates) |
+//! | `FERRY_BENCH_COLD_SETTLE_SECONDS` | 120 | the longest part 2 then waits for the controller to go quiet before the idle window |
 //! | `FERRY_BENCH_LOG` | `warn` | log filter of the in-process controller |
 
 #[path = "../../tests/support/mod.rs"]
@@ -78,7 +79,7 @@ use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::Api;
 use support::{control_plane, OwnControlPlane, TestNamespace};
 
-use cold_start::{add_service_ip_range, cold_start, wait_for_pods, BENCH_SERVICE_CIDR, PODS_WAIT};
+use cold_start::{add_service_ip_range, cold_start, wait_for_pods, BENCH_SERVICE_CIDR};
 use counted::InProcessController;
 use report::Report;
 use settings::Settings;
@@ -176,7 +177,7 @@ async fn scale_on_one_cluster(
         if settings.runs("cold") {
             // The Kubernetes controllers go on making a pod for each of the floor's Deployments long after
             // its writes; the cold start must not pay for that work.
-            wait_for_pods(client, &ns.name, settings.models, PODS_WAIT).await;
+            wait_for_pods(client, &ns.name, settings.models, settings.pods_wait).await;
         }
         namespaces.push(ns);
     }

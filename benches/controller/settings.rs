@@ -13,6 +13,7 @@ pub struct Settings {
     pub models: usize,
     pub cold_timeout: Duration,
     pub cold_settle: Duration,
+    pub pods_wait: Duration,
 }
 
 pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -47,6 +48,7 @@ impl Settings {
                 300.max(models as u64 / 2),
             )),
             cold_settle: Duration::from_secs(env_number("FERRY_BENCH_COLD_SETTLE_SECONDS", 120u64)),
+            pods_wait: Duration::from_secs(env_number("FERRY_BENCH_PODS_WAIT_SECONDS", 1800u64)),
         }
     }
 

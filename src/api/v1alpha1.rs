@@ -439,11 +439,11 @@ pub struct ModelDeploymentStatus {
 
     /// The revision receiving traffic through the active Service `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<RevisionStatus>,
+    pub active: Option<Box<RevisionStatus>>,
 
     /// The revision being rolled out, reachable through the preview Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<RevisionStatus>,
+    pub candidate: Option<Box<RevisionStatus>>,
 
     /// Previous revisions kept warm for an instant rollback, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

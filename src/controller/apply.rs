@@ -235,8 +235,9 @@ pub(super) fn progress_write_wait(
         let mut status = status.clone();
         for revision in status
             .active
-            .iter_mut()
-            .chain(status.candidate.iter_mut())
+            .as_deref_mut()
+            .into_iter()
+            .chain(status.candidate.as_deref_mut())
             .chain(status.previous.iter_mut())
         {
             revision.pod_counts = None;
@@ -386,7 +387,7 @@ mod tests {
 
     fn status(ready: i32, reason: &str) -> ModelDeploymentStatus {
         ModelDeploymentStatus {
-            candidate: Some(RevisionStatus {
+            candidate: Some(Box::new(RevisionStatus {
                 revision: "b".into(),
                 reason: Some(reason.into()),
                 pod_counts: Some(PodCounts {
@@ -395,7 +396,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

@@ -166,10 +166,10 @@ mod tests {
         .unwrap();
         md.status = Some(ModelDeploymentStatus {
             observed_generation: Some(observed),
-            active: Some(RevisionStatus {
+            active: Some(Box::new(RevisionStatus {
                 version: "2".into(),
                 ..Default::default()
-            }),
+            })),
             conditions: vec![Condition {
                 type_: types::PROGRESSING.into(),
                 status: status.into(),

@@ -15,9 +15,10 @@ const BAR: usize = 20;
 pub fn render_pods(status: &ModelDeploymentStatus, now: Timestamp) -> String {
     let revisions: Vec<(&str, &RevisionStatus)> = status
         .active
-        .iter()
+        .as_deref()
         .map(|r| ("active", r))
-        .chain(status.candidate.iter().map(|r| ("candidate", r)))
+        .into_iter()
+        .chain(status.candidate.as_deref().map(|r| ("candidate", r)))
         .chain(status.previous.iter().map(|r| ("previous", r)))
         .collect();
     if revisions.iter().all(|(_, r)| r.pods.is_empty()) {
@@ -142,7 +143,7 @@ mod tests {
     fn a_load_in_flight_shows_a_bar_bytes_rate_and_time_left_and_a_failure_its_reason() {
         let now = Timestamp::from_second(1_000).unwrap();
         let status = ModelDeploymentStatus {
-            active: Some(RevisionStatus {
+            active: Some(Box::new(RevisionStatus {
                 revision: "aaaa".into(),
                 version: "1.0.0".into(),
                 pods: vec![PodState {
@@ -158,8 +159,8 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            candidate: Some(RevisionStatus {
+            })),
+            candidate: Some(Box::new(RevisionStatus {
                 revision: "bbbb".into(),
                 version: "2.0.0".into(),
                 pods: vec![
@@ -180,7 +181,7 @@ mod tests {
                     },
                 ],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let table = render_pods(&status, now);
@@ -199,7 +200,7 @@ mod tests {
     #[test]
     fn an_in_place_pod_shows_the_versions_it_holds() {
         let status = ModelDeploymentStatus {
-            active: Some(RevisionStatus {
+            active: Some(Box::new(RevisionStatus {
                 revision: "aaaa".into(),
                 version: "1".into(),
                 pods: vec![PodState {
@@ -218,7 +219,7 @@ mod tests {
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let table = render_pods(&status, Timestamp::from_second(1_000).unwrap());

@@ -17,7 +17,7 @@ pub fn record(
     let mut events = Vec::new();
     let mut history = observed.previous_status.history.clone();
     let before = observed.previous_status;
-    let before_candidate = before.candidate.as_ref();
+    let before_candidate = before.candidate.as_deref();
     let before_active = before.active.as_ref().map(|a| a.revision.as_str());
     let active = summary.active.as_deref();
     let candidate = summary.candidate_revision(observed);

@@ -118,12 +118,12 @@ impl Scenario {
     /// The active Service selects `r`, and the previous reconcile reported it active.
     fn active(mut self, r: &'static str) -> Self {
         self.active = Some(r);
-        self.status.active = Some(RevisionStatus {
+        self.status.active = Some(Box::new(RevisionStatus {
             revision: r.into(),
             version: model(r).version,
             uri: model(r).uri,
             ..Default::default()
-        });
+        }));
         self
     }
     fn decide(&self) -> Plan {
@@ -553,14 +553,14 @@ fn after_a_restart_the_progress_deadline_counts_from_the_recorded_progress_once_
         .with(b)
         .active("a");
     scenario.spec.rollout.progress_deadline_seconds = 60;
-    scenario.status.candidate = Some(RevisionStatus {
+    scenario.status.candidate = Some(Box::new(RevisionStatus {
         revision: "b".into(),
         progress: Some(crate::api::LoadProgress {
             last_progress_at: Some(Time(at(100))),
             ..Default::default()
         }),
         ..Default::default()
-    });
+    }));
     scenario.now = 200;
     let plan = scenario.decide();
     let candidate = plan.status.candidate.as_ref().unwrap();
@@ -1081,11 +1081,11 @@ fn a_candidate_that_renames_an_input_is_held_until_the_spec_allows_it() {
         .with(reporting(promoted(ready(revision("a", 0, 2)), 10), &served))
         .with(reporting(ready(revision("b", 90, 2)), &renamed))
         .active("a");
-    scenario.status.candidate = Some(RevisionStatus {
+    scenario.status.candidate = Some(Box::new(RevisionStatus {
         revision: "b".into(),
         reason: Some(reasons::LOADING.into()),
         ..Default::default()
-    });
+    }));
     let plan = scenario.decide();
     assert_eq!(plan.active.as_deref(), Some("a"), "no traffic moves");
     assert_eq!(

@@ -124,7 +124,8 @@ impl InProcess {
 
 /// How a `ferry run` process runs; [`FerryRun::watching`] starts one.
 pub struct FerryRunOptions {
-    kubeconfig: PathBuf,
+    /// None: the shared control plane's administrator (started only then).
+    kubeconfig: Option<PathBuf>,
     env: BTreeMap<String, String>,
     only_given_env: bool,
     log: Option<PathBuf>,
@@ -133,7 +134,7 @@ pub struct FerryRunOptions {
 impl FerryRunOptions {
     /// The kubeconfig it authenticates with (default: the control plane's administrator).
     pub fn kubeconfig(mut self, path: &Path) -> Self {
-        self.kubeconfig = path.to_owned();
+        self.kubeconfig = Some(path.to_owned());
         self
     }
 
@@ -190,7 +191,11 @@ impl FerryRunOptions {
         let child = command
             .arg("run")
             .envs(&self.env)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "KUBECONFIG",
+                self.kubeconfig
+                    .unwrap_or_else(|| control_plane().kubeconfig.clone()),
+            )
             .env("FERRY_METRICS_ADDRESS", format!("127.0.0.1:{metrics_port}"))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
@@ -227,7 +232,7 @@ impl FerryRun {
             env.insert("FERRY_WATCH_NAMESPACES".into(), namespaces.join(","));
         }
         FerryRunOptions {
-            kubeconfig: control_plane().kubeconfig.clone(),
+            kubeconfig: None,
             env,
             only_given_env: false,
             log: None,
