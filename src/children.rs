@@ -32,6 +32,45 @@ pub fn child_labels(md_name: &str, version: Option<&str>) -> BTreeMap<String, St
     child
 }
 
+/// The two labels the controller reads of a cached Deployment or Pod, kept out of its metadata: a label map is a
+/// B-tree node of half a kilobyte even for one entry, and there is one per cached object.
+#[derive(Clone, Debug, Default)]
+pub struct OwnerLabels {
+    /// `ferry.dev/model-deployment`: the owner's name.
+    pub owner: Option<String>,
+    /// `ferry.dev/revision`.
+    pub revision: Option<String>,
+}
+
+impl OwnerLabels {
+    /// Takes the two labels out of `meta`, dropping the others.
+    pub fn take(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        let mut labels = meta.labels.take().unwrap_or_default();
+        OwnerLabels {
+            owner: labels.remove(labels::MODEL_DEPLOYMENT),
+            revision: labels.remove(labels::REVISION),
+        }
+    }
+
+    /// The labels as the object's metadata had them (the two kept).
+    pub fn to_labels(&self) -> Option<BTreeMap<String, String>> {
+        let labels: BTreeMap<String, String> = [
+            (labels::MODEL_DEPLOYMENT, &self.owner),
+            (labels::REVISION, &self.revision),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value.clone()?)))
+        .collect();
+        (!labels.is_empty()).then_some(labels)
+    }
+}
+
+/// A cached kind whose objects name the ModelDeployment they belong to.
+pub trait Owned {
+    /// The owner's name (label `ferry.dev/model-deployment`).
+    fn owner(&self) -> Option<&str>;
+}
+
 /// Implements `kube::Resource` for the form of a Kubernetes kind that the controller's cache keeps: the same API
 /// (kind, group, version, plural), fewer fields. A cache of full objects pays for every optional field of a kind
 /// (a Deployment is 2.4 kB before a single string, its empty pod template included); its cached form only for

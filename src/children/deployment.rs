@@ -492,6 +492,9 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct CachedDeployment {
     pub metadata: ObjectMeta,
+    /// Its labels, out of `metadata` once stripped.
+    #[serde(skip)]
+    pub labels: super::OwnerLabels,
     #[serde(default)]
     spec: Option<CachedDeploymentSpec>,
     #[serde(default)]
@@ -506,6 +509,12 @@ struct CachedDeploymentSpec {
 
 super::cached_kind!(CachedDeployment, Deployment);
 
+impl super::Owned for CachedDeployment {
+    fn owner(&self) -> Option<&str> {
+        self.labels.owner.as_deref()
+    }
+}
+
 impl CachedDeployment {
     /// Drops what the watch delivered that is never read.
     pub fn strip(&mut self) {
@@ -514,9 +523,7 @@ impl CachedDeployment {
             stored.remove(annotations::SOURCE_SPEC);
         }
         // The owner's name (the cache's index) and the revision are read; the standard labels are for others.
-        if let Some(stored) = self.metadata.labels.as_mut() {
-            stored.retain(|key, _| key == labels::MODEL_DEPLOYMENT || key == labels::REVISION);
-        }
+        self.labels = super::OwnerLabels::take(&mut self.metadata);
         if let Some(status) = self.status.as_mut() {
             status.conditions = None;
         }
@@ -525,7 +532,10 @@ impl CachedDeployment {
     /// The Deployment with what the cache holds, for [`observe`].
     pub fn to_deployment(&self) -> Deployment {
         Deployment {
-            metadata: self.metadata.clone(),
+            metadata: ObjectMeta {
+                labels: self.labels.to_labels(),
+                ..self.metadata.clone()
+            },
             spec: self.spec.as_ref().map(|spec| DeploymentSpec {
                 replicas: spec.replicas,
                 ..Default::default()

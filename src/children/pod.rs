@@ -154,6 +154,9 @@ fn container_ready(pod: &Pod) -> bool {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct CachedPod {
     pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// Its labels, out of `metadata` once stripped.
+    #[serde(skip)]
+    pub labels: super::OwnerLabels,
     #[serde(default)]
     pub status: Option<CachedPodStatus>,
 }
@@ -169,6 +172,12 @@ pub struct CachedPodStatus {
 
 super::cached_kind!(CachedPod, Pod);
 
+impl super::Owned for CachedPod {
+    fn owner(&self) -> Option<&str> {
+        self.labels.owner.as_deref()
+    }
+}
+
 impl CachedPod {
     /// Drops what the watch delivered that is never read.
     pub fn strip(&mut self) {
@@ -176,12 +185,17 @@ impl CachedPod {
         meta.managed_fields = None;
         meta.annotations = None;
         meta.owner_references = None;
+        meta.generate_name = None;
+        self.labels = super::OwnerLabels::take(meta);
     }
 
     /// The Pod with what the cache holds.
     pub fn to_pod(&self) -> Pod {
         Pod {
-            metadata: self.metadata.clone(),
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: self.labels.to_labels(),
+                ..self.metadata.clone()
+            },
             spec: None,
             status: self.status.as_ref().map(|status| PodStatus {
                 container_statuses: status.container_statuses.clone(),

@@ -73,11 +73,14 @@ pub(super) async fn apply_plan(
     ensure_admin_secret(context, md, owned_pods, new_pods).await?;
     // An abort mark goes first: scaling a failed candidate to zero deletes the pods whose termination message is
     // the only other record of the failure, and a restart between the two must not find it loading again.
+    // A Deployment created below is created with its marks. An existing one gets them by merge patch as well:
+    // only a merge patch removes a mark an earlier merge patch wrote.
+    let creating =
+        apply_desired.is_some() && !current_replicas.contains_key(template.revision.as_str());
     let (aborts, other_marks): (Vec<_>, Vec<_>) = plan
         .marks
         .iter()
-        // The desired revision's apply below carries its marks.
-        .filter(|(revision, _)| apply_desired.is_none() || **revision != template.revision)
+        .filter(|(revision, _)| !(creating && **revision == template.revision))
         .partition(|(revision, marks)| {
             marks.aborted.is_some() && current_replicas.contains_key(revision.as_str())
         });

@@ -27,7 +27,7 @@ use crate::api::ModelDeployment;
 use crate::children::deployment::CachedDeployment;
 use crate::children::pod::CachedPod;
 use crate::children::service::CachedService;
-use crate::labels;
+use crate::children::Owned;
 
 /// How long a reconcile waits for the caches to catch up with the previous reconcile's writes before it goes
 /// on with what they hold (a watch that reconnects can take longer; the events it then delivers trigger again).
@@ -61,15 +61,12 @@ where
     }
 
     /// The objects of a ModelDeployment (by label) in a namespace, by name: the order a LIST returns them in.
-    pub(super) fn owned_by(&self, namespace: &str, md_name: &str) -> Vec<Arc<K>> {
+    pub(super) fn owned_by(&self, namespace: &str, md_name: &str) -> Vec<Arc<K>>
+    where
+        K: Owned,
+    {
         let mut owned = self.store.state_filter(|object| {
-            object.meta().namespace.as_deref() == Some(namespace)
-                && object
-                    .meta()
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::MODEL_DEPLOYMENT))
-                    .is_some_and(|owner| owner == md_name)
+            object.meta().namespace.as_deref() == Some(namespace) && object.owner() == Some(md_name)
         });
         owned.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
         owned

@@ -32,7 +32,6 @@ use tokio::time::Instant;
 use super::lock;
 use crate::api::ModelDeployment;
 use crate::children::pod::CachedPod;
-use crate::labels;
 use crate::metrics::{Metrics, PodReadLabels};
 use crate::pod_state::{Answer, PodReport, Read};
 use crate::server_contract::{self, ServerStatus};
@@ -173,7 +172,7 @@ impl PodReader {
                 .is_some_and(|created| created.0 < self.started);
             let new = || Tracked {
                 report: PodReport::new(uid.clone(), wall, preexisting),
-                owner: pod.labels().get(labels::MODEL_DEPLOYMENT).cloned(),
+                owner: pod.labels.owner.clone(),
                 next_read: now,
                 unreachable: 0,
             };
@@ -296,15 +295,15 @@ mod tests {
         } else {
             serde_json::json!({"waiting": {"reason": "ContainerCreating"}})
         };
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
-                             "labels": {labels::MODEL_DEPLOYMENT: "iris"}},
-                "status": {"podIP": ip, "containerStatuses": [{"name": "server", "ready": false,
-                    "restartCount": 0, "image": "i", "imageID": "", "state": state}]}
-            }))
-            .unwrap(),
-        )
+        let mut pod: CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
+                         "labels": {crate::labels::MODEL_DEPLOYMENT: "iris"}},
+            "status": {"podIP": ip, "containerStatuses": [{"name": "server", "ready": false,
+                "restartCount": 0, "image": "i", "imageID": "", "state": state}]}
+        }))
+        .unwrap();
+        pod.strip();
+        Arc::new(pod)
     }
 
     fn ready() -> Read {

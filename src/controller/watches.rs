@@ -13,7 +13,6 @@ use kube::ResourceExt;
 
 use crate::api::ModelDeployment;
 use crate::children::pod::CachedPod;
-use crate::labels;
 
 /// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
 /// requests of a relist are sent when it is done, as that is when the store holds its objects.
@@ -79,7 +78,7 @@ pub(super) fn owners<K: Resource<DynamicType = ()>>(
 /// The ModelDeployment a pod belongs to, by its label (pods are owned by ReplicaSets).
 pub(super) fn pod_owner(pod: &CachedPod) -> Vec<ReconcileRequest<ModelDeployment>> {
     let (Some(owner), Some(namespace)) = (
-        pod.labels().get(labels::MODEL_DEPLOYMENT),
+        pod.labels.owner.as_deref(),
         pod.metadata.namespace.as_deref(),
     ) else {
         return Vec::new();
@@ -92,9 +91,11 @@ mod tests {
     use super::*;
 
     fn pod(name: &str, owner: &str) -> CachedPod {
-        serde_json::from_value(serde_json::json!({"metadata": {
-            "name": name, "namespace": "ml", "labels": {labels::MODEL_DEPLOYMENT: owner}}}))
-        .unwrap()
+        let mut pod: CachedPod = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "namespace": "ml", "labels": {crate::labels::MODEL_DEPLOYMENT: owner}}}))
+        .unwrap();
+        pod.strip();
+        pod
     }
 
     #[tokio::test]
