@@ -56,7 +56,9 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// The reports of every pod of one watch scope, by `namespace/name`.
 pub struct PodReader {
-    pods: Mutex<HashMap<String, Tracked>>,
+    /// Boxed: the table doubles as pods come, and a doubled table of ~900-byte entries would hold megabytes of
+    /// empty slots (15 MB at 16,384).
+    pods: Mutex<HashMap<String, Box<Tracked>>>,
     /// When this process started reading: pods created before it have a past this process did not see.
     started: Timestamp,
 }
@@ -170,11 +172,13 @@ impl PodReader {
                 .creation_timestamp
                 .as_ref()
                 .is_some_and(|created| created.0 < self.started);
-            let new = || Tracked {
-                report: PodReport::new(uid.clone(), wall, preexisting),
-                owner: pod.labels.owner.clone(),
-                next_read: now,
-                unreachable: 0,
+            let new = || {
+                Box::new(Tracked {
+                    report: PodReport::new(uid.clone(), wall, preexisting),
+                    owner: pod.labels.owner.clone(),
+                    next_read: now,
+                    unreachable: 0,
+                })
             };
             let entry = tracked.entry(key.clone()).or_insert_with(new);
             if entry.report.uid != uid {
