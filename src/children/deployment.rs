@@ -361,7 +361,6 @@ fn port(name: &str, number: i32) -> ContainerPort {
     }
 }
 
-/// The Deployment of the desired revision at `replicas`, applied in full with server-side apply.
 /// The Deployment of a revision with `replicas` pods, carrying the revision's `marks`: a new revision is created
 /// with them in one write, and later applies keep them (a mark an apply left out would be removed).
 pub fn desired_deployment(
@@ -911,6 +910,15 @@ mod tests {
         assert_eq!(observed.revision, revision.revision);
         assert_eq!(observed.model.version, "1");
         assert!(!observed.rolled_out, "no status yet");
+
+        // A Deployment created with its marks reads them back the same way, and holds only the marks it has.
+        let created = desired_deployment(&md, &revision, 2, &marks);
+        assert_eq!(observe(&created, &[]).unwrap().marks, marks);
+        assert!(!created
+            .metadata
+            .annotations
+            .unwrap()
+            .contains_key(annotations::ROLLOUT_STARTED_AT));
     }
 
     #[test]
