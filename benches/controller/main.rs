@@ -140,7 +140,7 @@ async fn run(settings: &Settings) -> Report {
             let own = own_plane("part 2, floor").await;
             let client = own.plane.client().await;
             add_service_ip_range(&client).await;
-            let ns = own_namespace(&own).await;
+            let ns = own.plane.create_namespace();
             report.plain = Some(plain::plain_client(&client, &ns, settings).await);
             stop_plane(own).await;
         }
@@ -148,7 +148,7 @@ async fn run(settings: &Settings) -> Report {
             let own = own_plane("part 2").await;
             let client = own.plane.client().await;
             add_service_ip_range(&client).await;
-            let ns = own_namespace(&own).await;
+            let ns = own.plane.create_namespace();
             report.cold = Some(cold_start(&client, &ns, &own.plane.kubeconfig, settings).await);
             stop_plane(own).await;
         }
@@ -208,12 +208,6 @@ async fn own_plane(part: &str) -> OwnControlPlane {
         own.plane.kubeconfig.display()
     ));
     own
-}
-
-async fn own_namespace(own: &OwnControlPlane) -> String {
-    let name = format!("ferry-bench-{:08x}", rand::random::<u32>());
-    own.plane.kubectl_ok(&["create", "namespace", &name]);
-    name
 }
 
 async fn stop_plane(own: OwnControlPlane) {

@@ -191,6 +191,14 @@ impl ControlPlane {
         self.kubectl_ok(&wait);
     }
 
+    /// Creates a namespace with a random name; returns the name.
+    pub fn create_namespace(&self) -> String {
+        let suffix: u32 = rand::random();
+        let name = format!("ferry-test-{suffix:08x}");
+        self.kubectl_ok(&["create", "namespace", &name]);
+        name
+    }
+
     /// A kube client authenticated as the control plane's administrator.
     pub async fn client(&self) -> Client {
         client_of(&self.kubeconfig).await
@@ -306,10 +314,9 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub fn create() -> Self {
-        let suffix: u32 = rand::random();
-        let name = format!("ferry-test-{suffix:08x}");
-        control_plane().kubectl_ok(&["create", "namespace", &name]);
-        TestNamespace { name }
+        TestNamespace {
+            name: control_plane().create_namespace(),
+        }
     }
 }
 
