@@ -225,10 +225,15 @@ pub enum Reason {
     /// The load was pinned to an object (`FERRY_MODEL_OBJECT`, `parameters.object`) and the object at the URI is
     /// another one now; the message names both.
     ObjectChanged,
+    /// The load stopped on a bug of the server or the runtime (a panic), not on the file; the message says where.
+    LoadPanicked,
+    /// A listener (inference, gRPC or admin) stopped while the server ran; the message names it and the error. The
+    /// server exits rather than stay up with a port that no longer answers.
+    ListenerFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::InvalidConfig,
         Reason::NotFound,
         Reason::AccessDenied,
@@ -243,6 +248,8 @@ impl Reason {
         Reason::ValidationFailed,
         Reason::InvalidValidationFile,
         Reason::ObjectChanged,
+        Reason::LoadPanicked,
+        Reason::ListenerFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -261,6 +268,8 @@ impl Reason {
             Reason::ValidationFailed => "ValidationFailed",
             Reason::InvalidValidationFile => "InvalidValidationFile",
             Reason::ObjectChanged => "ObjectChanged",
+            Reason::LoadPanicked => "LoadPanicked",
+            Reason::ListenerFailed => "ListenerFailed",
         }
     }
 }
@@ -771,6 +780,9 @@ pub struct LoadFailed {
     pub error: String,
     pub reason: Reason,
     pub operator: Option<String>,
+    /// [`ErrorCode::LoadFailed`], as in every error answer; `None` from a server older than the codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
 }
 
 /// The parameters of a switch or an unload: the version it applies to.
@@ -835,10 +847,67 @@ pub struct DesiredModel {
     pub object: Option<String>,
 }
 
-/// Every error answer: `{"error": "..."}`.
+/// Every error answer of both ports: `{"error": "...", "code": "Busy"}`. `error` is for people; `code` is what a
+/// client decides on. `code` is `None` only from a server older than the codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+}
+
+/// What an error answer means, one HTTP status per code ([`ErrorCode::http_status`]). For the admin calls:
+/// `Busy`, `NotLoaded` and `ShuttingDown` may pass on a later try; `Full`, `Conflict` and `InUse` hold until the
+/// server's versions change; `BadRequest`, `NotFound` and `LoadFailed` hold for that request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request is malformed or names an invalid parameter (400).
+    BadRequest,
+    /// A mutating admin call without the server's credential (401).
+    Unauthorized,
+    /// Another model name, an unknown route, or (inference) a version not loaded (404).
+    NotFound,
+    /// A switch to a version that is not loaded; the message names the loaded ones (404).
+    NotLoaded,
+    /// The route exists, the method does not (405).
+    MethodNotAllowed,
+    /// Another load is running; retry when it has finished (409).
+    Busy,
+    /// A stage would load more than `FERRY_MAX_LOADED_VERSIONS` versions (409).
+    Full,
+    /// A stage of a version that is loaded from another file or digest (409).
+    Conflict,
+    /// An unload of the version that serves, or of one whose load is running (409).
+    InUse,
+    /// The request body is too large (413).
+    TooLarge,
+    /// A load with `wait` failed; [`LoadFailed::reason`] says why (422).
+    LoadFailed,
+    /// The server failed on a valid request (500).
+    Internal,
+    /// No model is ready yet (503).
+    Unavailable,
+    /// The server is shutting down; the serving version no longer changes (503).
+    ShuttingDown,
+    /// A code this build does not know, from a newer server.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound | ErrorCode::NotLoaded => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Busy | ErrorCode::Full | ErrorCode::Conflict | ErrorCode::InUse => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::LoadFailed => 422,
+            ErrorCode::Internal | ErrorCode::Other => 500,
+            ErrorCode::Unavailable | ErrorCode::ShuttingDown => 503,
+        }
+    }
 }
 
 /// The golden set's result as `/status` shows it.
@@ -1191,6 +1260,34 @@ mod tests {
     }
 
     #[test]
+    fn an_error_body_carries_its_code_and_reads_without_one_or_with_an_unknown_one() {
+        let busy = ErrorBody {
+            error: "another load is in progress".into(),
+            code: Some(ErrorCode::Busy),
+        };
+        let json = serde_json::to_value(&busy).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "another load is in progress", "code": "Busy"})
+        );
+        assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), busy);
+        // A server older than the codes.
+        let old: ErrorBody = serde_json::from_str(r#"{"error": "no such route"}"#).unwrap();
+        assert_eq!(old.code, None);
+        // A newer server's code still reads, as Other.
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"error": "x", "code": "SomethingNew"}"#).unwrap();
+        assert_eq!(newer.code, Some(ErrorCode::Other));
+        let failed: LoadFailed = serde_json::from_str(
+            r#"{"error": "CorruptModel: m", "reason": "CorruptModel", "operator": null, "code": "LoadFailed"}"#,
+        )
+        .unwrap();
+        assert_eq!(failed.code, Some(ErrorCode::LoadFailed));
+        assert_eq!(ErrorCode::LoadFailed.http_status(), 422);
+        assert_eq!(ErrorCode::Busy.http_status(), 409);
+    }
+
+    #[test]
     fn every_reason_reads_back_as_itself() {
         for reason in Reason::ALL {
             let json = serde_json::to_value(reason).unwrap();
@@ -1525,6 +1622,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load.parameters.object.as_deref(), Some("etag:\"e2\""));
-        assert_eq!(Reason::ALL.last(), Some(&Reason::ObjectChanged));
+        assert_eq!(Reason::ALL.last(), Some(&Reason::ListenerFailed));
     }
 }

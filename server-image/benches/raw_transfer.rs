@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_server::config::StoreSettings;
 use ferry_server::fetch::Fetcher;
+use ferry_server::model::StoreSettings;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 

@@ -8,7 +8,7 @@
 //!   request ──► Authorization header ──► SHA-256 ─┐
 //!                                                 ├─ constant-time compare ─► handler
 //!   token file (read on every call) ──► SHA-256 ──┘        │ no
-//!                                                          └─► 401 {"error"}, ferry_admin_refused_total{reason}
+//!                                                          └─► 401 {"error", "code"}, ferry_admin_refused_total{reason}
 //! ```
 //!
 //! The file is read on every mutating call, not cached: the kubelet replaces a Secret volume's files when the
@@ -20,6 +20,7 @@
 //! Neither the credential nor the header is ever logged.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -29,9 +30,8 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::contract::{env, AdminMode, AdminView};
-use crate::http::AppState;
-use crate::metrics::RefusedLabels;
+use crate::contract::{env, AdminMode, AdminView, ErrorBody, ErrorCode};
+use crate::metrics::{Metrics, RefusedLabels};
 
 /// How mutating admin calls are authorised.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,13 +143,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
+/// What the credential check needs: how calls are authorised, and where refusals are counted.
+#[derive(Clone)]
+pub struct AdminCheck {
+    pub auth: Arc<AdminAuth>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Middleware of the mutating admin routes: 401 with a JSON error unless the caller holds the credential.
 pub async fn require_admin(
-    State(state): State<AppState>,
+    State(state): State<AdminCheck>,
     request: Request,
     next: Next,
 ) -> Response {
-    match state.admin.check(request.headers()) {
+    match state.auth.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             state
@@ -166,7 +173,10 @@ pub async fn require_admin(
             );
             let mut response = (
                 StatusCode::UNAUTHORIZED,
-                Json(serde_json::json!({ "error": refusal.message() })),
+                Json(ErrorBody {
+                    error: refusal.message(),
+                    code: Some(ErrorCode::Unauthorized),
+                }),
             )
                 .into_response();
             response.headers_mut().insert(

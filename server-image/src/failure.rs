@@ -46,6 +46,27 @@ impl Failure {
         }
     }
 
+    /// A load that panicked: a bug of the server or the runtime, never the file's fault. `what` names the part.
+    pub fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        Failure::new(Reason::LoadPanicked, format!("{what} panicked: {detail}"))
+    }
+
+    /// A task of a load that did not return: a panic, or (only while the process stops) a cancel.
+    pub fn stopped(what: &str, error: tokio::task::JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => Failure::panicked(what, &*payload),
+            Err(error) => Failure::new(
+                Reason::LoadPanicked,
+                format!("{what} was stopped before it finished: {error}"),
+            ),
+        }
+    }
+
     pub fn termination_message(
         &self,
         model: Option<&str>,
@@ -115,6 +136,35 @@ mod tests {
         assert_eq!(
             failure.to_string(),
             "InvalidConfig: FERRY_HTTP_PORT: must differ from FERRY_ADMIN_PORT"
+        );
+    }
+
+    #[test]
+    fn a_panic_is_its_own_reason_with_its_message() {
+        let failure = Failure::panicked("the model load", &"index out of bounds");
+        assert_eq!(failure.reason, Reason::LoadPanicked);
+        assert_eq!(
+            failure.message,
+            "the model load panicked: index out of bounds"
+        );
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("boom"));
+        assert_eq!(Failure::panicked("x", &*owned).message, "x panicked: boom");
+        assert_eq!(
+            Failure::panicked("x", &42_u8).message,
+            "x panicked: no message"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panicked_is_load_panicked_not_corrupt_model() {
+        let error = tokio::task::spawn_blocking(|| panic!("session builder broke"))
+            .await
+            .unwrap_err();
+        let failure = Failure::stopped("the model load", error);
+        assert_eq!(failure.reason, Reason::LoadPanicked);
+        assert_eq!(
+            failure.message,
+            "the model load panicked: session builder broke"
         );
     }
 

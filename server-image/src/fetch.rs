@@ -45,9 +45,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::config::StoreSettings;
 use crate::contract::{env, ObjectIdentity, Reason};
 use crate::failure::Failure;
+use crate::model::StoreSettings;
 use crate::source;
 
 /// Resumptions of an interrupted body, after object_store's own retries of each request.
@@ -192,9 +192,7 @@ impl Fetcher {
         drop(sinks);
         // Both threads are joined on every path, so a failed download's partial file is gone before the failure
         // is reported.
-        let stopped = |e: tokio::task::JoinError| {
-            Failure::new(Reason::FetchFailed, format!("download thread stopped: {e}"))
-        };
+        let stopped = |e: tokio::task::JoinError| Failure::stopped("a download thread", e);
         let sha256 = hashing.await.map_err(stopped)?;
         let written = writing.await.map_err(stopped)?;
         received?;

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::StoreSettings;
 use crate::contract::{
     self, env, ExpectedOutput, ExpectedOutputs, Tolerance, ValidationCase, ValidationFile,
     DEFAULT_ABSOLUTE_TOLERANCE, DEFAULT_RELATIVE_TOLERANCE,
 };
 use crate::fetch::{Fetcher, Progress};
+use crate::model::StoreSettings;
 use crate::oip;
 use crate::runtime::onnx::{OnnxRuntime, PoolSettings};
 use crate::runtime::{Model, Runtime};

@@ -1,8 +1,9 @@
 //! The HTTP surface: the inference port (Open Inference Protocol v2, health) and the admin port (health, status,
 //! metrics, model repository), so that a Service can expose inference alone.
 //!
-//! Every error is `{"error": "..."}`: handlers build them with `ApiError`, and a last layer rewrites the plain-text
-//! rejections of the framework (unknown route, wrong method, body too large, ...) into the same shape.
+//! Every error is `{"error": "...", "code": "..."}` (`contract::ErrorBody`): handlers build them with `ApiError`,
+//! and a last layer rewrites the plain-text rejections of the framework (unknown route, wrong method, body too
+//! large, ...) into the same shape.
 //! Inference runs on the blocking pool, at most one request per idle session, so health checks never wait for it.
 
 use std::collections::HashMap;
@@ -17,52 +18,91 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::auth::{require_admin, AdminAuth};
-use crate::config::{ModelSpec, SpecFieldNames, ValidationSpec};
+use crate::auth::{require_admin, AdminAuth, AdminCheck};
 use crate::contract::{
-    paths, IndexState, LoadAccepted, LoadFailed, LoadRequest, SwitchRequest, UnloadRequest,
-    Unloaded, DEFAULT_MODEL_FORMAT,
+    paths, ErrorBody, ErrorCode, IndexState, LoadAccepted, LoadFailed, LoadRequest, SwitchRequest,
+    UnloadRequest, Unloaded, DEFAULT_MODEL_FORMAT,
 };
+use crate::failure::Failure;
 use crate::inference::{self, Kind, Rejection};
 use crate::load::Served;
 use crate::metrics::Metrics;
+use crate::model::{ModelSpec, SpecFieldNames, ValidationSpec};
 use crate::oip::{self, binary};
 use crate::repository::{Begun, LoadRefused, Repository, SwitchRefused, UnloadRefused};
+use crate::source_checks::SourceWatch;
 
 #[derive(Clone)]
 pub struct AppState {
     pub repository: Arc<Repository>,
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminAuth>,
+    /// What the scheduled checks of the serving URI found, for `/status`.
+    pub source: Arc<SourceWatch>,
 }
 
-/// An error response: `{"error": message}` with `status`.
+/// An error response: `{"error": message, "code": code}` with `status`, the code's own unless the framework chose
+/// another (415, ...).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// For an answer whose status was chosen elsewhere (a framework rejection).
+    fn with_status(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
+            code: code_of_status(status),
             message: message.into(),
         }
     }
 }
 
+/// The code of a status the framework chose.
+fn code_of_status(status: StatusCode) -> ErrorCode {
+    match status {
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    }
+}
+
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
-        let status = StatusCode::from_u16(rejection.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError::new(status, rejection.message)
+        let code = match rejection.kind {
+            Kind::BadRequest => ErrorCode::BadRequest,
+            Kind::NotFound => ErrorCode::NotFound,
+            Kind::Unavailable => ErrorCode::Unavailable,
+            Kind::TooLarge => ErrorCode::TooLarge,
+            Kind::Internal => ErrorCode::Internal,
+        };
+        ApiError::new(code, rejection.message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = ErrorBody {
+            error: self.message,
+            code: Some(self.code),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -92,7 +132,10 @@ pub fn admin_router(state: AppState) -> Router {
         .route(paths::REPOSITORY_SWITCH, post(repository_switch))
         .route(paths::REPOSITORY_UNLOAD, post(repository_unload))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            AdminCheck {
+                auth: state.admin.clone(),
+                metrics: state.metrics.clone(),
+            },
             require_admin,
         ));
     Router::new()
@@ -114,7 +157,7 @@ fn health_routes() -> Router<AppState> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 /// Rewrites any error response that is not JSON yet (framework rejections) into `{"error": ...}`.
@@ -136,7 +179,7 @@ async fn errors_as_json(response: Response) -> Response {
     } else {
         text.trim().to_owned()
     };
-    ApiError::new(status, message).into_response()
+    ApiError::with_status(status, message).into_response()
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -147,11 +190,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     if state.repository.is_ready() {
         Json(json!({ "ready": true })).into_response()
     } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.repository.not_ready_reason(),
-        )
-        .into_response()
+        ApiError::new(ErrorCode::Unavailable, state.repository.not_ready_reason()).into_response()
     }
 }
 
@@ -277,7 +316,14 @@ fn infer_rest(
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    Json(state.repository.status(state.admin.view())).into_response()
+    let mut status = state.repository.status(state.admin.view());
+    status.source = state.source.status(
+        status
+            .serving
+            .as_ref()
+            .map(|s| (s.uri.as_str(), s.identity.as_ref())),
+    );
+    Json(status).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -307,7 +353,7 @@ const LOAD_FIELD_NAMES: SpecFieldNames = SpecFieldNames {
 fn this_model(repository: &Repository, name: &str) -> Result<(), ApiError> {
     if name != repository.name {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
             format!(
                 "unknown model {name:?}; this server serves {:?}",
                 repository.name
@@ -323,13 +369,13 @@ fn repository_request<T: serde::de::DeserializeOwned + Default>(
     what: &str,
 ) -> Result<T, ApiError> {
     let body =
-        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        body.map_err(|rejection| ApiError::with_status(rejection.status(), rejection.body_text()))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
             format!("invalid {what} request: {e}"),
         )
     })
@@ -353,13 +399,13 @@ async fn repository_load(
         p.format.as_deref().unwrap_or(DEFAULT_MODEL_FORMAT),
     )
     .and_then(|spec| spec.pinned("parameters.object", p.object.as_deref()))
-    .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
+    .map_err(|f| ApiError::new(ErrorCode::BadRequest, f.message))?;
     spec.validation = ValidationSpec::parse(
         ("parameters.validation_uri", "parameters.validation_sha256"),
         p.validation_uri.as_deref(),
         p.validation_sha256.as_deref(),
     )
-    .map_err(|f| ApiError::new(StatusCode::BAD_REQUEST, f.message))?;
+    .map_err(|f| ApiError::new(ErrorCode::BadRequest, f.message))?;
     let version = spec.version.clone();
     let accepted = |state| {
         Json(LoadAccepted {
@@ -373,33 +419,34 @@ async fn repository_load(
         Ok(Begun::AlreadyLoaded) => return Ok(accepted(IndexState::Ready).into_response()),
         Err(LoadRefused::Busy) => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
+                ErrorCode::Busy,
                 "another load is in progress; retry when it has finished",
             ))
         }
-        Err(LoadRefused::Full(message) | LoadRefused::Conflict(message)) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, message))
+        Err(LoadRefused::Full(message)) => return Err(ApiError::new(ErrorCode::Full, message)),
+        Err(LoadRefused::Conflict(message)) => {
+            return Err(ApiError::new(ErrorCode::Conflict, message))
         }
     };
     let load = tokio::spawn(repository.clone().run_load(attempt));
     if !p.wait {
         return Ok((StatusCode::ACCEPTED, accepted(IndexState::Loading)).into_response());
     }
-    match load.await {
-        Ok(Ok(())) => Ok(accepted(IndexState::Ready).into_response()),
-        Ok(Err(failure)) => Ok((
+    let loaded = load
+        .await
+        .unwrap_or_else(|e| Err(Failure::stopped("the load", e)));
+    match loaded {
+        Ok(()) => Ok(accepted(IndexState::Ready).into_response()),
+        Err(failure) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(LoadFailed {
                 error: failure.to_string(),
                 reason: failure.reason,
                 operator: failure.operator,
+                code: Some(ErrorCode::LoadFailed),
             }),
         )
             .into_response()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("load stopped: {e}"),
-        )),
     }
 }
 
@@ -415,7 +462,7 @@ fn requested_version<T: serde::de::DeserializeOwned + Default>(
     let version = version(repository_request(body, what)?);
     if version.is_empty() {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
             "parameters.version is required",
         ));
     }
@@ -436,11 +483,9 @@ async fn repository_switch(
     )?;
     match state.repository.switch(&version) {
         Ok(switched) => Ok(Json(switched).into_response()),
-        Err(SwitchRefused::NotLoaded(message)) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, message))
-        }
+        Err(SwitchRefused::NotLoaded(message)) => Err(ApiError::new(ErrorCode::NotLoaded, message)),
         Err(SwitchRefused::ShuttingDown) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
             "shutting down; the serving version no longer changes",
         )),
     }
@@ -465,6 +510,6 @@ async fn repository_unload(
             unloaded,
         })
         .into_response()),
-        Err(UnloadRefused(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+        Err(UnloadRefused(message)) => Err(ApiError::new(ErrorCode::InUse, message)),
     }
 }

@@ -15,13 +15,16 @@ pub mod golden;
 pub mod grpc;
 pub mod http;
 pub mod inference;
+pub mod listeners;
 pub mod load;
 pub mod metrics;
+pub mod model;
 pub mod oip;
 pub mod repository;
 pub mod runtime;
 pub mod shutdown;
 pub mod source;
+pub mod source_checks;
 pub mod validation;
 pub mod verify;
 pub mod versions;
@@ -42,10 +45,12 @@ use contract::{env, exit_code, Reason};
 use failure::{write_termination_message, Failure};
 use fetch::Fetcher;
 use http::AppState;
+use listeners::Listeners;
 use load::Loader;
 use metrics::Metrics;
 use repository::Repository;
 use runtime::onnx::{OnnxRuntime, PoolSettings};
+use source_checks::{CheckCounters, SourceWatch};
 
 /// Parses the configuration, serves until SIGTERM, and maps failures to the exit code and termination message.
 pub fn main() -> ExitCode {
@@ -64,7 +69,7 @@ pub fn main() -> ExitCode {
         }
     };
     if let Some(config::Command::Golden(golden_args)) = args.command.clone() {
-        let store = config::StoreSettings {
+        let store = model::StoreSettings {
             s3_endpoint: args.s3_endpoint,
             s3_region: args.s3_region,
             s3_allow_http: args.s3_allow_http,
@@ -96,23 +101,6 @@ pub fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
-    }
-}
-
-/// `ferry_source_checks_total{model, result}`, one counter per result.
-fn source_check_counters(metrics: &Metrics, model: &str) -> source::CheckCounters {
-    let counter = |result: &str| {
-        metrics
-            .source_checks
-            .get_or_create_owned(&metrics::CheckLabels {
-                model: model.to_owned(),
-                result: result.to_owned(),
-            })
-    };
-    source::CheckCounters {
-        same: counter("same"),
-        changed: counter("changed"),
-        error: counter("error"),
     }
 }
 
@@ -208,17 +196,32 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         loader,
         config.max_loaded_versions,
     ));
-    let state_metrics = metrics.clone();
+    let source = Arc::new(SourceWatch::default());
     let state = AppState {
         repository: repository.clone(),
-        metrics,
+        metrics: metrics.clone(),
         admin: Arc::new(config.admin.clone()),
+        source: source.clone(),
     };
 
-    let inference = bind(config, config.http_port, env::HTTP_PORT).await?;
-    let admin = bind(config, config.admin_port, env::ADMIN_PORT).await?;
-    let grpc = bind(config, config.grpc_port, env::GRPC_PORT).await?;
-    let address = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut listeners = Listeners::default();
+    let inference = listeners.watch(
+        "inference",
+        bind(config, config.http_port, env::HTTP_PORT).await?,
+        false,
+    );
+    let admin = listeners.watch(
+        "admin",
+        bind(config, config.admin_port, env::ADMIN_PORT).await?,
+        false,
+    );
+    let grpc = listeners.watch(
+        "gRPC",
+        bind(config, config.grpc_port, env::GRPC_PORT).await?,
+        true,
+    );
+    let address =
+        |l: &listeners::Listener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(inference = %address(&inference), admin = %address(&admin), grpc = %address(&grpc), "listening");
     if config.admin == auth::AdminAuth::InsecureOpen {
         tracing::warn!(
@@ -233,35 +236,30 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     };
     let grpc_service = grpc::service(
         repository.clone(),
-        state.metrics.clone(),
+        metrics.clone(),
         config.max_request_bytes,
     );
-    let grpc_stopped = until_stopped(stopped.clone());
-    let servers = [
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(grpc_service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    grpc_stopped,
-                )
-                .await
-                .map_err(std::io::Error::other)
-        }),
-        tokio::spawn(
-            axum::serve(
-                inference,
-                http::inference_router(state.clone(), config.max_request_bytes),
-            )
-            .with_graceful_shutdown(until_stopped(stopped.clone()))
+    listeners.spawn(
+        "gRPC",
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(grpc.incoming(), until_stopped(stopped.clone())),
+    );
+    listeners.spawn(
+        "inference",
+        axum::serve(
+            inference,
+            http::inference_router(state.clone(), config.max_request_bytes),
+        )
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .into_future(),
+    );
+    listeners.spawn(
+        "admin",
+        axum::serve(admin, http::admin_router(state))
+            .with_graceful_shutdown(until_stopped(stopped))
             .into_future(),
-        ),
-        tokio::spawn(
-            axum::serve(admin, http::admin_router(state))
-                .with_graceful_shutdown(until_stopped(stopped))
-                .into_future(),
-        ),
-    ];
+    );
 
     let attempt = match repository.begin_load(config.model.clone(), false) {
         Ok(repository::Begun::Started(attempt)) => attempt,
@@ -273,32 +271,42 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         }
     };
     let initial_load = tokio::spawn(repository.clone().run_load(attempt));
-    tokio::select! {
-        loaded = initial_load => match loaded {
-            Ok(Ok(())) => {
-                let _checks = config.refresh_interval.map(|interval| {
-                    repository.enable_source_checks();
-                    tokio::spawn(source::run_checks(
-                        repository.clone(),
-                        fetcher,
-                        interval,
-                        source_check_counters(&state_metrics, &config.model.name),
-                    ))
-                });
-                signals.received().await
-            }
-            Ok(Err(failure)) => return Err(failure),
-            Err(e) => return Err(Failure::new(Reason::CorruptModel, format!("the model load stopped: {e}"))),
-        },
-        _ = signals.received() => {}
-    }
+    // Serves until a signal, or until the initial load or a listener fails.
+    let load_then_serve = async {
+        match initial_load.await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => return failure,
+            Err(e) => return Failure::stopped("the model load", e),
+        }
+        if let Some(interval) = config.refresh_interval {
+            source.start();
+            tokio::spawn(source_checks::run(
+                repository.clone(),
+                source,
+                fetcher,
+                interval,
+                CheckCounters::new(&metrics, &config.model.name),
+            ));
+        }
+        std::future::pending().await
+    };
+    let outcome = tokio::select! {
+        // A model that cannot be served exits at once.
+        failure = load_then_serve => return Err(failure),
+        () = signals.received() => {
+            repository.begin_shutdown();
+            Ok(())
+        }
+        failure = listeners.failed() => {
+            tracing::error!(%failure, "a listener failed; no longer ready");
+            repository.stop_serving(failure.to_string());
+            Err(failure)
+        }
+    };
 
-    repository.begin_shutdown();
     let _ = stop.send(true);
-    let drained =
-        tokio::time::timeout(config.shutdown_timeout, futures::future::join_all(servers)).await;
-    if drained.is_err() {
+    if !listeners.drain(config.shutdown_timeout).await {
         tracing::warn!(timeout = ?config.shutdown_timeout, "requests still running at the shutdown timeout; exiting");
     }
-    Ok(())
+    outcome
 }

@@ -4,14 +4,15 @@
 //! A `LoadAttempt` is the observable record of a load: the status endpoint reads its phase, bytes and timings while
 //! it runs, and its failure reason afterwards. Only a load that has passed every phase yields a `Served` model.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use futures::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
-use crate::config::{ModelSpec, ValidationSpec};
 use crate::contract::{
     capabilities, env, AttemptView, LoadPhase, ModelMetadataView, ObjectIdentity, Reason,
     Signature, Timings, ValidationView, MAX_VALIDATION_FILE_BYTES,
@@ -19,6 +20,7 @@ use crate::contract::{
 use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
 use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels, ResultLabels};
+use crate::model::{ModelSpec, ValidationSpec};
 use crate::runtime::{Model, Runtime};
 use crate::validation::Golden;
 use crate::verify::verify_sha256;
@@ -128,7 +130,11 @@ impl Loader {
     /// Runs every phase of `attempt`, recording progress, timings, metrics and the failure if any.
     pub async fn load(&self, attempt: &LoadAttempt) -> Result<Served, Failure> {
         let started = Instant::now();
-        let result = self.phases(attempt).await;
+        // A panic anywhere in the phases is recorded like any failure, so the status and the exit say so.
+        let result = AssertUnwindSafe(self.phases(attempt))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| Err(Failure::panicked("the load", &*payload)));
         let mut state = attempt.state();
         state.timings.total_seconds = Some(started.elapsed().as_secs_f64());
         let model = attempt.spec.name.clone();
@@ -209,7 +215,7 @@ impl Loader {
         let clock = Instant::now();
         let runtime = self.runtime.clone();
         let size = downloaded.size;
-        let model: Arc<dyn Model> = blocking(move || {
+        let model: Arc<dyn Model> = blocking("the model load", move || {
             let model = runtime.load(&downloaded.path, size);
             // The sessions hold the weights now; the file is no longer needed.
             drop(downloaded);
@@ -227,7 +233,7 @@ impl Loader {
         attempt.enter(LoadPhase::Warming);
         let clock = Instant::now();
         let warming = model.clone();
-        blocking(move || {
+        blocking("the warm-up", move || {
             warming.warm_up().map_err(|e| {
                 Failure::new(
                     Reason::WarmupFailed,
@@ -294,7 +300,7 @@ impl Loader {
             })
             .inspect_err(|_| self.count_validation(&spec.name, "error"))?;
         let uri = uri.to_string();
-        let golden = blocking(move || {
+        let golden = blocking("reading the validation file", move || {
             let bytes = std::fs::read(&downloaded.path).map_err(|e| {
                 Failure::new(
                     Reason::FetchFailed,
@@ -323,7 +329,7 @@ impl Loader {
         attempt.enter(LoadPhase::Validating);
         let clock = Instant::now();
         let running = model.clone();
-        let report = blocking(move || golden.run(&*running)).await;
+        let report = blocking("the golden set", move || golden.run(&*running)).await;
         let name = &attempt.spec.name;
         let report = match report {
             Ok(report) => report,
@@ -361,13 +367,74 @@ impl Loader {
     }
 }
 
+/// Runs `work` on the blocking pool; a panic there fails the load with `LoadPanicked`.
 async fn blocking<T: Send + 'static>(
+    what: &'static str,
     work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        Failure::new(
-            Reason::CorruptModel,
-            format!("the runtime stopped while loading: {e}"),
-        )
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::stopped(what, e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fetch::Fetcher;
+
+    /// A runtime with a bug: it panics on every load.
+    struct Panicking;
+
+    impl Runtime for Panicking {
+        fn load(&self, _: &Path, _: u64) -> Result<Box<dyn Model>, Failure> {
+            panic!("the session builder broke")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runtime_that_panics_fails_the_load_as_load_panicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.onnx");
+        std::fs::write(&file, b"any bytes: the runtime panics before it reads them").unwrap();
+        let work_dir = dir.path().join("work");
+        std::fs::create_dir(&work_dir).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let loader = Loader {
+            fetcher: Fetcher {
+                store: Default::default(),
+                work_dir,
+                max_bytes: 1 << 20,
+                timeout: Duration::from_secs(10),
+                concurrency: 1,
+                part_bytes: crate::contract::DEFAULT_DOWNLOAD_PART_BYTES,
+            },
+            runtime: Arc::new(Panicking),
+            metrics: metrics.clone(),
+        };
+        let spec = ModelSpec {
+            name: "iris".into(),
+            uri: url::Url::from_file_path(&file).unwrap(),
+            version: "1".into(),
+            sha256: None,
+            format: "onnx".into(),
+            validation: None,
+            object: None,
+        };
+        let attempt = LoadAttempt::new(spec, false, &metrics);
+        let failure = match loader.load(&attempt).await {
+            Ok(_) => panic!("a load whose runtime panics succeeded"),
+            Err(failure) => failure,
+        };
+        assert_eq!(failure.reason, Reason::LoadPanicked, "{failure}");
+        assert_eq!(
+            failure.message,
+            "the model load panicked: the session builder broke"
+        );
+        let view = attempt.view();
+        assert_eq!(view.phase, LoadPhase::Failed);
+        assert_eq!(view.reason, Some(Reason::LoadPanicked));
+    }
 }

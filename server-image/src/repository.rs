@@ -17,7 +17,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::config::ModelSpec;
 use crate::contract::{
     env, AdminView, IndexEntry, IndexState, LoadPhase, ServerStatus, ServingView, Switched,
     VersionState, VersionView,
@@ -25,7 +24,7 @@ use crate::contract::{
 use crate::failure::Failure;
 use crate::load::{LoadAttempt, Loader, Served};
 use crate::metrics::{InfoLabels, NameLabel, StateLabels};
-use crate::source::SourceWatch;
+use crate::model::ModelSpec;
 use crate::versions::{self, NotLoaded, ServingVersion, VersionTable};
 
 pub struct Repository {
@@ -38,9 +37,8 @@ pub struct Repository {
     latest: Mutex<Option<Arc<LoadAttempt>>>,
     busy: AtomicBool,
     shutting_down: AtomicBool,
-    /// What the scheduled checks of the serving URI found; shown only when they run.
-    pub source: SourceWatch,
-    source_checks: AtomicBool,
+    /// Why the server stops when it is not a signal (a listener that failed), for the 503 of readiness.
+    stop_reason: Mutex<Option<String>>,
 }
 
 /// Why a load was not started.
@@ -104,14 +102,8 @@ impl Repository {
             latest: Mutex::new(None),
             busy: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
-            source: SourceWatch::default(),
-            source_checks: AtomicBool::new(false),
+            stop_reason: Mutex::new(None),
         }
-    }
-
-    /// Shows `source` in the status from now on: the scheduled checks run.
-    pub fn enable_source_checks(&self) {
-        self.source_checks.store(true, Ordering::Release);
     }
 
     fn table(&self) -> RwLockReadGuard<'_, VersionTable<Served>> {
@@ -158,10 +150,17 @@ impl Repository {
         self.loader.metrics.ready.set(0);
     }
 
+    /// Like `begin_shutdown`, for a server that can no longer serve: `reason` is what readiness answers.
+    pub fn stop_serving(&self, reason: String) {
+        *self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.begin_shutdown();
+    }
+
     /// Why the server is not ready, for 503 responses.
     pub fn not_ready_reason(&self) -> String {
         if self.shutting_down.load(Ordering::Acquire) {
-            return "shutting down".to_owned();
+            let reason = self.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+            return reason.clone().unwrap_or_else(|| "shutting down".to_owned());
         }
         match self.latest() {
             Some(attempt) => match attempt.failure() {
@@ -453,13 +452,6 @@ impl Repository {
             ),
             (None, None) => (LoadPhase::Downloading, None, None, 0, None),
         };
-        let source = self.source_checks.load(Ordering::Acquire).then(|| {
-            self.source.view(
-                serving
-                    .as_ref()
-                    .map(|s| (s.uri.as_str(), s.identity.as_ref())),
-            )
-        });
         ServerStatus {
             model: self.name.clone(),
             phase,
@@ -476,7 +468,8 @@ impl Repository {
             load,
             capabilities: crate::contract::capabilities_json(),
             admin,
-            source,
+            // The scheduled checks are not the repository's; the status endpoint adds what they found.
+            source: None,
             versions,
             last_switch,
             validation: serving_model.as_ref().and_then(|s| s.validation.clone()),

@@ -43,6 +43,7 @@ fn refused_count(metrics: &str, reason: &str) -> u64 {
 fn assert_refused(code: StatusCode, body: &Value) {
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body["code"], "Unauthorized", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -375,9 +375,11 @@ async fn unload_frees_a_version_that_does_not_serve_and_never_the_serving_one() 
 
     let (code, body) = unload(&server, "2").await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "InUse", "{body}");
     assert!(body["error"].as_str().unwrap().contains("serves"), "{body}");
     let (code, body) = switch(&server, "1").await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "NotLoaded", "{body}");
     assert_eq!(
         body["error"],
         r#"model "iris" has no version "1" loaded (loaded: "2" (serving))"#
@@ -424,6 +426,12 @@ async fn unload_frees_a_version_that_does_not_serve_and_never_the_serving_one() 
         let (code, answer) = server.admin_post(&path, &body).await;
         assert_eq!(code.as_u16(), expected, "{path} {body}: {answer}");
         assert!(answer["error"].is_string(), "{answer}");
+        let code = if expected == 400 {
+            "BadRequest"
+        } else {
+            "NotFound"
+        };
+        assert_eq!(answer["code"], code, "{path} {body}: {answer}");
     }
     // The inference port does not expose them.
     let (code, _) = server
@@ -527,8 +535,10 @@ async fn a_stage_beyond_the_loaded_version_limit_is_refused_and_a_repeated_stage
     // While it runs: another load is refused, the version cannot be unloaded or switched to yet.
     let (code, body) = stage(&server, v2.clone()).await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "Busy", "{body}");
     let (code, body) = unload(&server, "2").await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "InUse", "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("being loaded"),
         "{body}"
@@ -550,6 +560,7 @@ async fn a_stage_beyond_the_loaded_version_limit_is_refused_and_a_repeated_stage
     let gb = file_uri(&model_path("gb_multiclass.onnx"));
     let (code, body) = stage(&server, json!({"uri": gb, "version": "3", "wait": true})).await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "Full", "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(
         message.contains("FERRY_MAX_LOADED_VERSIONS=2") && message.contains("unload"),
@@ -577,6 +588,7 @@ async fn a_stage_beyond_the_loaded_version_limit_is_refused_and_a_repeated_stage
     for (version, uri) in [("2", gb.as_str()), ("1", gb.as_str())] {
         let (code, body) = stage(&server, json!({"uri": uri, "version": version})).await;
         assert_eq!(code, StatusCode::CONFLICT, "{version}: {body}");
+        assert_eq!(body["code"], "Conflict", "{body}");
         assert!(body["error"].as_str().unwrap().contains("unload"), "{body}");
     }
     let (code, body) = stage(
@@ -623,6 +635,7 @@ async fn switch_and_unload_obey_only_the_credential() {
                 .await;
             assert_eq!(code, StatusCode::UNAUTHORIZED, "{route}: {answer}");
             assert!(answer["error"].is_string(), "{answer}");
+            assert_eq!(answer["code"], "Unauthorized", "{answer}");
         }
         let status = server.status().await;
         assert_eq!(

@@ -71,6 +71,7 @@ async fn a_slow_download_keeps_liveness_fast_and_readiness_false_until_warm() {
         assert_eq!(metadata, 503, "{status}");
         assert_eq!(infer, 503, "{status}");
         assert!(infer_body["error"].is_string(), "{infer_body}");
+        assert_eq!(infer_body["code"], "Unavailable", "{infer_body}");
         if status["phase"] == "downloading" && status["bytes_done"].as_u64().unwrap() > 0 {
             saw_download = true;
             assert_eq!(status["bytes_total"], bytes.len(), "{status}");
@@ -325,6 +326,7 @@ async fn a_failed_hot_swap_leaves_the_old_version_serving_and_reports_why() {
     .await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["reason"], "ChecksumMismatch", "{body}");
+    assert_eq!(body["code"], "LoadFailed", "{body}");
     let status = server.status().await;
     assert_eq!(status["ready"], true);
     assert_eq!(status["version"], "1");

@@ -237,6 +237,12 @@ async fn malformed_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
             error["error"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}: {text}"
         );
+        let code = match *expected {
+            400 => "BadRequest",
+            413 => "TooLarge",
+            _ => "NotFound",
+        };
+        assert_eq!(error["code"], code, "{what}: {text}");
     }
 
     // Other shapes of bad request: a binary header over garbage, a wrong method.
@@ -258,6 +264,7 @@ async fn malformed_requests_get_4xx_json_errors_and_the_server_keeps_serving() {
     assert_eq!(wrong_method.status(), 405);
     let body: Value = wrong_method.json().await.unwrap();
     assert!(body["error"].is_string());
+    assert_eq!(body["code"], "MethodNotAllowed", "{body}");
 
     // Still alive, still ready, still right.
     server.wait_ready(Duration::from_secs(1)).await;
