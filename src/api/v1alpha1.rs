@@ -102,12 +102,12 @@ pub const MAX_NAME_LENGTH: usize = 55;
         json_path = ".status.active.object",
         priority = "1"
     ),
-    validation = Rule::new(
-        "self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
-    )
-    .message(
-        "metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most 55 characters: the Services <name> and <name>-preview are derived from it"
-    )
+    validation = Rule::new(format!(
+        "self.metadata.name.size() <= {MAX_NAME_LENGTH} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ))
+    .message(Message::Message(format!(
+        "metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_NAME_LENGTH} characters: the Services <name> and <name>-preview are derived from it"
+    )))
 )]
 #[x_kube(validation = Rule::new(
     "self.revisionHistoryLimit >= self.rollout.keepPrevious"
