@@ -34,8 +34,6 @@ pub enum Read {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Answer {
     pub phase: PodPhase,
-    /// The version that serves, when one does.
-    pub serving_version: Option<String>,
     /// SHA-256 of the file that serves, else of the one being loaded once it is known.
     pub sha256: Option<String>,
     pub bytes_done: u64,
@@ -275,7 +273,6 @@ impl Answer {
         });
         Answer {
             phase,
-            serving_version: status.serving.as_ref().map(|s| s.version.clone()),
             sha256: status
                 .serving
                 .as_ref()
@@ -565,7 +562,6 @@ mod tests {
     fn downloading(done: u64, total: u64) -> Read {
         Read::Answered(Answer {
             phase: PodPhase::Downloading,
-            serving_version: None,
             sha256: None,
             bytes_done: done,
             bytes_total: Some(total),
@@ -581,7 +577,6 @@ mod tests {
     fn phase(phase: PodPhase) -> Read {
         Read::Answered(Answer {
             phase,
-            serving_version: None,
             sha256: None,
             bytes_done: 1000,
             bytes_total: Some(1000),

@@ -313,7 +313,6 @@ mod tests {
     fn ready() -> Read {
         Read::Answered(Answer {
             phase: PodPhase::Ready,
-            serving_version: Some("1".into()),
             sha256: Some("ab".into()),
             bytes_done: 10,
             bytes_total: Some(10),
