@@ -123,7 +123,11 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
-        let admin_calls = Arc::new(AdminCalls::new(pod_reader.clone(), metrics.clone()));
+        let admin_calls = Arc::new(AdminCalls::new(
+            pod_reader.clone(),
+            metrics.clone(),
+            caches.pods.store.clone(),
+        ));
         Self {
             client,
             config,
@@ -174,14 +178,23 @@ impl Context {
         }
     }
 
-    /// Drops what is kept about a ModelDeployment that was deleted.
-    fn forget(&self, key: &str) {
-        lock(&self.failures).remove(key);
-        lock(&self.written).remove(key);
-        lock(&self.admin_secrets).remove(key);
-        lock(&self.status_written).remove(key);
-        let prefix = format!("{key}/");
-        lock(&self.available_since).retain(|revision, _| !revision.starts_with(&prefix));
+    /// Drops what is kept about a ModelDeployment that was deleted (`Some(key)`, a deletion the watch delivered),
+    /// or about every one the cache no longer holds (`None`, after a relist: deleted while the watch was down).
+    fn forget(&self, deleted: Option<&str>) {
+        let keep = |key: &str| match deleted {
+            Some(deleted) => key != deleted,
+            None => key.split_once('/').is_some_and(|(namespace, name)| {
+                self.caches.model_deployments.get(namespace, name).is_some()
+            }),
+        };
+        lock(&self.failures).retain(|key, _| keep(key));
+        lock(&self.written).retain(|key, _| keep(key));
+        lock(&self.admin_secrets).retain(|key, _| keep(key));
+        lock(&self.status_written).retain(|key, _| keep(key));
+        // By namespace/name/revision.
+        lock(&self.available_since)
+            .retain(|revision, _| revision.rsplit_once('/').is_none_or(|(key, _)| keep(key)));
+        self.admin_calls.prune();
     }
 }
 
@@ -295,10 +308,10 @@ async fn run_scope(
         caches.clone(),
         |caches| &caches.model_deployments.applied,
     )
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(md) = event {
-            forget.forget(&object_key(md));
-        }
+    .inspect_ok(move |event| match event {
+        watcher::Event::Delete(md) => forget.forget(Some(&object_key(md))),
+        watcher::Event::InitDone => forget.forget(None),
+        _ => {}
     });
     let deployments = reflect(
         api::<CachedDeployment>(&client, &namespace),
@@ -608,15 +621,14 @@ async fn reconcile_inner(
     )
     .await?;
     publish_events(context, md, &plan).await;
-    if !calls.is_empty() {
-        context.admin_calls.submit(
-            &context.config.admin_key,
-            &namespace,
-            &name,
-            md.served_model_name(),
-            calls,
-        );
-    }
+    // Every decision, none included: the latest one replaces what is still queued for its pods.
+    context.admin_calls.submit(
+        &context.config.admin_key,
+        &namespace,
+        &name,
+        md.served_model_name(),
+        calls,
+    );
 
     let requeue_after = match (plan.requeue_after, deferred) {
         (Some(a), Some(b)) => Some(a.min(b)),

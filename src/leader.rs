@@ -1,9 +1,10 @@
 //! Leader election: with several replicas of the operator, only the holder of a Lease reconciles.
 //!
 //! A standby waits for the Lease; the leader renews it. A leader that loses its Lease stops at once — the
-//! controller future is dropped, so no reconcile of it writes again — and the process exits non-zero so that
-//! Kubernetes restarts it as a fresh standby. The Lease lasts [`LEASE_SECONDS`], so a dead leader is replaced
-//! within that time plus one renewal attempt.
+//! controller future is dropped, so no reconcile of it writes again, and no admin call of it is sent to a pod
+//! again (the tasks that make them belong to the controller and are aborted with it) — and the process exits
+//! non-zero so that Kubernetes restarts it as a fresh standby. The Lease lasts [`LEASE_SECONDS`], so a dead leader
+//! is replaced within that time plus one renewal attempt.
 
 use std::future::Future;
 

@@ -377,6 +377,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_missing_from_a_relist_is_forgotten_like_a_deleted_one() {
+        use kube::runtime::{reflector, watcher};
+        let reader = PodReader::default();
+        let (store, mut writer) = reflector::store::<CachedPod>();
+        let list = |writer: &mut reflector::store::Writer<CachedPod>, names: &[&str]| {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for name in names {
+                let pod = pod(name, Some("10.0.0.7"), true);
+                writer.apply_watcher_event(&watcher::Event::InitApply((*pod).clone()));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        };
+        list(&mut writer, &["a", "b", "c"]);
+        reader.due(&store.state());
+        assert_eq!(lock(&reader.pods).len(), 3);
+
+        writer.apply_watcher_event(&watcher::Event::Delete((*pod("a", None, true)).clone()));
+        reader.due(&store.state());
+        assert_eq!(
+            lock(&reader.pods).len(),
+            2,
+            "a deletion the watch delivered"
+        );
+
+        // The watch was down while b was deleted: the relist no longer holds it.
+        list(&mut writer, &["c"]);
+        reader.due(&store.state());
+        let left: Vec<String> = lock(&reader.pods).keys().cloned().collect();
+        assert_eq!(left, ["ml/c"]);
+    }
+
+    #[test]
     fn pods_created_together_are_not_read_together_ever_after() {
         let periods: Vec<Duration> = (0..20)
             .map(|i| spread(SETTLED_PERIOD, &format!("ml/iris-{i}")))
