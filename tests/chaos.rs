@@ -2,7 +2,7 @@
 //!
 //! N ModelDeployments each play one scenario (promotions, a load failure, a load timeout, a progress deadline,
 //! a rollback to a warm version, a supersede mid-rollout, a gated promote, an abort request, pruning, a delete
-//! mid-rollout) against the local control plane, while `ferry run` runs as its own process that a monkey
+//! mid-rollout; with strategy InPlace: promotions, a gated promote, a rollback) against the local control plane, while `ferry run` runs as its own process that a monkey
 //! SIGKILLs at random moments (seeded) and starts again. At the end every ModelDeployment is in the state its
 //! spec asks for, its history lists each transition exactly once, no Deployment, Service or Secret is orphaned
 //! or kept beyond `revisionHistoryLimit`, and a checker that sampled every active Service throughout saw no
@@ -23,6 +23,12 @@
 //! message, every one of them, as the server would. Beside the active Services, the observer checks that a
 //! revision scaled to zero (aborted, superseded, pruned) is never scaled up again without a spec change: an abort
 //! is sticky, a restart must not undo it.
+//!
+//! Strategy InPlace: the kubelet loop starts each InPlace pod with a small server of its own that plays
+//! ferry-server's admin side (`in_place` below); some kills are aimed at a stage under way or at the moment after
+//! one pod switched, and the ConfigMaps `<name>-ferry-model` are deleted at random while the scenarios run. On
+//! every sample the checker asserts that a version serves only if it was promoted (automatically, or by the
+//! test's promote request) and only while every pod that answers holds it loaded.
 
 mod support;
 
@@ -38,14 +44,14 @@ use ferry::children::service::selected_revision;
 use ferry::labels;
 use ferry::server_contract::{Reason, TerminationMessage};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::kubelet::{failed_pod_status, ready_pod_status};
+use support::kubelet::{failed_pod_status, ready_pod_status, running_pod_status_at};
 use support::{control_plane, FerryRun, TestNamespace};
 use tokio::sync::watch;
 
@@ -117,10 +123,17 @@ enum Scenario {
     Pruning,
     /// The ModelDeployment is deleted while 2 loads.
     DeletedMidRollout,
+    /// InPlace: 1 → 2 → 3 staged in every pod and switched, each promoted once staged everywhere.
+    InPlacePromotions,
+    /// InPlace, `autoPromote: false`: 2 is staged, waits a random while for the promote request (its ConfigMap
+    /// deleted meanwhile, maybe), then serves.
+    InPlaceGated,
+    /// InPlace: 1 → 2, then the spec goes back to 1, still loaded in every pod.
+    InPlaceRollback,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 13] = [
         Scenario::Promotions,
         Scenario::LoadFailure,
         Scenario::LoadTimeout,
@@ -131,7 +144,17 @@ impl Scenario {
         Scenario::AbortRequest,
         Scenario::Pruning,
         Scenario::DeletedMidRollout,
+        Scenario::InPlacePromotions,
+        Scenario::InPlaceGated,
+        Scenario::InPlaceRollback,
     ];
+
+    fn in_place(self) -> bool {
+        matches!(
+            self,
+            Scenario::InPlacePromotions | Scenario::InPlaceGated | Scenario::InPlaceRollback
+        )
+    }
 
     fn expected(self) -> Expected {
         use Outcome::*;
@@ -141,6 +164,11 @@ impl Scenario {
             history: history.to_vec(),
             versions: None,
             revision_history_limit: 10,
+            in_place: false,
+        };
+        let in_place = |serving: Serving| Serving {
+            in_place: true,
+            ..serving
         };
         Expected::Serving(match self {
             Scenario::Promotions => serving(
@@ -184,6 +212,19 @@ impl Scenario {
                 ..serving("4", None, &[(Promoted, "4"), (Promoted, "3")])
             },
             Scenario::DeletedMidRollout => return Expected::Gone,
+            Scenario::InPlacePromotions => in_place(serving(
+                "3",
+                None,
+                &[(Promoted, "3"), (Promoted, "2"), (Promoted, "1")],
+            )),
+            Scenario::InPlaceGated => {
+                in_place(serving("2", None, &[(Promoted, "2"), (Promoted, "1")]))
+            }
+            Scenario::InPlaceRollback => in_place(serving(
+                "1",
+                None,
+                &[(RolledBack, "1"), (Promoted, "2"), (Promoted, "1")],
+            )),
         })
     }
 }
@@ -208,6 +249,8 @@ struct Serving {
     /// The versions whose Deployments are left, when the scenario pins them.
     versions: Option<&'static [&'static str]>,
     revision_history_limit: i32,
+    /// Strategy InPlace: one pod set (one Deployment) whose pods all serve the active version.
+    in_place: bool,
 }
 
 /// One sample of the namespace, taken by the observer loop.
@@ -218,7 +261,13 @@ struct Snapshot {
     services: Vec<Service>,
     pods: Vec<Pod>,
     secrets: Vec<Secret>,
+    config_maps: Vec<ConfigMap>,
+    /// What each running InPlace pod's server holds, by pod name.
+    servers: BTreeMap<String, ServerView>,
 }
+
+/// One InPlace pod's server at a sample: its ModelDeployment, the version it serves, the versions it holds.
+type ServerView = (String, String, Vec<String>);
 
 impl Snapshot {
     fn md(&self, name: &str) -> Option<&ModelDeployment> {
@@ -257,6 +306,15 @@ impl Snapshot {
     fn active_version(&self, name: &str) -> Option<&str> {
         Some(self.status(name)?.active.as_ref()?.version.as_str())
     }
+
+    /// The versions the servers of `name`'s pods serve, by pod.
+    fn served_by(&self, name: &str) -> BTreeMap<&str, &str> {
+        self.servers
+            .iter()
+            .filter(|(_, (md, _, _))| md == name)
+            .map(|(pod, (_, serving, _))| (pod.as_str(), serving.as_str()))
+            .collect()
+    }
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -287,6 +345,13 @@ struct Chaos {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     wait: Duration,
     journal: Arc<Journal>,
+    /// The ModelDeployments of strategy InPlace, whose pods the kubelet loop starts with a server each.
+    in_place: Mutex<BTreeSet<String>>,
+    servers: in_place::Servers,
+    activity: Arc<in_place::Activity>,
+    /// By InPlace ModelDeployment: the versions allowed to serve, each added before the test asks for it (the
+    /// first version, a spec change under `autoPromote`, a promote request).
+    allowed: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Chaos {
@@ -429,6 +494,49 @@ impl Chaos {
     }
 }
 
+impl Chaos {
+    /// Lets `version` of `name` serve from now on: the test is about to ask for it.
+    fn allow(&self, name: &str, version: &str) {
+        self.allowed
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default()
+            .insert(version.to_owned());
+    }
+
+    /// Creates `name` with strategy InPlace at version 1 and waits until every pod serves it.
+    async fn serve_first_in_place(
+        &self,
+        name: &str,
+        replicas: i32,
+        rollout: Value,
+    ) -> Result<(), String> {
+        self.in_place.lock().unwrap().insert(name.to_owned());
+        self.allow(name, "1");
+        let mut rollout_spec = json!({"strategy": "InPlace"});
+        extend(&mut rollout_spec, rollout);
+        self.create(name, replicas, json!({ "rollout": rollout_spec }))
+            .await?;
+        self.wait_in_place(name, "1", replicas).await
+    }
+
+    /// Waits until `version` is active and the server of each of the `replicas` pods serves it.
+    async fn wait_in_place(&self, name: &str, version: &str, replicas: i32) -> Result<(), String> {
+        self.wait_for(
+            &format!("{name} version {version} active in all {replicas} pods"),
+            |s| {
+                let served = s.served_by(name);
+                (s.active_version(name) == Some(version)
+                    && served.len() == replicas as usize
+                    && served.values().all(|v| *v == version))
+                .then_some(())
+            },
+        )
+        .await
+    }
+}
+
 fn model(version: &str, name: &str) -> Value {
     json!({"uri": format!("s3://models/{name}/{version}.onnx"), "version": version})
 }
@@ -545,6 +653,49 @@ async fn drive(
                 chaos.set(name, version, json!({})).await?;
                 chaos.roll(name, version, rng).await?;
             }
+        }
+        Scenario::InPlacePromotions => {
+            chaos
+                .serve_first_in_place(name, replicas, json!({}))
+                .await?;
+            for version in ["2", "3"] {
+                pause(rng, 1000).await;
+                chaos.allow(name, version);
+                chaos.set(name, version, json!({})).await?;
+                chaos.wait_in_place(name, version, replicas).await?;
+            }
+        }
+        Scenario::InPlaceGated => {
+            let gated = json!({"autoPromote": false});
+            chaos.serve_first_in_place(name, replicas, gated).await?;
+            chaos.set(name, "2", json!({})).await?;
+            chaos
+                .wait_candidate(name, "2", Some("WaitingForPromotion"))
+                .await?;
+            // Held for a while: ConfigMap deletions and kills land while the candidate waits.
+            pause(rng, 6000).await;
+            let candidate = chaos
+                .wait_for("the candidate's revision", |s| {
+                    let candidate = s.status(name)?.candidate.as_ref()?;
+                    (candidate.version == "2").then(|| candidate.revision.clone())
+                })
+                .await?;
+            chaos.allow(name, "2");
+            chaos
+                .request(name, labels::requests::PROMOTE, &candidate)
+                .await?;
+            chaos.wait_in_place(name, "2", replicas).await?;
+        }
+        Scenario::InPlaceRollback => {
+            chaos
+                .serve_first_in_place(name, replicas, json!({}))
+                .await?;
+            chaos.allow(name, "2");
+            chaos.set(name, "2", json!({})).await?;
+            chaos.wait_in_place(name, "2", replicas).await?;
+            pause(rng, 1000).await;
+            chaos.set(name, "1", json!({})).await?;
+            chaos.wait_in_place(name, "1", replicas).await?;
         }
         Scenario::DeletedMidRollout => {
             chaos.serve_first(name, replicas, json!({})).await?;
@@ -678,6 +829,11 @@ struct Checks {
     violations: Mutex<Vec<String>>,
     /// Revisions scaled up from zero without a spec change.
     revived: Mutex<Vec<String>>,
+    /// InPlace ModelDeployments checked, over all samples.
+    in_place: AtomicU64,
+    /// Versions that served unpromoted, or not loaded in every pod: when first seen.
+    in_place_violations: Mutex<Vec<String>>,
+    in_place_seen: Mutex<BTreeSet<String>>,
 }
 
 /// Samples the namespace in a loop: checks that every active Service selects an available revision, marks the
@@ -698,6 +854,7 @@ async fn observe(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let all = ListParams::default();
     while !stop.load(Ordering::Relaxed) {
         let round = Instant::now();
@@ -709,6 +866,7 @@ async fn observe(
             let pods = pods.list(&all).await?.items;
             let mds = mds.list(&all).await?.items;
             let secrets = secrets.list(&all).await?.items;
+            let config_maps = config_maps.list(&all).await?.items;
             let after = services.list(&all).await?.items;
             Ok::<_, kube::Error>((
                 before,
@@ -718,17 +876,34 @@ async fn observe(
                     services: after,
                     pods,
                     secrets,
+                    config_maps,
+                    servers: BTreeMap::new(),
                 },
             ))
         };
-        let Ok((before, snapshot)) = sample.await else {
+        let Ok((before, mut snapshot)) = sample.await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        // The servers right after the objects: all of them at one moment, each under its own lock.
+        snapshot.servers = chaos
+            .servers
+            .by_pod
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(pod, (md, server))| {
+                let state = server.state.lock().unwrap();
+                let versions = state.versions.iter().map(|v| v.version.clone()).collect();
+                (pod.clone(), (md.clone(), state.serving.clone(), versions))
+            })
+            .collect();
+        check_in_place(&snapshot, &chaos, &checks, journal.started);
         check_active_services(&before, &snapshot, &checks, journal.started);
         check_zeroed_stay_down(&mut zeroed, &snapshot, &checks, journal.started);
         journal.changes(&mut facts, &snapshot);
         run_pods(&pods, &snapshot, &chaos).await;
+        run_in_place_pods(&pods, &snapshot, &chaos, &journal).await;
         checks.samples.fetch_add(1, Ordering::Relaxed);
         publish.send_replace(Arc::new(snapshot));
         tokio::time::sleep(Duration::from_millis(100).saturating_sub(round.elapsed())).await;
@@ -795,6 +970,161 @@ fn check_active_services(
             ));
         }
     }
+}
+
+/// The InPlace invariant, on every sample: a version serves (in any pod that answers) only if it was promoted,
+/// automatically or by request (the test allowed it before asking), and only while every pod that answers holds
+/// it loaded.
+fn check_in_place(snapshot: &Snapshot, chaos: &Chaos, checks: &Checks, started: Instant) {
+    let allowed = chaos.allowed.lock().unwrap().clone();
+    for name in chaos.in_place.lock().unwrap().iter() {
+        let alive = snapshot
+            .md(name)
+            .is_some_and(|md| md.metadata.deletion_timestamp.is_none());
+        let servers: Vec<(&String, &ServerView)> = snapshot
+            .servers
+            .iter()
+            .filter(|(_, (md, _, _))| md == name)
+            .collect();
+        if !alive || servers.is_empty() {
+            continue;
+        }
+        checks.in_place.fetch_add(1, Ordering::Relaxed);
+        let mut problems = Vec::new();
+        for (pod, (_, serving, _)) in &servers {
+            if !allowed.get(name).is_some_and(|a| a.contains(serving)) {
+                problems.push(format!(
+                    "pod {pod} serves version {serving}, which was never promoted"
+                ));
+            }
+            for (other, (_, _, loaded)) in &servers {
+                if !loaded.contains(serving) {
+                    problems.push(format!(
+                        "pod {pod} serves version {serving}, which pod {other} has not loaded ({loaded:?})"
+                    ));
+                }
+            }
+        }
+        for problem in problems {
+            // Each once, when first seen: a version that serves wrongly does so for many samples.
+            if !checks
+                .in_place_seen
+                .lock()
+                .unwrap()
+                .insert(format!("{name}: {problem}"))
+            {
+                continue;
+            }
+            let line = format!(
+                "at {:.1}s {name}: {problem}",
+                started.elapsed().as_secs_f64()
+            );
+            chaos.journal.write(&format!("VIOLATION {line}"));
+            checks.in_place_violations.lock().unwrap().push(line);
+        }
+    }
+}
+
+/// The kubelet of InPlace pods: a pod starts once the volumes it mounts exist (its ModelDeployment's ConfigMap
+/// and admin-credential Secret), with a server that serves the model the ConfigMap names; a pod gone takes its
+/// server with it.
+async fn run_in_place_pods(pods: &Api<Pod>, snapshot: &Snapshot, chaos: &Chaos, journal: &Journal) {
+    let in_place = chaos.in_place.lock().unwrap().clone();
+    let running: BTreeSet<String> = snapshot
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    chaos
+        .servers
+        .by_pod
+        .lock()
+        .unwrap()
+        .retain(|pod, _| running.contains(pod));
+    for pod in &snapshot.pods {
+        let name = pod.name_any();
+        let Some(owner) = pod.labels().get(labels::MODEL_DEPLOYMENT) else {
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_some()
+            || !in_place.contains(owner)
+            || chaos.servers.by_pod.lock().unwrap().contains_key(&name)
+        {
+            continue;
+        }
+        let config_map = snapshot
+            .config_maps
+            .iter()
+            .find(|c| c.name_any() == format!("{owner}-ferry-model"));
+        let secret = snapshot
+            .secrets
+            .iter()
+            .find(|s| s.name_any() == format!("{owner}-ferry-admin"));
+        let model = config_map
+            .and_then(|c| {
+                c.data
+                    .as_ref()?
+                    .get(ferry::server_contract::pod::DESIRED_MODEL_KEY)
+            })
+            .and_then(|json| {
+                serde_json::from_str::<ferry::server_contract::DesiredModel>(json).ok()
+            });
+        let credential = secret
+            .and_then(|s| {
+                s.data
+                    .as_ref()?
+                    .get(ferry::server_contract::pod::ADMIN_CREDENTIAL_KEY)
+            })
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+        let (Some(model), Some(credential)) = (model, credential) else {
+            continue;
+        };
+        let server = in_place::Server::start(&model, &credential, chaos.activity.clone()).await;
+        let status = running_pod_status_at(&server.address.to_string(), true);
+        if pods
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .is_ok()
+        {
+            journal.write(&format!(
+                "kubelet: pod {name} of {owner} started on {} at {}",
+                model.version, server.address
+            ));
+            chaos
+                .servers
+                .by_pod
+                .lock()
+                .unwrap()
+                .insert(name, (owner.clone(), Arc::new(server)));
+        }
+    }
+}
+
+/// Deletes the ConfigMap of a random InPlace ModelDeployment now and then, until `stop`.
+async fn delete_config_maps(chaos: Arc<Chaos>, mut rng: StdRng, stop: Arc<AtomicBool>) -> u32 {
+    let config_maps: Api<ConfigMap> = Api::namespaced(chaos.client.clone(), &chaos.namespace);
+    let mut deleted = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..=4000))).await;
+        let names: Vec<String> = chaos.in_place.lock().unwrap().iter().cloned().collect();
+        if names.is_empty() || stop.load(Ordering::Relaxed) {
+            continue;
+        }
+        let name = &names[rng.random_range(0..names.len())];
+        let config_map = format!("{name}-ferry-model");
+        if config_maps
+            .delete(&config_map, &DeleteParams::default())
+            .await
+            .is_ok()
+        {
+            deleted += 1;
+            chaos
+                .journal
+                .write(&format!("test: deleted ConfigMap {config_map}"));
+        }
+    }
+    deleted
 }
 
 /// A Deployment at zero replicas stays there until its ModelDeployment's spec changes: `zeroed` holds, by
@@ -890,6 +1220,11 @@ struct Monkey {
     /// Controllers that ended by themselves.
     crashes: Vec<String>,
     journal: Arc<Journal>,
+    /// What the InPlace servers do: some kills are aimed at a stage under way or a switch just made.
+    activity: Arc<in_place::Activity>,
+    /// Kills while an InPlace stage ran, and right after a switch of one pod (its other pods maybe not yet).
+    kills_mid_stage: u32,
+    kills_mid_switch: u32,
 }
 
 impl Monkey {
@@ -923,8 +1258,16 @@ impl Monkey {
             let uptime =
                 Duration::from_millis(self.rng.random_range(self.uptime_ms.0..=self.uptime_ms.1));
             let until = Instant::now() + uptime;
+            // One life in three ends at the first stage under way, one in three at the first switch.
+            let aim = self.rng.random_range(0..3);
+            let switches = self.activity.switches.load(Ordering::SeqCst);
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(10));
+                let staging = self.activity.loading.load(Ordering::SeqCst) > 0;
+                let switched = self.activity.switches.load(Ordering::SeqCst) > switches;
+                if (aim == 1 && staging) || (aim == 2 && switched) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
             if self
                 .max_kills
@@ -943,11 +1286,19 @@ impl Monkey {
                     controller.log_path().display()
                 ));
             }
+            let staging = self.activity.loading.load(Ordering::SeqCst) > 0;
+            let switched = self.activity.switches.load(Ordering::SeqCst) > switches;
             controller.kill();
             self.kills
                 .push(self.journal.started.elapsed().as_secs_f64());
-            self.journal
-                .write(&format!("SIGKILL ferry run {}", self.kills.len()));
+            self.kills_mid_stage += u32::from(staging);
+            self.kills_mid_switch += u32::from(switched);
+            self.journal.write(&format!(
+                "SIGKILL ferry run {}{}{}",
+                self.kills.len(),
+                if staging { " (a stage under way)" } else { "" },
+                if switched { " (after a switch)" } else { "" },
+            ));
             // Down for a moment, or back at once.
             std::thread::sleep(Duration::from_millis(self.rng.random_range(0..=500)));
             controller = self.start();
@@ -978,6 +1329,7 @@ fn problems(snapshot: &Snapshot, models: &[(String, Scenario)]) -> Vec<String> {
             history,
             versions,
             revision_history_limit,
+            in_place,
         }) = scenario.expected()
         else {
             if snapshot.md(name).is_some() {
@@ -1006,8 +1358,29 @@ fn problems(snapshot: &Snapshot, models: &[(String, Scenario)]) -> Vec<String> {
                 snapshot.active_version(name)
             ));
         }
+        if in_place {
+            let pod_sets: Vec<String> = snapshot
+                .deployments_of(name)
+                .filter_map(|d| d.labels().get(labels::REVISION).cloned())
+                .collect();
+            if pod_sets.len() != 1
+                || snapshot.active_service_revision(name).as_ref() != pod_sets.first()
+            {
+                problem(format!(
+                    "pod sets {pod_sets:?}, the active Service selects {:?}",
+                    snapshot.active_service_revision(name)
+                ));
+            }
+            let served = snapshot.served_by(name);
+            if served.is_empty() || served.values().any(|v| *v != active) {
+                problem(format!("the pods serve {served:?}, expected {active}"));
+            }
+        }
         let active_revision = snapshot.revision_of(name, active);
-        if active_revision.is_none() || snapshot.active_service_revision(name) != active_revision {
+        if !in_place
+            && (active_revision.is_none()
+                || snapshot.active_service_revision(name) != active_revision)
+        {
             problem(format!(
                 "the active Service selects {:?}, the revision of version {active} is {active_revision:?}",
                 snapshot.active_service_revision(name)
@@ -1143,6 +1516,10 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
         snapshot,
         wait: settings.wait,
         journal: journal.clone(),
+        in_place: Mutex::default(),
+        servers: in_place::Servers::default(),
+        activity: Arc::default(),
+        allowed: Mutex::default(),
     });
     let checks = Arc::new(Checks::default());
     let stop_observer = Arc::new(AtomicBool::new(false));
@@ -1166,6 +1543,9 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
         kills: Vec::new(),
         crashes: Vec::new(),
         journal,
+        activity: chaos.activity.clone(),
+        kills_mid_stage: 0,
+        kills_mid_switch: 0,
     };
     let monkey = {
         let stop = stop_monkey.clone();
@@ -1174,6 +1554,13 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
             (monkey, controller)
         })
     };
+
+    let stop_deleting = Arc::new(AtomicBool::new(false));
+    let config_map_deleter = tokio::spawn(delete_config_maps(
+        chaos.clone(),
+        StdRng::seed_from_u64(settings.seed.wrapping_sub(1)),
+        stop_deleting.clone(),
+    ));
 
     // Every scenario as often as the others, in an order the seed picks.
     let offset = (settings.seed % Scenario::ALL.len() as u64) as usize;
@@ -1207,6 +1594,8 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
         }
     }
     let scenarios_took = started.elapsed();
+    stop_deleting.store(true, Ordering::Relaxed);
+    let config_maps_deleted = config_map_deleter.await.unwrap_or(0);
 
     // The last controller runs undisturbed while the namespace settles.
     stop_monkey.store(true, Ordering::Relaxed);
@@ -1259,6 +1648,8 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
     crashes.extend(panics_in(&logs));
     let violations = checks.violations.lock().unwrap().clone();
     let revived = checks.revived.lock().unwrap().clone();
+    let in_place_violations = checks.in_place_violations.lock().unwrap().clone();
+    let in_place_models = models.iter().filter(|(_, s)| s.in_place()).count();
     let total = started.elapsed();
     println!(
         "chaos: {} ModelDeployments, seed {}: {} kills (at {}), scenarios done in {:.0}s, settled {:.0}s later, {:.0}s in all; the checker took {} samples of {} active Services, {} violations",
@@ -1273,6 +1664,13 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
         checks.services.load(Ordering::Relaxed),
         violations.len(),
     );
+    println!(
+        "chaos: InPlace: {in_place_models} ModelDeployments checked in {} samples, {} violations; {} kills during a stage, {} right after a switch; {config_maps_deleted} ConfigMaps deleted",
+        checks.in_place.load(Ordering::Relaxed),
+        in_place_violations.len(),
+        monkey.kills_mid_stage,
+        monkey.kills_mid_switch,
+    );
 
     let mut report = Vec::new();
     for (what, list) in [
@@ -1286,6 +1684,10 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
             "revisions scaled up from zero without a spec change",
             revived,
         ),
+        (
+            "InPlace: a version served unpromoted or not loaded in every pod",
+            in_place_violations,
+        ),
         ("controllers that crashed", crashes),
     ] {
         if !list.is_empty() {
@@ -1297,6 +1699,20 @@ async fn rollouts_converge_while_the_controller_is_killed_at_random_moments() {
     }
     if monkey.kills.is_empty() {
         report.push("the controller was never killed: lower FERRY_CHAOS_KILL_INTERVAL_MS".into());
+    }
+    if in_place_models > 0 && settings.max_kills.is_none() {
+        if monkey.kills_mid_stage == 0 || monkey.kills_mid_switch == 0 {
+            report.push(format!(
+                "InPlace: {} kills during a stage and {} after a switch; both are needed",
+                monkey.kills_mid_stage, monkey.kills_mid_switch
+            ));
+        }
+        if config_maps_deleted == 0 {
+            report.push("InPlace: no ConfigMap was deleted".into());
+        }
+        if checks.in_place.load(Ordering::Relaxed) == 0 {
+            report.push("InPlace: the invariant was never checked".into());
+        }
     }
     assert!(
         report.is_empty(),
@@ -1324,4 +1740,307 @@ fn panics_in(logs: &Path) -> Vec<String> {
             Some(format!("{}: {line}", entry.path().display()))
         })
         .collect()
+}
+
+/// Strategy InPlace: the pods of a pod set play ferry-server's admin side (stage, switch, unload, `/status`), one
+/// small server per pod on a loopback address of its own, port 8081, started by the kubelet loop once the pod's
+/// volumes exist (the ConfigMap `<name>-ferry-model`, whose model it starts serving, and the admin-credential
+/// Secret, whose credential it asks of every mutating call). A stage takes a random 0.3-2 s, so that kills land
+/// in the middle of stages; a switch is immediate, pod by pod, so that kills land between the pods of a switch.
+mod in_place {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use axum::Router;
+    use ferry::server_contract::DesiredModel;
+    use serde_json::{json, Value};
+    use sha2::{Digest, Sha256};
+
+    /// What the servers are doing, for the monkey to aim its kills.
+    #[derive(Default)]
+    pub struct Activity {
+        /// Stages running now, over all pods.
+        pub loading: AtomicUsize,
+        /// Switches answered so far, over all pods.
+        pub switches: AtomicU64,
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Loaded {
+        pub version: String,
+        pub uri: String,
+        /// Served at some point (previous once it no longer serves), or only staged.
+        pub served: bool,
+        loaded_at: String,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Stage {
+        version: String,
+        uri: String,
+        done: bool,
+    }
+
+    /// One pod's server: what it holds and serves.
+    #[derive(Clone, Debug)]
+    pub struct ServerState {
+        credential: String,
+        pub versions: Vec<Loaded>,
+        pub serving: String,
+        stage: Option<Stage>,
+        last_switch: Option<(String, String, String)>,
+    }
+
+    impl ServerState {
+        pub fn holds(&self, version: &str) -> bool {
+            self.versions.iter().any(|v| v.version == version)
+        }
+    }
+
+    pub struct Server {
+        pub address: Ipv4Addr,
+        pub state: Arc<Mutex<ServerState>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    #[derive(Clone)]
+    struct App {
+        state: Arc<Mutex<ServerState>>,
+        activity: Arc<Activity>,
+    }
+
+    fn now() -> String {
+        k8s_openapi::jiff::Timestamp::now().to_string()
+    }
+
+    fn sha256(uri: &str) -> String {
+        Sha256::digest(uri.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    type Answer = (StatusCode, [(&'static str, &'static str); 1], String);
+
+    fn answer(status: StatusCode, body: Value) -> Answer {
+        (
+            status,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+    }
+
+    fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+        answer(status, json!({"error": message, "code": code}))
+    }
+
+    impl Server {
+        /// Starts serving `model` at a free loopback address, asking `credential` of mutating calls.
+        pub async fn start(
+            model: &DesiredModel,
+            credential: &str,
+            activity: Arc<Activity>,
+        ) -> Server {
+            let state = Arc::new(Mutex::new(ServerState {
+                credential: credential.to_owned(),
+                versions: vec![Loaded {
+                    version: model.version.clone(),
+                    uri: model.uri.clone(),
+                    served: true,
+                    loaded_at: now(),
+                }],
+                serving: model.version.clone(),
+                stage: None,
+                last_switch: None,
+            }));
+            let app = App {
+                state: state.clone(),
+                activity,
+            };
+            let router = Router::new()
+                .route("/status", get(status))
+                .route("/v2/repository/models/{name}/{verb}", post(admin))
+                .with_state(app);
+            for _ in 0..100 {
+                let address = Ipv4Addr::new(
+                    127,
+                    rand::random_range(1..=254),
+                    rand::random(),
+                    rand::random_range(1..=254),
+                );
+                let port = ferry::server_contract::ADMIN_PORT as u16;
+                let Ok(listener) = tokio::net::TcpListener::bind((address, port)).await else {
+                    continue;
+                };
+                let router = router.clone();
+                let task = tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                });
+                return Server {
+                    address,
+                    state,
+                    task,
+                };
+            }
+            panic!(
+                "no free loopback address for port 8081 (is something listening on 0.0.0.0:8081?)"
+            );
+        }
+    }
+
+    async fn status(State(app): State<App>) -> Answer {
+        let state = app.state.lock().unwrap().clone();
+        let view = |uri: &str| sha256(uri);
+        let serving = state
+            .versions
+            .iter()
+            .find(|v| v.version == state.serving)
+            .expect("the serving version is loaded");
+        let versions: Vec<Value> = state
+            .versions
+            .iter()
+            .map(|v| {
+                let kind = if v.version == state.serving {
+                    "serving"
+                } else if v.served {
+                    "previous"
+                } else {
+                    "staged"
+                };
+                json!({"version": v.version, "uri": v.uri, "sha256": view(&v.uri), "bytes": 100,
+                       "state": kind, "loaded_at": v.loaded_at})
+            })
+            .collect();
+        let load = state.stage.as_ref().map(|s| {
+            json!({"version": s.version, "stage": true, "uri": s.uri,
+                   "phase": if s.done { "ready" } else { "downloading" },
+                   "bytes_done": if s.done { 100 } else { 10 }, "bytes_total": 100,
+                   "sha256": s.done.then(|| view(&s.uri)), "reason": null, "message": null, "operator": null,
+                   "timings": {"fetch_seconds": null, "verify_seconds": null, "load_seconds": null,
+                               "warmup_seconds": null, "total_seconds": null}})
+        });
+        let credential_id = state.credential.split('.').next().unwrap_or_default();
+        answer(
+            StatusCode::OK,
+            json!({
+                "model": "chaos", "phase": "ready", "ready": true, "shutting_down": false,
+                "version": state.serving, "sha256": view(&serving.uri), "bytes_done": 100, "bytes_total": 100,
+                "reason": null, "message": null, "operator": null,
+                "serving": {"version": state.serving, "uri": serving.uri, "sha256": view(&serving.uri),
+                            "bytes": 100, "platform": "onnxruntime_onnx"},
+                "load": load, "capabilities": {},
+                "admin": {"mode": "token", "credential_id": credential_id},
+                "versions": versions,
+                "last_switch": state.last_switch.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": at})),
+            }),
+        )
+    }
+
+    async fn admin(
+        State(app): State<App>,
+        Path((_, verb)): Path<(String, String)>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Answer {
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let version = body["parameters"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut state = app.state.lock().unwrap();
+        let expected = format!("Bearer {}", state.credential);
+        if headers.get("authorization").and_then(|h| h.to_str().ok()) != Some(expected.as_str()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "not the server's credential",
+            );
+        }
+        match verb.as_str() {
+            "load" => {
+                let uri = body["parameters"]["uri"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if state.stage.as_ref().is_some_and(|s| !s.done) {
+                    return error(StatusCode::CONFLICT, "Busy", "another load is in progress");
+                }
+                if let Some(loaded) = state.versions.iter().find(|v| v.version == version) {
+                    return if loaded.uri == uri {
+                        answer(StatusCode::OK, json!({}))
+                    } else {
+                        error(StatusCode::CONFLICT, "Conflict", "loaded from another uri")
+                    };
+                }
+                state.stage = Some(Stage {
+                    version: version.clone(),
+                    uri: uri.clone(),
+                    done: false,
+                });
+                app.activity.loading.fetch_add(1, Ordering::SeqCst);
+                let (shared, activity) = (app.state.clone(), app.activity.clone());
+                tokio::spawn(async move {
+                    let took = rand::random_range(300..=2000);
+                    tokio::time::sleep(Duration::from_millis(took)).await;
+                    let mut state = shared.lock().unwrap();
+                    state.versions.push(Loaded {
+                        version,
+                        uri,
+                        served: false,
+                        loaded_at: now(),
+                    });
+                    if let Some(stage) = state.stage.as_mut() {
+                        stage.done = true;
+                    }
+                    activity.loading.fetch_sub(1, Ordering::SeqCst);
+                });
+                answer(StatusCode::ACCEPTED, json!({}))
+            }
+            "switch" => {
+                if !state.holds(&version) {
+                    return error(StatusCode::NOT_FOUND, "NotLoaded", "version not loaded");
+                }
+                let from = std::mem::replace(&mut state.serving, version.clone());
+                for loaded in &mut state.versions {
+                    if loaded.version == version {
+                        loaded.served = true;
+                    }
+                }
+                state.last_switch = Some((from, version, now()));
+                app.activity.switches.fetch_add(1, Ordering::SeqCst);
+                answer(StatusCode::OK, json!({}))
+            }
+            "unload" => {
+                let loading = state
+                    .stage
+                    .as_ref()
+                    .is_some_and(|s| !s.done && s.version == version);
+                if state.serving == version || loading {
+                    return error(StatusCode::CONFLICT, "InUse", "serving or loading");
+                }
+                state.versions.retain(|v| v.version != version);
+                answer(StatusCode::OK, json!({}))
+            }
+            _ => error(StatusCode::NOT_FOUND, "NotFound", "no such route"),
+        }
+    }
+
+    /// The servers of every running InPlace pod, by pod name, with the ModelDeployment each belongs to.
+    #[derive(Default)]
+    pub struct Servers {
+        pub by_pod: Mutex<BTreeMap<String, (String, Arc<Server>)>>,
+    }
 }
