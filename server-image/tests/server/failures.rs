@@ -354,9 +354,13 @@ async fn every_failure_reason_reaches_the_termination_message() {
         .map(|r| r.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(written, reasons.iter().map(|r| r.to_string()).collect());
+    // Not a model's fault, so no model brings them about: a listener that breaks (tests/server/listeners.rs) and a
+    // bug that panics in a load (the unit tests of load.rs and failure.rs).
+    let elsewhere = ["ListenerFailed", "LoadPanicked"];
     let contract: BTreeSet<&str> = ferry_server::contract::Reason::ALL
         .iter()
         .map(|r| r.as_str())
+        .filter(|r| !elsewhere.contains(r))
         .collect();
     assert_eq!(reasons, contract, "every reason in the contract is covered");
 }

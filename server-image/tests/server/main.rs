@@ -11,6 +11,7 @@ mod gcs;
 mod grpc;
 mod inplace;
 mod lifecycle;
+mod listeners;
 mod predictions;
 mod protocol;
 mod refresh;

@@ -276,6 +276,16 @@ impl Server {
         self.dir.path().join("work")
     }
 
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("child status")
+    }
+
     /// Sends SIGTERM, as the kubelet does.
     pub fn sigterm(&self) {
         let status = Command::new("kill")
