@@ -63,6 +63,11 @@ pub mod reasons {
     /// The last reconcile failed (an API request was rejected or failed); the message carries the error. The
     /// controller retries with a backoff, and the next successful reconcile replaces the conditions.
     pub const RECONCILE_ERROR: &str = "ReconcileError";
+    /// State Ferry keeps in the cluster (the InPlace ConfigMap, a revision's marks, the refresh pin) is gone:
+    /// the rollout holds.
+    pub const STATE_MISSING: &str = "StateMissing";
+    /// State Ferry keeps in the cluster is there but cannot be read: the rollout holds.
+    pub const STATE_UNREADABLE: &str = "StateUnreadable";
 }
 
 /// Reasons of Kubernetes Events, sent on transitions only.
@@ -86,6 +91,8 @@ pub mod events {
     pub const REFRESH_PAUSED: &str = "RefreshPaused";
     /// spec.model.refresh resumed by `kubectl ferry resume`.
     pub const REFRESH_RESUMED: &str = "RefreshResumed";
+    /// The InPlace state was lost and rebuilt from what the pods report.
+    pub const STATE_REBUILT: &str = "StateRebuilt";
 }
 
 /// A condition as the controller wants it, before transition times are settled.

@@ -71,7 +71,7 @@ use crate::children::{deployment, model_file, pod, service};
 use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::metrics::Metrics;
-use crate::rollout::{self, in_place, refresh, DesiredRevision, ModelIdentity, Observed};
+use crate::rollout::{self, refresh, DesiredRevision, ModelIdentity, Observed};
 use crate::server_contract;
 
 /// The one field manager of every write the controller makes.
@@ -523,22 +523,26 @@ async fn reconcile_inner(
             detected_at: refresh.detected_at,
         },
     );
-    let in_place = md.spec.rollout.strategy == RolloutStrategy::InPlace;
-    let model_state = caches
-        .config_maps
-        .get(&namespace, &model_file::name(&name))
-        .and_then(|c| model_file::observe(&c));
-    // An InPlace pod set serves the model its ConfigMap names, not the one it was created with.
-    let mut observed_revisions = observed_revisions;
-    if let Some(state) = model_state.as_ref().filter(|_| in_place) {
-        for revision in &mut observed_revisions {
-            if revision.revision == state.pod_set || revision.revision == template.revision {
-                if let Some(record) = state.find(&state.active) {
-                    revision.model = record.identity();
-                }
-            }
-        }
-    }
+    let in_place_state = (md.spec.rollout.strategy == RolloutStrategy::InPlace).then(|| {
+        model_file::observe(
+            caches
+                .config_maps
+                .get(&namespace, &model_file::name(&name))
+                .as_deref(),
+        )
+    });
+    let preview_service_target = preview_service
+        .as_deref()
+        .and_then(service::selected_revision);
+    let abort = annotations.get(requests::ABORT).map(String::as_str);
+    let lost = rollout::unreadable_requests(
+        &name,
+        abort,
+        annotations.get(requests::REFRESH_PIN).map(String::as_str),
+        md.spec.model.refresh.as_ref(),
+        &observed_revisions,
+        previous_status.refresh.as_ref(),
+    );
     let observed = Observed {
         name: &name,
         generation,
@@ -558,51 +562,36 @@ async fn reconcile_inner(
         refresh,
         revisions: &observed_revisions,
         active_service_target: active_service_target.as_deref(),
+        preview_service_target: preview_service_target.as_deref(),
         requests: rollout::Requests {
             promote: annotations.get(requests::PROMOTE).map(String::as_str),
-            abort: annotations.get(requests::ABORT).map(String::as_str),
+            abort,
         },
+        lost,
+        in_place: in_place_state.as_ref().map(|state| rollout::InPlaceInput {
+            state,
+            desired_model: server_contract::DesiredModel {
+                uri: md.spec.model.uri.clone(),
+                version: md.spec.model.version.clone(),
+                sha256: md.spec.model.sha256.clone(),
+                format: Some(md.spec.model.format.clone()),
+                object: None,
+            },
+        }),
         endpoint,
         grpc_endpoint,
         now,
     };
-    let mut plan = rollout::decide(&observed);
-    let mut calls = Vec::new();
-    if in_place {
-        let desired_model = server_contract::DesiredModel {
-            uri: md.spec.model.uri.clone(),
-            version: md.spec.model.version.clone(),
-            sha256: md.spec.model.sha256.clone(),
-            format: Some(md.spec.model.format.clone()),
-            object: None,
-        };
-        let pod_set = observed_revisions
-            .iter()
-            .find(|r| r.revision == template.revision);
-        let next_state = match (model_state.as_ref(), pod_set) {
-            // The pod set serves: the model layer decides.
-            (Some(state), Some(pod_set))
-                if state.pod_set == pod_set.revision
-                    && active_service_target.as_deref() == Some(&pod_set.revision)
-                    && plan.active.as_deref() == Some(&pod_set.revision) =>
-            {
-                let decision = in_place::decide(&observed, pod_set, state, &desired_model);
-                calls = decision.calls;
-                plan = merge_model_layer(plan, decision.plan, &pod_set.revision);
-                Some(decision.state).filter(|s| s != state)
-            }
-            (state, _) => in_place::boot_state(
-                state,
-                &template.revision,
-                active_service_target.as_deref(),
-                plan.active.as_deref(),
-                &desired_model,
-                now,
-            ),
-        };
-        if let Some(state) = next_state {
-            apply_model_file(context, md, &state, &mut *written).await?;
-        }
+
+    // Decide, then apply: the InPlace state first (pods about to start load its model, a switch must find it
+    // written), the plan, the events, the admin calls last.
+    let rollout::Decision {
+        plan,
+        in_place_state,
+        calls,
+    } = rollout::decide(&observed);
+    if let Some(state) = in_place_state {
+        apply_model_file(context, md, &state, &mut *written).await?;
     }
 
     let deferred = apply_plan(
@@ -638,32 +627,6 @@ async fn reconcile_inner(
         Some(after) => Action::requeue(after + Duration::from_millis(50)),
         None => Action::await_change(),
     })
-}
-
-/// The plan of an active InPlace pod set: the Deployments and Services as the pod-set layer planned them, the
-/// status and events of the model layer, with the scale subresource's fields of the pod set and its warm
-/// previous pod sets.
-fn merge_model_layer(pods: rollout::Plan, models: rollout::Plan, pod_set: &str) -> rollout::Plan {
-    let mut status = models.status;
-    status.replicas = pods.status.replicas;
-    status.selector = pods.status.selector;
-    status.previous.extend(
-        pods.status
-            .previous
-            .into_iter()
-            .filter(|p| p.revision != pod_set),
-    );
-    let mut events = pods.events;
-    events.extend(models.events);
-    rollout::Plan {
-        status,
-        events,
-        requeue_after: match (pods.requeue_after, models.requeue_after) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
-        ..pods
-    }
 }
 
 /// Now, at the precision the API stores times with: a status holding finer times would never compare equal to

@@ -16,6 +16,8 @@ pub const NO_REVISION: &str = "none";
 
 /// Annotations on a revision's Deployment.
 pub mod annotations {
+    /// The InPlace state, as JSON, on the ModelDeployment's ConfigMap `<name>-ferry-model`.
+    pub const IN_PLACE_STATE: &str = "ferry.dev/in-place";
     /// The model version (free text, so not a label).
     pub const VERSION: &str = "ferry.dev/version";
     pub const URI: &str = "ferry.dev/uri";

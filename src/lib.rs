@@ -13,6 +13,7 @@ pub mod crd;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod observed;
 pub mod plugin;
 pub mod pod_state;
 pub mod rollout;

@@ -15,11 +15,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::LoadedState;
 use crate::api::{ModelInfo, ModelSignature, PodPhase, TensorSignature, ValidationResult};
-use crate::rollout::{LoadedVersion, ReportedModel, Staging, Switch};
+use crate::observed::units::{human_bytes, step, stepped};
+use crate::observed::{LoadedVersion, ReportedModel, Staging, Switch};
 use crate::server_contract::{self, LoadPhase, ServerStatus, VersionState};
-
-/// Downloads are shown (and written to the status) in steps of this many percent.
-pub const PROGRESS_STEP_PERCENT: u64 = 5;
 
 /// What one read of a pod's `/status` gave.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,6 +98,7 @@ impl InPlaceReport {
                     VersionState::Previous => LoadedState::Previous,
                 },
                 sha256: bounded(&v.sha256, 64),
+                uri: bounded(&v.uri, MAX_URI),
             })
             .collect();
         let serving = status.serving.as_ref().map(|s| s.version.as_str());
@@ -173,6 +172,9 @@ const MAX_OBJECT_TOKEN: usize = 512;
 const MAX_LISTED: usize = 32;
 /// Names and values from a pod are cut to this many characters.
 const MAX_TEXT: usize = 256;
+/// A model URI is cut to this many characters (the API server's limit on a URI stored in a status is far above
+/// any real one; this only bounds what a misbehaving server can make the controller hold).
+const MAX_URI: usize = 4096;
 
 fn bounded(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
@@ -514,46 +516,10 @@ impl PodReport {
     }
 }
 
-/// The step (0..=20) `done` is at, when the total is known.
-fn step(done: u64, total: Option<u64>) -> Option<u64> {
-    let total = total.filter(|t| *t > 0)?;
-    Some(done.min(total) * (100 / PROGRESS_STEP_PERCENT) / total)
-}
-
-/// `done` rounded down to its step; unchanged when the total is unknown.
-pub fn stepped(done: u64, total: Option<u64>) -> u64 {
-    match (step(done, total), total) {
-        (Some(step), Some(total)) => {
-            (u128::from(total) * u128::from(step) / u128::from(100 / PROGRESS_STEP_PERCENT)) as u64
-        }
-        _ => done,
-    }
-}
-
-/// Percent of `done` in steps of [`PROGRESS_STEP_PERCENT`].
-pub fn percent(done: u64, total: Option<u64>) -> Option<i32> {
-    step(done, total).map(|s| (s * PROGRESS_STEP_PERCENT) as i32)
-}
-
-/// "1.2 GiB".
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observed::units::percent;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()

@@ -33,6 +33,7 @@
 
 mod blue_green;
 mod history;
+mod hold;
 pub mod in_place;
 pub mod refresh;
 mod replicas;
@@ -40,285 +41,18 @@ mod signature;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use crate::api::{
-    LoadedState, ModelDeploymentSpec, ModelDeploymentStatus, ModelInfo, ModelSignature, PodPhase,
-    RolloutStrategy, ValidationResult,
+use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RolloutStrategy};
+pub use crate::observed::{
+    AbortMark, AbortReason, InPlacePod, LoadedVersion, ModelIdentity, ObservedPod,
+    ObservedRevision, Reported, ReportedModel, RevisionMarks, Staging, Switch,
 };
-use crate::conditions::reasons;
-
-/// What a revision serves, as shown in the status.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct ModelIdentity {
-    pub version: String,
-    pub uri: String,
-    pub sha256: Option<String>,
-    /// The object the revision is pinned to (spec.model.refresh), as a token.
-    pub object: Option<String>,
-    /// When that object was detected as new.
-    pub detected_at: Option<Timestamp>,
-}
-
-/// Why a candidate was aborted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AbortReason {
-    /// ferry-server reported that the model cannot be served.
-    ModelLoadFailed,
-    /// The model did not reproduce its golden set (spec.model.validation).
-    ValidationFailed,
-    /// Not available within `spec.rollout.loadTimeoutSeconds`.
-    ProgressDeadlineExceeded,
-    /// `kubectl ferry abort`.
-    AbortedByUser,
-    /// A pod ran out of memory staging the version beside the one it serves (strategy InPlace).
-    OutOfMemory,
-    /// The stored mark names a reason this build does not know (written by another version of Ferry); it is
-    /// shown as such, never as one of the others.
-    Unrecognized,
-}
-
-impl AbortReason {
-    /// The condition reason.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AbortReason::ModelLoadFailed => reasons::MODEL_LOAD_FAILED,
-            AbortReason::ValidationFailed => reasons::VALIDATION_FAILED,
-            AbortReason::ProgressDeadlineExceeded => reasons::PROGRESS_DEADLINE_EXCEEDED,
-            AbortReason::AbortedByUser => reasons::ABORTED_BY_USER,
-            AbortReason::OutOfMemory => reasons::OUT_OF_MEMORY,
-            AbortReason::Unrecognized => reasons::UNRECOGNIZED_ABORT,
-        }
-    }
-}
-
-/// Why a revision was aborted; sticky until the spec changes (a new generation retries it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AbortMark {
-    pub reason: AbortReason,
-    pub message: String,
-    /// The ModelDeployment generation it was aborted at.
-    pub generation: i64,
-}
-
-/// Controller state kept on a revision's Deployment (as annotations).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct RevisionMarks {
-    /// When the revision last became active.
-    pub promoted_at: Option<Timestamp>,
-    /// When its current rollout attempt started (creation, or a retry after an abort).
-    pub rollout_started_at: Option<Timestamp>,
-    pub aborted: Option<AbortMark>,
-}
-
-/// One revision as observed: its Deployment and the state of its pods.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservedRevision {
-    pub revision: String,
-    pub model: ModelIdentity,
-    pub created_at: Timestamp,
-    /// The Deployment's spec.replicas.
-    pub replicas: i32,
-    /// The Deployment's available replicas (ready for at least minReadySeconds).
-    pub available_replicas: i32,
-    /// The Deployment controller has observed the current spec and every replica is updated and available.
-    pub rolled_out: bool,
-    pub marks: RevisionMarks,
-    /// The load failure a pod reported, through its termination message or its server's `/status`, e.g.
-    /// "ChecksumMismatch: ...".
-    pub load_failure: Option<String>,
-    /// Its pods, as their servers last reported them.
-    pub pods: Vec<ObservedPod>,
-}
-
-/// One pod of a revision, as its server last reported it (`crate::pod_state`).
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct ObservedPod {
-    pub name: String,
-    pub phase: PodPhase,
-    /// SHA-256 of the model the pod serves or loads, once known.
-    pub sha256: Option<String>,
-    /// Bytes downloaded (in steps of 5 percent) and the total, while it loads.
-    pub bytes: Option<(u64, Option<u64>)>,
-    pub load_started_at: Option<Timestamp>,
-    /// The failure of its latest load, as (reason, message).
-    pub failure: Option<(String, String)>,
-    /// When it last made load progress; None while unknown (before the controller saw any).
-    pub last_progress_at: Option<Timestamp>,
-    /// When it last made progress the status shows (a phase, a step of 5 percent).
-    pub last_shown_progress_at: Option<Timestamp>,
-    /// A pod from before a controller restart that has not been read twice yet: whether it moves is not known.
-    pub progress_unknown: bool,
-    /// Where its load stands, in words ("downloading at 1.2 GiB of 20.0 GiB").
-    pub stands: String,
-    /// Ready, with a server the controller reads, but not read as ready yet: what it reports of its model is
-    /// not known yet.
-    pub report_pending: bool,
-    /// What its server reports of the model it serves (or of its latest load once loaded).
-    pub model: Option<Arc<ReportedModel>>,
-    /// The object its serving file was downloaded from, as a token.
-    pub serving_object: Option<String>,
-    /// A new object its server found at the URI (spec.model.refresh), as a token.
-    pub new_object: Option<String>,
-    /// Its server's latest check found the object it serves at the URI.
-    pub object_unchanged: bool,
-    /// What the strategy InPlace needs of the pod: where to reach its server, which versions it holds.
-    pub in_place: InPlacePod,
-}
-
-/// A pod as the strategy InPlace drives it.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct InPlacePod {
-    pub uid: String,
-    /// Its server's address, while its container runs.
-    pub address: Option<std::net::IpAddr>,
-    /// The public id of the admin credential its server holds.
-    pub credential_id: Option<String>,
-    pub versions: Vec<LoadedVersion>,
-    pub staging: Option<Staging>,
-    pub last_switch: Option<Switch>,
-    /// When its server was last killed for running out of memory.
-    pub oom_killed_at: Option<Timestamp>,
-    /// The version of the latest stage seen and its model file's size (known after a restart too).
-    pub staged_size: Option<(String, u64)>,
-    /// A stage the server refused: the version, its answer, when.
-    pub refused: Option<(String, String, Timestamp)>,
-}
-
-impl InPlacePod {
-    pub fn serving(&self) -> Option<&str> {
-        self.versions
-            .iter()
-            .find(|v| v.state == LoadedState::Serving)
-            .map(|v| v.version.as_str())
-    }
-
-    pub fn holds(&self, version: &str) -> bool {
-        self.versions.iter().any(|v| v.version == version)
-    }
-}
-
-/// A model version loaded in a pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadedVersion {
-    pub version: String,
-    pub state: LoadedState,
-    pub sha256: String,
-}
-
-/// A load beside the serving version (a stage).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Staging {
-    pub version: String,
-    /// Downloading .. Validating while it runs, Ready once staged, Failed.
-    pub phase: PodPhase,
-    pub bytes_done: u64,
-    pub bytes_total: Option<u64>,
-    pub failure: Option<(String, String)>,
-    pub model: Option<Arc<ReportedModel>>,
-    /// When the controller first saw it failed.
-    pub failed_at: Option<Timestamp>,
-}
-
-/// A pod's latest switch, by its own clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Switch {
-    pub from: Option<String>,
-    pub to: String,
-    pub at: Timestamp,
-}
-
-/// What a server reports of its model beyond the load: kept once per pod and shared, not copied, by every
-/// reconcile that looks at it.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct ReportedModel {
-    pub signature: Option<ModelSignature>,
-    pub validation: Option<ValidationResult>,
-    pub model_info: Option<ModelInfo>,
-}
-
-impl ObservedPod {
-    fn signature(&self) -> Option<&ModelSignature> {
-        self.model.as_deref()?.signature.as_ref()
-    }
-}
-
-impl ObservedRevision {
-    /// When a pod of this revision last made load progress.
-    fn last_progress_at(&self) -> Option<Timestamp> {
-        self.pods.iter().filter_map(|p| p.last_progress_at).max()
-    }
-
-    /// When a pod of this revision last made progress that the status shows.
-    fn last_shown_progress_at(&self) -> Option<Timestamp> {
-        self.pods
-            .iter()
-            .filter_map(|p| p.last_shown_progress_at)
-            .max()
-    }
-
-    /// Where the load stalled: the pod that moved last, and where it stands.
-    fn stall(&self) -> String {
-        match self.pods.iter().max_by_key(|p| p.last_progress_at) {
-            Some(pod) => format!("pod {} is {}", pod.name, pod.stands),
-            None => "no pod was created".into(),
-        }
-    }
-
-    /// What the pods of this revision report of its model: a ready pod's report first, else any pod's.
-    fn reported<T>(&self, field: impl Fn(&ObservedPod) -> Option<&T>) -> Option<&T> {
-        let ready = self.pods.iter().filter(|p| p.phase == PodPhase::Ready);
-        ready
-            .clone()
-            .find_map(&field)
-            .or_else(|| self.pods.iter().find_map(&field))
-    }
-
-    /// The signature its pods report (a pod knows it once its model is loaded, before it is ready);
-    /// `Unknown` while a ready pod has not been read yet.
-    fn signature(&self) -> Reported<&ModelSignature> {
-        match self.pods.iter().find_map(ObservedPod::signature) {
-            Some(signature) => Reported::Known(signature),
-            None if self
-                .pods
-                .iter()
-                .any(|p| p.phase == PodPhase::Ready && p.report_pending) =>
-            {
-                Reported::Unknown
-            }
-            // Every ready pod answered without one (a server that does not report it), or none is ready.
-            None => Reported::NotReported,
-        }
-    }
-
-    fn fully_available(&self, replicas: i32) -> bool {
-        self.rolled_out && self.replicas == replicas && self.available_replicas >= replicas
-    }
-
-    /// Warm: running, every current replica available, and it has been active before. Traffic may switch to
-    /// it at once.
-    fn warm(&self) -> bool {
-        self.marks.promoted_at.is_some()
-            && self.rolled_out
-            && self.replicas > 0
-            && self.available_replicas >= self.replicas
-    }
-}
-
-/// Something a revision's pods report, once read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reported<T> {
-    Known(T),
-    /// A pod that would report it has not been read yet.
-    Unknown,
-    /// Its pods do not report it (an older server, or no pod ready).
-    NotReported,
-}
+use crate::observed::{InPlaceState, LostState, Persisted};
+use crate::server_contract::DesiredModel;
 
 /// The revision the current spec asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,7 +82,14 @@ pub struct Observed<'a> {
     pub revisions: &'a [ObservedRevision],
     /// The revision the active Service selects.
     pub active_service_target: Option<&'a str>,
+    /// The revision the preview Service selects.
+    pub preview_service_target: Option<&'a str>,
     pub requests: Requests<'a>,
+    /// Persisted state outside the revisions that could not be read (the refresh pin); the revisions' own is
+    /// in [`ObservedRevision::unreadable_marks`].
+    pub lost: Vec<LostState>,
+    /// Strategy InPlace: what its ConfigMap holds, and the model the spec asks for.
+    pub in_place: Option<InPlaceInput<'a>>,
     /// Which object the desired revision is pinned to (spec.model.refresh), with its status and events.
     pub refresh: refresh::Refresh,
     /// In-cluster URL of the active Service.
@@ -378,6 +119,15 @@ impl Observed<'_> {
             })
             .flatten()
     }
+}
+
+/// What strategy InPlace reads besides the revisions.
+#[derive(Clone, Debug)]
+pub struct InPlaceInput<'a> {
+    /// The state in the ModelDeployment's ConfigMap.
+    pub state: &'a Persisted<InPlaceState>,
+    /// The model of the current spec, as the pods are asked to load it.
+    pub desired_model: DesiredModel,
 }
 
 /// An Event to record.
@@ -481,12 +231,51 @@ fn to_time(timestamp: Timestamp) -> Time {
     Time(timestamp)
 }
 
-pub fn decide(observed: &Observed) -> Plan {
-    // InPlace decides over pod sets here, and over the model revisions inside the active pod set in `in_place`,
-    // both the blue/green way.
-    let mut summary = match observed.spec.rollout.strategy {
-        RolloutStrategy::BlueGreen | RolloutStrategy::InPlace => blue_green::decide(observed),
-    };
+/// The one decision of a reconcile: what should exist, the InPlace state to keep, the calls to the pods.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub plan: Plan,
+    /// The InPlace state to write to the ConfigMap, first of all writes, when it changes.
+    pub in_place_state: Option<InPlaceState>,
+    /// Calls to the pods' admin API (strategy InPlace), made after the plan is applied.
+    pub calls: Vec<in_place::AdminCall>,
+}
+
+impl From<Plan> for Decision {
+    fn from(plan: Plan) -> Decision {
+        Decision {
+            plan,
+            in_place_state: None,
+            calls: Vec::new(),
+        }
+    }
+}
+
+/// Dispatches to the strategy. State that cannot be read holds the rollout first: a decision made without it
+/// could switch, promote or delete on a guess.
+pub fn decide(observed: &Observed) -> Decision {
+    let lost: Vec<LostState> = observed
+        .lost
+        .iter()
+        .chain(
+            observed
+                .revisions
+                .iter()
+                .filter_map(|r| r.unreadable_marks.as_ref()),
+        )
+        .cloned()
+        .collect();
+    if !lost.is_empty() {
+        return hold::plan(observed, &lost).into();
+    }
+    match (observed.spec.rollout.strategy, observed.in_place.as_ref()) {
+        (RolloutStrategy::InPlace, Some(input)) => in_place::decide(observed, input),
+        _ => plan(observed, blue_green::decide(observed)).into(),
+    }
+}
+
+/// Turns a strategy's facts into a plan: replicas and pruning, statuses, history and events.
+fn plan(observed: &Observed, mut summary: Summary) -> Plan {
     repair_active_mark(observed, &mut summary);
     let replicas = replicas::plan(observed, &summary);
     let built = status::build(observed, &summary, &replicas);
@@ -507,6 +296,41 @@ pub fn decide(observed: &Observed) -> Plan {
         events,
         requeue_after: summary.requeue_after,
     }
+}
+
+/// The annotations through which users make requests that Ferry keeps as state, when one cannot be read: an
+/// abort request that names no revision (it would be dropped, and the candidate go on), a refresh pin that
+/// cannot be followed (`refresh::lost_pin`).
+pub fn unreadable_requests(
+    name: &str,
+    abort: Option<&str>,
+    pin: Option<&str>,
+    policy: Option<&crate::api::RefreshPolicy>,
+    revisions: &[ObservedRevision],
+    previous_refresh: Option<&crate::api::RefreshStatus>,
+) -> Vec<LostState> {
+    let object = || format!("ModelDeployment/{name}");
+    let abort = abort.filter(|value| !is_revision_name(value)).map(|value| {
+        LostState::unreadable(
+            object(),
+            Some(crate::labels::requests::ABORT),
+            format!("{value:?} is not a revision name (10 hexadecimal digits, as `kubectl ferry abort` writes)"),
+        )
+    });
+    let pin = pin.and_then(|value| {
+        refresh::lost_pin(value, policy, revisions, previous_refresh).map(|why| {
+            LostState::unreadable(object(), Some(crate::labels::requests::REFRESH_PIN), why)
+        })
+    });
+    abort.into_iter().chain(pin).collect()
+}
+
+/// Whether `value` has the form of a revision name: 10 lowercase hexadecimal digits.
+pub fn is_revision_name(value: &str) -> bool {
+    value.len() == 10
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// An active revision must carry its promotion mark, or it would not be kept warm once replaced; the mark can be

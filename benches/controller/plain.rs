@@ -108,7 +108,7 @@ async fn write_children(
 ) -> Result<(), kube::Error> {
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
-    let template = deployment::revision_template(&md, config);
+    let template = deployment::pinned_revision_template(&md, config, Default::default());
     let active_name = service::active_name(&name);
     let preview_name = service::preview_name(&name);
     let now = Timestamp::now();
@@ -131,7 +131,10 @@ async fn write_children(
         refresh: Default::default(),
         revisions: &[],
         active_service_target: None,
+        preview_service_target: None,
         requests: Requests::default(),
+        lost: Vec::new(),
+        in_place: None,
         endpoint: format!(
             "http://{active_name}.{namespace}.svc.{}:{}",
             config.cluster_domain,
@@ -143,7 +146,8 @@ async fn write_children(
             server_contract::GRPC_PORT
         ),
         now: Timestamp::from_second(now.as_second()).unwrap_or(now),
-    });
+    })
+    .plan;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let count = || writes.fetch_add(1, Ordering::Relaxed);
 

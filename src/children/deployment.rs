@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{ModelDeployment, ModelSource, RolloutStrategy, ServerTemplate};
 use crate::config::OperatorConfig;
 use crate::labels::{self, annotations};
-use crate::rollout::{AbortMark, AbortReason, ModelIdentity, ObservedRevision, RevisionMarks};
+use crate::observed::{LostState, ModelIdentity, ObservedRevision, RevisionMarks, StoredAbort};
 use crate::server_contract::{self as contract, env, pod};
 
 use super::{child_labels, model_file, owner_reference, secret};
@@ -29,6 +29,10 @@ use super::{child_labels, model_file, owner_reference, secret};
 /// Versions an InPlace pod may hold at once: the serving one, one staged, and up to ten previous ones
 /// (`keepPrevious` at most 10); the controller unloads what it does not keep.
 const IN_PLACE_MAX_LOADED_VERSIONS: usize = 12;
+
+/// The volume of an InPlace pod set's pods that holds the model file from the ModelDeployment's ConfigMap: what
+/// tells a pod set from a revision with a model of its own.
+const MODEL_FILE_VOLUME: &str = "model";
 
 /// UID the serving container runs as (the distroless "nonroot" user).
 const SERVER_UID: i64 = 65532;
@@ -58,11 +62,7 @@ pub struct ObjectPin {
 
 /// Builds the pod template of the current spec and names the revision after a hash of it, so that anything that
 /// changes the pods (model, server template, the operator's defaults) makes a new revision, and nothing else does.
-pub fn revision_template(md: &ModelDeployment, config: &OperatorConfig) -> RevisionTemplate {
-    pinned_revision_template(md, config, ObjectPin::default())
-}
-
-/// [`revision_template`] pinned to one object at the model URI: the pods load exactly that object
+/// A pin to one object at the model URI (spec.model.refresh) makes the pods load exactly that object
 /// (`FERRY_MODEL_OBJECT`), so each object is a revision of its own.
 pub fn pinned_revision_template(
     md: &ModelDeployment,
@@ -314,7 +314,7 @@ fn pod_template(
                 ]
                 .into_iter()
                 .chain(in_place.then(|| Volume {
-                    name: "model".into(),
+                    name: MODEL_FILE_VOLUME.into(),
                     config_map: Some(ConfigMapVolumeSource {
                         name: model_file::name(&name),
                         default_mode: Some(0o444),
@@ -447,6 +447,39 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
         && status.updated_replicas.unwrap_or(0) >= replicas
         && status.replicas.unwrap_or(0) == replicas
         && available >= replicas;
+    // A mark that is there but cannot be read is reported, never taken for an absent one: an abort mark
+    // dropped that way would retry an aborted candidate.
+    let object = format!("Deployment/{}", meta.name.as_deref().unwrap_or_default());
+    let mut unreadable_marks = None;
+    let mut mark = |key: &'static str| -> Option<Timestamp> {
+        let value = annotation(key)?;
+        match value.parse::<Timestamp>() {
+            Ok(at) => Some(at),
+            Err(error) => {
+                unreadable_marks.get_or_insert_with(|| {
+                    LostState::unreadable(object.clone(), Some(key), format!("{value:?}: {error}"))
+                });
+                None
+            }
+        }
+    };
+    let promoted_at = mark(annotations::PROMOTED_AT);
+    let rollout_started_at = mark(annotations::ROLLOUT_STARTED_AT);
+    let aborted = annotation(annotations::ABORTED).and_then(|json| {
+        match serde_json::from_str::<StoredAbort>(&json) {
+            Ok(stored) => Some(stored.into_mark()),
+            Err(error) => {
+                unreadable_marks.get_or_insert_with(|| {
+                    LostState::unreadable(
+                        object.clone(),
+                        Some(annotations::ABORTED),
+                        error.to_string(),
+                    )
+                });
+                None
+            }
+        }
+    });
     let timestamp = |key: &str| annotation(key).and_then(|value| value.parse::<Timestamp>().ok());
     Some(ObservedRevision {
         model: ModelIdentity {
@@ -464,12 +497,12 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
         available_replicas: available,
         rolled_out,
         marks: RevisionMarks {
-            promoted_at: timestamp(annotations::PROMOTED_AT),
-            rollout_started_at: timestamp(annotations::ROLLOUT_STARTED_AT),
-            aborted: annotation(annotations::ABORTED)
-                .and_then(|json| serde_json::from_str::<StoredAbort>(&json).ok())
-                .map(StoredAbort::into_mark),
+            promoted_at,
+            rollout_started_at,
+            aborted,
         },
+        unreadable_marks,
+        pod_set: loads_model_file(deployment.spec.as_ref().map(|s| &s.template)),
         load_failure: pods
             .iter()
             .filter(|pod| {
@@ -504,6 +537,69 @@ pub struct CachedDeployment {
 struct CachedDeploymentSpec {
     #[serde(default)]
     replicas: Option<i32>,
+    /// Whether the template mounts the model file (an InPlace pod set), read from the template as the watch
+    /// delivers it; the template itself is not kept.
+    #[serde(
+        default,
+        rename = "template",
+        deserialize_with = "template_loads_model_file"
+    )]
+    pod_set: bool,
+}
+
+/// Reads only the template's volumes, for [`CachedDeploymentSpec::pod_set`].
+fn template_loads_model_file<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<bool, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Template {
+        #[serde(default)]
+        spec: Option<TemplateSpec>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TemplateSpec {
+        #[serde(default)]
+        volumes: Option<Vec<TemplateVolume>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TemplateVolume {
+        name: String,
+        #[serde(default)]
+        config_map: Option<serde::de::IgnoredAny>,
+    }
+    let template = <Option<Template> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(template
+        .and_then(|t| t.spec?.volumes)
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == MODEL_FILE_VOLUME && v.config_map.is_some()))
+}
+
+/// The part of a pod set's template the cache keeps: the model-file volume alone.
+fn model_file_template() -> PodTemplateSpec {
+    PodTemplateSpec {
+        spec: Some(PodSpec {
+            volumes: Some(vec![Volume {
+                name: MODEL_FILE_VOLUME.into(),
+                config_map: Some(ConfigMapVolumeSource::default()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether pods of `template` load the model file of the ModelDeployment's ConfigMap (an InPlace pod set).
+fn loads_model_file(template: Option<&PodTemplateSpec>) -> bool {
+    template
+        .and_then(|t| t.spec.as_ref()?.volumes.as_ref())
+        .is_some_and(|volumes| {
+            volumes
+                .iter()
+                .any(|v| v.name == MODEL_FILE_VOLUME && v.config_map.is_some())
+        })
 }
 
 super::cached_kind!(CachedDeployment, Deployment);
@@ -537,43 +633,14 @@ impl CachedDeployment {
             },
             spec: self.spec.as_ref().map(|spec| DeploymentSpec {
                 replicas: spec.replicas,
+                template: if spec.pod_set {
+                    model_file_template()
+                } else {
+                    PodTemplateSpec::default()
+                },
                 ..Default::default()
             }),
             status: self.status.clone(),
-        }
-    }
-}
-
-/// How an abort mark is stored in its annotation. The reason is read as text first, so that one this version
-/// does not know is reported as unrecognized (with what it said), not dropped or taken for another.
-#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
-pub struct StoredAbort {
-    reason: serde_json::Value,
-    message: String,
-    generation: i64,
-}
-
-impl StoredAbort {
-    pub fn from_mark(mark: &AbortMark) -> StoredAbort {
-        StoredAbort {
-            reason: serde_json::to_value(mark.reason).expect("a reason serializes"),
-            message: mark.message.clone(),
-            generation: mark.generation,
-        }
-    }
-
-    pub fn into_mark(self) -> AbortMark {
-        match serde_json::from_value::<AbortReason>(self.reason.clone()) {
-            Ok(reason) => AbortMark {
-                reason,
-                message: self.message,
-                generation: self.generation,
-            },
-            Err(_) => AbortMark {
-                reason: AbortReason::Unrecognized,
-                message: format!("{} (stored reason {})", self.message, self.reason),
-                generation: self.generation,
-            },
         }
     }
 }
@@ -623,6 +690,11 @@ fn marks_annotations(marks: &RevisionMarks) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observed::{AbortMark, AbortReason};
+
+    fn revision_template(md: &ModelDeployment, config: &OperatorConfig) -> RevisionTemplate {
+        pinned_revision_template(md, config, ObjectPin::default())
+    }
     use crate::api::ModelDeploymentSpec;
 
     fn md(version: &str) -> ModelDeployment {
@@ -990,5 +1062,68 @@ mod tests {
         let annotations = cached.metadata.annotations.unwrap();
         assert!(!annotations.contains_key(annotations::SOURCE_SPEC));
         assert_eq!(cached.spec.unwrap().template, PodTemplateSpec::default());
+    }
+
+    #[test]
+    fn a_mark_that_cannot_be_read_is_reported_never_taken_for_an_absent_one() {
+        let md = md("1");
+        let revision = revision_template(&md, &OperatorConfig::default());
+        let marks = RevisionMarks {
+            promoted_at: None,
+            rollout_started_at: Some("2026-11-21T10:00:00Z".parse().unwrap()),
+            aborted: Some(AbortMark {
+                reason: AbortReason::ValidationFailed,
+                message: "2 of 3 cases".into(),
+                generation: 2,
+            }),
+        };
+        let deployment = desired_deployment(&md, &revision, 0, &marks);
+        let read = observe(&through_the_cache(&deployment), &[]).unwrap();
+        assert_eq!((read.marks, read.unreadable_marks), (marks, None));
+        let garble = |key: &str, value: &str| {
+            let mut garbled = deployment.clone();
+            garbled
+                .metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(key.into(), value.into());
+            observe(&through_the_cache(&garbled), &[]).unwrap()
+        };
+        let aborted = garble(annotations::ABORTED, "{\"reason\": \"Validation");
+        assert_eq!(aborted.marks.aborted, None);
+        let lost = aborted.unreadable_marks.expect("reported");
+        assert_eq!(
+            lost.object,
+            format!("Deployment/iris-{}", revision.revision)
+        );
+        assert_eq!(lost.field, Some(annotations::ABORTED));
+        assert!(
+            lost.describe().contains("cannot be read: EOF"),
+            "{}",
+            lost.describe()
+        );
+        let started = garble(annotations::ROLLOUT_STARTED_AT, "yesterday");
+        assert_eq!(
+            started.unreadable_marks.unwrap().field,
+            Some(annotations::ROLLOUT_STARTED_AT)
+        );
+    }
+
+    #[test]
+    fn an_in_place_pod_set_is_known_as_one_also_through_the_cache() {
+        let mut in_place = md("1");
+        in_place.spec.rollout.strategy = RolloutStrategy::InPlace;
+        for (md, pod_set) in [(md("1"), false), (in_place, true)] {
+            let revision = revision_template(&md, &OperatorConfig::default());
+            let deployment = desired_deployment(&md, &revision, 2, &RevisionMarks::default());
+            assert_eq!(observe(&deployment, &[]).unwrap().pod_set, pod_set);
+            assert_eq!(
+                observe(&through_the_cache(&deployment), &[])
+                    .unwrap()
+                    .pod_set,
+                pod_set
+            );
+        }
     }
 }

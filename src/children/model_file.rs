@@ -7,96 +7,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::deployment::StoredAbort;
 use super::{child_labels, owner_reference};
 use crate::api::ModelDeployment;
-use crate::rollout::{ModelIdentity, RevisionMarks};
-use crate::server_contract::{pod, DesiredModel};
-
-/// The annotation holding [`InPlaceState`] as JSON.
-pub const STATE_ANNOTATION: &str = "ferry.dev/in-place";
+use crate::labels::annotations;
+use crate::observed::Persisted;
+pub use crate::observed::{InPlaceState, ModelRecord};
+use crate::server_contract::pod;
 
 pub fn name(md_name: &str) -> String {
     format!("{md_name}-ferry-model")
-}
-
-/// The in-place state of one pod set (the Deployment whose pods switch between model revisions).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct InPlaceState {
-    /// The pod set's revision (its Deployment is `<name>-<podSet>`).
-    pub pod_set: String,
-    /// The model revision that serves: the one switched to last.
-    pub active: String,
-    /// Model revisions known on this pod set, newest last.
-    pub revisions: Vec<ModelRecord>,
-}
-
-/// One model revision: a model the pods of the pod set load, serve or once served.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelRecord {
-    pub revision: String,
-    pub model: DesiredModel,
-    pub created_at: Time,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promoted_at: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout_started_at: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aborted: Option<StoredAbort>,
-}
-
-impl ModelRecord {
-    pub fn new(revision: String, model: DesiredModel, now: Timestamp) -> ModelRecord {
-        ModelRecord {
-            revision,
-            model,
-            created_at: Time(now),
-            promoted_at: None,
-            rollout_started_at: None,
-            aborted: None,
-        }
-    }
-
-    pub fn marks(&self) -> RevisionMarks {
-        RevisionMarks {
-            promoted_at: self.promoted_at.as_ref().map(|t| t.0),
-            rollout_started_at: self.rollout_started_at.as_ref().map(|t| t.0),
-            aborted: self.aborted.clone().map(StoredAbort::into_mark),
-        }
-    }
-
-    pub fn set_marks(&mut self, marks: &RevisionMarks) {
-        self.promoted_at = marks.promoted_at.map(Time);
-        self.rollout_started_at = marks.rollout_started_at.map(Time);
-        self.aborted = marks.aborted.as_ref().map(StoredAbort::from_mark);
-    }
-
-    pub fn identity(&self) -> ModelIdentity {
-        ModelIdentity {
-            version: self.model.version.clone(),
-            uri: self.model.uri.clone(),
-            sha256: self.model.sha256.clone(),
-            object: self.model.object.clone(),
-            detected_at: None,
-        }
-    }
-}
-
-impl InPlaceState {
-    pub fn find(&self, revision: &str) -> Option<&ModelRecord> {
-        self.revisions.iter().find(|r| r.revision == revision)
-    }
-
-    /// The model that serves, which new pods load.
-    pub fn active_model(&self) -> Option<&DesiredModel> {
-        self.find(&self.active).map(|r| &r.model)
-    }
 }
 
 /// The ConfigMap holding `state`: its active model as the file the pods load, the state as an annotation.
@@ -109,7 +30,7 @@ pub fn desired(md: &ModelDeployment, state: &InPlaceState) -> ConfigMap {
             namespace: md.metadata.namespace.clone(),
             labels: Some(child_labels(&md_name, None)),
             annotations: Some(BTreeMap::from([(
-                STATE_ANNOTATION.to_owned(),
+                annotations::IN_PLACE_STATE.to_owned(),
                 serde_json::to_string(state).expect("the in-place state serializes"),
             )])),
             owner_references: Some(vec![owner_reference(md)]),
@@ -123,14 +44,22 @@ pub fn desired(md: &ModelDeployment, state: &InPlaceState) -> ConfigMap {
     }
 }
 
-/// The state a ConfigMap holds; None when it holds none this build can read.
-pub fn observe(config_map: &ConfigMap) -> Option<InPlaceState> {
+/// The state the ConfigMap holds, if it is there; `Unreadable` (with why) when it holds none this build can
+/// read, never a state made up in its place.
+pub fn observe(config_map: Option<&ConfigMap>) -> Persisted<InPlaceState> {
+    let Some(config_map) = config_map else {
+        return Persisted::Missing;
+    };
     let json = config_map
         .metadata
         .annotations
-        .as_ref()?
-        .get(STATE_ANNOTATION)?;
-    serde_json::from_str(json).ok()
+        .as_ref()
+        .and_then(|a| a.get(annotations::IN_PLACE_STATE));
+    match json.map(|json| serde_json::from_str(json)) {
+        Some(Ok(state)) => Persisted::Read(state),
+        Some(Err(error)) => Persisted::Unreadable(error.to_string()),
+        None => Persisted::Unreadable("the annotation is missing".into()),
+    }
 }
 
 /// Drops what the controller never reads back (managed fields, the data, which the state repeats).
@@ -143,7 +72,9 @@ pub fn strip_for_cache(config_map: &mut ConfigMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{AbortMark, AbortReason};
+    use crate::observed::{AbortMark, AbortReason, RevisionMarks};
+    use crate::server_contract::DesiredModel;
+    use k8s_openapi::jiff::Timestamp;
 
     #[test]
     fn the_state_and_the_model_file_round_trip_through_the_config_map() {
@@ -180,12 +111,39 @@ mod tests {
                 .unwrap();
         assert_eq!(file, model, "the pods load the active model");
         strip_for_cache(&mut config_map);
-        let read = observe(&config_map).unwrap();
+        let Persisted::Read(read) = observe(Some(&config_map)) else {
+            panic!("the state reads back")
+        };
         assert_eq!(read, state);
         assert_eq!(read.revisions[0].marks(), record.marks());
         assert_eq!(
             read.revisions[0].marks().aborted.unwrap().reason,
             AbortReason::OutOfMemory
+        );
+    }
+
+    #[test]
+    fn a_missing_or_garbled_state_is_said_so_never_read_as_a_state() {
+        let with = |annotations: Option<BTreeMap<String, String>>| ConfigMap {
+            metadata: ObjectMeta {
+                annotations,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(observe(None), Persisted::Missing);
+        assert_eq!(
+            observe(Some(&with(None))),
+            Persisted::Unreadable("the annotation is missing".into())
+        );
+        let garbled = with(Some(BTreeMap::from([(
+            annotations::IN_PLACE_STATE.to_owned(),
+            "{\"podSet\": 3}".to_owned(),
+        )])));
+        assert!(
+            matches!(observe(Some(&garbled)), Persisted::Unreadable(why) if why.contains("invalid type")),
+            "{:?}",
+            observe(Some(&garbled))
         );
     }
 }

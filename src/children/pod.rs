@@ -8,8 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::PodPhase;
+use crate::observed::{InPlacePod, ObservedPod};
 use crate::pod_state::{PodReport, Read};
-use crate::rollout::{InPlacePod, ObservedPod};
 use crate::server_contract;
 
 /// The load failure a pod reports: the termination message of its server container's current or last

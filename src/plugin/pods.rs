@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{ModelDeploymentStatus, PodPhase, PodState, RevisionStatus};
-use crate::pod_state::human_bytes;
+use crate::observed::units::human_bytes;
 
 /// Width of the progress bar, in characters.
 const BAR: usize = 20;

@@ -25,11 +25,14 @@ use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::{
-    DesiredRevision, ModelIdentity, Observed, ObservedPod, ObservedRevision, Plan, PlannedEvent,
+    hold, Decision, DesiredRevision, InPlaceInput, ModelIdentity, Observed, ObservedPod,
+    ObservedRevision, Plan, PlannedEvent,
 };
 use crate::api::{LoadedState, PodPhase, SwitchStatus};
-use crate::children::model_file::{InPlaceState, ModelRecord};
 use crate::conditions::{events, reasons};
+use crate::observed::{
+    AbortMark, AbortReason, InPlaceState, LostState, ModelRecord, Persisted, StoredAbort,
+};
 use crate::server_contract::{DesiredModel, LoadParameters};
 
 /// How soon to look again while a switch or a stage is under way (the pods' reports trigger reconciles too).
@@ -91,7 +94,7 @@ pub fn model_revision(state: &InPlaceState, model: &DesiredModel) -> String {
 /// keeps the ConfigMap as it is. A pod set starts with one model revision, named like the pod set itself (so the
 /// status keeps naming the same revision when the model layer takes over): the desired model, or, while an
 /// InPlace pod set serves from the ConfigMap, the model it serves, which the new pods load too.
-pub fn boot_state(
+fn boot_state(
     state: Option<&InPlaceState>,
     pod_set: &str,
     active_target: Option<&str>,
@@ -127,24 +130,354 @@ pub fn boot_state(
     }
 }
 
-/// What the in-place layer decided.
+/// What the model layer decided.
 #[derive(Clone, Debug)]
-pub struct Decision {
+struct ModelLayer {
     /// The decision over model revisions, as blue/green makes it over Deployments: its status, events and
     /// requeue are the ModelDeployment's.
-    pub plan: Plan,
+    plan: Plan,
     /// The state to keep in the ConfigMap (written when it differs from the observed one).
-    pub state: InPlaceState,
-    pub calls: Vec<AdminCall>,
+    state: InPlaceState,
+    calls: Vec<AdminCall>,
+}
+
+/// The decision of strategy InPlace: over pod sets the blue/green way, and over the model revisions inside the
+/// active pod set. The state in the ConfigMap is what the model layer decides from; when it is lost while a pod
+/// set serves from it, it is rebuilt from what the pods report, or the rollout holds. It is never started afresh
+/// from the spec then: that would make the desired version active without a promotion.
+pub fn decide(observed: &Observed, input: &InPlaceInput) -> Decision {
+    let lost = match input.state {
+        Persisted::Read(state) => return decide_with(observed, state, &input.desired_model),
+        Persisted::Missing => LostState::missing(config_map(observed), None),
+        Persisted::Unreadable(why) => LostState::unreadable(
+            config_map(observed),
+            Some(crate::labels::annotations::IN_PLACE_STATE),
+            why.clone(),
+        ),
+    };
+    let serving_pod_set = observed
+        .active_service_target
+        .and_then(|target| observed.find(target))
+        .filter(|r| r.pod_set);
+    let Some(pod_set) = serving_pod_set else {
+        // Nothing serves through the ConfigMap (a first rollout, or one from BlueGreen): the new pod set starts
+        // on the desired model, as before any state existed.
+        let plan = super::plan(observed, super::blue_green::decide(observed));
+        let in_place_state = boot_state(
+            None,
+            &observed.desired.revision,
+            observed.active_service_target,
+            plan.active.as_deref(),
+            &input.desired_model,
+            observed.now,
+        );
+        return Decision {
+            plan,
+            in_place_state,
+            calls: Vec::new(),
+        };
+    };
+    match rebuild(observed, pod_set, &input.desired_model) {
+        Ok(state) => {
+            let mut decision = decide_with(observed, &state, &input.desired_model);
+            decision.in_place_state.get_or_insert(state.clone());
+            decision.plan.events.insert(
+                0,
+                PlannedEvent {
+                    warning: true,
+                    revision: None,
+                    reason: events::STATE_REBUILT,
+                    note: format!(
+                        "{}; rebuilt from what the {} pods of pod set {} report: {}",
+                        lost.describe(),
+                        pod_set.pods.len(),
+                        pod_set.revision,
+                        rebuilt_summary(&state)
+                    ),
+                },
+            );
+            decision
+        }
+        Err(why) => {
+            let lost = LostState {
+                not_rebuilt: Some(why),
+                ..lost
+            };
+            hold::plan(observed, &[lost]).into()
+        }
+    }
+}
+
+/// `ConfigMap/<name>-ferry-model`.
+fn config_map(observed: &Observed) -> String {
+    format!("ConfigMap/{}-ferry-model", observed.name)
+}
+
+/// The decision on a state that was read (or rebuilt).
+fn decide_with(
+    observed: &Observed,
+    state: &InPlaceState,
+    desired_model: &DesiredModel,
+) -> Decision {
+    // An InPlace pod set serves the model its ConfigMap names, not the one it was created with.
+    let revisions: Vec<ObservedRevision> = observed
+        .revisions
+        .iter()
+        .map(|revision| {
+            let mut revision = revision.clone();
+            if revision.revision == state.pod_set || revision.revision == observed.desired.revision
+            {
+                if let Some(record) = state.find(&state.active) {
+                    revision.model = record.identity();
+                }
+            }
+            revision
+        })
+        .collect();
+    let observed = &Observed {
+        revisions: &revisions,
+        ..observed.clone()
+    };
+    let pods = super::plan(observed, super::blue_green::decide(observed));
+    let pod_set = observed.find(&observed.desired.revision);
+    match pod_set {
+        // The pod set serves: the model layer decides.
+        Some(pod_set)
+            if state.pod_set == pod_set.revision
+                && observed.active_service_target == Some(&pod_set.revision)
+                && pods.active.as_deref() == Some(&pod_set.revision) =>
+        {
+            let models = decide_models(observed, pod_set, state, desired_model);
+            Decision {
+                plan: merge_model_layer(pods, models.plan, &pod_set.revision),
+                in_place_state: Some(models.state).filter(|s| s != state),
+                calls: models.calls,
+            }
+        }
+        _ => {
+            let in_place_state = boot_state(
+                Some(state),
+                &observed.desired.revision,
+                observed.active_service_target,
+                pods.active.as_deref(),
+                desired_model,
+                observed.now,
+            );
+            Decision {
+                plan: pods,
+                in_place_state,
+                calls: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The plan of an active pod set: the Deployments and Services as the pod-set layer planned them, the status
+/// and events of the model layer, with the scale subresource's fields of the pod set and its warm previous pod
+/// sets.
+fn merge_model_layer(pods: Plan, models: Plan, pod_set: &str) -> Plan {
+    let mut status = models.status;
+    status.replicas = pods.status.replicas;
+    status.selector = pods.status.selector;
+    status.previous.extend(
+        pods.status
+            .previous
+            .into_iter()
+            .filter(|p| p.revision != pod_set),
+    );
+    // The pod-set layer read a status written in model revisions, so what it finds changed there (a promotion
+    // of the pod set, a superseded candidate) is not a transition; with the pod set active and desired, the
+    // transitions are the model layer's.
+    Plan {
+        status,
+        events: models.events,
+        requeue_after: match (pods.requeue_after, models.requeue_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        ..pods
+    }
+}
+
+/// The state of a serving pod set rebuilt from its pods: each pod reports the versions it holds (with their
+/// URIs) and which serves; the status names the model revisions (their ids, marks, expected checksums). Only
+/// what every pod agrees on is taken: the version every pod serves becomes the active one, a version every pod
+/// holds that the status names keeps its place (a warm previous one, the candidate with its start and abort),
+/// and a candidate the pods are still staging keeps its record. Nothing comes from the spec but the format,
+/// which the pods do not report (every version of a pod set is loaded by the runtime the spec's format names).
+fn rebuild(
+    observed: &Observed,
+    pod_set: &ObservedRevision,
+    desired_model: &DesiredModel,
+) -> Result<InPlaceState, String> {
+    let pods = &pod_set.pods;
+    if pods.is_empty() {
+        return Err(format!("pod set {} has no pods", pod_set.revision));
+    }
+    if let Some(pod) = pods
+        .iter()
+        .find(|p| p.phase != PodPhase::Ready || p.report_pending || p.in_place.versions.is_empty())
+    {
+        return Err(format!(
+            "pod {} has not reported the versions it holds (it is {:?})",
+            pod.name, pod.phase
+        ));
+    }
+    let serving: Vec<(&str, Option<&str>)> = pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.in_place.serving()))
+        .collect();
+    let version = match serving[0].1 {
+        Some(version) if serving.iter().all(|(_, v)| *v == Some(version)) => version,
+        _ => {
+            return Err(format!(
+                "its pods do not all serve one version ({})",
+                serving
+                    .iter()
+                    .map(|(pod, v)| format!("{pod}: {}", v.unwrap_or("none")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    let status = observed.previous_status;
+    let named: Vec<(&crate::api::RevisionStatus, Role)> = status
+        .active
+        .as_deref()
+        .map(|r| (r, Role::Active))
+        .into_iter()
+        .chain(status.candidate.as_deref().map(|r| (r, Role::Candidate)))
+        .chain(status.previous.iter().map(|r| (r, Role::Previous)))
+        .collect();
+    let mut state = InPlaceState {
+        pod_set: pod_set.revision.clone(),
+        active: String::new(),
+        revisions: Vec::new(),
+    };
+    // A record made now would restart the deadlines its revision had: its times come from the status.
+    let since_or_now =
+        |named: &crate::api::RevisionStatus| named.since.as_ref().map_or(observed.now, |t| t.0);
+    let uri_of = |version: &str| {
+        pods[0]
+            .in_place
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .map(|v| v.uri.clone())
+    };
+    let model_of = |version: &str, uri: String, sha256: Option<String>| DesiredModel {
+        uri,
+        version: version.to_owned(),
+        sha256,
+        format: desired_model.format.clone(),
+        object: None,
+    };
+    // The active version: under the name and checksum the status gives it, else under a name of its own.
+    let uri = uri_of(version).unwrap_or_default();
+    let active = match named
+        .iter()
+        .find(|(r, _)| r.version == version && r.uri == uri)
+    {
+        Some((named, _)) => {
+            let mut record = ModelRecord::new(
+                named.revision.clone(),
+                model_of(version, uri, named.sha256.clone()),
+                since_or_now(named),
+            );
+            record.promoted_at = Some(Time(since_or_now(named)));
+            record
+        }
+        None => {
+            let model = model_of(version, uri, None);
+            let mut record = ModelRecord::new(model_revision(&state, &model), model, observed.now);
+            record.promoted_at = Some(Time(observed.now));
+            record
+        }
+    };
+    state.active = active.revision.clone();
+    state.revisions.push(active);
+    for (named, role) in &named {
+        if state.find(&named.revision).is_some() || named.version == version {
+            continue;
+        }
+        let held_by_all = pods.iter().all(|p| {
+            p.in_place
+                .versions
+                .iter()
+                .any(|v| v.version == named.version && v.uri == named.uri)
+        });
+        let staging = pods.iter().any(|p| {
+            p.in_place
+                .staging
+                .as_ref()
+                .is_some_and(|s| s.version == named.version)
+        });
+        let model = model_of(&named.version, named.uri.clone(), named.sha256.clone());
+        let mut record = ModelRecord::new(named.revision.clone(), model, since_or_now(named));
+        match role {
+            Role::Previous if held_by_all => {
+                record.promoted_at = Some(Time(since_or_now(named)));
+            }
+            Role::Candidate if held_by_all || staging => {
+                record.rollout_started_at = named.since.clone();
+                record.aborted = named
+                    .reason
+                    .as_deref()
+                    .and_then(AbortReason::from_condition_reason)
+                    .map(|reason| {
+                        StoredAbort::from_mark(&AbortMark {
+                            reason,
+                            message: named.message.clone().unwrap_or_default(),
+                            generation: status.observed_generation.unwrap_or(observed.generation),
+                        })
+                    });
+            }
+            _ => continue,
+        }
+        state.revisions.push(record);
+    }
+    Ok(state)
+}
+
+/// Where a revision stood in the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Active,
+    Candidate,
+    Previous,
+}
+
+/// "version 1 serves (revision 0a1b2c3d4e); version 2 (revision 5f6a7b8c9d) is kept".
+fn rebuilt_summary(state: &InPlaceState) -> String {
+    state
+        .revisions
+        .iter()
+        .map(|r| {
+            let role = if r.revision == state.active {
+                "serves"
+            } else if r.aborted.is_some() {
+                "stays aborted"
+            } else if r.promoted_at.is_some() {
+                "stays warm"
+            } else {
+                "stays the candidate"
+            };
+            format!(
+                "version {} {role} (revision {})",
+                r.model.version, r.revision
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Decides the model layer of an active pod set.
-pub fn decide(
+fn decide_models(
     observed: &Observed,
     pod_set: &ObservedRevision,
     state: &InPlaceState,
     desired_model: &DesiredModel,
-) -> Decision {
+) -> ModelLayer {
     let desired_revision = model_revision(state, desired_model);
     let memory_limit = observed
         .spec
@@ -173,7 +506,7 @@ pub fn decide(
         },
         ..observed.clone()
     };
-    let mut plan = super::decide(&view);
+    let mut plan = super::plan(&view, super::blue_green::decide(&view));
 
     // The state after this reconcile: marks, the new candidate's record, forgotten revisions, the active one.
     let mut next = state.clone();
@@ -222,7 +555,7 @@ pub fn decide(
     if !calls.is_empty() {
         plan.requeue_after = Some(plan.requeue_after.map_or(FOLLOW, |r| r.min(FOLLOW)));
     }
-    Decision {
+    ModelLayer {
         plan,
         state: next,
         calls,
@@ -265,6 +598,8 @@ fn model_revision_view(
             && pods.len() as i32 == pod_set.replicas
             && available >= pod_set.replicas,
         marks,
+        unreadable_marks: None,
+        pod_set: false,
         load_failure: (!active).then_some(load_failure).flatten(),
         pods,
     }
@@ -324,7 +659,7 @@ fn model_in_pod(
                      spec.server.resources.limits.memory, or roll this version out with strategy BlueGreen",
                     size.map_or(String::new(), |b| format!(
                         " (a model file of {})",
-                        crate::pod_state::human_bytes(b)
+                        crate::observed::units::human_bytes(b)
                     )),
                     memory_limit.unwrap_or("none in spec.server.resources (the operator's default)")
                 ),
@@ -349,7 +684,7 @@ fn model_in_pod(
         Some(stage) if pod.phase == PodPhase::Ready => {
             view.phase = stage.phase;
             view.bytes = stage.phase.is_loading().then_some((
-                crate::pod_state::stepped(stage.bytes_done, stage.bytes_total),
+                crate::observed::units::stepped(stage.bytes_done, stage.bytes_total),
                 stage.bytes_total,
             ));
             view.failure = stage.failure.clone();
@@ -358,8 +693,8 @@ fn model_in_pod(
                 Some(total) => format!(
                     "staging version {version}: {:?} at {} of {}",
                     stage.phase,
-                    crate::pod_state::human_bytes(stage.bytes_done),
-                    crate::pod_state::human_bytes(total)
+                    crate::observed::units::human_bytes(stage.bytes_done),
+                    crate::observed::units::human_bytes(total)
                 ),
                 None => format!("staging version {version}: {:?}", stage.phase),
             };
@@ -592,6 +927,7 @@ mod tests {
             version: version.into(),
             state,
             sha256: format!("sha-{version}"),
+            uri: format!("s3://m/{version}.onnx"),
         }
     }
 
@@ -621,6 +957,8 @@ mod tests {
             available_replicas: 3,
             rolled_out: true,
             marks: Default::default(),
+            unreadable_marks: None,
+            pod_set: true,
             load_failure: None,
             pods,
         }
@@ -636,11 +974,33 @@ mod tests {
         }
     }
 
+    /// A decision, with the state after it in full.
+    struct Outcome {
+        plan: Plan,
+        state: InPlaceState,
+        calls: Vec<AdminCall>,
+    }
+
     fn run(
         spec: &ModelDeploymentSpec,
         status: &ModelDeploymentStatus,
         pods: &ObservedRevision,
         state: &InPlaceState,
+        now: i64,
+    ) -> Outcome {
+        let decision = run_on(spec, status, pods, &Persisted::Read(state.clone()), now);
+        Outcome {
+            state: decision.in_place_state.unwrap_or_else(|| state.clone()),
+            plan: decision.plan,
+            calls: decision.calls,
+        }
+    }
+
+    fn run_on(
+        spec: &ModelDeploymentSpec,
+        status: &ModelDeploymentStatus,
+        pods: &ObservedRevision,
+        state: &Persisted<InPlaceState>,
         now: i64,
     ) -> Decision {
         let observed = Observed {
@@ -655,17 +1015,23 @@ mod tests {
             invalid_spec: None,
             revisions: std::slice::from_ref(pods),
             active_service_target: Some("p"),
+            preview_service_target: None,
             requests: Requests::default(),
+            lost: Vec::new(),
+            in_place: None,
             refresh: refresh::Refresh::default(),
             endpoint: "http://iris".into(),
             grpc_endpoint: "iris:8082".into(),
             now: at(now),
         };
-        let desired = model(&spec.model.version);
-        decide(&observed, pods, state, &desired)
+        let input = InPlaceInput {
+            state,
+            desired_model: model(&spec.model.version),
+        };
+        decide(&observed, &input)
     }
 
-    fn actions(decision: &Decision) -> Vec<(String, &'static str, String)> {
+    fn actions(decision: &Outcome) -> Vec<(String, &'static str, String)> {
         decision
             .calls
             .iter()
@@ -978,5 +1344,266 @@ mod tests {
             "2",
             "what its pods loaded"
         );
+    }
+
+    /// Pod `i` serving `serves` and holding `holds` beside it.
+    fn holding(i: usize, serves: &str, holds: &str, state: LoadedState) -> ObservedPod {
+        pod(
+            i,
+            vec![loaded(serves, LoadedState::Serving), loaded(holds, state)],
+            None,
+        )
+    }
+
+    /// Every pod serves version 1 and holds version 2 staged.
+    fn staged_everywhere() -> ObservedRevision {
+        pod_set(
+            (0..3)
+                .map(|i| holding(i, "1", "2", LoadedState::Staged))
+                .collect(),
+        )
+    }
+
+    /// A candidate (version 2) staged in every pod and held for `kubectl ferry promote`.
+    fn waiting_for_promotion() -> (ModelDeploymentSpec, Outcome) {
+        let mut spec = spec("2");
+        spec.rollout.auto_promote = false;
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let mut outcome = run(
+            &spec,
+            &ModelDeploymentStatus::default(),
+            &idle,
+            &state("1"),
+            10,
+        );
+        for now in [12, 14, 16] {
+            outcome = run(
+                &spec,
+                &outcome.plan.status,
+                &staged_everywhere(),
+                &outcome.state,
+                now,
+            );
+        }
+        let candidate = outcome.plan.status.candidate.as_deref().unwrap();
+        assert_eq!(
+            candidate.reason.as_deref(),
+            Some(reasons::WAITING_FOR_PROMOTION)
+        );
+        assert!(outcome.calls.is_empty());
+        (spec, outcome)
+    }
+
+    #[test]
+    fn a_config_map_deleted_while_a_candidate_waits_for_promotion_is_rebuilt_from_the_pods_and_nothing_switches(
+    ) {
+        let (spec, waiting) = waiting_for_promotion();
+        let pods = staged_everywhere();
+        let decision = run_on(&spec, &waiting.plan.status, &pods, &Persisted::Missing, 30);
+        assert!(
+            !decision
+                .calls
+                .iter()
+                .any(|c| matches!(c.action, AdminAction::Switch(_))),
+            "the candidate never serves: {:?}",
+            decision.calls
+        );
+        let rebuilt = decision
+            .in_place_state
+            .clone()
+            .expect("the state is written back");
+        assert_eq!(
+            rebuilt.active, "p",
+            "the version the pods serve stays active"
+        );
+        assert_eq!(rebuilt.active_model().unwrap().version, "1");
+        assert_eq!(
+            rebuilt, waiting.state,
+            "the rebuilt state is the one that was lost: same revisions, marks and models"
+        );
+        let status = &decision.plan.status;
+        assert_eq!(status.active.as_deref().unwrap().version, "1");
+        let candidate = status.candidate.as_deref().unwrap();
+        assert_eq!(
+            candidate.reason.as_deref(),
+            Some(reasons::WAITING_FOR_PROMOTION)
+        );
+        let rebuilt_events: Vec<_> = decision
+            .plan
+            .events
+            .iter()
+            .filter(|e| e.reason == events::STATE_REBUILT)
+            .collect();
+        assert_eq!(rebuilt_events.len(), 1, "{:?}", decision.plan.events);
+        assert!(rebuilt_events[0].warning);
+        assert!(
+            rebuilt_events[0]
+                .note
+                .contains("ConfigMap/iris-ferry-model is missing"),
+            "{}",
+            rebuilt_events[0].note
+        );
+        // From then on the rollout goes on from the written state: still waiting, still nothing switched.
+        let next = run(&spec, status, &pods, &rebuilt, 32);
+        assert!(next.calls.is_empty(), "{:?}", actions(&next));
+        assert!(next.plan.events.is_empty(), "{:?}", next.plan.events);
+    }
+
+    #[test]
+    fn a_config_map_deleted_mid_stage_keeps_the_candidate_staging_and_never_switches() {
+        let spec = spec("2");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let first = run(
+            &spec,
+            &ModelDeploymentStatus::default(),
+            &idle,
+            &state("1"),
+            10,
+        );
+        let staging = Staging {
+            version: "2".into(),
+            phase: PodPhase::Downloading,
+            bytes_done: 10,
+            bytes_total: Some(100),
+            failure: None,
+            model: None,
+            failed_at: None,
+        };
+        let mid_stage = pod_set(vec![
+            holding(0, "1", "2", LoadedState::Staged),
+            pod(1, serving("1"), Some(staging)),
+            pod(2, serving("1"), None),
+        ]);
+        let second = run(&spec, &first.plan.status, &mid_stage, &first.state, 12);
+        let decision = run_on(
+            &spec,
+            &second.plan.status,
+            &mid_stage,
+            &Persisted::Missing,
+            14,
+        );
+        let rebuilt = decision.in_place_state.expect("rebuilt from the pods");
+        assert_eq!(rebuilt.active_model().unwrap().version, "1");
+        let candidate = rebuilt
+            .revisions
+            .iter()
+            .find(|r| r.model.version == "2")
+            .expect("the candidate keeps its record");
+        assert_eq!(
+            candidate.rollout_started_at, second.state.revisions[1].rollout_started_at,
+            "its deadline runs from its first start"
+        );
+        assert!(
+            decision
+                .calls
+                .iter()
+                .all(|c| matches!(c.action, AdminAction::Stage(_))),
+            "staging goes on, nothing switches: {:?}",
+            decision.calls
+        );
+        assert_eq!(decision.plan.status.active.as_deref().unwrap().version, "1");
+    }
+
+    #[test]
+    fn an_unreadable_config_map_whose_pods_disagree_holds_with_a_reason_and_nothing_moves() {
+        let (spec, waiting) = waiting_for_promotion();
+        // Mid-switch: pod 0 serves version 2 already.
+        let pods = pod_set(vec![
+            holding(0, "2", "1", LoadedState::Previous),
+            holding(1, "1", "2", LoadedState::Staged),
+            holding(2, "1", "2", LoadedState::Staged),
+        ]);
+        let garbled = Persisted::Unreadable("expected value at line 1 column 1".into());
+        let decision = run_on(&spec, &waiting.plan.status, &pods, &garbled, 30);
+        assert!(decision.calls.is_empty(), "{:?}", decision.calls);
+        assert_eq!(decision.in_place_state, None, "nothing is written over it");
+        let plan = &decision.plan;
+        assert_eq!(plan.active.as_deref(), Some("p"));
+        assert!(plan.delete.is_empty() && plan.scale.is_empty() && plan.marks.is_empty());
+        assert_eq!(plan.desired_replicas, None);
+        let degraded = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::conditions::types::DEGRADED)
+            .unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", reasons::STATE_UNREADABLE)
+        );
+        for part in [
+            "annotation ferry.dev/in-place of ConfigMap/iris-ferry-model cannot be read",
+            "iris-p-0: 2",
+            "iris-p-1: 1",
+            "nothing is switched, promoted or deleted",
+        ] {
+            assert!(
+                degraded.message.contains(part),
+                "{part:?} in {}",
+                degraded.message
+            );
+        }
+        assert_eq!(plan.events.len(), 1);
+        assert_eq!(plan.events[0].reason, reasons::STATE_UNREADABLE);
+        // Held again: no second event, the same status (nothing to write).
+        let again = run_on(&spec, &plan.status, &pods, &garbled, 40);
+        assert!(again.plan.events.is_empty(), "{:?}", again.plan.events);
+        assert_eq!(again.plan.status, plan.status);
+        assert!(again.calls.is_empty());
+    }
+
+    #[test]
+    fn a_lost_config_map_while_pods_still_start_holds_until_they_report() {
+        let (spec, waiting) = waiting_for_promotion();
+        let mut pods = staged_everywhere();
+        pods.pods[2].phase = PodPhase::Downloading;
+        pods.pods[2].in_place.versions.clear();
+        let decision = run_on(&spec, &waiting.plan.status, &pods, &Persisted::Missing, 30);
+        assert!(decision.calls.is_empty());
+        assert_eq!(decision.in_place_state, None);
+        let held = &decision.plan.status.conditions;
+        assert!(held.iter().any(|c| c.reason == reasons::STATE_MISSING
+            && c.message.contains("pod iris-p-2 has not reported")));
+    }
+
+    #[test]
+    fn a_missing_config_map_with_nothing_serving_from_it_starts_from_the_spec() {
+        let spec = spec("1");
+        let mut fresh = pod_set(Vec::new());
+        fresh.available_replicas = 0;
+        fresh.rolled_out = false;
+        let observed = Observed {
+            name: "iris",
+            generation: 1,
+            spec: &spec,
+            previous_status: &ModelDeploymentStatus::default(),
+            desired: DesiredRevision {
+                revision: "p".into(),
+                model: Default::default(),
+            },
+            invalid_spec: None,
+            revisions: std::slice::from_ref(&fresh),
+            active_service_target: None,
+            preview_service_target: None,
+            requests: Requests::default(),
+            lost: Vec::new(),
+            in_place: None,
+            refresh: refresh::Refresh::default(),
+            endpoint: "http://iris".into(),
+            grpc_endpoint: "iris:8082".into(),
+            now: at(0),
+        };
+        let input = InPlaceInput {
+            state: &Persisted::Missing,
+            desired_model: model("1"),
+        };
+        let decision = decide(&observed, &input);
+        let state = decision.in_place_state.expect("the first state");
+        assert_eq!(state.active_model(), Some(&model("1")));
+        assert!(decision
+            .plan
+            .events
+            .iter()
+            .all(|e| e.reason != events::STATE_REBUILT));
     }
 }

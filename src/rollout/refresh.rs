@@ -31,6 +31,28 @@ pub struct Pin<'a> {
     pub model: Option<&'a ModelIdentity>,
 }
 
+/// Why the refresh pin `value` cannot be followed, when it cannot: it names no revision, or one that is gone
+/// while the status records no object to stay on (the desired revision would then follow the URI again, which
+/// is what the pin is there to stop).
+pub fn lost_pin(
+    value: &str,
+    policy: Option<&RefreshPolicy>,
+    revisions: &[ObservedRevision],
+    previous: Option<&RefreshStatus>,
+) -> Option<String> {
+    policy?;
+    if !super::is_revision_name(value) {
+        return Some(format!(
+            "{value:?} is not a revision name (10 hexadecimal digits, as `kubectl ferry rollback` writes)"
+        ));
+    }
+    let gone = !revisions.iter().any(|r| r.revision == value);
+    let recorded = previous.is_some_and(|p| p.object.is_some());
+    (gone && !recorded).then(|| {
+        format!("it names revision {value}, which is gone, and status.refresh records no object to stay on")
+    })
+}
+
 /// Everything the refresh decision depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
@@ -393,6 +415,8 @@ mod tests {
             available_replicas: 2,
             rolled_out: true,
             marks: Default::default(),
+            unreadable_marks: None,
+            pod_set: false,
             load_failure: None,
             pods,
         };

@@ -13,7 +13,7 @@ use crate::api::{
     PodVersion, RevisionStatus,
 };
 use crate::conditions::{reasons, settle, types, DesiredCondition};
-use crate::pod_state::{percent, stepped};
+use crate::observed::units::{percent, stepped};
 
 /// Why a revision is where it is: `RevisionStatus.reason`, a value (its `message` says the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

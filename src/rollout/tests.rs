@@ -1,12 +1,14 @@
 //! Every rollout transition, without a cluster.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::sync::Arc;
+
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
 use crate::api::{
-    ModelDeploymentSpec, ModelSource, Outcome, Phase, PodCounts, PodPhase, RevisionStatus,
-    RolloutPolicy, ServerTemplate,
+    ModelDeploymentSpec, ModelSignature, ModelSource, Outcome, Phase, PodCounts, PodPhase,
+    RevisionStatus, RolloutPolicy, ServerTemplate,
 };
 use crate::conditions::{events, reasons, types};
 
@@ -64,6 +66,8 @@ fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
             rollout_started_at: Some(at(created)),
             ..Default::default()
         },
+        unreadable_marks: None,
+        pod_set: false,
         load_failure: None,
         pods: Vec::new(),
     }
@@ -92,6 +96,9 @@ struct Scenario {
     abort: Option<&'static str>,
     invalid: Option<String>,
     refresh: refresh::Refresh,
+    /// The revision the preview Service selects.
+    preview: Option<&'static str>,
+    lost: Vec<LostState>,
     now: i64,
 }
 
@@ -108,6 +115,8 @@ impl Scenario {
             abort: None,
             invalid: None,
             refresh: refresh::Refresh::default(),
+            preview: None,
+            lost: Vec::new(),
             now: 100,
         }
     }
@@ -127,7 +136,7 @@ impl Scenario {
         self
     }
     fn decide(&self) -> Plan {
-        decide(&self.observed())
+        decide(&self.observed()).plan
     }
 }
 
@@ -308,8 +317,8 @@ fn loading_pod(name: &str, phase: PodPhase, bytes: (u64, u64), last_progress: i6
         stands: format!(
             "{} at {} of {}",
             format!("{phase:?}").to_lowercase(),
-            crate::pod_state::human_bytes(bytes.0),
-            crate::pod_state::human_bytes(bytes.1)
+            crate::observed::units::human_bytes(bytes.0),
+            crate::observed::units::human_bytes(bytes.1)
         ),
         ..Default::default()
     }
@@ -887,10 +896,13 @@ impl Scenario {
             refresh: self.refresh.clone(),
             revisions: &self.revisions,
             active_service_target: self.active,
+            preview_service_target: self.preview,
             requests: Requests {
                 promote: self.promote,
                 abort: self.abort,
             },
+            lost: self.lost.clone(),
+            in_place: None,
             endpoint: "http://iris.ns.svc:8080".into(),
             grpc_endpoint: "iris.ns.svc:8082".into(),
             now: at(self.now),
@@ -1440,4 +1452,98 @@ fn the_reconcile_after_a_new_revision_is_created_writes_nothing_more() {
     );
     assert!(second.marks.is_empty(), "{:?}", second.marks);
     assert!(second.events.is_empty(), "{:?}", event_reasons(&second));
+}
+
+/// An aborted candidate whose abort mark cannot be read: taken for absent, the candidate would be promoted.
+#[test]
+fn a_garbled_abort_mark_holds_the_rollout_and_says_which_object_and_why() {
+    let mut garbled = ready(revision("b", 90, 2));
+    garbled.unreadable_marks = Some(LostState::unreadable(
+        "Deployment/iris-b".into(),
+        Some(crate::labels::annotations::ABORTED),
+        "expected value at line 1 column 1".into(),
+    ));
+    let mut scenario = Scenario::new("b")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .with(garbled)
+        .active("a");
+    scenario.preview = Some("b");
+    let held = scenario.decide();
+    assert_eq!(held.active.as_deref(), Some("a"), "traffic stays");
+    assert_eq!(held.preview.as_deref(), Some("b"), "the preview stays");
+    assert_eq!(held.desired_replicas, None, "nothing is created or resized");
+    assert!(held.scale.is_empty() && held.marks.is_empty() && held.delete.is_empty());
+    let degraded = condition(&held, types::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reasons::STATE_UNREADABLE)
+    );
+    assert!(
+        degraded.message.starts_with(
+            "annotation ferry.dev/aborted of Deployment/iris-b cannot be read: expected value"
+        ),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        condition(&held, types::PROGRESSING).status,
+        "False",
+        "the rollout does not progress"
+    );
+    assert_eq!(held.status.phase, Some(Phase::Degraded));
+    assert_eq!(event_reasons(&held), [reasons::STATE_UNREADABLE]);
+    assert!(held.events[0].warning);
+
+    // Held again: no second event, nothing new to write.
+    scenario.status = held.status.clone();
+    let again = scenario.decide();
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.status, held.status);
+
+    // Readable again (the mark was fixed): the normal decision, which promotes the ready candidate.
+    scenario.revisions[1].unreadable_marks = None;
+    let resumed = scenario.decide();
+    assert_eq!(resumed.active.as_deref(), Some("b"));
+    assert_ne!(
+        condition(&resumed, types::DEGRADED).reason,
+        reasons::STATE_UNREADABLE
+    );
+}
+
+#[test]
+fn an_abort_request_or_a_refresh_pin_that_cannot_be_read_holds() {
+    let revisions = [ready(revision("0a1b2c3d4e", 0, 2))];
+    let policy: crate::api::RefreshPolicy = serde_json::from_value(serde_json::json!({})).unwrap();
+    let read = |abort, pin, previous: Option<&crate::api::RefreshStatus>| {
+        unreadable_requests("iris", abort, pin, Some(&policy), &revisions, previous)
+    };
+    assert!(read(Some("0a1b2c3d4e"), Some("0a1b2c3d4e"), None).is_empty());
+    let garbled = read(Some("the new one"), None, None);
+    assert_eq!(garbled.len(), 1);
+    assert_eq!(
+        garbled[0].describe(),
+        "annotation ferry.dev/abort of ModelDeployment/iris cannot be read: \"the new one\" is not a revision \
+         name (10 hexadecimal digits, as `kubectl ferry abort` writes)"
+    );
+    assert_eq!(garbled[0].reason(), reasons::STATE_UNREADABLE);
+    let pin = read(None, Some("ffffffffff"), None);
+    assert!(
+        pin[0]
+            .describe()
+            .contains("names revision ffffffffff, which is gone"),
+        "{}",
+        pin[0].describe()
+    );
+    let recorded = crate::api::RefreshStatus {
+        object: Some("etag:1".into()),
+        ..Default::default()
+    };
+    assert!(
+        read(None, Some("ffffffffff"), Some(&recorded)).is_empty(),
+        "a gone revision whose object the status recorded stays pinned to that object"
+    );
+    assert!(
+        unreadable_requests("iris", None, Some("x"), None, &revisions, None).is_empty(),
+        "a pin means nothing without spec.model.refresh"
+    );
 }
