@@ -9,26 +9,64 @@
 #
 #   bash e2e/bench-strategies.sh            BENCH_MB (100), BENCH_CONNECTIONS (4), BENCH_SWITCHES (20),
 #                                           FERRY_E2E_DIR (reuse a cluster from `bash e2e/cluster.sh up`)
+#
+# It installs what it needs (the cluster's pieces through e2e/cluster.sh, oha) and uses the `ferry` binary where
+# e2e/cluster.sh builds it: ${CARGO_TARGET_DIR:-$FERRY_CACHE_DIR/target}/release/ferry. A failed kubectl call
+# stops the run at once, with its error.
 set -euo pipefail
 ROOT=$(realpath "$(dirname "${BASH_SOURCE[0]}")/..")
 CACHE=${FERRY_CACHE_DIR:-$HOME/.cache/ferry}
+FERRY=${CARGO_TARGET_DIR:-$CACHE/target}/release/ferry
 MB=${BENCH_MB:-100}
 CONNECTIONS=${BENCH_CONNECTIONS:-4}
 SWITCHES=${BENCH_SWITCHES:-20}
 PYTHON=$CACHE/venv/bin/python
-OHA=$CACHE/tools/bin/oha
+MAIN_PID=$$
 log() { printf '[bench] %s\n' "$*" >&2; }
-
-[[ -x $PYTHON && -x $OHA ]] || {
-  log "needs the test dependencies: bash server-image/scripts/setup-test-deps.sh"
+die() {
+  log "error: $*"
   exit 1
 }
+# shellcheck source=e2e/lib/oha.bash
+source "$ROOT/e2e/lib/oha.bash"
+
+# On exit: everything started in the background, then the cluster when this run brought it up, else the namespace.
+PIDS=()
+NS=""
+OWN_CLUSTER=""
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ -n $OWN_CLUSTER ]]; then
+    bash "$ROOT/e2e/cluster.sh" down "$OWN_CLUSTER" >/dev/null 2>&1 || true
+  elif [[ -n $NS ]]; then
+    kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+# kubectl, stopping the whole run on an error: from the main shell and from the samplers beside it alike (a
+# failed call inside $(…) or a background loop would otherwise only end that subshell).
+k() {
+  local out
+  out=$(kubectl "$@") || {
+    log "error: kubectl $* failed (its error is above); stopping"
+    kill -TERM "$MAIN_PID"
+    exit 1
+  }
+  [[ -z $out ]] || printf '%s\n' "$out"
+}
+
+OHA=$(ensure_oha "$CACHE")
 if [[ -z ${FERRY_E2E_DIR:-} ]]; then
   FERRY_E2E_DIR=$(bash "$ROOT/e2e/cluster.sh" up --watch-pid $$ | tail -n1)
-  trap 'bash "$ROOT/e2e/cluster.sh" down "$FERRY_E2E_DIR" >/dev/null 2>&1 || true' EXIT
+  OWN_CLUSTER=$FERRY_E2E_DIR
 fi
+[[ -f $FERRY_E2E_DIR/env ]] || die "$FERRY_E2E_DIR/env is missing: is FERRY_E2E_DIR a directory from \`bash e2e/cluster.sh up\`?"
 # shellcheck source=/dev/null
 source "$FERRY_E2E_DIR/env"
+[[ -x $FERRY ]] || die "$FERRY is missing: e2e/cluster.sh up builds it; with a cluster from elsewhere, build it with \`cargo build --release --locked --bin ferry\` and CARGO_TARGET_DIR=${FERRY%/release/ferry}"
+[[ -x $PYTHON ]] || die "$PYTHON is missing: bash server-image/scripts/setup-test-deps.sh"
 WORK=$(mktemp -d /tmp/ferry-bench-strategies.XXXXXX)
 
 log "two ${MB} MB models"
@@ -37,16 +75,15 @@ SHA1=$(sha256sum "$WORK/big-1.onnx" | cut -d' ' -f1)
 SHA2=$(sha256sum "$WORK/big-2.onnx" | cut -d' ' -f1)
 PORT=18123
 "$PYTHON" -m http.server "$PORT" --bind "$FERRY_NODE_IP" --directory "$WORK" >"$WORK/http.log" 2>&1 &
-HTTP_PID=$!
-trap 'kill $HTTP_PID 2>/dev/null || true; bash "$ROOT/e2e/cluster.sh" down "$FERRY_E2E_DIR" >/dev/null 2>&1 || true' EXIT
+PIDS+=("$!")
+k create namespace "ferry-bench-$$" >/dev/null
 NS=ferry-bench-$$
-kubectl create namespace "$NS" >/dev/null
 printf '{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}' >"$WORK/body.json"
 
 apply() { # name strategy version
   local sha=$SHA1
   [[ $3 == 2 ]] && sha=$SHA2
-  kubectl apply --server-side --force-conflicts --field-manager=bench -f - >/dev/null <<EOF
+  k apply --server-side --force-conflicts --field-manager=bench -f - >/dev/null <<EOF
 apiVersion: ferry.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: $1, namespace: $NS}
@@ -56,16 +93,27 @@ spec:
   rollout: {strategy: $2, loadTimeoutSeconds: 600}
 EOF
 }
-jsonpath() { kubectl -n "$NS" get md "$1" -o "jsonpath=$2"; }
+jsonpath() { k -n "$NS" get md "$1" -o "jsonpath=$2"; }
 wait_for() { # name jsonpath value timeout
-  local deadline=$((SECONDS + $4))
-  until [[ $(jsonpath "$1" "$2") == "$3" ]]; do
+  local deadline=$((SECONDS + $4)) got
+  while true; do
+    got=$(jsonpath "$1" "$2") || die "reading $2 of $1 failed"
+    [[ $got == "$3" ]] && return
     ((SECONDS < deadline)) || {
-      log "timed out waiting for $2 == $3"
+      log "timed out waiting for $2 == $3 (it is \"$got\")"
       kubectl -n "$NS" get md "$1" -o yaml >&2
       exit 1
     }
     sleep 0.2
+  done
+}
+# Waits until the Service at $1 answers with model version $2, for at most $3 seconds, asking every $4 seconds.
+wait_answer() {
+  local deadline=$((SECONDS + $3))
+  until [[ $(curl -s -m 5 -X POST -H 'content-type: application/json' -d @"$WORK/body.json" "$1" |
+    "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("model_version"))' 2>/dev/null) == "$2" ]]; do
+    ((SECONDS < deadline)) || die "$1 did not answer with version $2 within $3 s"
+    sleep "$4"
   done
 }
 now_ms() { date +%s%3N; }
@@ -73,7 +121,7 @@ now_ms() { date +%s%3N; }
 count_pods() {
   local most=0 n
   while [[ ! -e $2 ]]; do
-    n=$(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$1" --no-headers 2>/dev/null | wc -l)
+    n=$(k -n "$NS" get pods -l "ferry.dev/model-deployment=$1" -o 'jsonpath={.items[*].metadata.name}' | wc -w)
     ((n > most)) && most=$n
     sleep 0.2
   done
@@ -100,35 +148,38 @@ run() { # strategy
   apply "$name" "$strategy" 1
   wait_for "$name" '{.status.active.version}/{.status.readyReplicas}' "1/3" 600
   local ip url
-  ip=$(kubectl -n "$NS" get svc "$name" -o jsonpath='{.spec.clusterIP}')
+  ip=$(k -n "$NS" get svc "$name" -o jsonpath='{.spec.clusterIP}')
   url="http://$ip:8080/v2/models/$name/infer"
   sleep 5
   log "$strategy: steady load, then the bump and a rollback under it"
   "$OHA" -z 600s -c "$CONNECTIONS" -m POST -T application/json -D "$WORK/body.json" --no-tui \
     --db-url "$WORK/$name.db" --output-format json -o "$WORK/$name.json" "$url" &
   local oha=$! t0 t1 t2 t3 t4
+  PIDS+=("$oha")
   t0=$(now_ms)
   sleep 20
   t1=$(now_ms)
   rm -f "$WORK/$name.done"
   count_pods "$name" "$WORK/$name.done" >"$WORK/$name.pods" &
   local counter=$!
+  PIDS+=("$counter")
   # The memory of every pod that runs during the bump and the rollback, sampled every second.
   (while [[ ! -e $WORK/$name.done ]]; do
-    for uid in $(kubectl -n "$NS" get pods -l "ferry.dev/model-deployment=$name" -o jsonpath='{.items[*].metadata.uid}'); do
+    for uid in $(k -n "$NS" get pods -l "ferry.dev/model-deployment=$name" -o jsonpath='{.items[*].metadata.uid}'); do
       echo "$uid $(pod_memory_peak "$uid")"
     done >>"$WORK/$name.memory"
     sleep 1
   done) &
   local sampler=$!
+  PIDS+=("$sampler")
   apply "$name" "$strategy" 2
   wait_for "$name" '{.status.active.version}/{.status.readyReplicas}' "2/3" 600
-  until [[ $(curl -s -X POST -H 'content-type: application/json' -d @"$WORK/body.json" "$url" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("model_version"))' 2>/dev/null) == 2 ]]; do sleep 0.05; done
+  wait_answer "$url" 2 120 0.05
   t2=$(now_ms)
   sleep 10
   t3=$(now_ms)
-  "${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry" rollback "$name" -n "$NS" >/dev/null
-  until [[ $(curl -s -X POST -H 'content-type: application/json' -d @"$WORK/body.json" "$url" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("model_version"))' 2>/dev/null) == 1 ]]; do sleep 0.02; done
+  "$FERRY" rollback "$name" -n "$NS" >/dev/null || die "ferry rollback $name failed (its error is above)"
+  wait_answer "$url" 1 60 0.02
   t4=$(now_ms)
   touch "$WORK/$name.done"
   sleep 5
@@ -176,4 +227,3 @@ echo "| strategy | steady req/s | steady p99 ms | rollout req/s | rollout p99 ms
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 run BlueGreen
 run InPlace
-kubectl delete namespace "$NS" --wait=false >/dev/null
