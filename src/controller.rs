@@ -14,27 +14,31 @@
 //! the controller's own last writes, as with live reads.
 //!
 //! By concern: `caches` (the stores and the catch-up), `watches` (which ModelDeployment an event concerns),
-//! `apply` (writing a plan, and the children that are ensured: Services, the admin-credential Secret), `report`
-//! (events, the promotion latency), `failure` (the status of a failed reconcile), `error`. This file wires the
-//! watches to the reconcile and reads as: observe from the caches, decide, apply, report.
+//! `observe` (what a reconcile reads of the caches), `apply` (writing a plan, and the children that are ensured:
+//! Services, the admin-credential Secret), `admin_calls` (strategy InPlace's calls to the pods), `report` (events,
+//! the promotion latency), `failure` (the status of a failed reconcile), `error`. This file wires the watches to
+//! the reconcile, which reads as: observe from the caches, decide, apply, report.
 
 mod admin_calls;
 mod apply;
 mod caches;
 mod error;
 mod failure;
+mod observe;
 mod pod_reader;
 mod report;
 mod watches;
 
 use admin_calls::AdminCalls;
-use apply::{apply_model_file, apply_plan, AdminSecretCheck, Observation};
+use apply::{apply_model_file, apply_plan, AdminSecretCheck};
 use caches::{
     children_ready, reflect, strip_model_deployment, Cache, Caches, Written, CATCH_UP_TIMEOUT,
 };
 pub use error::Error;
 pub use failure::failed_status;
 use failure::record_failure;
+pub(crate) use observe::whole_seconds_now;
+use observe::Snapshot;
 pub use pod_reader::PodReader;
 use report::publish_events;
 pub use report::EventPublisher;
@@ -45,10 +49,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
 use kube::runtime::controller::{
@@ -63,16 +65,15 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::api::{ModelDeployment, PodPhase, RolloutStrategy};
-use crate::children::deployment::{CachedDeployment, ObjectPin};
+use crate::api::ModelDeployment;
+use crate::children::deployment::CachedDeployment;
+use crate::children::model_file;
 use crate::children::pod::CachedPod;
 use crate::children::service::CachedService;
-use crate::children::{deployment, model_file, pod, service};
 use crate::config::OperatorConfig;
-use crate::labels::{self, requests};
+use crate::labels;
 use crate::metrics::Metrics;
-use crate::rollout::{self, refresh, DesiredRevision, ModelIdentity, Observed};
-use crate::server_contract;
+use crate::rollout;
 
 /// The one field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "ferry-controller";
@@ -439,182 +440,23 @@ async fn reconcile_inner(
         // The garbage collector removes the children through their owner references.
         return Ok(Action::await_change());
     }
-    let namespace = md
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = md
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    let generation = md.metadata.generation.unwrap_or(0);
-
-    // Observe, from the caches: what LISTs by the label `ferry.dev/model-deployment=<name>` and GETs of the two
-    // Services would return (as much of them as the caches keep).
-    let caches = &context.caches;
-    let active_name = service::active_name(&name);
-    let preview_name = service::preview_name(&name);
-    let owned_deployments: Vec<Deployment> = caches
-        .deployments
-        .owned_by(&namespace, &name)
-        .iter()
-        .map(|d| d.to_deployment())
-        .collect();
-    let owned_pods: Vec<Arc<Pod>> = caches
-        .pods
-        .owned_by(&namespace, &name)
-        .iter()
-        .map(|p| Arc::new(p.to_pod()))
-        .collect();
-    let active_service = caches
-        .services
-        .get(&namespace, &active_name)
-        .map(|s| Arc::new(s.to_service()));
-    let preview_service = caches
-        .services
-        .get(&namespace, &preview_name)
-        .map(|s| Arc::new(s.to_service()));
-    let active_service_target = active_service
-        .as_deref()
-        .and_then(service::selected_revision);
-
-    let pod_refs: Vec<&Pod> = owned_pods.iter().map(Arc::as_ref).collect();
-    let observed_revisions: Vec<rollout::ObservedRevision> = owned_deployments
-        .iter()
-        .filter(|d| is_owned_by(d, md))
-        .filter_map(|d| deployment::observe(d, &pod_refs))
-        .map(|revision| with_pods(revision, &pod_refs, context))
-        .collect();
-    let annotations = md.annotations();
-    let previous_status = md.status.clone().unwrap_or_default();
-    let host = format!(
-        "{active_name}.{namespace}.svc.{}",
-        context.config.cluster_domain
-    );
-    let endpoint = format!("http://{host}:{}", server_contract::HTTP_PORT);
-    let grpc_endpoint = format!("{host}:{}", server_contract::GRPC_PORT);
-    let now = whole_seconds_now();
-    let refresh = refresh::decide(refresh::Input {
-        name: &name,
-        policy: md.spec.model.refresh.as_ref(),
-        uri: &md.spec.model.uri,
-        previous: previous_status.refresh.as_ref(),
-        pin: annotations
-            .get(requests::REFRESH_PIN)
-            .map(|revision| refresh::Pin {
-                revision,
-                model: observed_revisions
-                    .iter()
-                    .find(|r| &r.revision == revision)
-                    .map(|r| &r.model),
-            }),
-        detected: refresh::detected(&observed_revisions, active_service_target.as_deref()),
-        active: observed_revisions
-            .iter()
-            .find(|r| Some(&r.revision) == active_service_target.as_ref())
-            .map(|r| &r.model),
-        now,
-    });
-    let template = deployment::pinned_revision_template(
-        md,
-        &context.config,
-        ObjectPin {
-            object: refresh.object.clone(),
-            detected_at: refresh.detected_at,
-        },
-    );
-    let in_place_state = (md.spec.rollout.strategy == RolloutStrategy::InPlace).then(|| {
-        model_file::observe(
-            caches
-                .config_maps
-                .get(&namespace, &model_file::name(&name))
-                .as_deref(),
-        )
-    });
-    let preview_service_target = preview_service
-        .as_deref()
-        .and_then(service::selected_revision);
-    let abort = annotations.get(requests::ABORT).map(String::as_str);
-    let lost = rollout::unreadable_requests(
-        &name,
-        abort,
-        annotations.get(requests::REFRESH_PIN).map(String::as_str),
-        md.spec.model.refresh.as_ref(),
-        &observed_revisions,
-        previous_status.refresh.as_ref(),
-    );
-    let observed = Observed {
-        name: &name,
-        generation,
-        spec: &md.spec,
-        previous_status: &previous_status,
-        desired: DesiredRevision {
-            revision: template.revision.clone(),
-            model: ModelIdentity {
-                version: md.spec.model.version.clone(),
-                uri: md.spec.model.uri.clone(),
-                sha256: md.spec.model.sha256.clone(),
-                object: template.pin.object.clone(),
-                detected_at: template.pin.detected_at,
-            },
-        },
-        invalid_spec: invalid_spec(md, &context.config),
-        refresh,
-        revisions: &observed_revisions,
-        active_service_target: active_service_target.as_deref(),
-        preview_service_target: preview_service_target.as_deref(),
-        requests: rollout::Requests {
-            promote: annotations.get(requests::PROMOTE).map(String::as_str),
-            abort,
-        },
-        lost,
-        in_place: in_place_state.as_ref().map(|state| rollout::InPlaceInput {
-            state,
-            desired_model: server_contract::DesiredModel {
-                uri: md.spec.model.uri.clone(),
-                version: md.spec.model.version.clone(),
-                sha256: md.spec.model.sha256.clone(),
-                format: Some(md.spec.model.format.clone()),
-                object: None,
-            },
-        }),
-        endpoint,
-        grpc_endpoint,
-        now,
-    };
-
-    // Decide, then apply: the InPlace state first (pods about to start load its model, a switch must find it
-    // written), the plan, the events, the admin calls last.
+    let snapshot = Snapshot::read(md, context)?;
     let rollout::Decision {
         plan,
         in_place_state,
         calls,
-    } = rollout::decide(&observed);
+    } = rollout::decide(&snapshot.observed(md));
+    // The InPlace state goes first: pods about to start load its model, and a switch must find it written.
     if let Some(state) = in_place_state {
         apply_model_file(context, md, &state, &mut *written).await?;
     }
-
-    let deferred = apply_plan(
-        context,
-        md,
-        &Observation {
-            template: &template,
-            revisions: &observed_revisions,
-            pods: &owned_pods,
-            active_service: active_service.as_deref(),
-            preview_service: preview_service.as_deref(),
-        },
-        &plan,
-        started,
-        written,
-    )
-    .await?;
+    let deferred = apply_plan(context, md, &snapshot.children(), &plan, started, written).await?;
     publish_events(context, md, &plan).await;
     // Every decision, none included: the latest one replaces what is still queued for its pods.
     context.admin_calls.submit(
         &context.config.admin_key,
-        &namespace,
-        &name,
+        &snapshot.namespace,
+        &snapshot.name,
         md.served_model_name(),
         calls,
     );
@@ -626,59 +468,5 @@ async fn reconcile_inner(
     Ok(match requeue_after {
         Some(after) => Action::requeue(after + Duration::from_millis(50)),
         None => Action::await_change(),
-    })
-}
-
-/// Now, at the precision the API stores times with: a status holding finer times would never compare equal to
-/// the one read back, and would be rewritten on every reconcile.
-fn whole_seconds_now() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
-}
-
-/// Adds what each pod of the revision reports from inside (phase, SHA-256, progress); a load that failed inside
-/// a running pod is the revision's load failure like one its termination message reports.
-fn with_pods(
-    mut revision: rollout::ObservedRevision,
-    pods: &[&Pod],
-    context: &Context,
-) -> rollout::ObservedRevision {
-    revision.pods = pods
-        .iter()
-        .filter(|p| p.labels().get(labels::REVISION) == Some(&revision.revision))
-        .map(|p| {
-            let mut observed = pod::observe(p, context.pod_reader.report(p).as_ref());
-            observed.in_place.refused = context.admin_calls.refused(&observed.in_place.uid);
-            observed
-        })
-        .collect();
-    if revision.load_failure.is_none() {
-        revision.load_failure = revision
-            .pods
-            .iter()
-            .filter(|p| p.phase == PodPhase::Failed)
-            .find_map(|p| p.failure.as_ref())
-            .map(|(reason, message)| format!("{reason}: {message}"));
-    }
-    revision
-}
-
-fn is_owned_by(deployment: &Deployment, md: &ModelDeployment) -> bool {
-    deployment
-        .owner_references()
-        .iter()
-        .any(|owner| Some(&owner.uid) == md.metadata.uid.as_ref() && owner.controller == Some(true))
-}
-
-/// Why the configured serving image cannot run this spec, when it cannot.
-fn invalid_spec(md: &ModelDeployment, config: &OperatorConfig) -> Option<String> {
-    let uses_default_image = md.spec.server.image.as_deref().is_none_or(str::is_empty);
-    let format = &md.spec.model.format;
-    (uses_default_image && !config.server_formats.iter().any(|f| f == format)).then(|| {
-        format!(
-            "spec.model.format {format:?} is not supported by the serving image {} (supported: {})",
-            config.server_image,
-            config.server_formats.join(", ")
-        )
     })
 }
