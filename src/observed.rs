@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{LoadedState, ModelInfo, ModelSignature, PodPhase, ValidationResult};
 use crate::conditions::reasons;
-use crate::server_contract::DesiredModel;
+use crate::server_contract::{DesiredModel, LoadFailure};
 
 /// What a revision serves, as shown in the status.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -112,9 +112,8 @@ pub struct ObservedRevision {
     pub unreadable_marks: Option<LostState>,
     /// An InPlace pod set: its pods load the model the ModelDeployment's ConfigMap names, not one of their own.
     pub pod_set: bool,
-    /// The load failure a pod reported, through its termination message or its server's `/status`, e.g.
-    /// "ChecksumMismatch: ...".
-    pub load_failure: Option<String>,
+    /// The load failure a pod reported, through its termination message or its server's `/status`.
+    pub load_failure: Option<LoadFailure>,
     /// Its pods, as their servers last reported them.
     pub pods: Vec<ObservedPod>,
 }
@@ -129,8 +128,8 @@ pub struct ObservedPod {
     /// Bytes downloaded (in steps of 5 percent) and the total, while it loads.
     pub bytes: Option<(u64, Option<u64>)>,
     pub load_started_at: Option<Timestamp>,
-    /// The failure of its latest load, as (reason, message).
-    pub failure: Option<(String, String)>,
+    /// The failure of its latest load (or why its server cannot be reached).
+    pub failure: Option<LoadFailure>,
     /// When it last made load progress; None while unknown (before the controller saw any).
     pub last_progress_at: Option<Timestamp>,
     /// When it last made progress the status shows (a phase, a step of 5 percent).
@@ -204,7 +203,7 @@ pub struct Staging {
     pub phase: PodPhase,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
-    pub failure: Option<(String, String)>,
+    pub failure: Option<LoadFailure>,
     pub model: Option<Arc<ReportedModel>>,
     /// When the controller first saw it failed.
     pub failed_at: Option<Timestamp>,

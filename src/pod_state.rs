@@ -17,7 +17,7 @@ use crate::api::LoadedState;
 use crate::api::{ModelInfo, ModelSignature, PodPhase, TensorSignature, ValidationResult};
 use crate::observed::units::{human_bytes, step, stepped};
 use crate::observed::{LoadedVersion, ReportedModel, Staging, Switch};
-use crate::server_contract::{self, LoadPhase, ServerStatus, VersionState};
+use crate::server_contract::{self, LoadFailure, LoadPhase, ServerStatus, VersionState};
 
 /// What one read of a pod's `/status` gave.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,8 +36,8 @@ pub struct Answer {
     pub sha256: Option<String>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
-    /// `Reason` of the latest load's failure, and its message.
-    pub failure: Option<(String, String)>,
+    /// The latest load's failure: its `Reason` and message.
+    pub failure: Option<LoadFailure>,
     /// Signature, golden-set result and file metadata, once the server reports any of them.
     pub model: Option<Arc<ReportedModel>>,
     /// The object the serving file was downloaded from, as a token, when the store identified it.
@@ -112,8 +112,8 @@ impl InPlaceReport {
                 bytes_done: l.bytes_done,
                 bytes_total: l.bytes_total,
                 failure: l.reason.map(|reason| {
-                    (
-                        reason.as_str().to_owned(),
+                    LoadFailure::new(
+                        reason,
                         bounded(l.message.as_deref().unwrap_or_default(), 512),
                     )
                 }),
@@ -268,8 +268,8 @@ impl Answer {
         };
         // What a pod says goes into the status: bounded, whatever the pod sends.
         let failure = status.reason.map(|reason| {
-            (
-                reason.as_str().to_owned(),
+            LoadFailure::new(
+                reason,
                 bounded(status.message.as_deref().unwrap_or_default(), 512),
             )
         });
@@ -338,7 +338,7 @@ struct Visible {
     phase: PodPhase,
     sha256: Option<String>,
     step: Option<u64>,
-    failure: Option<(String, String)>,
+    failure: Option<LoadFailure>,
     /// A new object at the URI (spec.model.refresh) is worth a reconcile the moment a pod reports it.
     new_object: Option<String>,
     object_unchanged: bool,
@@ -520,6 +520,7 @@ impl PodReport {
 mod tests {
     use super::*;
     use crate::observed::units::percent;
+    use crate::server_contract::FailureReason;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
@@ -603,6 +604,37 @@ mod tests {
         assert!(
             !answer.object_unchanged,
             "nothing is known of the object at the URI"
+        );
+    }
+
+    #[test]
+    fn a_failed_load_and_a_failed_stage_keep_the_servers_reason_and_a_bounded_message() {
+        let status: ServerStatus = serde_json::from_value(serde_json::json!({
+            "model": "m", "phase": "ready", "ready": true, "shutting_down": false,
+            "version": "1", "sha256": "ab", "bytes_done": 10, "bytes_total": 10,
+            "reason": "ChecksumMismatch", "message": "x".repeat(2000), "operator": null,
+            "serving": {"version": "1", "uri": "s3://b/m.onnx", "sha256": "ab", "bytes": 10,
+                        "platform": "onnxruntime_onnx"},
+            "load": {"version": "2", "stage": true, "uri": "s3://b/2.onnx", "phase": "failed",
+                     "bytes_done": 5, "bytes_total": 5, "sha256": null, "reason": "ValidationFailed",
+                     "message": "7 of 10 cases passed", "operator": null, "timings": {}},
+            "capabilities": {}, "admin": {"mode": "token"}
+        }))
+        .expect("a server status");
+        let answer = Answer::from_status(&status);
+        let failure = answer.failure.expect("the latest load's failure");
+        assert_eq!(
+            failure.reason,
+            FailureReason::Server(server_contract::Reason::ChecksumMismatch)
+        );
+        assert_eq!(failure.message.len(), 512, "bounded like the rest");
+        let stage = answer.in_place.staging.expect("the failed stage");
+        assert_eq!(
+            stage.failure,
+            Some(LoadFailure::new(
+                server_contract::Reason::ValidationFailed,
+                "7 of 10 cases passed"
+            ))
         );
     }
 

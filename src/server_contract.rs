@@ -2,9 +2,10 @@
 //! ports in the width the Kubernetes API uses, and the reading of a failed pod's termination message.
 
 pub use ferry_contract::{
-    compare_signatures, env, paths, pod, DesiredModel, ErrorBody, LoadParameters, LoadPhase,
-    LoadRequest, ModelMetadataView, Reason, ServerStatus, Signature, SwitchRequest, TensorSpec,
-    TerminationMessage, UnloadRequest, ValidationView, VersionParameters, VersionState,
+    compare_signatures, env, paths, pod, DesiredModel, ErrorBody, FailureReason, LoadFailure,
+    LoadParameters, LoadPhase, LoadRequest, ModelMetadataView, Reason, ServerStatus, Signature,
+    SwitchRequest, TensorSpec, TerminationMessage, UnloadRequest, ValidationView,
+    VersionParameters, VersionState,
 };
 
 pub const HTTP_PORT: i32 = ferry_contract::DEFAULT_HTTP_PORT as i32;
@@ -14,9 +15,9 @@ pub use ferry_contract::{GRPC_APP_PROTOCOL, GRPC_PORT_NAME};
 pub const WORK_DIR: &str = ferry_contract::DEFAULT_WORK_DIR;
 pub const TERMINATION_MESSAGE_PATH: &str = ferry_contract::DEFAULT_TERMINATION_MESSAGE_PATH;
 
-/// The load failure described by a container's termination message, as "Reason: message".
-/// A message that is not ferry-server's JSON (a crash, a foreign image) is reported as it is.
-pub fn load_failure(termination_message: &str) -> Option<String> {
+/// The load failure described by a container's termination message.
+/// A message that is not ferry-server's JSON (a crash, a foreign image) is reported as it is, as `ServerExited`.
+pub fn load_failure(termination_message: &str) -> Option<LoadFailure> {
     let text = termination_message.trim();
     if text.is_empty() {
         return None;
@@ -24,8 +25,8 @@ pub fn load_failure(termination_message: &str) -> Option<String> {
     let first_line = text.lines().next().unwrap_or(text);
     Some(
         match serde_json::from_str::<TerminationMessage>(first_line) {
-            Ok(parsed) => format!("{}: {}", parsed.reason, parsed.message),
-            Err(_) => format!("ServerExited: {}", truncate(text, 512)),
+            Ok(parsed) => LoadFailure::new(parsed.reason, parsed.message),
+            Err(_) => LoadFailure::new(FailureReason::ServerExited, truncate(text, 512)),
         },
     )
 }
@@ -45,19 +46,30 @@ mod tests {
     fn reads_the_servers_reason() {
         let message = r#"{"reason":"ChecksumMismatch","message":"expected 00aa, got 11bb","model":"iris","version":"2"}"#;
         assert_eq!(
-            load_failure(message).as_deref(),
-            Some("ChecksumMismatch: expected 00aa, got 11bb")
+            load_failure(message),
+            Some(LoadFailure::new(
+                Reason::ChecksumMismatch,
+                "expected 00aa, got 11bb"
+            ))
+        );
+        assert_eq!(
+            load_failure(message).unwrap().to_string(),
+            "ChecksumMismatch: expected 00aa, got 11bb"
         );
         assert_eq!(load_failure("  \n"), None);
         assert_eq!(
-            load_failure("panic: oops").as_deref(),
-            Some("ServerExited: panic: oops")
+            load_failure("panic: oops"),
+            Some(LoadFailure::new(FailureReason::ServerExited, "panic: oops"))
         );
         // A reason this build does not know is shown as the server wrote it, never as another reason.
         let foreign = r#"{"reason":"GpuMissing","message":"no device"}"#;
         assert_eq!(
             load_failure(foreign),
-            Some(format!("ServerExited: {foreign}"))
+            Some(LoadFailure::new(FailureReason::ServerExited, foreign))
+        );
+        assert_eq!(
+            load_failure(foreign).unwrap().to_string(),
+            format!("ServerExited: {foreign}")
         );
     }
 }

@@ -280,6 +280,70 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// Why the operator sees a model fail to load: ferry-server's own [`Reason`], or a way the operator sees a load
+/// fail without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The server said why (its termination message or its `/status`).
+    Server(Reason),
+    /// The server exited with an error but left no termination message Ferry reads (a crash, a kill, a foreign
+    /// image, a reason this build does not know); the message says what there is.
+    ServerExited,
+    /// A pod was killed for running out of memory while it staged a version beside the one it serves.
+    OutOfMemory,
+    /// The server refused to stage the version (strategy InPlace); the message is its answer.
+    StageRefused,
+    /// The controller cannot reach the server; the message is the error.
+    Unreachable,
+}
+
+impl FailureReason {
+    /// The name the status, events and `kubectl ferry` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Server(reason) => reason.as_str(),
+            FailureReason::ServerExited => "ServerExited",
+            FailureReason::OutOfMemory => "OutOfMemory",
+            FailureReason::StageRefused => "StageRefused",
+            FailureReason::Unreachable => "Unreachable",
+        }
+    }
+}
+
+impl From<Reason> for FailureReason {
+    fn from(reason: Reason) -> FailureReason {
+        FailureReason::Server(reason)
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A load that failed, as the operator observed it: why, and the details. Shown as `Reason: message`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoadFailure {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+impl LoadFailure {
+    pub fn new(reason: impl Into<FailureReason>, message: impl Into<String>) -> LoadFailure {
+        LoadFailure {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
 /// The termination message: one line of JSON written to `FERRY_TERMINATION_MESSAGE_PATH` before a non-zero exit,
 /// e.g. `{"reason":"UnsupportedOperator","message":"...","operator":"ferry.example:Frobnicate","model":"iris","version":"2"}`.
 /// Kubernetes keeps at most 4096 bytes of it; the message is cut well below that.
@@ -1293,6 +1357,33 @@ mod tests {
             let json = serde_json::to_value(reason).unwrap();
             assert_eq!(json, reason.as_str());
             assert_eq!(serde_json::from_value::<Reason>(json).unwrap(), reason);
+        }
+    }
+
+    #[test]
+    fn a_load_failure_reads_as_its_reason_then_its_message() {
+        let failure = LoadFailure::new(Reason::ChecksumMismatch, "expected 00aa, got 11bb");
+        assert_eq!(
+            failure.to_string(),
+            "ChecksumMismatch: expected 00aa, got 11bb"
+        );
+        let operator_side = [
+            FailureReason::ServerExited,
+            FailureReason::OutOfMemory,
+            FailureReason::StageRefused,
+            FailureReason::Unreachable,
+        ];
+        let names: Vec<&str> = operator_side.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ServerExited", "OutOfMemory", "StageRefused", "Unreachable"]
+        );
+        // No name stands for two reasons: what the status shows names one of them.
+        for reason in operator_side {
+            assert!(Reason::ALL.iter().all(|r| r.as_str() != reason.as_str()));
+        }
+        for reason in Reason::ALL {
+            assert_eq!(FailureReason::from(reason).as_str(), reason.as_str());
         }
     }
 

@@ -10,11 +10,11 @@ use kube::ResourceExt;
 use crate::api::PodPhase;
 use crate::observed::{InPlacePod, ObservedPod};
 use crate::pod_state::{PodReport, Read};
-use crate::server_contract;
+use crate::server_contract::{self, FailureReason, LoadFailure};
 
 /// The load failure a pod reports: the termination message of its server container's current or last
 /// terminated state, when the container exited with an error.
-pub fn load_failure(pod: &Pod) -> Option<String> {
+pub fn load_failure(pod: &Pod) -> Option<LoadFailure> {
     server_states(pod).find_map(failed_termination)
 }
 
@@ -86,12 +86,11 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
     // A server that exited with a load failure is failed until it serves, whatever its restart is doing.
     if let Some(exited) = exited.filter(|_| phase != PodPhase::Ready) {
         phase = PodPhase::Failed;
-        let (reason, message) = exited.split_once(": ").unwrap_or((exited.as_str(), ""));
-        failure = Some((reason.to_owned(), message.to_owned()));
+        failure = Some(exited);
     }
     if phase == PodPhase::Unreachable {
         if let Some(Read::Unreachable(error)) = report.and_then(|r| r.read.as_ref()) {
-            failure = Some(("Unreachable".into(), error.clone()));
+            failure = Some(LoadFailure::new(FailureReason::Unreachable, error.clone()));
         }
     }
     ObservedPod {
@@ -217,21 +216,24 @@ impl CachedPod {
     }
 }
 
-fn failed_termination(state: &ContainerState) -> Option<String> {
+fn failed_termination(state: &ContainerState) -> Option<LoadFailure> {
     let terminated = state.terminated.as_ref()?;
     if terminated.exit_code == 0 {
         return None;
     }
     let message = terminated.message.as_deref().unwrap_or_default();
     server_contract::load_failure(message).or_else(|| {
-        Some(format!(
-            "ServerExited: exit code {}{}",
-            terminated.exit_code,
-            terminated
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
+        Some(LoadFailure::new(
+            FailureReason::ServerExited,
+            format!(
+                "exit code {}{}",
+                terminated.exit_code,
+                terminated
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
         ))
     })
 }
@@ -252,28 +254,25 @@ mod tests {
             json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
             "state": {"terminated": {"exitCode": 1, "message": message}}}]}),
         );
-        assert_eq!(
-            load_failure(&terminated).as_deref(),
-            Some("CorruptModel: not an ONNX model")
-        );
+        let corrupt = LoadFailure::new(server_contract::Reason::CorruptModel, "not an ONNX model");
+        assert_eq!(load_failure(&terminated), Some(corrupt.clone()));
 
         let crash_looping = pod(
             json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 1, "message": message}}}]}),
         );
-        assert_eq!(
-            load_failure(&crash_looping).as_deref(),
-            Some("CorruptModel: not an ONNX model")
-        );
+        assert_eq!(load_failure(&crash_looping), Some(corrupt));
 
         let killed = pod(
             json!({"containerStatuses": [{"name": "server", "ready": false, "restartCount": 1, "image": "i", "imageID": "",
             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
         );
+        let exited = load_failure(&killed).unwrap();
+        assert_eq!(exited.reason, FailureReason::ServerExited);
         assert_eq!(
-            load_failure(&killed).as_deref(),
-            Some("ServerExited: exit code 137 (OOMKilled)")
+            exited.to_string(),
+            "ServerExited: exit code 137 (OOMKilled)"
         );
 
         let running = pod(

@@ -245,8 +245,7 @@ fn with_pods(mut revision: ObservedRevision, pods: &[&Pod], context: &Context) -
             .pods
             .iter()
             .filter(|p| p.phase == PodPhase::Failed)
-            .find_map(|p| p.failure.as_ref())
-            .map(|(reason, message)| format!("{reason}: {message}"));
+            .find_map(|p| p.failure.clone());
     }
     revision
 }

@@ -16,7 +16,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::signature::{self, Gate};
-use super::{AbortMark, AbortReason, CandidateState, Observed, Summary};
+use super::{AbortMark, AbortReason, CandidateState, Observed, ObservedRevision, Summary};
+use crate::server_contract::{FailureReason, Reason};
+
+/// Why a candidate whose load failed is aborted: a golden set it does not reproduce and a pod out of memory have
+/// reasons of their own; every other failure is a failed load.
+fn abort_reason(failure: FailureReason) -> AbortReason {
+    match failure {
+        FailureReason::Server(Reason::ValidationFailed) => AbortReason::ValidationFailed,
+        FailureReason::OutOfMemory => AbortReason::OutOfMemory,
+        FailureReason::Server(_)
+        | FailureReason::ServerExited
+        | FailureReason::StageRefused
+        | FailureReason::Unreachable => AbortReason::ModelLoadFailed,
+    }
+}
 
 /// How long a pod from before a controller restart may take to be read a second time.
 const SECOND_READ: Duration = Duration::from_secs(3);
@@ -83,18 +97,13 @@ pub fn decide(observed: &Observed) -> Summary {
                 AbortReason::AbortedByUser,
                 format!("rollout of revision {} aborted by request", rev.revision),
             ),
-            (None, Some(rev)) if rev.load_failure.is_some() => {
-                let failure = rev.load_failure.clone().unwrap_or_default();
-                let validation = crate::server_contract::Reason::ValidationFailed.as_str();
-                let reason = if failure.starts_with(validation) {
-                    AbortReason::ValidationFailed
-                } else if failure.starts_with(crate::conditions::reasons::OUT_OF_MEMORY) {
-                    AbortReason::OutOfMemory
-                } else {
-                    AbortReason::ModelLoadFailed
-                };
-                abort(reason, failure)
-            }
+            (
+                None,
+                Some(ObservedRevision {
+                    load_failure: Some(failure),
+                    ..
+                }),
+            ) => abort(abort_reason(failure.reason), failure.to_string()),
             (None, Some(rev)) if rev.fully_available(spec.replicas) => {
                 match signature::check(observed, rev, active_before.as_deref()) {
                     Gate::Wait => {

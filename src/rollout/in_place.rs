@@ -29,11 +29,11 @@ use super::{
     ObservedRevision, Plan, PlannedEvent,
 };
 use crate::api::{LoadedState, PodPhase, SwitchStatus};
-use crate::conditions::{events, reasons};
+use crate::conditions::events;
 use crate::observed::{
     AbortMark, AbortReason, InPlaceState, LostState, ModelRecord, Persisted, StoredAbort,
 };
-use crate::server_contract::{DesiredModel, LoadParameters};
+use crate::server_contract::{DesiredModel, FailureReason, LoadFailure, LoadParameters};
 
 /// How soon to look again while a switch or a stage is under way (the pods' reports trigger reconciles too).
 const FOLLOW: Duration = Duration::from_secs(2);
@@ -584,9 +584,13 @@ fn model_revision_view(
         .count() as i32;
     let available = pods.iter().filter(|p| p.phase == PodPhase::Ready).count() as i32;
     let replicas = if active { pod_set.replicas } else { holding };
+    // Which pod failed goes into the message: the reason stays the pod's own.
     let load_failure = pods.iter().find_map(|p| {
-        let (reason, message) = p.failure.as_ref()?;
-        (p.phase == PodPhase::Failed).then(|| format!("{reason}: pod {}: {message}", p.name))
+        let failure = p.failure.as_ref()?;
+        (p.phase == PodPhase::Failed).then(|| LoadFailure {
+            reason: failure.reason,
+            message: format!("pod {}: {}", p.name, failure.message),
+        })
     });
     ObservedRevision {
         revision: record.revision.clone(),
@@ -650,8 +654,8 @@ fn model_in_pod(
                     .filter(|(v, _)| v == version)
                     .map(|(_, size)| *size)
             });
-            view.failure = Some((
-                reasons::OUT_OF_MEMORY.into(),
+            view.failure = Some(LoadFailure::new(
+                FailureReason::OutOfMemory,
                 format!(
                     "its server was killed for running out of memory (OOMKilled) while it staged version \
                      {version}{} beside the one it serves, with a memory limit of {}; staging needs room for \
@@ -675,7 +679,10 @@ fn model_in_pod(
     if let Some((refused_version, message, at)) = &in_place.refused {
         if refused_version == version && !active && this_attempt(Some(*at)) {
             view.phase = PodPhase::Failed;
-            view.failure = Some(("StageRefused".into(), message.clone()));
+            view.failure = Some(LoadFailure::new(
+                FailureReason::StageRefused,
+                message.clone(),
+            ));
             return view;
         }
     }
@@ -894,6 +901,7 @@ fn last_switch(
 mod tests {
     use super::*;
     use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RolloutStrategy};
+    use crate::conditions::reasons;
     use crate::rollout::{refresh, InPlacePod, LoadedVersion, Requests, Staging, Switch};
 
     const T0: i64 = 1_800_000_000;
@@ -994,6 +1002,19 @@ mod tests {
             plan: decision.plan,
             calls: decision.calls,
         }
+    }
+
+    /// Three pods serving version 1 start staging `spec`'s version at 10; then `pods` are observed at `now`.
+    fn staging_then(spec: &ModelDeploymentSpec, pods: Vec<ObservedPod>, now: i64) -> Outcome {
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let first = run(
+            spec,
+            &ModelDeploymentStatus::default(),
+            &idle,
+            &state("1"),
+            10,
+        );
+        run(spec, &first.plan.status, &pod_set(pods), &first.state, now)
     }
 
     fn run_on(
@@ -1177,21 +1198,19 @@ mod tests {
 
     #[test]
     fn a_stage_that_fails_on_one_pod_aborts_and_every_pod_drops_the_candidate() {
-        let spec = spec("2");
-        let status = ModelDeploymentStatus::default();
-        let state = state("1");
-        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
-        let first = run(&spec, &status, &idle, &state, 10);
         let failed = Staging {
             version: "2".into(),
             phase: PodPhase::Failed,
             bytes_done: 100,
             bytes_total: Some(100),
-            failure: Some(("ChecksumMismatch".into(), "expected ab, got cd".into())),
+            failure: Some(LoadFailure::new(
+                crate::server_contract::Reason::ChecksumMismatch,
+                "expected ab, got cd",
+            )),
             model: None,
             failed_at: None,
         };
-        let pods = pod_set(vec![
+        let pods = vec![
             pod(0, serving("1"), Some(failed)),
             pod(
                 1,
@@ -1202,17 +1221,17 @@ mod tests {
                 None,
             ),
             pod(2, serving("1"), None),
-        ]);
-        let second = run(&spec, &first.plan.status, &pods, &first.state, 12);
+        ];
+        let second = staging_then(&spec("2"), pods, 12);
         let candidate = second.plan.status.candidate.as_ref().unwrap();
         assert_eq!(
             candidate.reason.as_deref(),
             Some(reasons::MODEL_LOAD_FAILED)
         );
-        let message = candidate.message.as_deref().unwrap();
-        assert!(
-            message.contains("iris-p-0") && message.contains("ChecksumMismatch"),
-            "{message}"
+        assert_eq!(
+            candidate.message.as_deref(),
+            Some("ChecksumMismatch: pod iris-p-0: expected ab, got cd"),
+            "the server's reason, then which pod"
         );
         assert_eq!(
             actions(&second),
@@ -1231,26 +1250,42 @@ mod tests {
         let mut spec = spec("2");
         spec.server.resources =
             serde_json::from_value(serde_json::json!({"limits": {"memory": "256Mi"}})).unwrap();
-        let state = state("1");
-        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
-        let first = run(&spec, &ModelDeploymentStatus::default(), &idle, &state, 10);
         let mut killed = pod(0, serving("1"), None);
         killed.in_place.oom_killed_at = Some(at(15));
         // Restarted: it reports nothing of the stage any more, but its size was seen before.
         killed.in_place.staged_size = Some(("2".into(), 120 << 20));
-        let pods = pod_set(vec![
+        let pods = vec![
             killed,
             pod(1, serving("1"), None),
             pod(2, serving("1"), None),
-        ]);
-        let second = run(&spec, &first.plan.status, &pods, &first.state, 16);
+        ];
+        let second = staging_then(&spec, pods, 16);
         let candidate = second.plan.status.candidate.as_ref().unwrap();
         assert_eq!(candidate.reason.as_deref(), Some(reasons::OUT_OF_MEMORY));
-        assert!(candidate
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("limits.memory"));
+        let message = candidate.message.as_deref().unwrap();
+        assert!(
+            message.starts_with("OutOfMemory: pod iris-p-0: its server was killed")
+                && message.contains("limits.memory"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_stage_the_server_refused_aborts_with_its_answer() {
+        let mut refused = pod(0, serving("1"), None);
+        refused.in_place.refused =
+            Some(("2".into(), "3 versions loaded, at most 3".into(), at(11)));
+        let pods = vec![
+            refused,
+            pod(1, serving("1"), None),
+            pod(2, serving("1"), None),
+        ];
+        let second = staging_then(&spec("2"), pods, 12);
+        let candidate = second.plan.status.candidate.as_ref().unwrap();
+        let shown = (candidate.reason.as_deref(), candidate.message.as_deref());
+        let refusal = "StageRefused: pod iris-p-0: 3 versions loaded, at most 3";
+        assert_eq!(shown, (Some(reasons::MODEL_LOAD_FAILED), Some(refusal)));
+        assert_eq!(second.state.active, "p", "traffic never moved");
     }
 
     #[test]

@@ -198,8 +198,8 @@ fn pod_states(pods: &[ObservedPod]) -> Vec<PodState> {
                 .load_started_at
                 .filter(|_| pod.phase.is_loading())
                 .map(to_time),
-            reason: pod.failure.as_ref().map(|(reason, _)| reason.clone()),
-            message: pod.failure.as_ref().map(|(_, message)| message.clone()),
+            reason: pod.failure.as_ref().map(|f| f.reason.as_str().to_owned()),
+            message: pod.failure.as_ref().map(|f| f.message.clone()),
             versions: pod
                 .in_place
                 .versions

@@ -11,6 +11,7 @@ use crate::api::{
     RevisionStatus, RolloutPolicy, ServerTemplate,
 };
 use crate::conditions::{events, reasons, types};
+use crate::server_contract::{FailureReason, LoadFailure, Reason};
 
 const T0: i64 = 1_800_000_000;
 
@@ -250,9 +251,51 @@ fn promotion_switches_traffic_and_keeps_the_old_revision_warm() {
 }
 
 #[test]
+fn each_load_failure_reason_aborts_with_its_condition_reason_and_reads_as_before() {
+    let cases = [
+        (
+            FailureReason::Server(Reason::ValidationFailed),
+            reasons::VALIDATION_FAILED,
+        ),
+        (FailureReason::OutOfMemory, reasons::OUT_OF_MEMORY),
+        (
+            FailureReason::Server(Reason::InvalidValidationFile),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        (
+            FailureReason::Server(Reason::CorruptModel),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        (FailureReason::ServerExited, reasons::MODEL_LOAD_FAILED),
+        (FailureReason::StageRefused, reasons::MODEL_LOAD_FAILED),
+        (FailureReason::Unreachable, reasons::MODEL_LOAD_FAILED),
+    ];
+    for (reason, expected) in cases {
+        let mut failing = revision("b", 90, 2);
+        failing.load_failure = Some(LoadFailure::new(reason, "pod iris-b-1: it failed"));
+        let plan = Scenario::new("b")
+            .with(promoted(ready(revision("a", 0, 2)), 10))
+            .with(failing)
+            .active("a")
+            .decide();
+        let candidate = plan.status.candidate.as_ref().unwrap();
+        assert_eq!(candidate.reason.as_deref(), Some(expected), "{reason}");
+        assert_eq!(
+            candidate.message.clone().unwrap(),
+            format!("{}: pod iris-b-1: it failed", reason.as_str())
+        );
+    }
+    // The reason named in the status is the one the condition vocabulary has.
+    assert_eq!(FailureReason::OutOfMemory.as_str(), reasons::OUT_OF_MEMORY);
+}
+
+#[test]
 fn a_load_failure_aborts_the_candidate_and_traffic_stays() {
     let mut failing = revision("b", 90, 2);
-    failing.load_failure = Some("ChecksumMismatch: expected 00aa, got 11bb".into());
+    failing.load_failure = Some(LoadFailure::new(
+        Reason::ChecksumMismatch,
+        "expected 00aa, got 11bb",
+    ));
     let plan = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(failing)
@@ -398,11 +441,12 @@ fn without_any_pod_the_progress_deadline_counts_from_the_start_of_the_rollout() 
 #[test]
 fn a_load_that_fails_inside_a_running_pod_aborts_with_the_servers_reason() {
     let mut b = revision("b", 90, 2);
-    b.load_failure = Some("ChecksumMismatch: expected 00aa, got 11bb".into());
+    let failure = LoadFailure::new(Reason::ChecksumMismatch, "expected 00aa, got 11bb");
+    b.load_failure = Some(failure.clone());
     b.pods = vec![ObservedPod {
         name: "iris-b-1".into(),
         phase: PodPhase::Failed,
-        failure: Some(("ChecksumMismatch".into(), "expected 00aa, got 11bb".into())),
+        failure: Some(failure),
         ..Default::default()
     }];
     let plan = Scenario::new("b")
@@ -460,7 +504,10 @@ fn the_status_shows_each_pods_state_and_a_served_checksum_that_is_not_the_pinned
     scenario.revisions[0].pods[1] = ObservedPod {
         name: "iris-a-2".into(),
         phase: PodPhase::Unreachable,
-        failure: Some(("Unreachable".into(), "connection refused".into())),
+        failure: Some(LoadFailure::new(
+            FailureReason::Unreachable,
+            "connection refused",
+        )),
         ..Default::default()
     };
     let plan = scenario.decide();
@@ -840,7 +887,7 @@ fn the_active_service_never_targets_an_unavailable_revision() {
         |r| promoted(r, 5),
         |r| promoted(ready(r), 5),
         |mut r| {
-            r.load_failure = Some("CorruptModel".into());
+            r.load_failure = Some(LoadFailure::new(Reason::CorruptModel, ""));
             r
         },
         |mut r| {
@@ -1039,7 +1086,10 @@ fn a_candidate_status_carries_its_reason_as_a_value_and_the_details_as_its_messa
     );
 
     let mut failed = scenario.revisions.clone();
-    failed[1].load_failure = Some("ChecksumMismatch: expected 00, got 11".into());
+    failed[1].load_failure = Some(LoadFailure::new(
+        Reason::ChecksumMismatch,
+        "expected 00, got 11",
+    ));
     let mut failing = Scenario::new("b").active("a");
     failing.revisions = failed;
     let aborted = failing.decide().status.candidate.unwrap();
@@ -1222,10 +1272,10 @@ fn a_ready_candidate_not_read_yet_waits_for_its_signature_and_one_that_reports_n
 #[test]
 fn a_golden_set_the_candidate_does_not_reproduce_aborts_it_with_its_own_reason() {
     let mut b = revision("b", 90, 2);
-    b.load_failure = Some(
-        "ValidationFailed: 7 of 10 cases passed (required 100%); worst: case row-3, output label, element 0: got 2, want 1"
-            .into(),
-    );
+    b.load_failure = Some(LoadFailure::new(
+        Reason::ValidationFailed,
+        "7 of 10 cases passed (required 100%); worst: case row-3, output label, element 0: got 2, want 1",
+    ));
     let plan = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(b)
@@ -1384,8 +1434,10 @@ fn a_refreshed_revision_that_failed_is_not_retried_until_a_newer_object() {
 #[test]
 fn an_object_that_changed_during_the_load_aborts_with_the_servers_reason() {
     let mut replaced = pinned(revision("b", 90, 2), "etag:\"2\"", 90);
-    replaced.load_failure =
-        Some("ObjectChanged: pinned to etag:\"2\", the object is etag:\"3\" now".into());
+    replaced.load_failure = Some(LoadFailure::new(
+        Reason::ObjectChanged,
+        "pinned to etag:\"2\", the object is etag:\"3\" now",
+    ));
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .with(replaced)
