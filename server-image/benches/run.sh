@@ -16,15 +16,18 @@
 #        protocols", any subset). Results: tables on stdout, $BENCH_OUT/results.json and $BENCH_OUT/protocols.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=e2e/lib/oha.bash
+source e2e/lib/oha.bash
 
 FERRY_CACHE_DIR="${FERRY_CACHE_DIR:-$HOME/.cache/ferry}"
+# Release builds go where e2e/cluster.sh puts them, so the two share one build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FERRY_CACHE_DIR/target}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 SERVER_CPUS="${BENCH_SERVER_CPUS:-1}"
 LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
 REPEAT="${BENCH_REPEAT:-3}"
 PARTS=" ${BENCH_PARTS:-throughput big protocols} "
-OHA_VERSION=1.16.0
 GHZ_VERSION=0.93.0
 MLSERVER_VERSION=1.7.1
 part() { [[ $PARTS == *" $1 "* ]]; }
@@ -41,12 +44,19 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '\n==> %s\n' "$*" >&2; }
+log() { printf '%s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+# shellcheck source=e2e/lib/debian.bash
+source e2e/lib/debian.bash
 
 say "tools"
+# python3-venv for the venvs, curl for the raw transfers.
+ensure_debian_packages "server-image/benches/run.sh" python3-venv curl
 bash server-image/scripts/setup-test-deps.sh >&2
-if ! "$tools/bin/oha" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
-  cargo install --quiet --locked --root "$tools" "oha@$OHA_VERSION"
-fi
+oha=$(ensure_oha "$FERRY_CACHE_DIR")
 # The same scikit-learn as the venv that trains the model, so the pickled forest loads unchanged; uvloop below
 # 0.22 because MLServer 1.7.1's inference workers fail to start with 0.22+ (SeldonIO/MLServer#2286).
 mlserver_packages="mlserver==$MLSERVER_VERSION mlserver-sklearn==$MLSERVER_VERSION scikit-learn==1.9.1 uvloop==0.21.0"
@@ -63,7 +73,7 @@ if part protocols && [[ "$(cat "$tools/bin/.ghz-version" 2>/dev/null)" != "$GHZ_
   echo "$GHZ_VERSION" >"$tools/bin/.ghz-version"
 fi
 cargo build --quiet --release --locked -p ferry-server
-server="${CARGO_TARGET_DIR:-target}/release/ferry-server"
+server="$CARGO_TARGET_DIR/release/ferry-server"
 bench_binary() { # name: the executable of a bench target
   cargo bench --quiet --locked -p ferry-server --bench "$1" --no-run --message-format json |
     python3 -c 'import json, sys
@@ -75,7 +85,6 @@ for line in sys.stdin:
 raw_transfer=$(bench_binary raw_transfer)
 floor=$(bench_binary floor)
 library="$FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1"
-oha="$tools/bin/oha"
 
 say "models in $out"
 model_flags=()
