@@ -30,13 +30,16 @@ die() {
 # shellcheck source=e2e/lib/oha.bash
 source "$ROOT/e2e/lib/oha.bash"
 
-# On exit: everything started in the background, then the cluster when this run brought it up, else the namespace.
+# On exit: everything started in the background, the models, then the cluster when this run brought it up, else
+# the namespace.
 PIDS=()
+WORK=""
 NS=""
 OWN_CLUSTER=""
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
   if [[ -n $OWN_CLUSTER ]]; then
     bash "$ROOT/e2e/cluster.sh" down "$OWN_CLUSTER" >/dev/null 2>&1 || true
   elif [[ -n $NS ]]; then
