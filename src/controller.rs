@@ -37,7 +37,6 @@ use caches::{
 pub use error::Error;
 pub use failure::failed_status;
 use failure::record_failure;
-pub(crate) use observe::whole_seconds_now;
 use observe::Snapshot;
 pub use pod_reader::PodReader;
 use report::publish_events;
@@ -51,6 +50,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
 use kube::runtime::controller::{
@@ -469,4 +469,11 @@ async fn reconcile_inner(
         Some(after) => Action::requeue(after + Duration::from_millis(50)),
         None => Action::await_change(),
     })
+}
+
+/// Now, at the precision the API stores times with: a status holding finer times would never compare equal to
+/// the one read back, and would be rewritten on every reconcile.
+fn whole_seconds_now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::apply::Observation;
-use super::{Context, Error};
+use super::{whole_seconds_now, Context, Error};
 use crate::api::{ModelDeployment, ModelDeploymentStatus, PodPhase, RolloutStrategy};
 use crate::children::deployment::{ObjectPin, RevisionTemplate};
 use crate::children::{deployment, model_file, pod, service};
@@ -219,13 +219,6 @@ impl Snapshot {
             preview_service: self.preview_service.as_deref(),
         }
     }
-}
-
-/// Now, at the precision the API stores times with: a status holding finer times would never compare equal to
-/// the one read back, and would be rewritten on every reconcile.
-pub(crate) fn whole_seconds_now() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// Adds what each pod of the revision reports from inside (phase, SHA-256, progress); a load that failed inside
