@@ -41,8 +41,27 @@ pub fn plan<'a>(observed: &'a Observed, summary: &Summary) -> Replicas<'a> {
         .filter(|r| Some(r.revision.as_str()) != active && Some(r.revision.as_str()) != candidate)
         .filter(|r| r.revision != desired || invalid)
         .collect();
-    // Newest first: by last promotion, then by creation.
-    others.sort_by_key(|r| std::cmp::Reverse((promoted_at(summary, r), r.created_at)));
+    // Newest first: by last promotion, then by where the previous status had it (promotion times are whole
+    // seconds, so two promotions within one second tie), then by creation.
+    let before = observed.previous_status;
+    let recency = |r: &ObservedRevision| {
+        if before
+            .active
+            .as_ref()
+            .is_some_and(|a| a.revision == r.revision)
+        {
+            return i64::MAX;
+        }
+        match before
+            .previous
+            .iter()
+            .position(|p| p.revision == r.revision)
+        {
+            Some(index) => -(index as i64),
+            None => i64::MIN,
+        }
+    };
+    others.sort_by_key(|r| std::cmp::Reverse((promoted_at(summary, r), recency(r), r.created_at)));
     let previous: Vec<&ObservedRevision> = others
         .iter()
         .copied()

@@ -1599,3 +1599,33 @@ fn an_abort_request_or_a_refresh_pin_that_cannot_be_read_holds() {
         "a pin means nothing without spec.model.refresh"
     );
 }
+
+/// Promotions within one second tie on their marks: the revision that served last is the one kept warm.
+#[test]
+fn of_two_promotions_in_the_same_second_the_one_that_served_last_stays_warm() {
+    for order in [["a", "b"], ["b", "a"]] {
+        let mut scenario = Scenario::new("c");
+        for name in order {
+            scenario = scenario.with(promoted(ready(revision(name, 0, 2)), 10));
+        }
+        scenario = scenario
+            .with(promoted(ready(revision("c", 0, 2)), 10))
+            .active("c");
+        scenario.spec.rollout.keep_previous = 1;
+        scenario.spec.revision_history_limit = 0;
+        // "b" served before "c", "a" before "b".
+        scenario.status.previous = vec![
+            RevisionStatus {
+                revision: "b".into(),
+                ..Default::default()
+            },
+            RevisionStatus {
+                revision: "a".into(),
+                ..Default::default()
+            },
+        ];
+        let plan = scenario.decide();
+        assert_eq!(plan.delete, ["a"], "revisions in the order {order:?}");
+        assert_eq!(plan.scale.get("b"), None, "b stays warm: {:?}", plan.scale);
+    }
+}
