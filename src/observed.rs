@@ -141,6 +141,9 @@ pub struct ObservedPod {
     /// Ready, with a server the controller reads, but not read as ready yet: what it reports of its model is
     /// not known yet.
     pub report_pending: bool,
+    /// Its server runs, but this controller has not read it once yet (it just started): what the pod holds,
+    /// stages or serves is not known.
+    pub unread: bool,
     /// What its server reports of the model it serves (or of its latest load once loaded).
     pub model: Option<Arc<ReportedModel>>,
     /// The object its serving file was downloaded from, as a token.

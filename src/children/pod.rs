@@ -107,6 +107,7 @@ pub fn observe(pod: &Pod, report: Option<&PodReport>) -> ObservedPod {
         stands: report.map_or_else(|| "not started".into(), PodReport::describe),
         report_pending: server_address(pod).is_some()
             && answer.is_none_or(|a| a.phase != PodPhase::Ready),
+        unread: server_address(pod).is_some() && report.is_none_or(|r| r.read.is_none()),
         model: answer.and_then(|a| a.model.clone()),
         serving_object: answer.and_then(|a| a.serving_object.clone()),
         new_object: answer.and_then(|a| a.new_object.clone()),

@@ -54,15 +54,24 @@ pub fn plan(observed: &Observed, lost: &[LostState]) -> Plan {
         .into_iter()
         .collect();
     Plan {
+        status,
+        events,
+        ..unchanged(observed)
+    }
+}
+
+/// The plan that changes nothing, not even the status: for a decision that must wait for what it reads to be
+/// known. The watches of the objects that hold the state, and the pods' reports, bring the next reconcile.
+pub fn unchanged(observed: &Observed) -> Plan {
+    Plan {
         active: observed.active_service_target.map(str::to_owned),
         preview: observed.preview_service_target.map(str::to_owned),
         desired_replicas: None,
         scale: Default::default(),
         marks: Default::default(),
         delete: Vec::new(),
-        status,
-        events,
-        // The watches of the objects that hold the state, and the pods' reports, bring the next reconcile.
+        status: observed.previous_status.clone(),
+        events: Vec::new(),
         requeue_after: None,
     }
 }

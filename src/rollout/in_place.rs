@@ -177,6 +177,10 @@ pub fn decide(observed: &Observed, input: &InPlaceInput) -> Decision {
             calls: Vec::new(),
         };
     };
+    if pod_set.pods.iter().any(|p| p.unread) {
+        // Just started: the pods are read within a second, and the state is rebuilt from what they say then.
+        return hold::unchanged(observed).into();
+    }
     match rebuild(observed, pod_set, &input.desired_model) {
         Ok(state) => {
             let mut decision = decide_with(observed, &state, &input.desired_model);
@@ -247,6 +251,12 @@ fn decide_with(
                 && observed.active_service_target == Some(&pod_set.revision)
                 && pods.active.as_deref() == Some(&pod_set.revision) =>
         {
+            if pod_set.pods.iter().any(|p| p.unread) {
+                // A controller that just started has not read every pod yet: a pod not read would pass for one
+                // that lacks the candidate (staged again, unloaded, past its progress deadline). Nothing moves
+                // and nothing is written until each pod was read once, about a second after the start.
+                return hold::unchanged(observed).into();
+            }
             let models = decide_models(observed, pod_set, state, desired_model);
             Decision {
                 plan: merge_model_layer(pods, models.plan, &pod_set.revision),
@@ -1640,5 +1650,51 @@ mod tests {
             .events
             .iter()
             .all(|e| e.reason != events::STATE_REBUILT));
+    }
+
+    #[test]
+    fn a_controller_that_has_not_read_every_pod_yet_moves_nothing_and_writes_nothing() {
+        let (spec, waiting) = waiting_for_promotion();
+        let mut pods = staged_everywhere();
+        // Read before the restart, not yet since: the kubelet's readiness is all this controller knows of it.
+        pods.pods[1].unread = true;
+        pods.pods[1].report_pending = true;
+        pods.pods[1].in_place.versions.clear();
+        // Long past the progress deadline of a candidate that had not staged.
+        let later = 10 * 3600;
+        for state in [Persisted::Read(waiting.state.clone()), Persisted::Missing] {
+            let decision = run_on(&spec, &waiting.plan.status, &pods, &state, later);
+            assert!(decision.calls.is_empty(), "{:?}", decision.calls);
+            assert_eq!(decision.in_place_state, None);
+            assert_eq!(
+                decision.plan.status, waiting.plan.status,
+                "nothing to write"
+            );
+            assert!(
+                decision.plan.events.is_empty(),
+                "{:?}",
+                decision.plan.events
+            );
+            assert_eq!(decision.plan.active.as_deref(), Some("p"));
+        }
+        // Read: it holds the candidate, which still waits.
+        let read = run(
+            &spec,
+            &waiting.plan.status,
+            &staged_everywhere(),
+            &waiting.state,
+            later,
+        );
+        assert!(read.calls.is_empty(), "{:?}", actions(&read));
+        assert_eq!(
+            read.plan
+                .status
+                .candidate
+                .as_deref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some(reasons::WAITING_FOR_PROMOTION)
+        );
     }
 }
