@@ -168,7 +168,7 @@ impl ModuleGraph {
         })
     }
 
-    /// One text per circle. At each level of the module tree, the modules directly inside one module (each
+    /// Every circle. At each level of the module tree, the modules directly inside one module (each
     /// with its file and folder) must not use each other in a loop. The enclosing module's own file is left out
     /// of that level: it declares the modules and may use them, and they may use it.
     fn circles(&self) -> Vec<Circle> {
