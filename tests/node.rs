@@ -7,6 +7,12 @@
 
 mod support;
 
+// Scenarios kept in files of their own, with this file's helpers (`use super::*`).
+#[path = "node/lost_state.rs"]
+mod lost_state;
+#[path = "node/upgrade.rs"]
+mod upgrade;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -1458,6 +1464,53 @@ async fn overwrite(key: &str, bytes: Vec<u8>) {
         .unwrap_or_else(|e| panic!("PutObject models/{key}: {e}"));
 }
 
+impl Namespace {
+    /// A ModelDeployment `name` of one replica following the object at its own key in the store
+    /// (spec.model.refresh every 10 s), which starts as the logreg model; returns the key.
+    async fn apply_refreshing(&self, name: &str) -> String {
+        let key = format!("refresh/{}/model.onnx", self.name);
+        overwrite(&key, model_bytes(LOGREG)).await;
+        let manifest = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.name},
+            "spec": {
+                "model": {
+                    "name": "iris",
+                    "uri": format!("s3://models/{key}"),
+                    "version": "latest",
+                    "refresh": {"intervalSeconds": 10},
+                    "credentialsSecretRef": {"name": "store-credentials"},
+                    "storage": {"endpoint": cluster().s3_endpoint, "region": "us-east-1", "allowHttp": true},
+                },
+                "replicas": 1,
+                "rollout": {"loadTimeoutSeconds": 120},
+            },
+        });
+        cluster().kubectl_ok(
+            &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+        key
+    }
+
+    /// `kubectl annotate --overwrite` of one of the namespace's objects (`KEY=VALUE`, or `KEY-` to remove).
+    fn annotate(&self, kind: &str, name: &str, annotation: &str) {
+        cluster().kubectl_ok(
+            &[
+                "-n",
+                &self.name,
+                "annotate",
+                "--overwrite",
+                kind,
+                name,
+                annotation,
+            ],
+            None,
+        );
+    }
+}
+
 fn refresh_status(md: &Value) -> &Value {
     &md["status"]["refresh"]
 }
@@ -1466,29 +1519,7 @@ fn refresh_status(md: &Value) -> &Value {
 async fn a_replaced_object_rolls_out_pinned_a_corrupt_one_is_aborted_and_rollback_pauses_refresh() {
     let ns = Namespace::create();
     let c = cluster();
-    let key = format!("refresh/{}/model.onnx", ns.name);
-    overwrite(&key, model_bytes(LOGREG)).await;
-    let manifest = json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "fraud", "namespace": ns.name},
-        "spec": {
-            "model": {
-                "name": "iris",
-                "uri": format!("s3://models/{key}"),
-                "version": "latest",
-                "refresh": {"intervalSeconds": 10},
-                "credentialsSecretRef": {"name": "store-credentials"},
-                "storage": {"endpoint": c.s3_endpoint, "region": "us-east-1", "allowHttp": true},
-            },
-            "replicas": 1,
-            "rollout": {"loadTimeoutSeconds": 120},
-        },
-    });
-    c.kubectl_ok(
-        &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
-        Some(&manifest.to_string()),
-    );
+    let key = ns.apply_refreshing("fraud").await;
     let md = ns.wait_for(
         "fraud",
         "the first object serving, its identity read from the pod",
