@@ -473,6 +473,11 @@ impl ModelRecord {
     }
 }
 
+/// The name of the ConfigMap that holds a ModelDeployment's [`InPlaceState`].
+pub fn in_place_config_map(md_name: &str) -> String {
+    format!("{md_name}-ferry-model")
+}
+
 impl InPlaceState {
     pub fn find(&self, revision: &str) -> Option<&ModelRecord> {
         self.revisions.iter().find(|r| r.revision == revision)

@@ -16,9 +16,7 @@ use crate::observed::Persisted;
 pub use crate::observed::{InPlaceState, ModelRecord};
 use crate::server_contract::pod;
 
-pub fn name(md_name: &str) -> String {
-    format!("{md_name}-ferry-model")
-}
+pub use crate::observed::in_place_config_map as name;
 
 /// The ConfigMap holding `state`: its active model as the file the pods load, the state as an annotation.
 pub fn desired(md: &ModelDeployment, state: &InPlaceState) -> ConfigMap {

@@ -212,9 +212,11 @@ pub fn decide(observed: &Observed, input: &InPlaceInput) -> Decision {
     }
 }
 
-/// `ConfigMap/<name>-ferry-model`.
 fn config_map(observed: &Observed) -> String {
-    format!("ConfigMap/{}-ferry-model", observed.name)
+    format!(
+        "ConfigMap/{}",
+        crate::observed::in_place_config_map(observed.name)
+    )
 }
 
 /// The decision on a state that was read (or rebuilt).
