@@ -335,24 +335,39 @@ fn rebuild(
             pod.name, pod.phase
         ));
     }
+    let status = observed.previous_status;
+    let held_by_all = |version: &str, uri: &str| {
+        pods.iter().all(|p| {
+            p.in_place
+                .versions
+                .iter()
+                .any(|v| v.version == version && v.uri == uri)
+        })
+    };
+    // The status names the active version only once its promotion was decided (the ConfigMap is written first):
+    // when every pod holds it, it is the active one, also where a switch to it was cut short. Otherwise, the
+    // version every pod serves.
+    let promoted = status
+        .active
+        .as_deref()
+        .filter(|a| held_by_all(&a.version, &a.uri))
+        .map(|a| a.version.as_str());
     let serving: Vec<(&str, Option<&str>)> = pods
         .iter()
         .map(|p| (p.name.as_str(), p.in_place.serving()))
         .collect();
-    let version = match serving[0].1 {
-        Some(version) if serving.iter().all(|(_, v)| *v == Some(version)) => version,
-        _ => {
-            return Err(format!(
-                "its pods do not all serve one version ({})",
-                serving
-                    .iter()
-                    .map(|(pod, v)| format!("{pod}: {}", v.unwrap_or("none")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }
+    let version = match (promoted, serving[0].1) {
+        (Some(version), _) => version,
+        (None, Some(version)) if serving.iter().all(|(_, v)| *v == Some(version)) => version,
+        _ => return Err(format!(
+            "its pods do not all serve one version ({}), and the status names none they all hold",
+            serving
+                .iter()
+                .map(|(pod, v)| format!("{pod}: {}", v.unwrap_or("none")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     };
-    let status = observed.previous_status;
     let named: Vec<(&crate::api::RevisionStatus, Role)> = status
         .active
         .as_deref()
@@ -1554,13 +1569,38 @@ mod tests {
     #[test]
     fn an_unreadable_config_map_whose_pods_disagree_holds_with_a_reason_and_nothing_moves() {
         let (spec, waiting) = waiting_for_promotion();
-        // Mid-switch: pod 0 serves version 2 already.
+        let garbled = Persisted::Unreadable("expected value at line 1 column 1".into());
+        // Pod 0 serves the unpromoted 2.0.0 (switched by hand); every pod still holds the promoted 1.0.0, which
+        // the status names active: rebuilt on it, and pod 0 switched back.
         let pods = pod_set(vec![
             holding(0, "2", "1", LoadedState::Previous),
             holding(1, "1", "2", LoadedState::Staged),
             holding(2, "1", "2", LoadedState::Staged),
         ]);
-        let garbled = Persisted::Unreadable("expected value at line 1 column 1".into());
+        let decision = run_on(&spec, &waiting.plan.status, &pods, &garbled, 30);
+        assert_eq!(
+            decision
+                .in_place_state
+                .unwrap()
+                .active_model()
+                .unwrap()
+                .version,
+            "1"
+        );
+        assert_eq!(
+            actions(&Outcome {
+                plan: decision.plan,
+                state: waiting.state.clone(),
+                calls: decision.calls
+            }),
+            [("iris-p-0".to_owned(), "switch", "1".to_owned())]
+        );
+        // Pod 0 holds 2.0.0 alone: the pods agree on nothing the status names, so it holds.
+        let pods = pod_set(vec![
+            pod(0, serving("2"), None),
+            holding(1, "1", "2", LoadedState::Staged),
+            holding(2, "1", "2", LoadedState::Staged),
+        ]);
         let decision = run_on(&spec, &waiting.plan.status, &pods, &garbled, 30);
         assert!(decision.calls.is_empty(), "{:?}", decision.calls);
         assert_eq!(decision.in_place_state, None, "nothing is written over it");
@@ -1697,6 +1737,115 @@ mod tests {
                 .reason
                 .as_deref(),
             Some(reasons::WAITING_FOR_PROMOTION)
+        );
+    }
+
+    #[test]
+    fn a_config_map_deleted_after_a_switch_is_rebuilt_with_no_new_history_and_no_call() {
+        let spec = spec("2");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let mut outcome = run(
+            &spec,
+            &ModelDeploymentStatus::default(),
+            &idle,
+            &state("1"),
+            10,
+        );
+        for now in [12, 14] {
+            outcome = run(
+                &spec,
+                &outcome.plan.status,
+                &staged_everywhere(),
+                &outcome.state,
+                now,
+            );
+        }
+        let switched = pod_set(
+            (0..3)
+                .map(|i| holding(i, "2", "1", LoadedState::Previous))
+                .collect(),
+        );
+        for now in [16, 18, 20] {
+            outcome = run(&spec, &outcome.plan.status, &switched, &outcome.state, now);
+        }
+        let status = outcome.plan.status.clone();
+        assert_eq!(status.active.as_deref().unwrap().version, "2");
+        let history = status.history.clone();
+        for now in [30, 32, 34] {
+            let decision = run_on(&spec, &status, &switched, &Persisted::Missing, now);
+            assert!(decision.calls.is_empty(), "{:?}", decision.calls);
+            assert_eq!(
+                decision.plan.status.history, history,
+                "{:#?}",
+                decision.plan.status
+            );
+            let rebuilt = decision.in_place_state.expect("rebuilt");
+            assert_eq!(rebuilt.active, outcome.state.active);
+            let next = run(&spec, &decision.plan.status, &switched, &rebuilt, now + 1);
+            assert_eq!(next.plan.status.history, history);
+            assert!(next.calls.is_empty(), "{:?}", actions(&next));
+        }
+    }
+
+    #[test]
+    fn a_config_map_deleted_between_a_promotion_and_its_switch_is_rebuilt_on_the_promoted_version()
+    {
+        let spec = spec("2");
+        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
+        let mut outcome = run(
+            &spec,
+            &ModelDeploymentStatus::default(),
+            &idle,
+            &state("1"),
+            10,
+        );
+        for now in [12, 14] {
+            outcome = run(
+                &spec,
+                &outcome.plan.status,
+                &staged_everywhere(),
+                &outcome.state,
+                now,
+            );
+        }
+        // Promoted: the ConfigMap and the status name 2.0.0, the switch calls are made...
+        let promoted = run(
+            &spec,
+            &outcome.plan.status,
+            &staged_everywhere(),
+            &outcome.state,
+            16,
+        );
+        assert_eq!(promoted.plan.status.active.as_deref().unwrap().version, "2");
+        assert!(actions(&promoted)
+            .iter()
+            .all(|(_, verb, v)| *verb == "switch" && v == "2"));
+        let history = promoted.plan.status.history.clone();
+        // ...but the controller stops before they reach the pods, and the ConfigMap is deleted.
+        let decision = run_on(
+            &spec,
+            &promoted.plan.status,
+            &staged_everywhere(),
+            &Persisted::Missing,
+            30,
+        );
+        let rebuilt = decision.in_place_state.clone().expect("rebuilt");
+        assert_eq!(
+            rebuilt.active, promoted.state.active,
+            "the promoted version stays active"
+        );
+        assert_eq!(
+            decision.plan.status.history, history,
+            "no rollback, no second promotion"
+        );
+        assert_eq!(
+            decision
+                .calls
+                .iter()
+                .map(|c| (c.action.verb(), c.action.version().to_owned()))
+                .collect::<Vec<_>>(),
+            vec![("switch", "2".to_owned()); 3],
+            "the switch is completed"
         );
     }
 }
