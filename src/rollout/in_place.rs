@@ -359,14 +359,16 @@ fn rebuild(
     let version = match (promoted, serving[0].1) {
         (Some(version), _) => version,
         (None, Some(version)) if serving.iter().all(|(_, v)| *v == Some(version)) => version,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "its pods do not all serve one version ({}), and the status names none they all hold",
             serving
                 .iter()
                 .map(|(pod, v)| format!("{pod}: {}", v.unwrap_or("none")))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))
+        }
     };
     let named: Vec<(&crate::api::RevisionStatus, Role)> = status
         .active
