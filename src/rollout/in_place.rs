@@ -1428,27 +1428,33 @@ mod tests {
         )
     }
 
-    /// A candidate (version 2) staged in every pod and held for `kubectl ferry promote`.
-    fn waiting_for_promotion() -> (ModelDeploymentSpec, Outcome) {
-        let mut spec = spec("2");
-        spec.rollout.auto_promote = false;
+    /// Version 2 of `spec` first staged on one pod at 10 s, then reported staged in every pod at `times`.
+    fn staged(spec: &ModelDeploymentSpec, times: &[i64]) -> Outcome {
         let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
         let mut outcome = run(
-            &spec,
+            spec,
             &ModelDeploymentStatus::default(),
             &idle,
             &state("1"),
             10,
         );
-        for now in [12, 14, 16] {
+        for now in times {
             outcome = run(
-                &spec,
+                spec,
                 &outcome.plan.status,
                 &staged_everywhere(),
                 &outcome.state,
-                now,
+                *now,
             );
         }
+        outcome
+    }
+
+    /// A candidate (version 2) staged in every pod and held for `kubectl ferry promote`.
+    fn waiting_for_promotion() -> (ModelDeploymentSpec, Outcome) {
+        let mut spec = spec("2");
+        spec.rollout.auto_promote = false;
+        let outcome = staged(&spec, &[12, 14, 16]);
         let candidate = outcome.plan.status.candidate.as_deref().unwrap();
         assert_eq!(
             candidate.reason.as_deref(),
@@ -1745,23 +1751,7 @@ mod tests {
     #[test]
     fn a_config_map_deleted_after_a_switch_is_rebuilt_with_no_new_history_and_no_call() {
         let spec = spec("2");
-        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
-        let mut outcome = run(
-            &spec,
-            &ModelDeploymentStatus::default(),
-            &idle,
-            &state("1"),
-            10,
-        );
-        for now in [12, 14] {
-            outcome = run(
-                &spec,
-                &outcome.plan.status,
-                &staged_everywhere(),
-                &outcome.state,
-                now,
-            );
-        }
+        let mut outcome = staged(&spec, &[12, 14]);
         let switched = pod_set(
             (0..3)
                 .map(|i| holding(i, "2", "1", LoadedState::Previous))
@@ -1793,23 +1783,7 @@ mod tests {
     fn a_config_map_deleted_between_a_promotion_and_its_switch_is_rebuilt_on_the_promoted_version()
     {
         let spec = spec("2");
-        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
-        let mut outcome = run(
-            &spec,
-            &ModelDeploymentStatus::default(),
-            &idle,
-            &state("1"),
-            10,
-        );
-        for now in [12, 14] {
-            outcome = run(
-                &spec,
-                &outcome.plan.status,
-                &staged_everywhere(),
-                &outcome.state,
-                now,
-            );
-        }
+        let outcome = staged(&spec, &[12, 14]);
         // Promoted: the ConfigMap and the status name 2.0.0, the switch calls are made...
         let promoted = run(
             &spec,
