@@ -33,6 +33,7 @@ use std::future::IntoFuture;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ use metrics::Metrics;
 use repository::Repository;
 use runtime::onnx::{OnnxRuntime, PoolSettings};
 use source_checks::{CheckCounters, SourceWatch};
+
+/// How long a server that was serving keeps accepting connections after SIGTERM, unready: the pod leaves its
+/// Services' endpoints when its deletion starts, but each node's kube-proxy takes a moment to follow, and a
+/// listener closed before then refuses the connections still routed to it.
+const ENDPOINTS_CATCH_UP: Duration = Duration::from_secs(3);
 
 /// Parses the configuration, serves until SIGTERM, and maps failures to the exit code and termination message.
 pub fn main() -> ExitCode {
@@ -271,6 +277,7 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         }
     };
     let initial_load = tokio::spawn(repository.clone().run_load(attempt));
+    let serving = AtomicBool::new(false);
     // Serves until a signal, or until the initial load or a listener fails.
     let load_then_serve = async {
         match initial_load.await {
@@ -278,6 +285,7 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
             Ok(Err(failure)) => return failure,
             Err(e) => return Failure::stopped("the model load", e),
         }
+        serving.store(true, Ordering::Release);
         if let Some(interval) = config.refresh_interval {
             source.start();
             tokio::spawn(source_checks::run(
@@ -295,6 +303,9 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
         failure = load_then_serve => return Err(failure),
         () = signals.received() => {
             repository.begin_shutdown();
+            if serving.load(Ordering::Acquire) {
+                tokio::time::sleep(ENDPOINTS_CATCH_UP).await;
+            }
             Ok(())
         }
         failure = listeners.failed() => {

@@ -121,6 +121,50 @@ async fn sigterm_during_a_download_exits_promptly() {
     );
 }
 
+/// A serving pod leaves its Services' endpoints when its deletion starts, and kube-proxy follows a moment later:
+/// the server answers unready at once but keeps answering requests for a while before it closes its ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_serving_turns_unready_at_once_and_keeps_answering_while_endpoints_catch_up()
+{
+    let mut server = ready_server(ServerBuilder::new(
+        "m",
+        &file_uri(&model_path("mlp.onnx")),
+        "1",
+    ))
+    .await;
+    let expected = expectation("mlp");
+    let url = format!("{}/v2/models/m/infer", server.inference);
+    let body = expected.request(&[0, 1], "r").to_string();
+    server.sigterm();
+    let started = Instant::now();
+    // Readiness goes at once; requests keep being answered, on new connections too, for the whole window.
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let (ready, _) = server.admin_get("/v2/health/ready").await;
+        assert_eq!(ready.as_u16(), 503, "unready once SIGTERM is in");
+        let response = server
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("connection", "close")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("the port still accepts connections");
+        assert_eq!(response.status().as_u16(), 200);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered > 10, "{answered} requests answered");
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
     let mut server = ready_server(ServerBuilder::new(
