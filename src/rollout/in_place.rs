@@ -1034,6 +1034,19 @@ mod tests {
     }
 
     /// Three pods serving version 1 start staging `spec`'s version at 10; then `pods` are observed at `now`.
+    /// A stage of `version` under way: a tenth of it downloaded.
+    fn downloading(version: &str) -> Staging {
+        Staging {
+            version: version.into(),
+            phase: PodPhase::Downloading,
+            bytes_done: 10,
+            bytes_total: Some(100),
+            failure: None,
+            model: None,
+            failed_at: None,
+        }
+    }
+
     fn staging_then(spec: &ModelDeploymentSpec, pods: Vec<ObservedPod>, now: i64) -> Outcome {
         let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
         let first = run(
@@ -1115,15 +1128,7 @@ mod tests {
         assert_eq!(first.state.revisions.len(), 2, "the candidate is recorded");
 
         // Pod 0 stages; no second stage while it runs (maxConcurrentLoads 1).
-        let staging = Staging {
-            version: "2".into(),
-            phase: PodPhase::Downloading,
-            bytes_done: 10,
-            bytes_total: Some(100),
-            failure: None,
-            model: None,
-            failed_at: None,
-        };
+        let staging = downloading("2");
         let loading = pod_set(vec![
             pod(0, serving("1"), Some(staging)),
             pod(1, serving("1"), None),
@@ -1522,29 +1527,15 @@ mod tests {
     #[test]
     fn a_config_map_deleted_mid_stage_keeps_the_candidate_staging_and_never_switches() {
         let spec = spec("2");
-        let idle = pod_set((0..3).map(|i| pod(i, serving("1"), None)).collect());
-        let first = run(
-            &spec,
-            &ModelDeploymentStatus::default(),
-            &idle,
-            &state("1"),
-            10,
-        );
-        let staging = Staging {
-            version: "2".into(),
-            phase: PodPhase::Downloading,
-            bytes_done: 10,
-            bytes_total: Some(100),
-            failure: None,
-            model: None,
-            failed_at: None,
+        let stages = || {
+            vec![
+                holding(0, "1", "2", LoadedState::Staged),
+                pod(1, serving("1"), Some(downloading("2"))),
+                pod(2, serving("1"), None),
+            ]
         };
-        let mid_stage = pod_set(vec![
-            holding(0, "1", "2", LoadedState::Staged),
-            pod(1, serving("1"), Some(staging)),
-            pod(2, serving("1"), None),
-        ]);
-        let second = run(&spec, &first.plan.status, &mid_stage, &first.state, 12);
+        let mid_stage = pod_set(stages());
+        let second = staging_then(&spec, stages(), 12);
         let decision = run_on(
             &spec,
             &second.plan.status,
