@@ -66,6 +66,22 @@ pub mod env {
     pub const S3_ALLOW_HTTP: &str = "FERRY_S3_ALLOW_HTTP";
     /// Path of the ONNX Runtime shared library (1.31.x or a later 1.x).
     pub const ONNXRUNTIME_LIBRARY: &str = "FERRY_ONNXRUNTIME_LIBRARY";
+    /// Python interpreter with the frameworks installed, for the formats `sklearn`, `xgboost`, `lightgbm`,
+    /// `mlflow` and `python`. Unset: those formats are not served (`UnsupportedFormat`).
+    pub const PYTHON: &str = "FERRY_PYTHON";
+    /// Python worker processes per loaded version. Default: one per CPU.
+    pub const PYTHON_WORKERS: &str = "FERRY_PYTHON_WORKERS";
+    /// Longest one inference may take in a Python worker before the worker is stopped and replaced. Default 30.
+    pub const PYTHON_REQUEST_TIMEOUT_SECONDS: &str = "FERRY_PYTHON_REQUEST_TIMEOUT_SECONDS";
+    /// A Python worker whose resident memory exceeds this many bytes is replaced between requests. Default: no
+    /// limit.
+    pub const PYTHON_WORKER_MAX_RSS_BYTES: &str = "FERRY_PYTHON_WORKER_MAX_RSS_BYTES";
+    /// Comma-separated globals a pickle may import beyond the built-in allow-list: `module.name`, or `module.*`
+    /// for a module and its submodules (a ModelRuntime's `allowedGlobals`).
+    pub const PYTHON_ALLOWED_GLOBALS: &str = "FERRY_PYTHON_ALLOWED_GLOBALS";
+    /// Largest total a model archive (MLflow, custom Python) may unpack to, in bytes. Default: 4 times
+    /// `FERRY_MAX_MODEL_BYTES`.
+    pub const MAX_UNPACKED_BYTES: &str = "FERRY_MAX_UNPACKED_BYTES";
     /// Number of ONNX Runtime sessions serving requests in parallel. Default: derived from CPUs and model size.
     pub const SESSION_POOL_SIZE: &str = "FERRY_SESSION_POOL_SIZE";
     /// Intra-op threads per session. Default: the Pod's CPUs divided by the session pool size.
@@ -230,10 +246,23 @@ pub enum Reason {
     /// A listener (inference, gRPC or admin) stopped while the server ran; the message names it and the error. The
     /// server exits rather than stay up with a port that no longer answers.
     ListenerFailed,
+    /// The model file records a framework version (or a requirement) outside what this runtime's installed
+    /// packages allow under the documented policy; the message names both versions and the policy.
+    IncompatibleRuntime,
+    /// A pickle imports or would call a global outside the allow-list; the message names it. Nothing of the file
+    /// ran.
+    UnsafeModel,
+    /// A model archive has a member that would land outside its directory (`..`, an absolute path, a link that
+    /// points out), a kind of member other than files, directories and inside links, or unpacks larger than the
+    /// limit; the message names the member.
+    UnsafeArchive,
+    /// The Python worker that loads the model died or stopped answering while loading; the message says how
+    /// (exit code, signal, timeout).
+    WorkerFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidConfig,
         Reason::NotFound,
         Reason::AccessDenied,
@@ -250,6 +279,10 @@ impl Reason {
         Reason::ObjectChanged,
         Reason::LoadPanicked,
         Reason::ListenerFailed,
+        Reason::IncompatibleRuntime,
+        Reason::UnsafeModel,
+        Reason::UnsafeArchive,
+        Reason::WorkerFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -270,6 +303,10 @@ impl Reason {
             Reason::ObjectChanged => "ObjectChanged",
             Reason::LoadPanicked => "LoadPanicked",
             Reason::ListenerFailed => "ListenerFailed",
+            Reason::IncompatibleRuntime => "IncompatibleRuntime",
+            Reason::UnsafeModel => "UnsafeModel",
+            Reason::UnsafeArchive => "UnsafeArchive",
+            Reason::WorkerFailed => "WorkerFailed",
         }
     }
 }
@@ -1713,6 +1750,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load.parameters.object.as_deref(), Some("etag:\"e2\""));
-        assert_eq!(Reason::ALL.last(), Some(&Reason::ListenerFailed));
+        assert_eq!(Reason::ALL.last(), Some(&Reason::WorkerFailed));
     }
 }

@@ -5,7 +5,9 @@
 #   - a stable link to the ONNX Runtime library at $FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1;
 #   - the S3-compatible test server s3s-fs at $FERRY_CACHE_DIR/tools/bin/s3s-fs;
 #   - the Azure Blob emulator Azurite (npm) at $FERRY_CACHE_DIR/tools/azurite/node_modules/.bin/azurite-blob;
-#   - the GCS emulator fake-gcs-server (Go module) at $FERRY_CACHE_DIR/tools/fake-gcs-server/bin/fake-gcs-server.
+#   - the GCS emulator fake-gcs-server (Go module) at $FERRY_CACHE_DIR/tools/fake-gcs-server/bin/fake-gcs-server;
+#   - the Python runtime's interpreter at $FERRY_CACHE_DIR/venv-python (server-image/python/requirements.txt, the
+#     packages the Python image has), which the Python runtime tests give ferry-server as FERRY_PYTHON.
 # Prints the library path on the last line.
 set -euo pipefail
 
@@ -78,6 +80,20 @@ else
   echo "fake-gcs-server: go install github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION into $fake_gcs (a minute, once)"
   GOBIN="$fake_gcs/bin" go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION"
   echo "$FAKE_GCS_SERVER_VERSION" >"$fake_gcs/.ferry-version"
+fi
+
+# The Python runtime's packages, exactly as the Python image pins them.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+runtime_requirements="$here/../python/requirements.txt"
+runtime_venv="$FERRY_CACHE_DIR/venv-python"
+runtime_stamp="$runtime_venv/.ferry-requirements"
+if [[ -x "$runtime_venv/bin/python" && -f "$runtime_stamp" ]] && cmp -s "$runtime_stamp" "$runtime_requirements"; then
+  echo "python runtime venv: $runtime_venv (up to date)"
+else
+  echo "python runtime venv: installing server-image/python/requirements.txt into $runtime_venv"
+  python3 -m venv "$runtime_venv"
+  "$runtime_venv/bin/pip" install --quiet --disable-pip-version-check -r "$runtime_requirements"
+  cp "$runtime_requirements" "$runtime_stamp"
 fi
 
 echo "$library_link"

@@ -91,6 +91,18 @@ pub struct Args {
 
     #[arg(long, env = env::ONNXRUNTIME_LIBRARY, value_name = env::ONNXRUNTIME_LIBRARY, default_value = contract::DEFAULT_ONNXRUNTIME_LIBRARY)]
     pub onnxruntime_library: PathBuf,
+    #[arg(long, env = env::PYTHON, value_name = env::PYTHON)]
+    pub python: Option<PathBuf>,
+    #[arg(long, env = env::PYTHON_WORKERS, value_name = env::PYTHON_WORKERS)]
+    pub python_workers: Option<usize>,
+    #[arg(long, env = env::PYTHON_REQUEST_TIMEOUT_SECONDS, value_name = env::PYTHON_REQUEST_TIMEOUT_SECONDS, default_value_t = 30)]
+    pub python_request_timeout_seconds: u64,
+    #[arg(long, env = env::PYTHON_WORKER_MAX_RSS_BYTES, value_name = env::PYTHON_WORKER_MAX_RSS_BYTES)]
+    pub python_worker_max_rss_bytes: Option<u64>,
+    #[arg(long, env = env::PYTHON_ALLOWED_GLOBALS, value_name = env::PYTHON_ALLOWED_GLOBALS, value_delimiter = ',')]
+    pub python_allowed_globals: Vec<String>,
+    #[arg(long, env = env::MAX_UNPACKED_BYTES, value_name = env::MAX_UNPACKED_BYTES)]
+    pub max_unpacked_bytes: Option<u64>,
     #[arg(long, env = env::SESSION_POOL_SIZE, value_name = env::SESSION_POOL_SIZE)]
     pub session_pool_size: Option<usize>,
     #[arg(long, env = env::INTRA_OP_THREADS, value_name = env::INTRA_OP_THREADS)]
@@ -134,9 +146,7 @@ pub struct Config {
     pub download_part_bytes: u64,
     pub termination_message_path: PathBuf,
     pub store: StoreSettings,
-    pub onnxruntime_library: PathBuf,
-    pub session_pool_size: Option<usize>,
-    pub intra_op_threads: Option<usize>,
+    pub runtimes: RuntimeSettings,
     pub max_request_bytes: usize,
     pub shutdown_timeout: Duration,
     pub log: String,
@@ -145,6 +155,55 @@ pub struct Config {
     /// `FERRY_REFRESH_INTERVAL_SECONDS`; `None` when off.
     pub refresh_interval: Option<Duration>,
 }
+
+/// Which runtimes to start, with their settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub onnxruntime_library: PathBuf,
+    /// Whether `onnxruntime_library` was set rather than defaulted: a default path that is missing in an image
+    /// with Python only leaves ONNX unserved instead of failing the start.
+    pub onnxruntime_library_set: bool,
+    pub session_pool_size: Option<usize>,
+    pub intra_op_threads: Option<usize>,
+    pub python: Option<crate::runtime::python::PythonSettings>,
+}
+
+impl Args {
+    pub fn runtime_settings(&self) -> RuntimeSettings {
+        let python = self
+            .python
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|python| crate::runtime::python::PythonSettings {
+                python,
+                work_dir: self.work_dir.clone(),
+                workers: self.python_workers.filter(|&n| n > 0),
+                request_timeout: Duration::from_secs(self.python_request_timeout_seconds.max(1)),
+                load_timeout: PYTHON_LOAD_TIMEOUT,
+                max_worker_rss_bytes: self.python_worker_max_rss_bytes.filter(|&n| n > 0),
+                max_unpacked_bytes: self
+                    .max_unpacked_bytes
+                    .unwrap_or(self.max_model_bytes.saturating_mul(4)),
+                extra_globals: self
+                    .python_allowed_globals
+                    .iter()
+                    .map(|g| g.trim().to_owned())
+                    .filter(|g| !g.is_empty())
+                    .collect(),
+            });
+        RuntimeSettings {
+            onnxruntime_library: self.onnxruntime_library.clone(),
+            onnxruntime_library_set: self.onnxruntime_library.as_path()
+                != std::path::Path::new(contract::DEFAULT_ONNXRUNTIME_LIBRARY),
+            session_pool_size: self.session_pool_size,
+            intra_op_threads: self.intra_op_threads,
+            python,
+        }
+    }
+}
+
+/// Longest a Python worker may take to load a model.
+const PYTHON_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `FERRY_REFRESH_INTERVAL_SECONDS`: 0 is off, else 10 to 86400.
 fn refresh_interval(seconds: u64) -> Result<Option<Duration>, Failure> {
@@ -249,6 +308,7 @@ impl Config {
                 ));
             }
         }
+        let runtimes = args.runtime_settings();
         Ok(Config {
             model,
             listen_address: args.listen_address,
@@ -266,9 +326,7 @@ impl Config {
                 s3_region: args.s3_region,
                 s3_allow_http: args.s3_allow_http,
             },
-            onnxruntime_library: args.onnxruntime_library,
-            session_pool_size: args.session_pool_size,
-            intra_op_threads: args.intra_op_threads,
+            runtimes,
             max_request_bytes: args.max_request_bytes,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
             admin: AdminAuth::from_settings(args.admin_token_file, args.insecure_open_admin),

@@ -51,6 +51,8 @@ use load::Loader;
 use metrics::Metrics;
 use repository::Repository;
 use runtime::onnx::{OnnxRuntime, PoolSettings};
+use runtime::python::{Format, PythonRuntime};
+use runtime::Runtimes;
 use source_checks::{CheckCounters, SourceWatch};
 
 /// How long a server that was serving keeps accepting connections after SIGTERM, unready: the pod leaves its
@@ -83,8 +85,7 @@ pub fn main() -> ExitCode {
         return golden::main(golden_args, store);
     }
     if args.print_capabilities {
-        println!("{}", contract::capabilities_json());
-        return ExitCode::SUCCESS;
+        return print_capabilities(args);
     }
     let config = match Config::from_args(args) {
         Ok(config) => config,
@@ -147,13 +148,7 @@ fn start(config: &Config) -> Result<(), Failure> {
     // TLS for https, s3, gs and az stores; an error only means a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     config.prepare_work_dir()?;
-    let runtime = OnnxRuntime::new(
-        &config.onnxruntime_library,
-        PoolSettings {
-            sessions: config.session_pool_size,
-            intra_op_threads: config.intra_op_threads,
-        },
-    )?;
+    let runtimes = runtimes(&config.runtimes)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-server")
@@ -164,10 +159,73 @@ fn start(config: &Config) -> Result<(), Failure> {
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let result = tokio.block_on(serve(config, runtime));
+    let result = tokio.block_on(serve(config, runtimes));
     // In-flight ONNX Runtime calls are bounded; do not let one keep a stopping process alive.
     tokio.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// The runtimes of this image, and the capabilities they report: the formats really served and, for Python,
+/// the package versions really installed.
+fn runtimes(config: &config::RuntimeSettings) -> Result<(Runtimes, serde_json::Value), Failure> {
+    let mut runtimes = Runtimes::default();
+    let mut capabilities = contract::capabilities_json();
+    // An image with Python only has no ONNX Runtime at the default path; that leaves ONNX unserved. A path that
+    // was set must work.
+    let onnx = config.onnxruntime_library_set
+        || config.python.is_none()
+        || config.onnxruntime_library.is_file();
+    if onnx {
+        let runtime = OnnxRuntime::new(
+            &config.onnxruntime_library,
+            PoolSettings {
+                sessions: config.session_pool_size,
+                intra_op_threads: config.intra_op_threads,
+            },
+        )?;
+        runtimes = runtimes.with("onnx", Arc::new(runtime));
+    } else if let Some(fields) = capabilities.as_object_mut() {
+        fields.remove("runtime");
+        fields.remove("onnx");
+    }
+    if let Some(settings) = &config.python {
+        let python = Arc::new(PythonRuntime::new(settings.clone())?);
+        for name in runtime::python::FORMATS {
+            if let Some(format) = Format::from_name(name) {
+                runtimes = runtimes.with(name, python.for_format(format));
+            }
+        }
+        capabilities["python"] = serde_json::json!({ "versions": python.installed() });
+    }
+    capabilities["formats"] = serde_json::json!(runtimes.formats());
+    Ok((runtimes, capabilities))
+}
+
+/// `--print-capabilities`: what this image serves, with the Python packages it really has when `FERRY_PYTHON`
+/// is set (asked of the interpreter, never taken from a table).
+fn print_capabilities(args: Args) -> ExitCode {
+    let work = match tempfile::tempdir() {
+        Ok(work) => work,
+        Err(e) => {
+            eprintln!("ferry-server: cannot create a temporary directory: {e}");
+            return ExitCode::from(exit_code::INVALID_CONFIG);
+        }
+    };
+    let args = Args {
+        work_dir: work.path().to_path_buf(),
+        ..args
+    };
+    let result = runtimes(&args.runtime_settings());
+    match result {
+        Ok((_, capabilities)) => {
+            println!("{capabilities}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("ferry-server: {failure}");
+            ExitCode::from(exit_code::INVALID_CONFIG)
+        }
+    }
 }
 
 async fn bind(config: &Config, port: u16, setting: &str) -> Result<TcpListener, Failure> {
@@ -181,7 +239,10 @@ async fn bind(config: &Config, port: u16, setting: &str) -> Result<TcpListener, 
         })
 }
 
-async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
+async fn serve(
+    config: &Config,
+    (runtimes, capabilities): (Runtimes, serde_json::Value),
+) -> Result<(), Failure> {
     let mut signals = shutdown::Signals::install();
     let metrics = Arc::new(Metrics::new());
     let fetcher = Fetcher {
@@ -194,7 +255,8 @@ async fn serve(config: &Config, runtime: OnnxRuntime) -> Result<(), Failure> {
     };
     let loader = Loader {
         fetcher: fetcher.clone(),
-        runtime: Arc::new(runtime),
+        runtimes,
+        capabilities,
         metrics: metrics.clone(),
     };
     let repository = Arc::new(Repository::new(

@@ -21,7 +21,7 @@ use crate::failure::Failure;
 use crate::fetch::{Fetcher, Progress};
 use crate::metrics::{Metrics, NameLabel, PhaseLabels, ReasonLabels, ResultLabels};
 use crate::model::{ModelSpec, ValidationSpec};
-use crate::runtime::{Model, Runtime};
+use crate::runtime::{Model, Runtimes};
 use crate::validation::Golden;
 use crate::verify::verify_sha256;
 
@@ -122,7 +122,9 @@ pub struct Served {
 
 pub struct Loader {
     pub fetcher: Fetcher,
-    pub runtime: Arc<dyn Runtime>,
+    pub runtimes: Runtimes,
+    /// What this server serves (`--print-capabilities`), as `/status` shows it.
+    pub capabilities: serde_json::Value,
     pub metrics: Arc<Metrics>,
 }
 
@@ -180,17 +182,22 @@ impl Loader {
 
     async fn phases(&self, attempt: &LoadAttempt) -> Result<Served, Failure> {
         let spec = &attempt.spec;
-        if !capabilities::FORMATS.contains(&spec.format.as_str()) {
+        let Some(runtime) = self.runtimes.get(&spec.format) else {
+            let why = if capabilities::FORMATS.contains(&spec.format.as_str()) {
+                "is not served by this image"
+            } else {
+                "is not served by ferry-server"
+            };
             return Err(Failure::new(
                 Reason::UnsupportedFormat,
                 format!(
-                    "{}={} is not served by ferry-server (formats: {})",
+                    "{}={} {why} (formats here: {})",
                     env::MODEL_FORMAT,
                     spec.format,
-                    capabilities::FORMATS.join(", ")
+                    self.runtimes.formats().join(", ")
                 ),
             ));
-        }
+        };
 
         let clock = Instant::now();
         // The golden set comes alongside the model, so a missing or malformed one fails before the model loads.
@@ -213,7 +220,6 @@ impl Loader {
 
         attempt.enter(LoadPhase::Loading);
         let clock = Instant::now();
-        let runtime = self.runtime.clone();
         let size = downloaded.size;
         let model: Arc<dyn Model> = blocking("the model load", move || {
             let model = runtime.load(&downloaded.path, size);
@@ -384,6 +390,7 @@ mod tests {
 
     use super::*;
     use crate::fetch::Fetcher;
+    use crate::runtime::Runtime;
 
     /// A runtime with a bug: it panics on every load.
     struct Panicking;
@@ -411,7 +418,8 @@ mod tests {
                 concurrency: 1,
                 part_bytes: crate::contract::DEFAULT_DOWNLOAD_PART_BYTES,
             },
-            runtime: Arc::new(Panicking),
+            runtimes: Runtimes::default().with("onnx", Arc::new(Panicking)),
+            capabilities: serde_json::Value::Null,
             metrics: metrics.clone(),
         };
         let spec = ModelSpec {

@@ -466,7 +466,7 @@ impl Repository {
             operator: load.as_ref().and_then(|l| l.operator.clone()),
             serving,
             load,
-            capabilities: crate::contract::capabilities_json(),
+            capabilities: self.loader.capabilities.clone(),
             admin,
             // The scheduled checks are not the repository's; the status endpoint adds what they found.
             source: None,

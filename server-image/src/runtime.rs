@@ -5,8 +5,10 @@
 //! blocking thread pool, at most `concurrency()` at a time.
 
 pub mod onnx;
+pub mod python;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -182,6 +184,31 @@ pub trait Model: Send + Sync {
 pub trait Runtime: Send + Sync {
     /// Loads a verified model file of `size` bytes.
     fn load(&self, path: &Path, size: u64) -> Result<Box<dyn Model>, Failure>;
+}
+
+/// The runtimes this server has, by format (`FERRY_MODEL_FORMAT`).
+#[derive(Clone, Default)]
+pub struct Runtimes {
+    by_format: Vec<(&'static str, Arc<dyn Runtime>)>,
+}
+
+impl Runtimes {
+    pub fn with(mut self, format: &'static str, runtime: Arc<dyn Runtime>) -> Runtimes {
+        self.by_format.push((format, runtime));
+        self
+    }
+
+    pub fn get(&self, format: &str) -> Option<Arc<dyn Runtime>> {
+        self.by_format
+            .iter()
+            .find(|(f, _)| *f == format)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// The formats served, in the order they were added.
+    pub fn formats(&self) -> Vec<&'static str> {
+        self.by_format.iter().map(|(f, _)| *f).collect()
+    }
 }
 
 /// Zeros of each input's own datatype and shape, with every dynamic dimension set to 1.

@@ -14,6 +14,7 @@ mod lifecycle;
 mod listeners;
 mod predictions;
 mod protocol;
+mod python;
 mod refresh;
 mod support;
 mod validation;

@@ -10,6 +10,7 @@ pub mod emulated;
 pub mod gcs;
 pub mod http_store;
 pub mod proxy;
+pub mod python;
 pub mod s3;
 pub mod server;
 
