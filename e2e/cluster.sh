@@ -28,7 +28,7 @@ now() { printf '%s' "$EPOCHREALTIME"; }
 # shellcheck source=e2e/lib/debian.bash
 source "$ROOT/e2e/lib/debian.bash"
 # Besides the node's own: curl for the client image, python3-venv for setup-test-deps.sh's venv.
-PACKAGES=(curl python3-venv)
+PACKAGES=(curl python3-venv python3.11 libgomp1)
 phase() { # name start: records and logs how long a phase took
   local took
   took=$(awk -v s="$2" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
@@ -112,7 +112,7 @@ cmd_up() {
   source "$dir/env"
 
   t=$(now)
-  bash "$CP" load "$dir" "$IMAGES"/{ferry,ferry-server,s3-store,curl}.tar
+  bash "$CP" load "$dir" "$IMAGES"/{ferry,ferry-server,ferry-server-python,s3-store,curl}.tar
   phase load-images "$t"
 
   t=$(now)

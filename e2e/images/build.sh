@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds the three images Ferry's real-node e2e needs as OCI image-layout tar archives, without a container engine
+# Builds the four images Ferry's real-node e2e needs as OCI image-layout tar archives, without a container engine
 # or a registry, for `ctr -n k8s.io images import ARCHIVE`:
 #
 #   ferry.local/pause:3.10          the sandbox (pause) image, from e2e/images/pause.c
 #   ferry.local/ferry:TAG           the operator, like the Dockerfile at the repository root
 #   ferry.local/ferry-server:TAG    the model server and ONNX Runtime, like server-image/Dockerfile
+#   ferry.local/ferry-server-python:TAG  the model server with Debian's CPython 3.11 and the Python runtime's
+#                                   wheels (server-image/python/requirements.txt), like server-image/Dockerfile.python
 #
 # Usage: e2e/images/build.sh [--out DIR] [--tag TAG]
 #   --out DIR   where the archives go (default $FERRY_CACHE_DIR/images, FERRY_CACHE_DIR defaulting to ~/.cache/ferry)
 #   --tag TAG   tag of the ferry and ferry-server images (default e2e)
 # Inputs: ${CARGO_TARGET_DIR:-$FERRY_CACHE_DIR/target}/release/{ferry,ferry-server} and
-#         $FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1 (override with FERRY_ONNXRUNTIME_SOURCE).
+#         $FERRY_CACHE_DIR/onnxruntime/libonnxruntime.so.1.31.1 (override with FERRY_ONNXRUNTIME_SOURCE),
+#         Debian's python3.11 (apt-get install python3.11), and the wheels, installed once into
+#         $FERRY_CACHE_DIR/python-image/site-packages from PyPI (re-installed when requirements.txt changes).
 # Prints the path of each archive. Each archive is replaced atomically; nothing is cached, rebuilding takes seconds.
 set -euo pipefail
 
@@ -53,6 +57,11 @@ if [ ! -f "$onnxruntime" ]; then
     echo "  (cd $repo && bash server-image/scripts/setup-test-deps.sh)" >&2
     missing=1
 fi
+debian_python=/usr/bin/python3.11
+if [ ! -x "$debian_python" ] || [ ! -d /usr/lib/python3.11 ]; then
+    echo "build.sh: Debian's CPython 3.11 is missing: apt-get install python3.11" >&2
+    missing=1
+fi
 for tool in gcc strip ldd "$python"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "build.sh: '$tool' is not installed (needs gcc with static glibc: apt-get install gcc libc6-dev binutils)" >&2
@@ -93,6 +102,37 @@ image --name "ferry.local/ferry-server:$tag" --output "$out/ferry-server.tar" \
     --entrypoint '["/usr/bin/ferry-server"]' \
     --user 65532:65532 --expose 8080 --expose 8081
 
+# The Python runtime's wheels, for CPython 3.11 on manylinux x86_64, installed into a directory of their own once
+# per requirements.txt (pip's cache keeps the downloads).
+requirements="$repo/server-image/python/requirements.txt"
+site="$cache_dir/python-image/site-packages"
+if [ ! -f "$site/.ferry-requirements" ] || ! cmp -s "$site/.ferry-requirements" "$requirements"; then
+    echo "build.sh: installing the Python runtime's wheels into $site" >&2
+    rm -rf "$site"
+    mkdir -p "$site"
+    "$python" -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: \
+        --python-version 3.11 --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+        --target "$site" -r "$requirements" >&2
+    cp "$requirements" "$site/.ferry-requirements"
+fi
+
+# Debian's interpreter and standard library, and the wheels where Debian's site module looks for local packages.
+# Test suites, caches and the stdlib modules a server never imports stay out.
+image --name "ferry.local/ferry-server-python:$tag" --output "$out/ferry-server-python.tar" \
+    --binary "$server_bin:/usr/bin/ferry-server" \
+    --binary "$debian_python:/usr/bin/python3.11" \
+    --tree /usr/lib/python3.11:/usr/lib/python3.11 \
+    --tree "$site:/usr/local/lib/python3.11/dist-packages" \
+    --tree-exclude __pycache__ --tree-exclude test --tree-exclude tests --tree-exclude idlelib \
+    --tree-exclude tkinter --tree-exclude turtledemo --tree-exclude ensurepip --tree-exclude lib2to3 \
+    --tree-exclude config-3.11-x86_64-linux-gnu \
+    --dir /var/lib/ferry:0755:65532:65532 \
+    --env FERRY_PYTHON=/usr/bin/python3.11 \
+    --env FERRY_WORK_DIR=/var/lib/ferry \
+    --entrypoint '["/usr/bin/ferry-server"]' \
+    --user 65532:65532 --expose 8080 --expose 8081
+
 echo "$out/pause.tar"
 echo "$out/ferry.tar"
 echo "$out/ferry-server.tar"
+echo "$out/ferry-server-python.tar"

@@ -142,10 +142,8 @@ class Layer:
                     return
             elif existing != entry:
                 raise ImageError(f"{path}: added twice with different content ({existing.kind} and {entry.kind})")
-        if entry.kind != "dir":
-            for other in self.entries:
-                if other.startswith(path + "/"):
-                    raise ImageError(f"{path}: is a {entry.kind} but {other} needs it as a directory")
+        # Every parent of an entry is an entry itself (`_parents`), so a file over a needed directory met the
+        # check above.
         self._parents(path)
         self.entries[path] = entry
 
@@ -194,13 +192,48 @@ class Layer:
         for library in ldd(elf):
             self.add_host_path(library)
 
+    def add_tree(self, source: str, dest: str, exclude: set[str]) -> None:
+        """Copies the host directory `source` to `dest`: files, directories and the symlinks that stay inside it,
+        skipping directories named in `exclude`; every shared object in it brings the host libraries it needs
+        from outside the tree."""
+        source = os.path.realpath(source)
+        if not os.path.isdir(source):
+            raise ImageError(f"{source}: no such directory")
+        bundled = frozenset(name for _, _, files in os.walk(source) for name in files if ".so" in name)
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if d not in exclude)
+            relative = os.path.relpath(root, source)
+            base = dest if relative == "." else os.path.join(dest, relative)
+            self.add(image_path(base, f"--tree {source}"), Entry("dir", 0o755))
+            for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                host = os.path.join(root, name)
+                target = os.path.join(base, name)
+                if os.path.islink(host):
+                    resolved = os.path.realpath(host)
+                    if resolved == source or resolved.startswith(source + os.sep):
+                        self.add(image_path(target, "--tree"), Entry("symlink", 0o777, link=os.readlink(host)))
+                    continue
+                mode = stat.S_IMODE(os.stat(host).st_mode)
+                self.add(image_path(target, "--tree"), Entry("file", mode, source=host))
+                if ".so" in name and is_elf(host):
+                    for library in ldd(host, bundled):
+                        if not os.path.realpath(library).startswith(source + os.sep):
+                            self.add_host_path(library)
+
+
+def is_elf(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
 
 LDD_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(.*?)\s*(\(0x[0-9a-f]+\))?\s*$")
 LDD_PLAIN = re.compile(r"^\s*(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 
 
-def ldd(elf: str) -> list[str]:
-    """The absolute paths of the shared libraries `elf` needs, the loader included; none for a static file."""
+def ldd(elf: str, bundled: frozenset[str] = frozenset()) -> list[str]:
+    """The absolute paths of the shared libraries `elf` needs, the loader included; none for a static file.
+    Names in `bundled` may be unresolved: a wheel's vendored libraries find each other through the RPATH of the
+    module that loads them, not their own."""
     if not os.path.isfile(elf):
         raise ImageError(f"{elf}: no such file")
     result = subprocess.run(["ldd", elf], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
@@ -227,6 +260,7 @@ def ldd(elf: str) -> list[str]:
             libraries.append(plain.group(1))
             continue
         raise ImageError(f"ldd {elf}: cannot parse {line.strip()!r}")
+    missing = [m for m in missing if m not in bundled]
     if missing:
         raise ImageError(f"{elf} needs libraries the host does not have: {', '.join(missing)}")
     return libraries
@@ -363,6 +397,12 @@ def build_layer(args: argparse.Namespace) -> Layer:
 
     for source in args.lib_from:
         layer.add_ldd_deps(source)
+
+    for spec in args.tree:
+        parts = spec.split(":")
+        if len(parts) != 2:
+            raise ImageError(f"--tree {spec}: expected SRC:DEST")
+        layer.add_tree(parts[0], image_path(parts[1], f"--tree {spec}"), set(args.tree_exclude))
     return layer
 
 
@@ -492,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="like --file with mode 0755, plus every shared library `ldd SRC` lists")
     parser.add_argument("--lib-from", action="append", default=[], metavar="SRC",
                         help="add the shared libraries `ldd SRC` lists (e.g. for a dlopen'ed library)")
+    parser.add_argument("--tree", action="append", default=[], metavar="SRC:DEST",
+                        help="copy a host directory tree to DEST (symlinks inside it kept, others dropped), plus "
+                             "the host libraries its shared objects need")
+    parser.add_argument("--tree-exclude", action="append", default=[], metavar="NAME",
+                        help="directory names --tree skips (e.g. __pycache__, tests)")
     parser.add_argument("--dir", action="append", default=[], metavar="DEST[:MODE][:UID:GID]",
                         help="an empty directory (default 0755 root:root)")
     parser.add_argument("--entrypoint", metavar="JSON", help="entrypoint as a JSON array")
