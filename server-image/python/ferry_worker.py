@@ -129,6 +129,15 @@ class Sklearn:
         else:
             with open(path, "rb") as f:
                 self.model = guarded(pickle.Unpickler, approved)(f).load()
+        # The scan allowed every global; the object it built must also be a model of an allowed package, not a
+        # framework helper holding a callable it would run at predict time.
+        module = type(self.model).__module__
+        roots = set(request.get("model_roots", []))
+        if module.split(".")[0] not in roots:
+            raise Refused(
+                "unsafe",
+                f"the pickle holds a {module}.{type(self.model).__qualname__}, not a model of {', '.join(sorted(roots))}",
+            )
         if not hasattr(self.model, "predict"):
             raise Refused("load", f"the pickle holds a {type(self.model).__name__}, which has no predict method")
         features = getattr(self.model, "n_features_in_", None)

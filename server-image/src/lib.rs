@@ -148,7 +148,8 @@ fn start(config: &Config) -> Result<(), Failure> {
     // TLS for https, s3, gs and az stores; an error only means a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     config.prepare_work_dir()?;
-    let runtimes = runtimes(&config.runtimes)?;
+    let metrics = Arc::new(Metrics::new());
+    let runtimes = runtimes(&config.runtimes, &metrics)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-server")
@@ -159,7 +160,7 @@ fn start(config: &Config) -> Result<(), Failure> {
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let result = tokio.block_on(serve(config, runtimes));
+    let result = tokio.block_on(serve(config, runtimes, metrics));
     // In-flight ONNX Runtime calls are bounded; do not let one keep a stopping process alive.
     tokio.shutdown_timeout(Duration::from_secs(1));
     result
@@ -167,7 +168,10 @@ fn start(config: &Config) -> Result<(), Failure> {
 
 /// The runtimes of this image, and the capabilities they report: the formats really served and, for Python,
 /// the package versions really installed.
-fn runtimes(config: &config::RuntimeSettings) -> Result<(Runtimes, serde_json::Value), Failure> {
+fn runtimes(
+    config: &config::RuntimeSettings,
+    metrics: &Metrics,
+) -> Result<(Runtimes, serde_json::Value), Failure> {
     let mut runtimes = Runtimes::default();
     let mut capabilities = contract::capabilities_json();
     // An image with Python only has no ONNX Runtime at the default path; that leaves ONNX unserved. A path that
@@ -189,7 +193,10 @@ fn runtimes(config: &config::RuntimeSettings) -> Result<(Runtimes, serde_json::V
         fields.remove("onnx");
     }
     if let Some(settings) = &config.python {
-        let python = Arc::new(PythonRuntime::new(settings.clone())?);
+        let python = Arc::new(PythonRuntime::new(
+            settings.clone(),
+            metrics.python_workers_replaced.clone(),
+        )?);
         for name in runtime::python::FORMATS {
             if let Some(format) = Format::from_name(name) {
                 runtimes = runtimes.with(name, python.for_format(format));
@@ -215,7 +222,7 @@ fn print_capabilities(args: Args) -> ExitCode {
         work_dir: work.path().to_path_buf(),
         ..args
     };
-    let result = runtimes(&args.runtime_settings());
+    let result = runtimes(&args.runtime_settings(), &Metrics::new());
     match result {
         Ok((_, capabilities)) => {
             println!("{capabilities}");
@@ -242,9 +249,9 @@ async fn bind(config: &Config, port: u16, setting: &str) -> Result<TcpListener, 
 async fn serve(
     config: &Config,
     (runtimes, capabilities): (Runtimes, serde_json::Value),
+    metrics: Arc<Metrics>,
 ) -> Result<(), Failure> {
     let mut signals = shutdown::Signals::install();
-    let metrics = Arc::new(Metrics::new());
     let fetcher = Fetcher {
         store: config.store.clone(),
         work_dir: config.work_dir.clone(),

@@ -74,6 +74,12 @@ pub struct RefusedLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplacedLabels {
+    /// exited, signalled, timed_out, broke_protocol, not_started, none_ready or memory.
+    pub reason: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -91,6 +97,7 @@ pub struct Metrics {
     pub admin_refused: Family<RefusedLabels, Counter>,
     pub validation_runs: Family<ResultLabels, Counter>,
     pub source_checks: Family<CheckLabels, Counter>,
+    pub python_workers_replaced: Family<ReplacedLabels, Counter>,
 }
 
 fn request_histogram() -> Histogram {
@@ -188,6 +195,13 @@ impl Metrics {
                 &mut r,
                 "source_checks",
                 "Scheduled checks of the model URI for a new object, by result (same, changed, error)",
+                Family::default(),
+            ),
+            python_workers_replaced: registered(
+                &mut r,
+                "python_workers_replaced",
+                "Python worker processes stopped and replaced by a fresh one loading the same file, by reason \
+                 (exited, signalled, timed_out, broke_protocol, memory, ...)",
                 Family::default(),
             ),
             registry: r,

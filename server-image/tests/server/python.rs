@@ -357,6 +357,12 @@ async fn a_worker_that_crashes_or_hangs_fails_its_request_clearly_and_the_server
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 
+    let metrics = server.metrics().await;
+    for reason in ["signalled", "timed_out"] {
+        let line = format!("ferry_python_workers_replaced_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+
     // The front never went down: health, readiness and answers from the replaced workers.
     let (status, _) = server.get("/v2/health/ready").await;
     assert_eq!(status, 200);
@@ -438,4 +444,31 @@ async fn a_stage_and_switch_between_two_scikit_learn_versions_under_load_fails_n
         "{} answers",
         answers.load(Ordering::SeqCst)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_above_the_memory_limit_are_replaced_between_requests_and_no_request_fails() {
+    let expected = expectation("sklearn_logreg");
+    // Every worker is above one byte: each is replaced after its memory check, every 32nd request it serves.
+    let server = ready_server(
+        builder(&expected.file, "sklearn").env("FERRY_PYTHON_WORKER_MAX_RSS_BYTES", "1"),
+    )
+    .await;
+    for i in 0..160 {
+        let row = i % expected.rows.len();
+        let (status, body) = server
+            .post("/v2/models/model/infer", &expected.request(&[row], "leak"))
+            .await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        expected
+            .matches(&[row], &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let metrics = server.metrics().await;
+    let replaced: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_python_workers_replaced_total{reason=\"memory\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory replacements in\n{metrics}"));
+    assert!(replaced >= 2.0, "{replaced} workers replaced");
 }

@@ -26,7 +26,7 @@ use crate::failure::Failure;
 use files::{DeclaredSignature, MlflowFlavor};
 use pickle::AllowList;
 use policy::Installed;
-use worker::{CallError, Launch, Pool, PoolCounters, PoolSettings, Worker};
+use worker::{CallError, Launch, Pool, PoolSettings, Replaced, Worker};
 
 /// The worker's source, written next to the models at start-up: the front and the worker always come from the
 /// same build.
@@ -82,13 +82,14 @@ pub struct PythonRuntime {
     allow: AllowList,
     workers: usize,
     next_model: AtomicU64,
-    pub counters: Arc<PoolCounters>,
+    replaced: Replaced,
 }
 
 impl PythonRuntime {
     /// Writes the worker script and asks the interpreter which packages it really has. An interpreter that does
     /// not start is an `InvalidConfig` failure naming `FERRY_PYTHON`.
-    pub fn new(settings: PythonSettings) -> Result<PythonRuntime, Failure> {
+    /// `replaced` counts the workers stopped and replaced (`ferry_python_workers_replaced_total`).
+    pub fn new(settings: PythonSettings, replaced: Replaced) -> Result<PythonRuntime, Failure> {
         let config = |message: String| Failure::invalid_config(env::PYTHON, message);
         let dir = settings.work_dir.join("python");
         std::fs::create_dir_all(&dir)
@@ -128,7 +129,7 @@ impl PythonRuntime {
             allow,
             workers,
             next_model: AtomicU64::new(0),
-            counters: Arc::new(PoolCounters::default()),
+            replaced,
         })
     }
 
@@ -173,7 +174,7 @@ impl PythonRuntime {
             request_timeout: self.settings.request_timeout,
             max_rss_bytes: self.settings.max_worker_rss_bytes,
         };
-        let (pool, reply) = match Pool::start(settings, self.counters.clone()) {
+        let (pool, reply) = match Pool::start(settings, self.replaced.clone()) {
             Ok(started) => started,
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -313,10 +314,27 @@ impl PythonRuntime {
                 "path": file,
                 "joblib": scan.joblib || scan.compression.is_some(),
                 "approved_globals": approved,
+                "model_roots": self.model_roots(),
             }),
             platform,
             metadata: self.framework_metadata("scikit-learn", recorded),
         })
+    }
+
+    /// The top-level packages a pickled model's class may come from: the frameworks, and the modules of the
+    /// extra globals the runtime allows (a team's own estimators).
+    fn model_roots(&self) -> Vec<String> {
+        let mut roots: Vec<String> = ["sklearn", "xgboost", "lightgbm"]
+            .map(String::from)
+            .to_vec();
+        for extra in &self.settings.extra_globals {
+            if let Some(root) = extra.split('.').next().filter(|r| !r.is_empty()) {
+                if !roots.iter().any(|r| r == root) {
+                    roots.push(root.to_owned());
+                }
+            }
+        }
+        roots
     }
 
     fn xgboost(&self, file: PathBuf, platform: &'static str) -> Result<Prepared, Failure> {

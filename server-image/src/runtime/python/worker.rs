@@ -15,7 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::Value;
+
+use crate::metrics::ReplacedLabels;
 
 /// A header larger than this is a broken worker, not a model's answer.
 const MAX_HEADER_BYTES: u32 = 64 << 20;
@@ -41,9 +45,43 @@ pub enum CallError {
     /// `internal`).
     #[error("{message}")]
     Answered { kind: String, message: String },
-    /// The process is gone or broke the protocol; the message says how it ended.
+    /// The process is gone, overran its time or broke the protocol.
     #[error("the Python worker {0}")]
-    Died(String),
+    Died(Ended),
+}
+
+/// How a worker process ended, or why none could serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    #[error("exited with code {0}")]
+    Exited(i32),
+    #[error("was killed by signal {0}{name}", name = signal_name(*.0))]
+    Signalled(i32),
+    #[error("did not answer within {} s and was stopped", .0.as_secs_f64())]
+    TimedOut(Duration),
+    #[error("broke the protocol ({0}) and was stopped")]
+    Broke(String),
+    #[error("could not start ({0})")]
+    NotStarted(String),
+    #[error("pool has no process ready after {} s{}", .after.as_secs_f64(), .last.as_ref().map(|l| format!(" (the last restart: {l})")).unwrap_or_default())]
+    NoneReady {
+        after: Duration,
+        last: Option<String>,
+    },
+}
+
+impl Ended {
+    /// The `reason` label of `ferry_python_workers_replaced_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Ended::Exited(_) => "exited",
+            Ended::Signalled(_) => "signalled",
+            Ended::TimedOut(_) => "timed_out",
+            Ended::Broke(_) => "broke_protocol",
+            Ended::NotStarted(_) => "not_started",
+            Ended::NoneReady { .. } => "none_ready",
+        }
+    }
 }
 
 /// One worker process.
@@ -71,13 +109,13 @@ impl Worker {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| {
-                CallError::Died(format!(
-                    "could not start ({}: {e})",
+                CallError::Died(Ended::NotStarted(format!(
+                    "{}: {e}",
                     launch.python.display()
-                ))
+                )))
             })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(CallError::Died("has no pipes".to_owned()));
+            return Err(CallError::Died(Ended::NotStarted("no pipes".to_owned())));
         };
         Ok(Worker {
             child: Arc::new(Mutex::new(child)),
@@ -107,10 +145,7 @@ impl Worker {
             Ok(Err((kind, message))) => Err(CallError::Answered { kind, message }),
             Err(_) if fired => {
                 self.stop();
-                Err(CallError::Died(format!(
-                    "did not answer within {} s and was stopped",
-                    timeout.as_secs_f64()
-                )))
+                Err(CallError::Died(Ended::TimedOut(timeout)))
             }
             Err(io) => Err(CallError::Died(self.ended(&io))),
         }
@@ -174,7 +209,7 @@ impl Worker {
     }
 
     /// How the process ended (after a broken pipe or a short read), waiting for it briefly.
-    fn ended(&mut self, io: &std::io::Error) -> String {
+    fn ended(&mut self, io: &std::io::Error) -> Ended {
         let mut child = lock(&self.child);
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
@@ -186,7 +221,7 @@ impl Worker {
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return format!("broke the protocol ({io}) and was stopped");
+                    return Ended::Broke(io.to_string());
                 }
             }
         }
@@ -212,11 +247,11 @@ impl Drop for Worker {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+fn describe(status: ExitStatus) -> Ended {
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}{}", signal_name(signal)),
-        _ => format!("ended ({status})"),
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(signal)) => Ended::Signalled(signal),
+        _ => Ended::Broke(format!("ended ({status})")),
     }
 }
 
@@ -313,12 +348,8 @@ pub struct PoolSettings {
     pub max_rss_bytes: Option<u64>,
 }
 
-/// Counts of what happened to a pool's workers, for the metrics.
-#[derive(Debug, Default)]
-pub struct PoolCounters {
-    pub restarts: AtomicU64,
-    pub recycled: AtomicU64,
-}
+/// Workers replaced, by the `reason` label (`Ended::label`, or `memory`).
+pub type Replaced = Family<ReplacedLabels, Counter>;
 
 pub struct Pool {
     shared: Arc<Shared>,
@@ -329,7 +360,7 @@ struct Shared {
     idle: Mutex<Vec<Worker>>,
     available: Condvar,
     closed: AtomicBool,
-    counters: Arc<PoolCounters>,
+    replaced: Replaced,
     /// Why the last replacement failed, for the message of a request that found no worker.
     last_failure: Mutex<Option<String>>,
 }
@@ -337,10 +368,7 @@ struct Shared {
 impl Pool {
     /// Starts every worker and loads the model in each, in parallel. The first failure stops them all; the
     /// reply is the first worker's (they loaded the same file).
-    pub fn start(
-        settings: PoolSettings,
-        counters: Arc<PoolCounters>,
-    ) -> Result<(Pool, Value), CallError> {
+    pub fn start(settings: PoolSettings, replaced: Replaced) -> Result<(Pool, Value), CallError> {
         let size = settings.size.max(1);
         let started: Vec<Result<(Worker, Value), CallError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..size)
@@ -349,8 +377,11 @@ impl Pool {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(CallError::Died("loader thread panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(CallError::Died(Ended::NotStarted(
+                            "its loader thread panicked".into(),
+                        )))
+                    })
                 })
                 .collect()
         });
@@ -366,7 +397,7 @@ impl Pool {
             idle: Mutex::new(workers),
             available: Condvar::new(),
             closed: AtomicBool::new(false),
-            counters,
+            replaced,
             last_failure: Mutex::new(None),
         });
         Ok((Pool { shared }, reply.unwrap_or(Value::Null)))
@@ -374,6 +405,15 @@ impl Pool {
 
     pub fn size(&self) -> usize {
         self.shared.settings.size.max(1)
+    }
+
+    fn replaced(&self, reason: &str) {
+        self.shared
+            .replaced
+            .get_or_create(&ReplacedLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// One request on a free worker. A worker that dies or overruns is replaced in the background.
@@ -385,10 +425,7 @@ impl Pool {
             Err(CallError::Died(why)) => {
                 tracing::warn!(worker = %why, "a Python worker failed during a request; replacing it");
                 drop(worker);
-                self.shared
-                    .counters
-                    .restarts
-                    .fetch_add(1, Ordering::Relaxed);
+                self.replaced(why.label());
                 replace(self.shared.clone());
             }
             _ => {
@@ -408,10 +445,7 @@ impl Pool {
                         "a Python worker outgrew its memory limit; replacing it"
                     );
                     drop(worker);
-                    self.shared
-                        .counters
-                        .recycled
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.replaced("memory");
                     replace(self.shared.clone());
                 } else {
                     self.give_back(worker);
@@ -457,12 +491,10 @@ impl Pool {
             let now = Instant::now();
             if now >= deadline {
                 let last = lock(&self.shared.last_failure).clone();
-                return Err(CallError::Died(format!(
-                    "pool has no process ready after {} s{}",
-                    self.shared.settings.request_timeout.as_secs_f64(),
-                    last.map(|l| format!(" (the last restart: {l})"))
-                        .unwrap_or_default()
-                )));
+                return Err(CallError::Died(Ended::NoneReady {
+                    after: self.shared.settings.request_timeout,
+                    last,
+                }));
             }
             idle = self
                 .shared
