@@ -11,6 +11,7 @@ Writes server-image/testdata/python/models/* and expected.json. The expectations
 `--old` writes only `sklearn_old.joblib`, pickled by an older scikit-learn, which the runtime must refuse.
 """
 
+import gzip
 import io
 import json
 import pathlib
@@ -158,6 +159,21 @@ def main():
     named = {"predict": logreg.predict(rows), "predict_proba": logreg.predict_proba(rows)}
     record("mlflow_sklearn", "mlflow_sklearn.tar.gz", "mlflow", rows, "FP64", named)
 
+    # MLflow's XGBoost flavor (model.ubj) and LightGBM flavor (a Booster: model.lgb, the text format).
+    import mlflow.lightgbm
+    import mlflow.xgboost
+
+    for name, save, model, predict, datatype in [
+        ("mlflow_xgboost", mlflow.xgboost.save_model, binary,
+         lambda r: binary.inplace_predict(r.astype(np.float32)), "FP32"),
+        ("mlflow_lightgbm", mlflow.lightgbm.save_model, booster, booster.predict, "FP64"),
+    ]:
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = pathlib.Path(tmp) / "model"
+            save(model, directory, signature=mlflow.models.infer_signature(xb, predict(xb)))
+            archive(directory, MODELS / f"{name}.tar.gz")
+        record(name, f"{name}.tar.gz", "mlflow", rowsb, datatype, {"predict": predict(rowsb)})
+
     # A custom Python model: the sample's code and a weights file, archived as a user would ship it.
     sample = HERE.parent.parent.parent / "e2e" / "samples" / "python-model"
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,13 +191,13 @@ def main():
     record("custom_python", "custom_python.tar.gz", "python", rows, "FP64", named)
 
     # Archives that must be refused: a member that climbs out of the directory, and a link that points outside.
-    with tarfile.open(MODELS / "zip_slip.tar.gz", "w:gz") as tar:
+    with reproducible_tar_gz(MODELS / "zip_slip.tar.gz") as tar:
         add_bytes(tar, "model/MLmodel", b"flavors: {}\n")
         add_bytes(tar, "../../escaped.txt", b"outside\n")
     with zipfile.ZipFile(MODELS / "zip_slip.zip", "w") as z:
-        z.writestr("model.py", "")
-        z.writestr("../../escaped.txt", "outside\n")
-    with tarfile.open(MODELS / "link_out.tar.gz", "w:gz") as tar:
+        for name, text in [("model.py", ""), ("../../escaped.txt", "outside\n")]:
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), text)
+    with reproducible_tar_gz(MODELS / "link_out.tar.gz") as tar:
         add_bytes(tar, "model.py", b"")
         link = tarfile.TarInfo("weights.npy")
         link.type = tarfile.SYMTYPE
@@ -198,9 +214,26 @@ def main():
     print(f"wrote {len(expected)} expectations with {versions}")
 
 
+class reproducible_tar_gz:
+    """A .tar.gz opened for writing whose gzip header has no time, so the same members give the same bytes."""
+
+    def __init__(self, path):
+        self.file = open(path, "wb")
+        self.gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self.file, mtime=0)
+        self.tar = tarfile.open(fileobj=self.gzip, mode="w", format=tarfile.GNU_FORMAT)
+
+    def __enter__(self):
+        return self.tar
+
+    def __exit__(self, *exc):
+        self.tar.close()
+        self.gzip.close()
+        self.file.close()
+
+
 def archive(directory, path):
     """A .tar.gz of `directory`'s files at the archive's root, in a stable order."""
-    with tarfile.open(path, "w:gz") as tar:
+    with reproducible_tar_gz(path) as tar:
         for file in sorted(directory.rglob("*")):
             if file.is_file() and "__pycache__" not in file.parts:
                 info = tar.gettarinfo(file, arcname=str(file.relative_to(directory)))
