@@ -130,6 +130,17 @@ def main():
         "xgboost_binary", "xgboost_binary.json", "xgboost", rowsb, "FP32",
         {"predict": binary.inplace_predict(rowsb.astype(np.float32))},
     )
+    # Retrained with more, deeper trees: the same signature, other answers.
+    retrained_binary = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 5, "nthread": 1},
+        xgboost.DMatrix(xb, label=yb, feature_names=[f"f{i}" for i in range(5)]),
+        num_boost_round=40,
+    )
+    retrained_binary.save_model(MODELS / "xgboost_binary_v2.json")
+    record(
+        "xgboost_binary_v2", "xgboost_binary_v2.json", "xgboost", rowsb, "FP32",
+        {"predict": retrained_binary.inplace_predict(rowsb.astype(np.float32))},
+    )
     multi = xgboost.train(
         {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "nthread": 1},
         xgboost.DMatrix(x3, label=y3),
