@@ -472,3 +472,52 @@ async fn workers_above_the_memory_limit_are_replaced_between_requests_and_no_req
         .unwrap_or_else(|| panic!("no memory replacements in\n{metrics}"));
     assert!(replaced >= 2.0, "{replaced} workers replaced");
 }
+
+/// A golden set of scikit-learn's own answers for `expected`'s rows, one case per row.
+fn golden_of(expected: &crate::support::python::PyExpected) -> Value {
+    let cases: Vec<Value> = (0..expected.rows.len())
+        .map(|row| {
+            let outputs: Vec<Value> = expected
+                .outputs
+                .iter()
+                .map(|(name, datatype, shape, data)| {
+                    let per_row: usize = shape[1..].iter().product();
+                    let mut one = vec![1];
+                    one.extend_from_slice(&shape[1..]);
+                    json!({"name": name, "datatype": datatype, "shape": one,
+                           "data": data[row * per_row..(row + 1) * per_row]})
+                })
+                .collect();
+            json!({"name": format!("row-{row}"), "request": expected.request(&[row], "golden"),
+                   "expected": {"outputs": outputs}})
+        })
+        .collect();
+    json!({"cases": cases})
+}
+
+#[test]
+fn a_golden_set_of_scikit_learn_answers_passes_and_one_of_another_model_fails_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = expectation("sklearn_logreg");
+    let file = dir.path().join("golden.json");
+
+    std::fs::write(&file, golden_of(&model).to_string()).unwrap();
+    let server = builder(&model.file, "sklearn").env("FERRY_VALIDATION_URI", &file_uri(&file));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = ready_server(server).await;
+        let status = server.status().await;
+        assert_eq!(status["validation"]["cases"], 16, "{status}");
+        assert_eq!(status["validation"]["passed"], 16, "{status}");
+    });
+
+    // The retrained model's answers are not this model's: the load fails before it would serve.
+    std::fs::write(
+        &file,
+        golden_of(&expectation("sklearn_logreg_v2")).to_string(),
+    )
+    .unwrap();
+    let termination =
+        load_failure(builder(&model.file, "sklearn").env("FERRY_VALIDATION_URI", &file_uri(&file)));
+    assert_eq!(termination["reason"], "ValidationFailed", "{termination}");
+}
