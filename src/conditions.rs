@@ -4,7 +4,7 @@
 //! `kubectl wait --for=condition=Ready` uses, `Progressing` is True only while a rollout is under way, and
 //! `Degraded` is True only when something needs a human. `Reconciling` and `Stalled` mirror them in the kstatus
 //! vocabulary that Flux and `helm --wait` read: Reconciling while a new version loads, Stalled when a rollout
-//! was aborted or the spec is invalid. A candidate waiting for `kubectl ferry promote` is neither. `lastTransitionTime` moves only when a condition's
+//! was aborted or no runtime serves the spec. A candidate waiting for `kubectl ferry promote` is neither. `lastTransitionTime` moves only when a condition's
 //! status changes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -53,8 +53,10 @@ pub mod reasons {
     pub const UNRECOGNIZED_ABORT: &str = "UnrecognizedAbortReason";
     /// A candidate's pods are starting: downloading, verifying, loading, warming up (a revision's reason).
     pub const LOADING: &str = "Loading";
-    /// The spec asks for something the serving image cannot do; nothing was deployed.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// No ModelRuntime serves the spec (its format, its declared framework version, or the runtime spec.runtime
+    /// names); nothing of the spec is deployed, and what already serves keeps serving. The message names the
+    /// format and the runtimes there are.
+    pub const NO_RUNTIME: &str = "NoRuntime";
     /// A ready pod serves a model whose SHA-256 differs from the pinned one (or pods of one revision serve
     /// different files): a fault to investigate, never hidden.
     pub const SERVED_CHECKSUM_MISMATCH: &str = "ServedChecksumMismatch";
@@ -82,7 +84,8 @@ pub mod events {
     /// Strategy InPlace: every pod switched; the note has the switch window.
     pub const SWITCHED: &str = "Switched";
     pub const SUPERSEDED: &str = "Superseded";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// No ModelRuntime serves the spec (sent when that starts, and again for each new spec it holds for).
+    pub const NO_RUNTIME: &str = "NoRuntime";
     /// A new admin-credential Secret replaced a missing one (a rotation, or the Secret was deleted).
     pub const ADMIN_CREDENTIAL_ISSUED: &str = "AdminCredentialIssued";
     /// spec.model.refresh: the serving pods report a new object at the model URI; it rolls out.

@@ -7,14 +7,14 @@ use crate::admin_credential::AdminKey;
 /// Settings that come from the operator's flags (and, through the Helm chart, from values.yaml).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
-    /// Image used when spec.server.image is empty.
+    /// Image used while the cluster has no ModelRuntime (and spec.server.image is empty).
     pub server_image: String,
-    /// Pull policy of the serving image (IfNotPresent, Always, Never).
+    /// Pull policy of the serving image (IfNotPresent, Always, Never), and of a ModelRuntime's that names none.
     pub server_image_pull_policy: String,
-    /// Resources used when spec.server.resources is empty.
+    /// Resources used when neither spec.server.resources nor the chosen ModelRuntime's are set.
     pub server_resources: Option<ResourceRequirements>,
-    /// Model formats the default serving image can run (ferry-server: onnx). A spec asking the default image for
-    /// another format is refused before anything is deployed.
+    /// Model formats `server_image` can run (ferry-server: onnx), while the cluster has no ModelRuntime; a spec of
+    /// another format then gets NoRuntime and nothing is deployed.
     pub server_formats: Vec<String>,
     /// Cluster domain used in status.endpoint.
     pub cluster_domain: String,

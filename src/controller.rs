@@ -32,7 +32,8 @@ mod watches;
 use admin_calls::AdminCalls;
 use apply::{apply_model_file, apply_plan, AdminSecretCheck};
 use caches::{
-    children_ready, reflect, strip_model_deployment, Cache, Caches, Written, CATCH_UP_TIMEOUT,
+    children_ready, reflect, strip_model_deployment, strip_model_runtime, Cache, Caches, Written,
+    CATCH_UP_TIMEOUT,
 };
 pub use error::Error;
 pub use failure::failed_status;
@@ -41,7 +42,7 @@ use observe::Snapshot;
 pub use pod_reader::PodReader;
 use report::publish_events;
 pub use report::EventPublisher;
-use watches::{owners, pod_owner, requests};
+use watches::{affected, owners, pod_owner, requests};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,7 +66,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn, Instrument};
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, ModelRuntime};
 use crate::children::deployment::CachedDeployment;
 use crate::children::model_file;
 use crate::children::pod::CachedPod;
@@ -206,19 +207,27 @@ pub struct RunOptions {
     pub namespaces: Vec<String>,
     /// ModelDeployments reconciled at the same time (per watched namespace).
     pub concurrency: u16,
+    /// Label selector of the ModelRuntimes to choose from; None: all of them.
+    pub runtime_selector: Option<String>,
 }
 
-/// Fails with the command that installs the CRD when it is missing.
+/// The CRDs the controller reads, by name.
+const CRDS: [&str; 2] = ["modeldeployments.ferry.dev", "modelruntimes.ferry.dev"];
+
+/// Fails with the command that installs the CRDs when one is missing (a watch of a missing kind would wait for
+/// it forever, and every reconcile with it).
 pub async fn check_crd_installed(client: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "modeldeployments.ferry.dev";
-    match crds.get_opt(name).await? {
-        Some(_) => Ok(()),
-        None => anyhow::bail!(
-            "the CustomResourceDefinition {name} is not installed; install it with \
-             `kubectl apply --server-side -f crds/` (or `ferry crd | kubectl apply --server-side -f -`, or the Helm chart)"
-        ),
+    for name in CRDS {
+        if crds.get_opt(name).await?.is_none() {
+            anyhow::bail!(
+                "the CustomResourceDefinition {name} is not installed; install it with \
+                 `kubectl apply --server-side -f crds/` (or `ferry crd | kubectl apply --server-side -f -`, or \
+                 `helm show crds charts/ferry | kubectl apply --server-side -f -`)"
+            );
+        }
     }
+    Ok(())
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -240,7 +249,7 @@ pub async fn run(
         run_scope(
             client.clone(),
             namespace,
-            options.concurrency,
+            &options,
             config.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -251,11 +260,13 @@ pub async fn run(
     Ok(())
 }
 
-/// One controller watching one namespace (or all of them).
+/// One controller watching one namespace (or all of them), and the ModelRuntimes (cluster-scoped: each scope
+/// keeps its own copy of the catalogue, a handful of small objects, so that a change of one triggers the scope's
+/// reconciles like any other watch).
 async fn run_scope(
     client: Client,
     namespace: Option<String>,
-    concurrency: u16,
+    options: &RunOptions,
     config: OperatorConfig,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -274,11 +285,13 @@ async fn run_scope(
     let (pod_store, pod_writer) = reflector::store::<CachedPod>();
     let (service_store, service_writer) = reflector::store::<CachedService>();
     let (config_map_store, config_map_writer) = reflector::store::<ConfigMap>();
+    let (runtime_store, runtime_writer) = reflector::store::<ModelRuntime>();
     let children_ready = children_ready(
         &deployment_store,
         &pod_store,
         &service_store,
         &config_map_store,
+        &runtime_store,
     );
     let caches = Arc::new(Caches {
         model_deployments: Cache::new(md_store.clone()),
@@ -286,6 +299,7 @@ async fn run_scope(
         pods: Cache::new(pod_store.clone()),
         services: Cache::new(service_store),
         config_maps: Cache::new(config_map_store),
+        model_runtimes: Cache::new(runtime_store),
         children_ready,
         changed: Notify::new(),
     });
@@ -346,6 +360,19 @@ async fn run_scope(
         caches.clone(),
         |caches| &caches.pods.applied,
     );
+    let runtime_watch = match options.runtime_selector.as_deref() {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let model_runtimes = reflect(
+        Api::<ModelRuntime>::all(client.clone()),
+        runtime_watch,
+        runtime_writer,
+        strip_model_runtime,
+        caches.clone(),
+        |caches| &caches.model_runtimes.applied,
+    );
+    let affected_store = md_store.clone();
     let queue = futures::stream::select_all([
         requests(model_deployments, false, |md: &ModelDeployment| {
             vec![ReconcileRequest {
@@ -358,6 +385,10 @@ async fn run_scope(
         requests(services, true, owners::<CachedService>).boxed(),
         requests(config_maps, true, owners::<ConfigMap>).boxed(),
         requests(pods, true, pod_owner).boxed(),
+        requests(model_runtimes, true, move |runtime: &ModelRuntime| {
+            affected(&affected_store, runtime)
+        })
+        .boxed(),
         pod_reports.map(Ok).boxed(),
     ])
     .take_until(shutdown);
@@ -373,7 +404,7 @@ async fn run_scope(
         context,
         md_store,
         queue,
-        ControllerConfig::default().concurrency(concurrency),
+        ControllerConfig::default().concurrency(options.concurrency),
     )
     .for_each(|result| async move {
         match result {

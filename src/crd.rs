@@ -5,14 +5,14 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::ModelDeployment;
+use crate::api::{model_runtime_crd, ModelDeployment};
 
 /// Header of every generated file, so nobody edits one by hand.
 const GENERATED_HEADER: &str = "# Generated from the Rust types by `ferry crd`. Do not edit: change src/api/ and regenerate.\n";
 
 /// Every CRD Ferry installs.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ModelDeployment::crd()]
+    vec![ModelDeployment::crd(), model_runtime_crd()]
 }
 
 /// One generated file: its name inside `crds/` and its YAML.

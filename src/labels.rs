@@ -28,6 +28,10 @@ pub mod annotations {
     pub const PROMOTED_AT: &str = "ferry.dev/promoted-at";
     pub const ROLLOUT_STARTED_AT: &str = "ferry.dev/rollout-started-at";
     pub const ABORTED: &str = "ferry.dev/aborted";
+    /// The ModelRuntime the revision's pods were made with (absent: spec.server.image or the operator's image).
+    pub const RUNTIME: &str = "ferry.dev/runtime";
+    /// The serving image the revision's pods run.
+    pub const RUNTIME_IMAGE: &str = "ferry.dev/runtime-image";
     /// The object the revision is pinned to (spec.model.refresh), as a token.
     pub const OBJECT: &str = "ferry.dev/object";
     /// When that object was detected as new.

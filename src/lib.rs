@@ -5,6 +5,7 @@
 
 pub mod admin_credential;
 pub mod api;
+pub mod catalogue;
 pub mod children;
 pub mod conditions;
 pub mod config;

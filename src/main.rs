@@ -118,7 +118,7 @@ struct RunArgs {
     /// Default resources of the serving container, as JSON (a ResourceRequirements).
     #[arg(long, env = "FERRY_SERVER_RESOURCES")]
     server_resources: Option<String>,
-    /// Model formats the default serving image runs, comma-separated.
+    /// Model formats the default serving image runs, comma-separated (used while no ModelRuntime exists).
     #[arg(
         long,
         env = "FERRY_SERVER_FORMATS",
@@ -126,6 +126,10 @@ struct RunArgs {
         value_delimiter = ','
     )]
     server_formats: Vec<String>,
+    /// Label selector of the ModelRuntimes to choose from (default: all of them), e.g. for two controllers
+    /// with catalogues of their own in one cluster.
+    #[arg(long, env = "FERRY_RUNTIME_SELECTOR")]
+    runtime_selector: Option<String>,
     /// Watch only these namespaces, comma-separated (default: all namespaces).
     #[arg(long, env = "FERRY_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
@@ -364,6 +368,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .filter(|ns| !ns.is_empty())
             .collect(),
         concurrency: args.concurrency,
+        runtime_selector: args.runtime_selector.filter(|s| !s.trim().is_empty()),
     };
     let run_controller = {
         let client = client.clone();

@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{LoadedState, ModelInfo, ModelSignature, PodPhase, ValidationResult};
+use crate::api::{
+    LoadedState, ModelInfo, ModelSignature, PodPhase, RevisionRuntime, ValidationResult,
+};
 use crate::conditions::reasons;
 use crate::server_contract::{DesiredModel, LoadFailure};
 
@@ -116,6 +118,9 @@ pub struct ObservedRevision {
     pub load_failure: Option<LoadFailure>,
     /// Its pods, as their servers last reported them.
     pub pods: Vec<ObservedPod>,
+    /// The runtime its Deployment records it was made with (none for Deployments made before runtimes were
+    /// recorded).
+    pub runtime: Option<RevisionRuntime>,
 }
 
 /// One pod of a revision, as its server last reported it (`crate::pod_state`).

@@ -115,6 +115,10 @@ fn refresh_line(md: &ModelDeployment, refresh: &crate::api::RefreshStatus) -> St
 fn model_details(r: &crate::api::RevisionStatus) -> String {
     let mut out = String::new();
     let indent = " ".repeat(13);
+    if let Some(runtime) = &r.runtime {
+        let name = runtime.name.as_deref().unwrap_or("(no ModelRuntime)");
+        let _ = writeln!(out, "{indent}runtime:    {name}, image {}", runtime.image);
+    }
     if let Some(info) = &r.model_info {
         let mut parts: Vec<String> = info.producer.iter().cloned().collect();
         if let Some(ir) = info.ir_version {
@@ -363,6 +367,7 @@ pub async fn rollback(
     let mut body = serde_json::json!({"spec": {
         "model": replacing(&current["model"], serde_json::to_value(&source.model)?),
         "server": replacing(&current["server"], serde_json::to_value(&source.server)?),
+        "runtime": source.runtime,
     }});
     // Refreshed revisions share their spec and differ by the object they are pinned to: the pin keeps the one
     // rolled back to, and pauses refresh until `kubectl ferry resume`.
@@ -483,6 +488,7 @@ mod tests {
                     "signature": {"inputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}],
                                   "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}]},
                     "modelInfo": {"producer": "skl2onnx 1.19.1", "irVersion": 9, "opsets": {"ai.onnx": 17}},
+                    "runtime": {"name": "ferry-onnx", "image": "ferry-server:0.1.0"},
                     "validation": {"cases": 10, "passed": 10, "maxError": 0.0, "seconds": 0.02}},
                 "candidate": {"revision": "b", "version": "2", "uri": "s3://m/2.onnx", "readyReplicas": 2,
                     "reason": "SignatureChanged", "object": "etag:\"b2\"",
@@ -495,6 +501,7 @@ mod tests {
         .unwrap();
         let text = render_status(&md);
         for shown in [
+            "runtime:    ferry-onnx, image ferry-server:0.1.0",
             "model:      skl2onnx 1.19.1, IR 9, opsets ai.onnx 17",
             "signature:  X FP32[?,4] -> label INT64[?]",
             "validation: 10/10 cases passed",

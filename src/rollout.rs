@@ -46,7 +46,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RolloutStrategy};
+use crate::api::{ModelDeploymentSpec, ModelDeploymentStatus, RevisionRuntime, RolloutStrategy};
+use crate::catalogue::NoRuntime;
 pub use crate::observed::{
     AbortMark, AbortReason, InPlacePod, LoadedVersion, ModelIdentity, ObservedPod,
     ObservedRevision, Reported, ReportedModel, RevisionMarks, Staging, Switch,
@@ -59,6 +60,8 @@ use crate::server_contract::DesiredModel;
 pub struct DesiredRevision {
     pub revision: String,
     pub model: ModelIdentity,
+    /// The runtime its pods run (None while no runtime serves the spec).
+    pub runtime: Option<RevisionRuntime>,
 }
 
 /// Requests a user made through annotations (`kubectl ferry promote` / `abort`), each naming a revision.
@@ -77,8 +80,8 @@ pub struct Observed<'a> {
     pub spec: &'a ModelDeploymentSpec,
     pub previous_status: &'a ModelDeploymentStatus,
     pub desired: DesiredRevision,
-    /// Why the spec cannot be run by the serving image, if it cannot.
-    pub invalid_spec: Option<String>,
+    /// Why no runtime serves the spec, when none does (`crate::catalogue`): nothing of it is deployed.
+    pub no_runtime: Option<NoRuntime>,
     pub revisions: &'a [ObservedRevision],
     /// The revision the active Service selects.
     pub active_service_target: Option<&'a str>,
@@ -147,7 +150,7 @@ pub struct Plan {
     pub active: Option<String>,
     /// Revision the preview Service selects (a running candidate); None selects no pods.
     pub preview: Option<String>,
-    /// Replicas of the desired revision's Deployment, applied in full; None deploys nothing (invalid spec).
+    /// Replicas of the desired revision's Deployment, applied in full; None deploys nothing (no runtime).
     pub desired_replicas: Option<i32>,
     /// New replica counts of other existing revisions.
     pub scale: BTreeMap<String, i32>,
@@ -177,8 +180,8 @@ pub enum CandidateState {
         rollback: bool,
     },
     Aborted(AbortMark),
-    /// The spec cannot be run; nothing is deployed.
-    Invalid(String),
+    /// No runtime serves the spec; nothing of it is deployed.
+    NoRuntime(NoRuntime),
 }
 
 impl CandidateState {
@@ -214,7 +217,7 @@ impl Summary {
         match self.candidate {
             CandidateState::Active
             | CandidateState::Promote { .. }
-            | CandidateState::Invalid(_) => None,
+            | CandidateState::NoRuntime(_) => None,
             _ => Some(observed.desired.revision.as_str()),
         }
     }

@@ -61,6 +61,20 @@ mod tests {
             load_failure("panic: oops"),
             Some(LoadFailure::new(FailureReason::ServerExited, "panic: oops"))
         );
+        // The Python runtimes' reasons read as themselves.
+        for reason in [
+            Reason::IncompatibleRuntime,
+            Reason::UnsafeModel,
+            Reason::UnsafeArchive,
+            Reason::WorkerFailed,
+        ] {
+            let message = format!(r#"{{"reason":"{}","message":"why"}}"#, reason.as_str());
+            assert_eq!(
+                load_failure(&message),
+                Some(LoadFailure::new(reason, "why")),
+                "{message}"
+            );
+        }
         // A reason this build does not know is shown as the server wrote it, never as another reason.
         let foreign = r#"{"reason":"GpuMissing","message":"no device"}"#;
         assert_eq!(

@@ -340,9 +340,37 @@ fn manifest(name: &str, edit: impl FnOnce(&mut Value)) -> String {
     serde_json::to_string(&object).expect("manifest serializes")
 }
 
+/// A change to a valid manifest.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
+/// Each case (what, its edit, what the refusal must say) is refused by `apply` (given its index and edit), with
+/// a message that says it; a list of those that were not, otherwise.
+fn assert_rejected(
+    cases: Vec<(&str, Edit, &str)>,
+    apply: impl Fn(usize, Edit) -> std::process::Output,
+) {
+    let mut failures = Vec::new();
+    for (index, (case, edit, expected)) in cases.into_iter().enumerate() {
+        let output = apply(index, edit);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            failures.push(format!("{case}: accepted"));
+        } else if !stderr.contains(expected) {
+            failures.push(format!(
+                "{case}: error does not contain {expected:?}: {stderr}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
-    type Edit = Box<dyn FnOnce(&mut Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "no model",
@@ -563,30 +591,29 @@ fn malformed_manifests_are_rejected_at_admission_naming_the_field() {
             Box::new(|o| o["metadata"]["name"] = json!("1model")),
             "metadata.name must be a DNS-1035 label",
         ),
+        (
+            "a format Ferry does not know",
+            Box::new(|o| o["spec"]["model"]["format"] = json!("tensorflow")),
+            "spec.model.format: Unsupported value: \"tensorflow\"",
+        ),
+        (
+            "a framework version that is no PEP 440 version",
+            Box::new(|o| o["spec"]["model"]["frameworkVersion"] = json!("1.9-latest")),
+            "spec.model.frameworkVersion in body should match",
+        ),
+        (
+            "a runtime name that is no object name",
+            Box::new(|o| o["spec"]["runtime"] = json!("Ferry_Python")),
+            "spec.runtime in body should match",
+        ),
     ];
     assert!(cases.len() >= 15);
 
     let ns = TestNamespace::create();
-    let mut failures = Vec::new();
-    for (index, (case, edit, expected)) in cases.into_iter().enumerate() {
+    assert_rejected(cases, |index, edit| {
         let body = manifest(&format!("case-{index}"), edit);
-        let output =
-            control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&body));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.success() {
-            failures.push(format!("{case}: accepted"));
-        } else if !stderr.contains(expected) {
-            failures.push(format!(
-                "{case}: error does not contain {expected:?}: {stderr}"
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+        control_plane().kubectl_with_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&body))
+    });
     let left = control_plane().kubectl_ok(&["get", "md", "-n", &ns.name, "-o", "name"]);
     assert_eq!(left.trim(), "", "nothing malformed was stored");
 }
@@ -618,4 +645,197 @@ fn refresh_is_accepted_with_its_default_interval_and_its_object_is_a_wide_column
         "{wide}"
     );
     assert!(wide.contains("etag:\"abc\""), "{wide}");
+}
+
+/// A ModelRuntime with `edit` applied to the chart's ferry-python.
+fn runtime_manifest(name: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut object = json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ModelRuntime",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "registry.example.com/ferry-server-python:0.1.0",
+            "formats": [
+                {"name": "sklearn", "framework": {"name": "scikit-learn", "versions": ">=1.9,<1.10"}},
+                {"name": "xgboost", "framework": {"name": "xgboost", "versions": ">=1.0,<=3.2"}},
+                {"name": "lightgbm", "framework": {"name": "lightgbm", "versions": "<=4.7"}},
+                {"name": "mlflow"},
+                {"name": "python"},
+            ],
+            "allowedGlobals": ["team_models.*", "numpy.core.multiarray.scalar"],
+        }
+    });
+    edit(&mut object);
+    serde_json::to_string(&object).expect("manifest serializes")
+}
+
+/// A server-side dry run of `body`: admission runs in full, nothing is stored (a ModelRuntime is cluster-scoped,
+/// and the plane is shared).
+fn dry_run(body: &str) -> std::process::Output {
+    control_plane().kubectl_with_stdin(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        Some(body),
+    )
+}
+
+#[test]
+fn malformed_model_runtimes_are_rejected_at_admission_naming_the_field() {
+    let valid = dry_run(&runtime_manifest("ferry-python-dry-run", |_| {}));
+    assert!(
+        valid.status.success(),
+        "the chart's ferry-python is accepted: {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    for range in [
+        "~=1.9.2",
+        "==1.9.*",
+        "!=1.9.1, >1.0",
+        ">=2.0.0rc1,<3",
+        "<=4.7.post1",
+    ] {
+        let output = dry_run(&runtime_manifest("ranges", |o| {
+            o["spec"]["formats"][0]["framework"]["versions"] = json!(range)
+        }));
+        assert!(
+            output.status.success(),
+            "{range}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a format Ferry does not know",
+            Box::new(|o| o["spec"]["formats"][0]["name"] = json!("tensorflow")),
+            "spec.formats[0].name: Unsupported value: \"tensorflow\"",
+        ),
+        (
+            "no image",
+            Box::new(|o| {
+                o["spec"].as_object_mut().unwrap().remove("image");
+            }),
+            "spec.image: Required value",
+        ),
+        (
+            "an empty image",
+            Box::new(|o| o["spec"]["image"] = json!("")),
+            "spec.image",
+        ),
+        (
+            "an image with a space",
+            Box::new(|o| o["spec"]["image"] = json!("ferry-server :1")),
+            "spec.image in body should match",
+        ),
+        (
+            "no formats",
+            Box::new(|o| o["spec"]["formats"] = json!([])),
+            "spec.formats: Invalid value",
+        ),
+        (
+            "a format twice",
+            Box::new(|o| o["spec"]["formats"][1]["name"] = json!("sklearn")),
+            "duplicate entries for key [name=\"sklearn\"]",
+        ),
+        (
+            "a range that is no PEP 440 range",
+            Box::new(|o| o["spec"]["formats"][0]["framework"]["versions"] = json!(">= 1.9 <1.10")),
+            "spec.formats[0].framework.versions in body should match",
+        ),
+        (
+            "a wildcard with an ordered comparison",
+            Box::new(|o| o["spec"]["formats"][0]["framework"]["versions"] = json!(">=1.*")),
+            "spec.formats[0].framework.versions in body should match",
+        ),
+        (
+            "a framework without versions",
+            Box::new(|o| o["spec"]["formats"][0]["framework"] = json!({"name": "scikit-learn"})),
+            "spec.formats[0].framework.versions: Required value",
+        ),
+        (
+            "a pull policy Kubernetes does not know",
+            Box::new(|o| o["spec"]["imagePullPolicy"] = json!("Sometimes")),
+            "spec.imagePullPolicy: Unsupported value",
+        ),
+        (
+            "an allowed global that is no module path",
+            Box::new(|o| o["spec"]["allowedGlobals"] = json!(["os.system; rm"])),
+            "spec.allowedGlobals[0] in body should match",
+        ),
+        (
+            "an allowed global without a module",
+            Box::new(|o| o["spec"]["allowedGlobals"] = json!(["eval"])),
+            "spec.allowedGlobals[0]",
+        ),
+    ];
+    assert_rejected(cases, |index, edit| {
+        dry_run(&runtime_manifest(&format!("case-{index}"), edit))
+    });
+}
+
+#[test]
+fn kubectl_get_modelruntimes_shows_image_and_formats() {
+    let ns = TestNamespace::create();
+    let name = format!("{}-python", ns.name);
+    let runtime = support::TestRuntime { name: name.clone() };
+    control_plane().kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        Some(&runtime_manifest(&name, |o| {
+            o["spec"]["priority"] = json!(5)
+        })),
+    );
+    let table = control_plane().kubectl_ok(&["get", "modelruntimes", &runtime.name]);
+    let mut lines = table.lines();
+    let header_line = lines.next().expect("header");
+    let header: Vec<&str> = header_line.split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "IMAGE", "ONNX", "SKLEARN", "XGBOOST", "LIGHTGBM", "MLFLOW", "PYTHON",
+            "PRIORITY", "AGE"
+        ]
+    );
+    let row_line = lines.next().expect("a row");
+    let row: Vec<&str> = row_line.split_whitespace().collect();
+    assert_eq!(
+        &row[..8],
+        [
+            name.as_str(),
+            "registry.example.com/ferry-server-python:0.1.0",
+            "sklearn",
+            "xgboost",
+            "lightgbm",
+            "mlflow",
+            "python",
+            "5"
+        ]
+    );
+    let onnx = header_line.find("ONNX").unwrap()..header_line.find("SKLEARN").unwrap();
+    assert_eq!(
+        row_line[onnx].trim(),
+        "",
+        "an empty cell for the format it does not serve"
+    );
+    let wide = control_plane().kubectl_ok(&["get", "modelruntimes", &runtime.name, "-o", "wide"]);
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap()
+            .contains("SCIKIT-LEARN VERSIONS"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains(">=1.9,<1.10") && wide.contains(">=1.0,<=3.2"),
+        "{wide}"
+    );
+    let stored: Value = serde_json::from_str(&control_plane().kubectl_ok(&[
+        "get",
+        "modelruntime",
+        &name,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let typed: ferry::api::ModelRuntime = serde_json::from_value(stored).expect("it reads back");
+    assert_eq!(typed.spec.formats.len(), 5);
+    let explained = explain("modelruntime.spec.formats.framework");
+    assert!(explained.contains("PEP 440 range"), "{explained}");
 }

@@ -1,6 +1,10 @@
 //! The Helm chart `charts/ferry` with the real tools: `helm lint --strict`, `helm template` checked by the API
 //! server (`kubectl apply --dry-run=server`), a real `helm install`, `helm upgrade` and `helm uninstall` against
-//! the test control plane, the values schema, the chart's copy of the CRDs and the README's configuration table.
+//! the test control plane, the values schema, the chart's copy of the CRDs and the README's configuration table,
+//! and the built-in ModelRuntimes (the onnx one keeps every ONNX revision of an upgrade as it was).
+//!
+//! ModelRuntimes are cluster-scoped and the plane is shared: every release or dry run here names its built-in
+//! runtimes after its namespace.
 //!
 //! There is no kubelet: the controller's pods are created (proving the pod spec passes the namespace's
 //! `restricted` Pod Security level) but never run.
@@ -15,6 +19,16 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use support::{control_plane, repo_root, TestNamespace, INSTALL_HINT};
+
+/// `--set` arguments that name the built-in runtimes of a release in `namespace` after it.
+fn runtime_names(namespace: &str) -> [String; 4] {
+    [
+        "--set".into(),
+        format!("runtimes.onnx.name={namespace}-onnx"),
+        "--set".into(),
+        format!("runtimes.python.name={namespace}-python"),
+    ]
+}
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/ferry")
@@ -179,6 +193,13 @@ fn helm_lint_strict_passes_in_every_mode() {
             "--set",
             "serviceAccount.name=platform-ferry",
         ],
+        &["--set", "runtimes.onnx.enabled=false"],
+        &[
+            "--set",
+            "runtimes.onnx.enabled=false",
+            "--set",
+            "runtimes.python.enabled=false",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", chart];
         args.extend_from_slice(extra);
@@ -206,6 +227,7 @@ fn helm_lint_strict_passes_in_every_mode() {
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(
         listing.contains("ferry/crds/modeldeployments.ferry.dev.yaml")
+            && listing.contains("ferry/crds/modelruntimes.ferry.dev.yaml")
             && listing.contains("ferry/values.schema.json"),
         "{listing}"
     );
@@ -364,6 +386,26 @@ fn the_values_schema_rejects_wrong_values_naming_them() {
         (
             json!({"serverFormats": []}),
             &["/serverFormats", "minItems"],
+        ),
+        (
+            json!({"pythonServerImage": {"pullPolicy": "Sometimes"}}),
+            &["/pythonServerImage/pullPolicy", "IfNotPresent"],
+        ),
+        (
+            json!({"pythonServerImage": {"repository": ""}}),
+            &["/pythonServerImage/repository"],
+        ),
+        (
+            json!({"runtimes": {"python": {"enabled": "sometimes"}}}),
+            &["/runtimes/python/enabled", "want boolean"],
+        ),
+        (
+            json!({"runtimes": {"onnx": {"name": "Ferry_ONNX"}}}),
+            &["/runtimes/onnx/name", "Ferry_ONNX"],
+        ),
+        (
+            json!({"runtimes": {"tensorflow": {"enabled": true}}}),
+            &["/runtimes", "'tensorflow' not allowed"],
         ),
         (
             json!({"watchNamespaces": ["Team_A"]}),
@@ -563,6 +605,8 @@ fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
     let team_a = TestNamespace::create();
     let team_b = TestNamespace::create();
     let watched = format!("watchNamespaces={{{},{}}}", team_a.name, team_b.name);
+    let names = runtime_names(&release.name);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     for extra in [
         vec![
             "--include-crds",
@@ -571,6 +615,7 @@ fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
         ],
         vec!["--set", watched.as_str()],
     ] {
+        let extra = [&extra[..], &names].concat();
         let rendered = template(&release.name, &extra);
         let output = plane.kubectl_with_stdin(
             &["apply", "--dry-run=server", "--server-side", "-f", "-"],
@@ -590,7 +635,8 @@ fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
         );
     }
     // Namespace-scoped mode makes Roles in the watched namespaces and nothing cluster-wide for the controller
-    // but the CRD check; the other ClusterRoles only add ModelDeployments to the built-in user roles.
+    // but the CRD check and the runtime catalogue; the other ClusterRoles only add ModelDeployments to the
+    // built-in user roles.
     let objects = documents(&template(&release.name, &["--set", &watched]));
     let for_users = |o: &&Value| {
         o["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
@@ -615,11 +661,17 @@ fn the_rendered_chart_passes_server_side_dry_run_in_both_modes() {
             );
         }
     }
-    assert_eq!(cluster_roles.len(), 1, "{}", summary(&objects));
+    assert_eq!(cluster_roles.len(), 2, "{}", summary(&objects));
     assert_eq!(
         cluster_roles[0]["rules"],
         json!([{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-                "resourceNames": ["modeldeployments.ferry.dev"], "verbs": ["get"]}])
+                "resourceNames": ["modeldeployments.ferry.dev", "modelruntimes.ferry.dev"],
+                "verbs": ["get"]}])
+    );
+    assert_eq!(
+        cluster_roles[1]["rules"],
+        json!([{"apiGroups": ["ferry.dev"], "resources": ["modelruntimes"],
+                "verbs": ["get", "list", "watch"]}])
     );
     let role_namespaces: BTreeSet<&str> = objects
         .iter()
@@ -701,6 +753,9 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
         "podAnnotations": {"example.com/team": "platform"},
+        "pythonServerImage": {"repository": "registry.example.com/platform/ferry-server-python", "tag": "1.2.3-py", "pullPolicy": "Always"},
+        "runtimes": {"onnx": {"enabled": true, "name": format!("{}-onnx", ns.name)},
+                     "python": {"enabled": true, "name": format!("{}-python", ns.name)}},
     });
     let values_file = std::env::temp_dir().join(format!("ferry-chart-install-{}.yaml", ns.name));
     std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
@@ -723,14 +778,28 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         "NOTES.txt is shown:\n{installed}"
     );
 
-    // CRDs, RBAC, the Deployment and its companions exist.
+    // CRDs, RBAC, the built-in runtimes, the Deployment and its companions exist.
     get_json(&["crd", "modeldeployments.ferry.dev"]);
+    get_json(&["crd", "modelruntimes.ferry.dev"]);
+    let onnx = get_json(&["modelruntime", &format!("{}-onnx", ns.name)]);
+    assert_eq!(
+        onnx["spec"],
+        json!({"image": "registry.example.com/platform/ferry-server:1.2.3", "imagePullPolicy": "Always",
+               "formats": [{"name": "onnx"}], "priority": 0})
+    );
+    let python = get_json(&["modelruntime", &format!("{}-python", ns.name)]);
+    assert_eq!(
+        python["spec"]["image"],
+        "registry.example.com/platform/ferry-server-python:1.2.3-py"
+    );
     let cluster_name = format!("ferry-{}", ns.name);
     for (kind, name) in [
         ("clusterrole", cluster_name.clone()),
         ("clusterrolebinding", cluster_name.clone()),
         ("clusterrole", format!("{cluster_name}-crd")),
         ("clusterrolebinding", format!("{cluster_name}-crd")),
+        ("clusterrole", format!("{cluster_name}-runtimes")),
+        ("clusterrolebinding", format!("{cluster_name}-runtimes")),
         ("clusterrole", format!("{cluster_name}-view")),
         ("clusterrole", format!("{cluster_name}-edit")),
     ] {
@@ -958,7 +1027,7 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         assert!(leftovers.is_empty());
     }
     let cluster_leftovers = get_json(&[
-        "clusterroles,clusterrolebindings",
+        "clusterroles,clusterrolebindings,modelruntimes",
         "-l",
         "app.kubernetes.io/instance=ferry",
     ]);
@@ -970,5 +1039,151 @@ fn helm_install_upgrade_and_uninstall_on_the_real_control_plane() {
         .collect();
     assert!(ours.is_empty(), "cluster-scoped leftovers: {ours:?}");
     get_json(&["crd", "modeldeployments.ferry.dev"]);
+    get_json(&["crd", "modelruntimes.ferry.dev"]);
     let _ = std::fs::remove_file(values_file);
+}
+
+/// The controller's configuration as the rendered chart gives it.
+fn operator_config(deployment: &Value) -> ferry::config::OperatorConfig {
+    let env = env_of(deployment);
+    let text = |name: &str| env[name].as_str().unwrap().to_owned();
+    ferry::config::OperatorConfig {
+        server_image: text("FERRY_SERVER_IMAGE"),
+        server_image_pull_policy: text("FERRY_SERVER_IMAGE_PULL_POLICY"),
+        server_resources: env
+            .get("FERRY_SERVER_RESOURCES")
+            .map(|json| serde_json::from_str(json.as_str().unwrap()).unwrap()),
+        server_formats: text("FERRY_SERVER_FORMATS")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        ..ferry::config::OperatorConfig::default()
+    }
+}
+
+fn runtimes_of(objects: &[Value]) -> Vec<ferry::api::ModelRuntime> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "ModelRuntime")
+        .map(|o| serde_json::from_value(o.clone()).expect("a ModelRuntime the types read"))
+        .collect()
+}
+
+#[test]
+fn the_built_in_runtimes_follow_the_values_and_can_be_disabled() {
+    let objects = documents(&template("ferry-system", &[]));
+    let runtimes = runtimes_of(&objects);
+    let names: Vec<&str> = runtimes
+        .iter()
+        .map(|r| r.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["ferry-onnx", "ferry-python"]);
+    let python = &runtimes[1].spec;
+    assert_eq!(python.image, "ferry-server-python:0.1.0");
+    let formats: Vec<String> = python.formats.iter().map(|f| f.describe()).collect();
+    assert_eq!(
+        formats,
+        [
+            "sklearn scikit-learn >=1.9,<1.10",
+            "xgboost xgboost >=1.0,<=3.2",
+            "lightgbm lightgbm <=4.7",
+            "mlflow",
+            "python"
+        ]
+    );
+    let tagged = documents(&template(
+        "ferry-system",
+        &[
+            "--set",
+            "pythonServerImage.repository=registry.example.com/ferry-server-python",
+            "--set",
+            "pythonServerImage.tag=2.0.0",
+            "--set",
+            "pythonServerImage.pullPolicy=Always",
+            "--set",
+            "runtimes.python.name=python-2",
+        ],
+    ));
+    let python = &runtimes_of(&tagged)[1];
+    assert_eq!(python.metadata.name.as_deref(), Some("python-2"));
+    assert_eq!(
+        python.spec.image,
+        "registry.example.com/ferry-server-python:2.0.0"
+    );
+    assert_eq!(python.spec.image_pull_policy.as_deref(), Some("Always"));
+    for (switch, left) in [
+        ("runtimes.onnx.enabled=false", vec!["ferry-python"]),
+        ("runtimes.python.enabled=false", vec!["ferry-onnx"]),
+    ] {
+        let objects = documents(&template("ferry-system", &["--set", switch]));
+        let names: Vec<String> = runtimes_of(&objects)
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, left, "{switch}");
+    }
+}
+
+/// An upgrade to a chart with the catalogue restarts no model: for every ModelDeployment `tests/upgrade.rs` pins,
+/// the chart's ferry-onnx (chosen beside ferry-python) makes the pod template the controller's configured image
+/// made before runtimes existed, byte for byte, whatever the serving image values.
+#[test]
+fn the_built_in_onnx_runtime_keeps_every_pinned_template() {
+    use ferry::catalogue;
+    use ferry::children::deployment::{pinned_revision_template, revision_template, ObjectPin};
+
+    let pinned: Vec<Value> = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            repo_root().join("tests/fixtures/previous-release/pinned-specs.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let values = [
+        vec![],
+        vec![
+            "--set",
+            "serverImage.repository=registry.example.com/ferry-server",
+            "--set",
+            "serverImage.tag=0.1.0",
+            "--set",
+            "serverImage.pullPolicy=Always",
+            "--set-json",
+            r#"serverResources={"requests":{"cpu":"1"},"limits":{"memory":"2Gi"}}"#,
+        ],
+    ];
+    for extra in values {
+        let objects = documents(&template("ferry-system", &extra));
+        let config = operator_config(find(&objects, "Deployment", "ferry"));
+        let runtimes = runtimes_of(&objects);
+        let runtimes: Vec<&ferry::api::ModelRuntime> = runtimes.iter().collect();
+        for entry in &pinned {
+            let md: ferry::api::ModelDeployment = serde_json::from_value(json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": "iris", "namespace": "ml"}, "spec": entry["spec"],
+            }))
+            .unwrap();
+            let pin = || ObjectPin {
+                object: entry["object"].as_str().map(str::to_owned),
+                detected_at: None,
+            };
+            let chosen =
+                catalogue::choose(&md.spec, &runtimes, &config).expect("ferry-onnx serves it");
+            let own_image = md.spec.server.image.is_some();
+            assert_eq!(
+                chosen.name.as_deref(),
+                (!own_image).then_some("ferry-onnx"),
+                "{}: spec.server.image is its own choice",
+                entry["name"]
+            );
+            let now = revision_template(&md, &chosen, pin());
+            let before = pinned_revision_template(&md, &config, pin());
+            assert_eq!(
+                serde_json::to_string(&now.template).unwrap(),
+                serde_json::to_string(&before.template).unwrap(),
+                "{} with {extra:?}",
+                entry["name"]
+            );
+        }
+    }
 }

@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::{Event, ResourceQuota, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
-use support::{control_plane, eventually, FerryRun, InProcess, Kubelet, TestNamespace};
+use support::{
+    control_plane, eventually, FerryRun, InProcess, Kubelet, TestNamespace, TestRuntime,
+};
 use tokio::task::JoinHandle;
 
 /// One scenario's world: a namespace, a running controller watching it, and the invariant checker.
@@ -282,6 +284,32 @@ impl World {
             .filter(|e| e.involved_object.name.as_deref() == Some(name))
             .filter_map(|e| e.reason)
             .collect()
+    }
+
+    /// A ModelRuntime of this test's catalogue, `<namespace>-<suffix>`.
+    async fn runtime(&self, suffix: &str, spec: serde_json::Value) -> TestRuntime {
+        TestRuntime::create(&self.client, &self.ns.name, suffix, spec).await
+    }
+
+    /// The image of the serving container of `name`'s revision `revision`.
+    async fn image_of(&self, name: &str, revision: &str) -> Option<String> {
+        let deployment = self
+            .deployments()
+            .get(&format!("{name}-{revision}"))
+            .await
+            .expect("get Deployment");
+        deployment.spec?.template.spec?.containers[0].image.clone()
+    }
+
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.mds()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch spec");
     }
 
     /// Runs the `ferry` binary (the kubectl plugin) against the control plane.
@@ -780,21 +808,203 @@ async fn pruning_respects_keep_previous_and_revision_history_limit() {
     world.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_format_the_serving_image_cannot_run_is_refused_before_anything_is_deployed() {
-    let world = World::new().await;
+/// Every Deployment the API server reports in the namespace from now on, created or changed, by name: a window
+/// watched whole, not a look after a sleep.
+fn record_deployments(world: &World) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let into = seen.clone();
+    let stream = watcher(world.deployments(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(deployment) = event {
+                into.lock()
+                    .unwrap()
+                    .push(deployment.metadata.name.unwrap_or_default());
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// The image of the catalogue tests' Python runtimes.
+const PYTHON_IMAGE: &str = "registry.example.com/ferry-server-python:1";
+
+fn onnx_runtime() -> serde_json::Value {
+    json!({"image": "registry.example.com/ferry-server:1", "formats": [{"name": "onnx"}]})
+}
+
+fn is_no_runtime(md: &ModelDeployment) -> bool {
+    condition_reason(md, "Degraded")
+        .is_some_and(|(status, reason, _)| status == "True" && reason == "NoRuntime")
+}
+
+/// Creates the ModelDeployment `forest` (version 1, with `extra`) and waits until it says no runtime serves it.
+async fn created_without_runtime(world: &World, extra: serde_json::Value) -> ModelDeployment {
+    world.create("forest", "1", extra).await;
     world
-        .create("pmml", "1", json!({"model": {"format": "pmml"}}))
+        .wait_status("forest", "NoRuntime", is_no_runtime)
+        .await
+}
+
+fn degraded_message(md: &ModelDeployment) -> String {
+    condition_reason(md, "Degraded").map_or_else(String::new, |(_, _, message)| message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_no_runtime_serves_deploys_nothing_until_a_runtime_serves_it() {
+    let world = World::new().await;
+    let ns = world.ns.name.clone();
+    let _onnx = world.runtime("onnx", onnx_runtime()).await;
+    let (deployments, recorder) = record_deployments(&world);
+    let md = created_without_runtime(
+        &world,
+        json!({"model": {"format": "sklearn", "frameworkVersion": "1.9.1"}}),
+    )
+    .await;
+    assert_eq!(
+        degraded_message(&md),
+        format!(
+            "no ModelRuntime serves format sklearn (declared scikit-learn 1.9.1); runtimes: {ns}-onnx (onnx)"
+        )
+    );
+    let status = md.status.clone().unwrap();
+    assert!(status.active.is_none() && status.candidate.is_none());
+    world.wait_event("forest", "NoRuntime").await;
+
+    // Runtimes that do not serve it: each change of the catalogue reconciles it again, and still nothing is made.
+    let _xgboost = world
+        .runtime(
+            "xgboost",
+            json!({"image": "registry.example.com/xgb:1", "formats": [{"name": "xgboost"}]}),
+        )
         .await;
-    let md = world
-        .wait_status("pmml", "InvalidSpec", |md| {
-            condition_reason(md, "Degraded").is_some_and(|(_, reason, _)| reason == "InvalidSpec")
+    let older = json!({"image": "registry.example.com/skl:1.5", "priority": 10, "formats": [
+        {"name": "sklearn", "framework": {"name": "scikit-learn", "versions": "~=1.5.0"}}]});
+    let _older = world.runtime("sklearn-1-5", older).await;
+    world
+        .wait_status("forest", "the catalogue's new runtimes listed", |md| {
+            let message = degraded_message(md);
+            is_no_runtime(md)
+                && message.contains(&format!("{ns}-sklearn-1-5 (sklearn scikit-learn ~=1.5.0)"))
+                && message.contains(&format!("{ns}-xgboost (xgboost)"))
         })
         .await;
-    let (_, _, message) = condition_reason(&md, "Degraded").unwrap();
-    assert!(message.contains("spec.model.format \"pmml\""), "{message}");
-    assert_eq!(world.deployment_count("pmml").await, 0);
-    world.wait_event("pmml", "InvalidSpec").await;
+    assert_eq!(
+        *deployments.lock().unwrap(),
+        Vec::<String>::new(),
+        "no Deployment while no runtime serves it"
+    );
+
+    // One that serves it: the Deployment appears on its image, with its settings.
+    let python = json!({"image": PYTHON_IMAGE, "imagePullPolicy": "Always",
+        "allowedGlobals": ["team_models.*"],
+        "formats": [{"name": "sklearn", "framework": {"name": "scikit-learn", "versions": ">=1.9,<1.10"}}]});
+    let _python = world.runtime("python", python).await;
+    let revision = world.revision_of("forest", "1").await;
+    let deployment = world
+        .deployments()
+        .get(&format!("forest-{revision}"))
+        .await
+        .unwrap();
+    let container = &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(container.image.as_deref(), Some(PYTHON_IMAGE));
+    assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
+    let env = container_env(&deployment);
+    assert_eq!(env["FERRY_PYTHON_ALLOWED_GLOBALS"], "team_models.*");
+    assert_eq!(env["FERRY_MODEL_FORMAT"], "sklearn");
+    world.kubelet.make_ready("forest", &revision).await;
+    let md = world.wait_status("forest", "Ready", is_ready).await;
+    let active = md.status.unwrap().active.unwrap();
+    assert_eq!(
+        active.runtime,
+        Some(ferry::api::RevisionRuntime {
+            name: Some(format!("{ns}-python")),
+            image: PYTHON_IMAGE.into(),
+        })
+    );
+
+    // The runtime goes away: what serves keeps serving, untouched, and the status says why nothing new could be.
+    let serving = world
+        .deployments()
+        .get(&format!("forest-{revision}"))
+        .await
+        .unwrap();
+    drop(_python);
+    let md = world
+        .wait_status("forest", "NoRuntime while serving", |md| {
+            is_no_runtime(md) && is_ready(md)
+        })
+        .await;
+    assert_eq!(md.status.unwrap().active.unwrap().revision, revision);
+    let after = world
+        .deployments()
+        .get(&format!("forest-{revision}"))
+        .await
+        .unwrap();
+    assert_eq!(after.spec, serving.spec);
+    assert_eq!(world.deployment_count("forest").await, 1);
+    assert_eq!(world.active_revision("forest").await, Some(revision));
+    recorder.abort();
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_runtime_that_lacks_the_format_deploys_nothing() {
+    let world = World::new().await;
+    let ns = world.ns.name.clone();
+    let _onnx = world.runtime("onnx", onnx_runtime()).await;
+    let python = json!({"image": PYTHON_IMAGE, "formats": [{"name": "sklearn"}]});
+    let _python = world.runtime("python", python).await;
+    let (deployments, recorder) = record_deployments(&world);
+    let md = created_without_runtime(
+        &world,
+        json!({"model": {"format": "sklearn"}, "runtime": format!("{ns}-onnx")}),
+    )
+    .await;
+    assert_eq!(
+        degraded_message(&md),
+        format!(
+            "ModelRuntime {ns}-onnx (spec.runtime) does not serve format sklearn; runtimes: {ns}-onnx (onnx), \
+             {ns}-python (sklearn)"
+        )
+    );
+    world.wait_event("forest", "NoRuntime").await;
+    // A reconcile more (a new generation of the spec, still naming the same runtime) makes nothing either.
+    world.patch_spec("forest", json!({"replicas": 3})).await;
+    world
+        .wait_status("forest", "generation 2 observed", |md| {
+            is_no_runtime(md) && md.status.as_ref().unwrap().observed_generation == Some(2)
+        })
+        .await;
+    assert_eq!(
+        *deployments.lock().unwrap(),
+        Vec::<String>::new(),
+        "no Deployment for a runtime that lacks the format"
+    );
+
+    // Naming the one that serves it deploys on it.
+    world
+        .patch_spec("forest", json!({"runtime": format!("{ns}-python")}))
+        .await;
+    let revision = world.revision_of("forest", "1").await;
+    assert_eq!(
+        world.image_of("forest", &revision).await.as_deref(),
+        Some(PYTHON_IMAGE)
+    );
+    recorder.abort();
     world.finish().await;
 }
 

@@ -304,9 +304,15 @@ fn settled_versions(manifests: &str) -> BTreeMap<String, (String, Option<i64>)> 
     }
 }
 
+/// `helm template` of the chart; its built-in ModelRuntimes (cluster-scoped) are named after the release and
+/// namespace, as the plane is shared.
 fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> String {
     let plane = control_plane();
     let chart = repo_root().join("charts/ferry");
+    let runtime_names = [
+        format!("runtimes.onnx.name={namespace}-{release}-onnx"),
+        format!("runtimes.python.name={namespace}-{release}-python"),
+    ];
     let output = std::process::Command::new(plane.bin_dir.join("helm"))
         .env("KUBECONFIG", &plane.kubeconfig)
         .args([
@@ -316,6 +322,7 @@ fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> String {
             "--namespace",
             namespace,
         ])
+        .args(["--set", &runtime_names[0], "--set", &runtime_names[1]])
         .args(extra)
         .output()
         .expect("helm runs");

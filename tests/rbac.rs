@@ -4,7 +4,9 @@
 //! ServiceAccount (TokenRequest), and runs the real `ferry run` process with that token and the environment of
 //! the chart's Deployment (there is no kubelet to run its pods), leader election included. The tests then play
 //! the kubelet through a rollout and check that the controller never met a `forbidden`, and that the identity
-//! can read no Secret and touch nothing outside its list.
+//! can read no Secret and touch nothing outside its list. The chart's built-in ModelRuntimes are named after the
+//! release's namespace (they are cluster-scoped, and the tests install several releases at once) and labelled for
+//! that release's controller alone (`support::TEST_CATALOGUE`).
 
 mod support;
 
@@ -18,7 +20,10 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
-use support::{control_plane, repo_root, FerryRun, Kubelet, TestNamespace};
+use support::{
+    control_plane, repo_root, test_runtime_selector, FerryRun, Kubelet, TestNamespace,
+    TEST_CATALOGUE,
+};
 
 /// Exactly what the controller may do in a watched namespace; a change to the chart's rules must change this
 /// list (and the README's table) on purpose.
@@ -33,6 +38,31 @@ fn expected_namespaced_rules() -> Value {
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
+}
+
+/// Exactly what the controller may do cluster-wide, in both modes: check its two CRDs, read the runtime catalogue.
+fn expected_cluster_rules() -> [(&'static str, Value); 2] {
+    [
+        (
+            "crd",
+            json!([{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                    "resourceNames": ["modeldeployments.ferry.dev", "modelruntimes.ferry.dev"],
+                    "verbs": ["get"]}]),
+        ),
+        (
+            "runtimes",
+            json!([{"apiGroups": ["ferry.dev"], "resources": ["modelruntimes"],
+                    "verbs": ["get", "list", "watch"]}]),
+        ),
+    ]
+}
+
+/// The cluster-wide roles of the release in `namespace` hold exactly [`expected_cluster_rules`].
+fn assert_cluster_rules(namespace: &str) {
+    for (suffix, rules) in expected_cluster_rules() {
+        let role = format!("ferry-{namespace}-{suffix}");
+        assert_eq!(get_json(&["clusterrole", &role])["rules"], rules, "{role}");
+    }
 }
 
 fn helm(args: &[&str]) -> String {
@@ -66,18 +96,39 @@ struct Release {
 impl Release {
     fn install(namespace: &str, extra: &[&str]) -> Self {
         let chart = repo_root().join("charts/ferry");
+        let (onnx, python) = (
+            format!("runtimes.onnx.name={namespace}-onnx"),
+            format!("runtimes.python.name={namespace}-python"),
+        );
         let mut args = vec![
             "install",
             "ferry",
             chart.to_str().unwrap(),
             "--namespace",
             namespace,
+            "--set",
+            &onnx,
+            "--set",
+            &python,
         ];
         args.extend_from_slice(extra);
         helm(&args);
+        for runtime in ["onnx", "python"] {
+            control_plane().kubectl_ok(&[
+                "label",
+                "modelruntime",
+                &format!("{namespace}-{runtime}"),
+                &format!("{TEST_CATALOGUE}={namespace}"),
+            ]);
+        }
         Release {
             namespace: namespace.to_owned(),
         }
+    }
+
+    /// The runtime selector that gives its controller the release's built-in ModelRuntimes and no others.
+    fn runtime_selector(&self) -> String {
+        test_runtime_selector(&[&self.namespace])
     }
 
     /// The identity the controller's pods run as.
@@ -339,6 +390,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         get_json(&["clusterrole", &cluster_role])["rules"],
         expected_namespaced_rules()
     );
+    assert_cluster_rules(&release_ns.name);
     let mut bindings = bindings_of(&release_ns.name, "ferry");
     bindings.sort();
     assert_eq!(
@@ -346,6 +398,7 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         vec![
             format!("ClusterRoleBinding /{cluster_role} -> {cluster_role}"),
             format!("ClusterRoleBinding /{cluster_role}-crd -> {cluster_role}-crd"),
+            format!("ClusterRoleBinding /{cluster_role}-runtimes -> {cluster_role}-runtimes"),
             format!(
                 "RoleBinding {}/ferry-leader-election -> ferry-leader-election",
                 release_ns.name
@@ -361,6 +414,9 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
     assert!(!env.contains_key("FERRY_WATCH_NAMESPACES"));
     assert_eq!(env["FERRY_LEADER_ELECTION"], "true");
     env.insert("FERRY_WATCH_NAMESPACES".into(), workload_ns.name.clone());
+    // Likewise its catalogue: the release's own runtimes, not those of the other tests (ModelRuntimes are
+    // cluster-scoped).
+    env.insert("FERRY_RUNTIME_SELECTOR".into(), release.runtime_selector());
     // Only what the pod would have: the chart's environment (and a free metrics port).
     let controller = FerryRun::watching(&[])
         .only(&env)
@@ -401,7 +457,16 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
                     .is_some_and(|a| a.version == "2")
         })
         .await;
-    assert_eq!(md.status.unwrap().active.unwrap().revision, second);
+    let active = md.status.unwrap().active.unwrap();
+    assert_eq!(active.revision, second);
+    // Served by the chart's built-in onnx runtime, on the controller's own image.
+    assert_eq!(
+        active.runtime,
+        Some(ferry::api::RevisionRuntime {
+            name: Some(format!("{}-onnx", release_ns.name)),
+            image: env["FERRY_SERVER_IMAGE"].clone(),
+        })
+    );
     eventually("version 1's Deployment deleted", &controller, || async {
         let left = workload
             .deployments()
@@ -419,6 +484,24 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
             "no {expected} event in {reasons:?}"
         );
     }
+    // A scikit-learn model gets the chart's Python runtime: the controller reads the catalogue with its rights.
+    workload
+        .create(
+            "forest",
+            json!({"model": {"uri": "s3://models/forest/1/model.joblib", "version": "1",
+                             "format": "sklearn", "frameworkVersion": "1.9.1"}}),
+        )
+        .await;
+    let forest = workload.revision_of(&controller, "forest", "1").await;
+    let image = get_json(&[
+        "deployment",
+        &format!("forest-{forest}"),
+        "-n",
+        &workload_ns.name,
+    ])["spec"]["template"]["spec"]["containers"][0]["image"]
+        .clone();
+    assert_eq!(image, "ferry-server-python:0.1.0");
+
     // The leader renews the chart's Lease under the pod's name.
     let lease = get_json(&["lease", "ferry", "-n", &release_ns.name]);
     assert_eq!(lease["spec"]["holderIdentity"], "ferry-0");
@@ -445,6 +528,10 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
             "get",
             "customresourcedefinitions/modeldeployments.ferry.dev",
         ],
+        &["get", "customresourcedefinitions/modelruntimes.ferry.dev"],
+        &["get", "modelruntimes.ferry.dev"],
+        &["list", "modelruntimes.ferry.dev"],
+        &["watch", "modelruntimes.ferry.dev"],
         &["patch", "leases/ferry", "-n", release_ns_name],
     ] {
         assert!(can_i(&service_account, allowed), "cannot {allowed:?}");
@@ -478,6 +565,12 @@ async fn the_chart_service_account_rolls_out_a_new_version_and_can_do_nothing_el
         ],
         &["get", "leases/other", "-n", release_ns_name],
         &["get", "leases/ferry", "-n", ns],
+        &["create", "modelruntimes.ferry.dev"],
+        &["patch", "modelruntimes.ferry.dev"],
+        &["update", "modelruntimes.ferry.dev"],
+        &["delete", "modelruntimes.ferry.dev"],
+        &["deletecollection", "modelruntimes.ferry.dev"],
+        &["patch", "modelruntimes.ferry.dev", "--subresource=status"],
     ] {
         assert!(!can_i(&service_account, refused), "can {refused:?}");
     }
@@ -540,10 +633,14 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
         .kubectl(&["get", "clusterrole", &scoped_role])
         .status
         .success());
+    // Cluster-wide only the CRD check and the catalogue, as in cluster-wide mode.
+    assert_cluster_rules(&release_ns.name);
 
-    // The controller exactly as the chart configures it (watching team-a and team-b).
+    // The controller exactly as the chart configures it (watching team-a and team-b), with the release's own
+    // catalogue (ModelRuntimes are cluster-scoped, and other tests make theirs).
     let kubeconfig = plane.service_account_kubeconfig(&release_ns.name, "ferry");
-    let env = release.controller_env_with_key("ferry-0");
+    let mut env = release.controller_env_with_key("ferry-0");
+    env.insert("FERRY_RUNTIME_SELECTOR".into(), release.runtime_selector());
     assert_eq!(
         env["FERRY_WATCH_NAMESPACES"],
         format!("{},{}", team_a.name, team_b.name)
@@ -594,6 +691,7 @@ async fn namespace_scoped_mode_reconciles_only_the_listed_namespaces() {
             "get",
             "customresourcedefinitions/modeldeployments.ferry.dev",
         ],
+        &["watch", "modelruntimes.ferry.dev"],
     ] {
         assert!(can_i(&service_account, allowed), "cannot {allowed:?}");
     }

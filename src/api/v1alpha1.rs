@@ -96,6 +96,13 @@ pub const MAX_NAME_LENGTH: usize = 55;
         priority = "1"
     ),
     printcolumn(
+        name = "Runtime",
+        type_ = "string",
+        description = "ModelRuntime of the version receiving traffic",
+        json_path = ".status.active.runtime.name",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Object",
         type_ = "string",
         description = "Object in the store the version receiving traffic was loaded from (spec.model.refresh)",
@@ -133,6 +140,16 @@ pub struct ModelDeploymentSpec {
     /// The serving pod: the reusable ferry-server image and a small pod-level override.
     #[serde(default)]
     pub server: ServerTemplate,
+
+    /// The ModelRuntime to serve the model with, by name. It must exist and serve spec.model.format (and the
+    /// declared frameworkVersion), or nothing is deployed (reason NoRuntime). Absent: the controller chooses
+    /// among the runtimes serving the format, the highest priority first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub runtime: Option<String>,
 
     /// How a new version is rolled out, promoted and kept for rollback.
     #[serde(default)]
@@ -188,13 +205,18 @@ pub struct ModelSource {
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
 
-    /// Format of the model file; the serving image must support it (ferry-server: onnx).
+    /// Format of the model file: onnx, sklearn, xgboost, lightgbm, mlflow or python. It chooses the runtime
+    /// (the ModelRuntime serving it), unless spec.server.image names an image of its own.
     #[serde(default = "default_format")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-    )]
+    #[schemars(extend("enum" = super::MODEL_FORMATS))]
     pub format: String,
+
+    /// The version of the framework the model was made with, as the team declares it (e.g. "1.9.1" for a
+    /// scikit-learn model): only a runtime whose range for the format contains it serves the model. A PEP 440
+    /// version. Absent: any runtime serving the format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = super::VERSION_PATTERN))]
+    pub framework_version: Option<String>,
 
     /// Secret in the same namespace whose keys become environment variables of the server, e.g.
     /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY.
@@ -306,12 +328,14 @@ pub struct StorageOptions {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTemplate {
-    /// Serving image. Empty means the operator's configured default ferry-server image.
+    /// Serving image, overriding the runtime's. Empty: the image of the ModelRuntime chosen for the model
+    /// (spec.runtime, else by spec.model.format), or, while the cluster has no ModelRuntime, the operator's
+    /// configured ferry-server image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub image: Option<String>,
 
-    /// CPU and memory of the server container. Empty means the operator's configured defaults.
+    /// CPU and memory of the server container. Empty: the runtime's defaults, else the operator's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -589,6 +613,21 @@ pub struct RevisionStatus {
     /// What the model file says of itself, as a pod of this revision reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_info: Option<ModelInfo>,
+    /// The runtime this revision's pods run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RevisionRuntime>,
+}
+
+/// The runtime a revision got.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRuntime {
+    /// The ModelRuntime chosen; absent when the pods run spec.server.image, or the operator's configured image
+    /// (a cluster with no ModelRuntime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The serving image the pods run.
+    pub image: String,
 }
 
 /// The result of running a golden set.

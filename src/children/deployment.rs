@@ -18,7 +18,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::{ModelDeployment, ModelSource, RolloutStrategy, ServerTemplate};
+use crate::api::{ModelDeployment, ModelSource, RevisionRuntime, RolloutStrategy, ServerTemplate};
+use crate::catalogue::ServerRuntime;
 use crate::config::OperatorConfig;
 use crate::labels::{self, annotations};
 use crate::observed::{LostState, ModelIdentity, ObservedRevision, RevisionMarks, StoredAbort};
@@ -43,6 +44,9 @@ const PROBE_PERIOD_SECONDS: i32 = 2;
 pub struct SourceSpec {
     pub model: ModelSource,
     pub server: ServerTemplate,
+    /// spec.runtime, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// The desired revision: its hash and pod template (with the revision label).
@@ -51,6 +55,8 @@ pub struct RevisionTemplate {
     pub template: PodTemplateSpec,
     /// The object in the store it is pinned to (spec.model.refresh).
     pub pin: ObjectPin,
+    /// The runtime its pods run.
+    pub runtime: ServerRuntime,
 }
 
 /// The object a revision is pinned to, as a token, and when it was detected (spec.model.refresh).
@@ -60,16 +66,27 @@ pub struct ObjectPin {
     pub detected_at: Option<Timestamp>,
 }
 
-/// Builds the pod template of the current spec and names the revision after a hash of it, so that anything that
-/// changes the pods (model, server template, the operator's defaults) makes a new revision, and nothing else does.
-/// A pin to one object at the model URI (spec.model.refresh) makes the pods load exactly that object
-/// (`FERRY_MODEL_OBJECT`), so each object is a revision of its own.
+/// The revision of the current spec on the operator's configured image and defaults (or spec.server.image): what
+/// [`revision_template`] makes while the cluster has no ModelRuntime, and what every revision was before
+/// runtimes existed.
 pub fn pinned_revision_template(
     md: &ModelDeployment,
     config: &OperatorConfig,
     pin: ObjectPin,
 ) -> RevisionTemplate {
-    let mut template = pod_template(md, config, pin.object.as_deref());
+    revision_template(md, &ServerRuntime::configured(&md.spec, config), pin)
+}
+
+/// Builds the pod template of the current spec on `runtime` and names the revision after a hash of it, so that
+/// anything that changes the pods (model, server template, the runtime's image and defaults) makes a new revision,
+/// and nothing else does. A pin to one object at the model URI (spec.model.refresh) makes the pods load exactly
+/// that object (`FERRY_MODEL_OBJECT`), so each object is a revision of its own.
+pub fn revision_template(
+    md: &ModelDeployment,
+    runtime: &ServerRuntime,
+    pin: ObjectPin,
+) -> RevisionTemplate {
+    let mut template = pod_template(md, runtime, pin.object.as_deref());
     let revision = revision_hash(&template);
     template
         .metadata
@@ -81,6 +98,7 @@ pub fn pinned_revision_template(
         revision,
         template,
         pin,
+        runtime: runtime.clone(),
     }
 }
 
@@ -102,7 +120,7 @@ pub fn deployment_name(md_name: &str, revision: &str) -> String {
 
 fn pod_template(
     md: &ModelDeployment,
-    config: &OperatorConfig,
+    runtime: &ServerRuntime,
     object: Option<&str>,
 ) -> PodTemplateSpec {
     let name = md.metadata.name.clone().unwrap_or_default();
@@ -185,6 +203,13 @@ fn pod_template(
             env_vars.push(env_var(env::S3_ALLOW_HTTP, &allow_http.to_string()));
         }
     }
+    // Set only when the runtime allows more, so that ONNX templates stay as they were before runtimes existed.
+    if !runtime.allowed_globals.is_empty() {
+        env_vars.push(env_var(
+            env::PYTHON_ALLOWED_GLOBALS,
+            &runtime.allowed_globals.join(","),
+        ));
+    }
     // The user's variables come last: for duplicate names the last one wins.
     env_vars.extend(spec.server.env.iter().cloned());
 
@@ -214,14 +239,8 @@ fn pod_template(
 
     let container = Container {
         name: "server".into(),
-        image: Some(
-            spec.server
-                .image
-                .clone()
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(|| config.server_image.clone()),
-        ),
-        image_pull_policy: Some(config.server_image_pull_policy.clone()),
+        image: Some(runtime.image.clone()),
+        image_pull_policy: Some(runtime.image_pull_policy.clone()),
         env: Some(env_vars),
         env_from,
         ports: Some(vec![
@@ -240,7 +259,7 @@ fn pod_template(
             .server
             .resources
             .clone()
-            .or_else(|| config.server_resources.clone()),
+            .or_else(|| runtime.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -379,6 +398,7 @@ pub fn desired_deployment(
             serde_json::to_string(&SourceSpec {
                 model: model.clone(),
                 server: md.spec.server.clone(),
+                runtime: md.spec.runtime.clone(),
             })
             .expect("the spec serializes"),
         ),
@@ -392,6 +412,13 @@ pub fn desired_deployment(
     if let Some(detected_at) = revision.pin.detected_at {
         metadata_annotations.insert(annotations::DETECTED_AT.to_owned(), detected_at.to_string());
     }
+    if let Some(runtime) = &revision.runtime.name {
+        metadata_annotations.insert(annotations::RUNTIME.to_owned(), runtime.clone());
+    }
+    metadata_annotations.insert(
+        annotations::RUNTIME_IMAGE.to_owned(),
+        revision.runtime.image.clone(),
+    );
     metadata_annotations.extend(marks_annotations(marks));
     let in_place = md.spec.rollout.strategy == RolloutStrategy::InPlace;
     let mut deployment_labels = child_labels(&name, (!in_place).then_some(model.version.as_str()));
@@ -514,6 +541,10 @@ pub fn observe(deployment: &Deployment, pods: &[&Pod]) -> Option<ObservedRevisio
             })
             .find_map(|pod| super::pod::load_failure(pod)),
         pods: Vec::new(),
+        runtime: annotation(annotations::RUNTIME_IMAGE).map(|image| RevisionRuntime {
+            name: annotation(annotations::RUNTIME),
+            image,
+        }),
         revision,
     })
 }
@@ -1010,6 +1041,117 @@ mod tests {
         assert_eq!(aborted.reason, AbortReason::Unrecognized);
         assert_eq!(aborted.message, r#"no device (stored reason "GpuMissing")"#);
         assert_eq!(aborted.generation, 2);
+    }
+
+    fn python_runtime() -> ServerRuntime {
+        ServerRuntime {
+            name: Some("ferry-python".into()),
+            image: "registry.example.com/ferry-server-python:0.2.0".into(),
+            image_pull_policy: "Always".into(),
+            resources: Some(
+                serde_json::from_value(serde_json::json!({"limits": {"memory": "4Gi"}})).unwrap(),
+            ),
+            allowed_globals: vec![
+                "team_models.*".into(),
+                "numpy.core.multiarray.scalar".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_pods_run_the_runtimes_image_defaults_and_allowed_globals() {
+        let mut sklearn = md("1");
+        sklearn.spec.model.format = "sklearn".into();
+        let template = super::revision_template(&sklearn, &python_runtime(), ObjectPin::default());
+        let container = &template.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example.com/ferry-server-python:0.2.0")
+        );
+        assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(container.resources, python_runtime().resources);
+        let env = env_of(&template);
+        assert_eq!(
+            env[env::PYTHON_ALLOWED_GLOBALS],
+            "team_models.*,numpy.core.multiarray.scalar"
+        );
+        assert_eq!(env[env::MODEL_FORMAT], "sklearn");
+
+        // The spec's own resources win over the runtime's.
+        let mut sized = sklearn.clone();
+        sized.spec.server.resources =
+            Some(serde_json::from_value(serde_json::json!({"limits": {"memory": "1Gi"}})).unwrap());
+        let sized_template =
+            super::revision_template(&sized, &python_runtime(), ObjectPin::default());
+        assert_eq!(
+            sized_template.template.spec.unwrap().containers[0].resources,
+            sized.spec.server.resources
+        );
+
+        // Another runtime is another revision; its Deployment records which, and reads it back.
+        let plain = super::revision_template(
+            &sklearn,
+            &ServerRuntime::configured(&sklearn.spec, &OperatorConfig::default()),
+            ObjectPin::default(),
+        );
+        assert_ne!(plain.revision, template.revision);
+        let deployment = desired_deployment(&sklearn, &template, 1, &RevisionMarks::default());
+        let runtime = Some(crate::api::RevisionRuntime {
+            name: Some("ferry-python".into()),
+            image: "registry.example.com/ferry-server-python:0.2.0".into(),
+        });
+        assert_eq!(observe(&deployment, &[]).unwrap().runtime, runtime);
+        assert_eq!(
+            observe(&through_the_cache(&deployment), &[])
+                .unwrap()
+                .runtime,
+            runtime
+        );
+        let configured = desired_deployment(&sklearn, &plain, 1, &RevisionMarks::default());
+        assert_eq!(
+            observe(&configured, &[]).unwrap().runtime,
+            Some(crate::api::RevisionRuntime {
+                name: None,
+                image: "ferry-server:0.1.0".into()
+            })
+        );
+        let mut older = configured;
+        older
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(annotations::RUNTIME_IMAGE);
+        assert_eq!(
+            observe(&older, &[]).unwrap().runtime,
+            None,
+            "made before runtimes were recorded"
+        );
+    }
+
+    /// The chart's built-in onnx runtime names the operator's image and pull policy and nothing else: an upgrade
+    /// that brings it keeps every ONNX template, and so every revision, as it was (`tests/upgrade.rs` pins them).
+    #[test]
+    fn a_runtime_of_the_configured_image_keeps_the_template_byte_for_byte() {
+        let config = OperatorConfig::default();
+        let onnx = ServerRuntime {
+            name: Some("ferry-onnx".into()),
+            image: config.server_image.clone(),
+            image_pull_policy: config.server_image_pull_policy.clone(),
+            resources: config.server_resources.clone(),
+            allowed_globals: Vec::new(),
+        };
+        let mut in_place = md("1");
+        in_place.spec.rollout.strategy = RolloutStrategy::InPlace;
+        for md in [md("1"), in_place] {
+            let before = pinned_revision_template(&md, &config, ObjectPin::default());
+            let now = super::revision_template(&md, &onnx, ObjectPin::default());
+            assert_eq!(
+                serde_json::to_string(&now.template).unwrap(),
+                serde_json::to_string(&before.template).unwrap()
+            );
+            assert_eq!(now.revision, before.revision);
+        }
     }
 
     /// What a reconcile reads of `deployment`: its JSON as the watch delivers it, into the cache and back.

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use futures::{FutureExt, TryStreamExt};
 use kube::runtime::WatchStreamExt;
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, ModelRuntime};
 use crate::children::deployment::CachedDeployment;
 use crate::children::pod::CachedPod;
 use crate::children::service::CachedService;
@@ -85,8 +85,11 @@ pub(super) struct Caches {
     pub(super) services: Cache<CachedService>,
     /// The ConfigMaps of strategy InPlace (`children::model_file`).
     pub(super) config_maps: Cache<ConfigMap>,
-    /// Resolves (true) once the Deployment, Pod and Service caches hold their first complete list, or (false)
-    /// when one of them closed before. Any number of reconciles can wait on it, whereas a store's own
+    /// The runtime catalogue (cluster-scoped; the ones the runtime selector selects).
+    pub(super) model_runtimes: Cache<ModelRuntime>,
+    /// Resolves (true) once the Deployment, Pod, Service, ConfigMap and ModelRuntime caches hold their first
+    /// complete list, or (false) when one of them closed before: an empty catalogue not read yet would pass for
+    /// none at all. Any number of reconciles can wait on it, whereas a store's own
     /// `wait_until_ready` wakes only one of its waiters. The ModelDeployment cache is ready before any reconcile
     /// starts: the applier waits for it.
     pub(super) children_ready: Shared<BoxFuture<'static, bool>>,
@@ -152,6 +155,14 @@ impl Written {
 
 /// Annotation `kubectl apply` (client-side) keeps the whole last-applied object in; never read.
 pub(super) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the controller never reads from a cached ModelRuntime.
+pub(super) fn strip_model_runtime(runtime: &mut ModelRuntime) {
+    runtime.metadata.managed_fields = None;
+    if let Some(annotations) = runtime.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
 
 /// Drops what the controller never reads from a cached ModelDeployment.
 pub(super) fn strip_model_deployment(md: &mut ModelDeployment) {
@@ -220,18 +231,21 @@ pub(super) fn children_ready(
     pods: &Store<CachedPod>,
     services: &Store<CachedService>,
     config_maps: &Store<ConfigMap>,
+    model_runtimes: &Store<ModelRuntime>,
 ) -> Shared<BoxFuture<'static, bool>> {
     let stores = (
         deployments.clone(),
         pods.clone(),
         services.clone(),
         config_maps.clone(),
+        model_runtimes.clone(),
     );
     async move {
         stores.0.wait_until_ready().await.is_ok()
             && stores.1.wait_until_ready().await.is_ok()
             && stores.2.wait_until_ready().await.is_ok()
             && stores.3.wait_until_ready().await.is_ok()
+            && stores.4.wait_until_ready().await.is_ok()
     }
     .boxed()
     .shared()
@@ -269,12 +283,14 @@ mod tests {
         let (pods, _) = reflector::store::<CachedPod>();
         let (services, _) = reflector::store::<CachedService>();
         let (config_maps, _) = reflector::store::<ConfigMap>();
+        let (model_runtimes, _) = reflector::store::<ModelRuntime>();
         let caches = Caches {
             model_deployments: Cache::new(model_deployments),
             deployments: Cache::new(deployments),
             pods: Cache::new(pods),
             services: Cache::new(services),
             config_maps: Cache::new(config_maps),
+            model_runtimes: Cache::new(model_runtimes),
             children_ready: futures::future::ready(true).boxed().shared(),
             changed: Notify::new(),
         };
@@ -313,7 +329,14 @@ mod tests {
         let (pods, mut pod_writer) = reflector::store::<CachedPod>();
         let (services, mut service_writer) = reflector::store::<CachedService>();
         let (config_maps, mut config_map_writer) = reflector::store::<ConfigMap>();
-        let ready = children_ready(&deployments, &pods, &services, &config_maps);
+        let (model_runtimes, mut runtime_writer) = reflector::store::<ModelRuntime>();
+        let ready = children_ready(
+            &deployments,
+            &pods,
+            &services,
+            &config_maps,
+            &model_runtimes,
+        );
         let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(waiters.iter().all(|w| !w.is_finished()));
@@ -328,6 +351,14 @@ mod tests {
         }
         for event in [watcher::Event::Init, watcher::Event::InitDone] {
             config_map_writer.apply_watcher_event(&event);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "the catalogue is not read yet"
+        );
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            runtime_writer.apply_watcher_event(&event);
         }
         for waiter in waiters {
             let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;

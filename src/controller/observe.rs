@@ -12,10 +12,10 @@ use kube::ResourceExt;
 
 use super::apply::Observation;
 use super::{whole_seconds_now, Context, Error};
-use crate::api::{ModelDeployment, ModelDeploymentStatus, PodPhase, RolloutStrategy};
+use crate::api::{ModelDeployment, ModelDeploymentStatus, ModelRuntime, PodPhase, RolloutStrategy};
+use crate::catalogue::{self, NoRuntime, ServerRuntime};
 use crate::children::deployment::{ObjectPin, RevisionTemplate};
 use crate::children::{deployment, model_file, pod, service};
-use crate::config::OperatorConfig;
 use crate::labels::{self, requests};
 use crate::observed::{InPlaceState, LostState, ObservedRevision, Persisted};
 use crate::rollout::{self, refresh, DesiredRevision, ModelIdentity, Observed};
@@ -37,7 +37,8 @@ pub(super) struct Snapshot {
     /// Strategy InPlace: its ConfigMap's state.
     in_place_state: Option<Persisted<InPlaceState>>,
     lost: Vec<LostState>,
-    invalid_spec: Option<String>,
+    /// Why no runtime serves the spec, when none does.
+    no_runtime: Option<NoRuntime>,
     endpoint: String,
     grpc_endpoint: String,
     now: Timestamp,
@@ -116,9 +117,18 @@ impl Snapshot {
                 .map(|r| &r.model),
             now,
         });
-        let template = deployment::pinned_revision_template(
+        let runtimes = caches.model_runtimes.store.state();
+        let runtimes: Vec<&ModelRuntime> = runtimes.iter().map(Arc::as_ref).collect();
+        let chosen = catalogue::choose(&md.spec, &runtimes, &context.config);
+        // No runtime: nothing of this template is deployed (the decision sees `no_runtime`); it is built on the
+        // operator's image only to name the desired revision.
+        let server = chosen.as_ref().map_or_else(
+            |_| ServerRuntime::configured(&md.spec, &context.config),
+            Clone::clone,
+        );
+        let template = deployment::revision_template(
             md,
-            &context.config,
+            &server,
             ObjectPin {
                 object: refresh.object.clone(),
                 detected_at: refresh.detected_at,
@@ -141,7 +151,7 @@ impl Snapshot {
             previous_status.refresh.as_ref(),
         );
         Ok(Snapshot {
-            invalid_spec: invalid_spec(md, &context.config),
+            no_runtime: chosen.err().map(|no_runtime| *no_runtime),
             endpoint: format!("http://{host}:{}", server_contract::HTTP_PORT),
             grpc_endpoint: format!("{host}:{}", server_contract::GRPC_PORT),
             namespace,
@@ -179,8 +189,12 @@ impl Snapshot {
                     object: self.template.pin.object.clone(),
                     detected_at: self.template.pin.detected_at,
                 },
+                runtime: self
+                    .no_runtime
+                    .is_none()
+                    .then(|| self.template.runtime.status()),
             },
-            invalid_spec: self.invalid_spec.clone(),
+            no_runtime: self.no_runtime.clone(),
             refresh: self.refresh.clone(),
             revisions: &self.revisions,
             active_service_target: self.active_target.as_deref(),
@@ -248,17 +262,4 @@ fn is_owned_by(deployment: &Deployment, md: &ModelDeployment) -> bool {
         .owner_references()
         .iter()
         .any(|owner| Some(&owner.uid) == md.metadata.uid.as_ref() && owner.controller == Some(true))
-}
-
-/// Why the configured serving image cannot run this spec, when it cannot.
-fn invalid_spec(md: &ModelDeployment, config: &OperatorConfig) -> Option<String> {
-    let uses_default_image = md.spec.server.image.as_deref().is_none_or(str::is_empty);
-    let format = &md.spec.model.format;
-    (uses_default_image && !config.server_formats.iter().any(|f| f == format)).then(|| {
-        format!(
-            "spec.model.format {format:?} is not supported by the serving image {} (supported: {})",
-            config.server_image,
-            config.server_formats.join(", ")
-        )
-    })
 }

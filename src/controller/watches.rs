@@ -1,17 +1,19 @@
-//! Which ModelDeployments a watch event concerns: owners of children, and relists once they are complete.
+//! Which ModelDeployments a watch event concerns: owners of children, those a ModelRuntime may serve, and relists
+//! once they are complete.
 
 use std::collections::HashSet;
 
 use futures::Stream;
 use kube::runtime::controller::{ReconcileReason, ReconcileRequest};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::Resource;
 
 use futures::StreamExt;
 use kube::ResourceExt;
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, ModelRuntime};
+use crate::catalogue;
 use crate::children::pod::CachedPod;
 
 /// The reconcile requests of a reflected stream: `map` says which ModelDeployments an object concerns. The
@@ -84,6 +86,19 @@ pub(super) fn pod_owner(pod: &CachedPod) -> Vec<ReconcileRequest<ModelDeployment
         return Vec::new();
     };
     vec![related(pod, ObjectRef::new(owner).within(namespace))]
+}
+
+/// The ModelDeployments a change of `runtime` may concern (`catalogue::may_affect`), among those the scope holds.
+pub(super) fn affected(
+    model_deployments: &Store<ModelDeployment>,
+    runtime: &ModelRuntime,
+) -> Vec<ReconcileRequest<ModelDeployment>> {
+    model_deployments
+        .state()
+        .iter()
+        .filter(|md| catalogue::may_affect(md, runtime))
+        .map(|md| related(runtime, ObjectRef::from_obj(&**md)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! them is available (or, with `autoPromote: false`, once it is promoted).
 //!
 //! The steps, in order; the first that applies decides:
-//! 1. an invalid spec deploys nothing;
+//! 1. a spec no runtime serves deploys nothing;
 //! 2. a desired revision that is already active needs no rollout;
 //! 3. a candidate aborted at this generation stays aborted (a new generation retries it);
 //! 4. a warm previous revision is promoted at once (rollback);
@@ -51,8 +51,8 @@ pub fn decide(observed: &Observed) -> Summary {
     let mut marks = BTreeMap::new();
     let mut requeue_after = None;
     let mut signature_changes = Vec::new();
-    let candidate = if let Some(message) = &observed.invalid_spec {
-        CandidateState::Invalid(message.clone())
+    let candidate = if let Some(no_runtime) = &observed.no_runtime {
+        CandidateState::NoRuntime(no_runtime.clone())
     } else if active_before.as_deref() == Some(desired.as_str()) {
         CandidateState::Active
     } else {

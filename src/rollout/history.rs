@@ -155,16 +155,20 @@ pub fn record(
             });
         }
     }
-    if let CandidateState::Invalid(message) = &summary.candidate {
-        let was_invalid = before.conditions.iter().any(|c| {
-            c.type_ == types::DEGRADED && c.reason == reasons::INVALID_SPEC && c.message == *message
+    // Once when it starts, and once for each new spec it holds for: a change of the catalogue's list in the
+    // message is no transition.
+    if let CandidateState::NoRuntime(no_runtime) = &summary.candidate {
+        let held = before.conditions.iter().any(|c| {
+            c.type_ == types::DEGRADED
+                && c.reason == reasons::NO_RUNTIME
+                && c.observed_generation == Some(observed.generation)
         });
-        if !was_invalid {
+        if !held {
             events.push(PlannedEvent {
                 warning: true,
                 revision: None,
-                reason: events::INVALID_SPEC,
-                note: message.clone(),
+                reason: events::NO_RUNTIME,
+                note: no_runtime.to_string(),
             });
         }
     }

@@ -28,7 +28,7 @@ use super::{
     hold, Decision, DesiredRevision, InPlaceInput, ModelIdentity, Observed, ObservedPod,
     ObservedRevision, Plan, PlannedEvent,
 };
-use crate::api::{LoadedState, PodPhase, SwitchStatus};
+use crate::api::{LoadedState, PodPhase, RevisionRuntime, SwitchStatus};
 use crate::conditions::events;
 use crate::observed::{
     AbortMark, AbortReason, InPlaceState, LostState, ModelRecord, Persisted, StoredAbort,
@@ -170,7 +170,8 @@ pub fn decide(observed: &Observed, input: &InPlaceInput) -> Decision {
             plan.active.as_deref(),
             &input.desired_model,
             observed.now,
-        );
+        )
+        .filter(|_| observed.no_runtime.is_none());
         return Decision {
             plan,
             in_place_state,
@@ -267,6 +268,7 @@ fn decide_with(
             }
         }
         _ => {
+            // No runtime: the desired pod set is not made, so nothing starts on it.
             let in_place_state = boot_state(
                 Some(state),
                 &observed.desired.revision,
@@ -274,7 +276,8 @@ fn decide_with(
                 pods.active.as_deref(),
                 desired_model,
                 observed.now,
-            );
+            )
+            .filter(|_| observed.no_runtime.is_none());
             Decision {
                 plan: pods,
                 in_place_state,
@@ -515,10 +518,15 @@ fn decide_models(
         .as_ref()
         .and_then(|r| r.limits.as_ref()?.get("memory"))
         .map(|q| q.0.as_str());
+    // Every model revision runs on the pod set: its runtime is theirs.
+    let runtime = pod_set
+        .runtime
+        .clone()
+        .or_else(|| observed.desired.runtime.clone());
     let revisions: Vec<ObservedRevision> = state
         .revisions
         .iter()
-        .map(|record| model_revision_view(record, state, pod_set, memory_limit))
+        .map(|record| model_revision_view(record, state, pod_set, memory_limit, runtime.as_ref()))
         .collect();
     let view = Observed {
         revisions: &revisions,
@@ -532,6 +540,7 @@ fn decide_models(
                 object: desired_model.object.clone(),
                 detected_at: None,
             },
+            runtime: observed.desired.runtime.clone(),
         },
         ..observed.clone()
     };
@@ -539,7 +548,8 @@ fn decide_models(
 
     // The state after this reconcile: marks, the new candidate's record, forgotten revisions, the active one.
     let mut next = state.clone();
-    if next.find(&desired_revision).is_none() {
+    // A model no runtime serves is not recorded: nothing of it is staged.
+    if next.find(&desired_revision).is_none() && observed.no_runtime.is_none() {
         next.revisions.push(ModelRecord::new(
             desired_revision.clone(),
             desired_model.clone(),
@@ -598,6 +608,7 @@ fn model_revision_view(
     state: &InPlaceState,
     pod_set: &ObservedRevision,
     memory_limit: Option<&str>,
+    runtime: Option<&RevisionRuntime>,
 ) -> ObservedRevision {
     let version = record.model.version.as_str();
     let active = record.revision == state.active;
@@ -635,6 +646,7 @@ fn model_revision_view(
         pod_set: false,
         load_failure: (!active).then_some(load_failure).flatten(),
         pods,
+        runtime: runtime.cloned(),
     }
 }
 
@@ -998,6 +1010,7 @@ mod tests {
             pod_set: true,
             load_failure: None,
             pods,
+            runtime: None,
         }
     }
 
@@ -1074,8 +1087,9 @@ mod tests {
             desired: DesiredRevision {
                 revision: "p".into(),
                 model: Default::default(),
+                runtime: None,
             },
-            invalid_spec: None,
+            no_runtime: None,
             revisions: std::slice::from_ref(pods),
             active_service_target: Some("p"),
             preview_service_target: None,
@@ -1666,8 +1680,9 @@ mod tests {
             desired: DesiredRevision {
                 revision: "p".into(),
                 model: Default::default(),
+                runtime: None,
             },
-            invalid_spec: None,
+            no_runtime: None,
             revisions: std::slice::from_ref(&fresh),
             active_service_target: None,
             preview_service_target: None,
@@ -1691,6 +1706,55 @@ mod tests {
             .events
             .iter()
             .all(|e| e.reason != events::STATE_REBUILT));
+    }
+
+    #[test]
+    fn a_first_in_place_spec_no_runtime_serves_writes_no_state() {
+        let spec = spec("1");
+        let observed = Observed {
+            name: "iris",
+            generation: 1,
+            spec: &spec,
+            previous_status: &ModelDeploymentStatus::default(),
+            desired: DesiredRevision {
+                revision: "p".into(),
+                model: Default::default(),
+                runtime: None,
+            },
+            no_runtime: Some(crate::catalogue::NoRuntime {
+                format: "sklearn".into(),
+                declared: None,
+                explicit: None,
+                runtimes: Vec::new(),
+                configured: None,
+            }),
+            revisions: &[],
+            active_service_target: None,
+            preview_service_target: None,
+            requests: Requests::default(),
+            lost: Vec::new(),
+            in_place: None,
+            refresh: refresh::Refresh::default(),
+            endpoint: "http://iris".into(),
+            grpc_endpoint: "iris:8082".into(),
+            now: at(0),
+        };
+        for state in [Persisted::Missing, Persisted::Read(state("0"))] {
+            let input = InPlaceInput {
+                state: &state,
+                desired_model: model("1"),
+            };
+            let decision = decide(&observed, &input);
+            assert_eq!(decision.in_place_state, None);
+            assert_eq!(decision.plan.desired_replicas, None);
+            assert!(decision.calls.is_empty());
+            assert!(decision
+                .plan
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.reason == reasons::NO_RUNTIME));
+        }
     }
 
     #[test]

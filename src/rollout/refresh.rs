@@ -419,6 +419,7 @@ mod tests {
             pod_set: false,
             load_failure: None,
             pods,
+            runtime: None,
         };
         let revisions = [
             revision(

@@ -11,7 +11,7 @@ use super::{CandidateState, Observed, ObservedRevision, Summary};
 /// Replica counts and deletions for a [`Summary`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Replicas<'a> {
-    /// Replicas of the desired revision's Deployment; None deploys nothing (invalid spec).
+    /// Replicas of the desired revision's Deployment; None deploys nothing (no runtime).
     pub desired: Option<i32>,
     /// New replica counts of other existing revisions.
     pub scale: BTreeMap<String, i32>,
@@ -32,14 +32,14 @@ pub fn plan<'a>(observed: &'a Observed, summary: &Summary) -> Replicas<'a> {
     let desired = observed.desired.revision.as_str();
     let active = summary.active.as_deref();
     let candidate = summary.candidate_revision(observed);
-    let invalid = matches!(summary.candidate, CandidateState::Invalid(_));
+    let unserved = matches!(summary.candidate, CandidateState::NoRuntime(_));
     let previous_replicas = spec.rollout.previous_replicas.unwrap_or(spec.replicas);
 
     let mut others: Vec<&ObservedRevision> = observed
         .revisions
         .iter()
         .filter(|r| Some(r.revision.as_str()) != active && Some(r.revision.as_str()) != candidate)
-        .filter(|r| r.revision != desired || invalid)
+        .filter(|r| r.revision != desired || unserved)
         .collect();
     // Newest first: by last promotion, then by where the previous status had it (promotion times are whole
     // seconds, so two promotions within one second tie), then by creation.
@@ -87,7 +87,7 @@ pub fn plan<'a>(observed: &'a Observed, summary: &Summary) -> Replicas<'a> {
         })
         .collect();
     let desired_replicas = match summary.candidate {
-        CandidateState::Invalid(_) => None,
+        CandidateState::NoRuntime(_) => None,
         CandidateState::Aborted(_) => Some(0),
         _ => Some(spec.replicas),
     };

@@ -143,6 +143,13 @@ fn revision_status(
         model_info: observed_rev
             .and_then(|r| r.reported(|p| p.model.as_deref()?.model_info.as_ref()))
             .cloned(),
+        // As its Deployment records it; the desired revision's as chosen now when it records none (made before
+        // runtimes were recorded, or not made yet).
+        runtime: observed_rev.and_then(|r| r.runtime.clone()).or_else(|| {
+            (revision == observed.desired.revision)
+                .then(|| observed.desired.runtime.clone())
+                .flatten()
+        }),
     }
 }
 
@@ -349,7 +356,9 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
             reasons::SIGNATURE_CHANGED,
             changes_message(version, &summary.signature_changes),
         ),
-        CandidateState::Invalid(message) => (false, reasons::INVALID_SPEC, message.clone()),
+        CandidateState::NoRuntime(no_runtime) => {
+            (false, reasons::NO_RUNTIME, no_runtime.to_string())
+        }
         CandidateState::Active | CandidateState::Promote { .. } => (
             false,
             reasons::ROLLOUT_COMPLETE,
@@ -361,7 +370,9 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
         CandidateState::Aborted(abort) => {
             (true, abort.reason.as_str(), progressing_message.clone())
         }
-        CandidateState::Invalid(message) => (true, reasons::INVALID_SPEC, message.clone()),
+        CandidateState::NoRuntime(no_runtime) => {
+            (true, reasons::NO_RUNTIME, no_runtime.to_string())
+        }
         CandidateState::SignatureChanged => (
             true,
             reasons::SIGNATURE_CHANGED,
@@ -388,7 +399,9 @@ pub fn build(observed: &Observed, summary: &Summary, replicas: &Replicas) -> Bui
     };
     let stalled = matches!(
         summary.candidate,
-        CandidateState::Aborted(_) | CandidateState::Invalid(_) | CandidateState::SignatureChanged
+        CandidateState::Aborted(_)
+            | CandidateState::NoRuntime(_)
+            | CandidateState::SignatureChanged
     );
     let conditions = settle(
         &observed.previous_status.conditions,

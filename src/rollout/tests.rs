@@ -31,9 +31,11 @@ fn spec(replicas: i32) -> ModelDeploymentSpec {
             storage: None,
             validation: None,
             refresh: None,
+            framework_version: None,
         },
         replicas,
         server: ServerTemplate::default(),
+        runtime: None,
         // The table tests below are about the hard deadline; the progress deadline has tests of its own.
         rollout: RolloutPolicy {
             load_timeout_seconds: 600,
@@ -71,6 +73,7 @@ fn revision(name: &str, created: i64, replicas: i32) -> ObservedRevision {
         pod_set: false,
         load_failure: None,
         pods: Vec::new(),
+        runtime: None,
     }
 }
 
@@ -95,7 +98,9 @@ struct Scenario {
     active: Option<&'static str>,
     promote: Option<&'static str>,
     abort: Option<&'static str>,
-    invalid: Option<String>,
+    /// Why no runtime serves the spec; None: the desired revision runs on `runtime`.
+    no_runtime: Option<NoRuntime>,
+    runtime: Option<RevisionRuntime>,
     refresh: refresh::Refresh,
     /// The revision the preview Service selects.
     preview: Option<&'static str>,
@@ -114,7 +119,8 @@ impl Scenario {
             active: None,
             promote: None,
             abort: None,
-            invalid: None,
+            no_runtime: None,
+            runtime: None,
             refresh: refresh::Refresh::default(),
             preview: None,
             lost: Vec::new(),
@@ -264,6 +270,23 @@ fn each_load_failure_reason_aborts_with_its_condition_reason_and_reads_as_before
         ),
         (
             FailureReason::Server(Reason::CorruptModel),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        // The Python runtimes' refusals are load failures like the others, with the server's reason in the message.
+        (
+            FailureReason::Server(Reason::IncompatibleRuntime),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        (
+            FailureReason::Server(Reason::UnsafeModel),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        (
+            FailureReason::Server(Reason::UnsafeArchive),
+            reasons::MODEL_LOAD_FAILED,
+        ),
+        (
+            FailureReason::Server(Reason::WorkerFailed),
             reasons::MODEL_LOAD_FAILED,
         ),
         (FailureReason::ServerExited, reasons::MODEL_LOAD_FAILED),
@@ -822,26 +845,109 @@ fn pruning_keeps_warm_previous_and_deletes_beyond_the_history_limit() {
     );
 }
 
+fn no_runtime(runtimes: &[&str]) -> NoRuntime {
+    NoRuntime {
+        format: "sklearn".into(),
+        declared: Some("1.5.2".into()),
+        explicit: None,
+        runtimes: runtimes.iter().map(|r| (*r).to_owned()).collect(),
+        configured: None,
+    }
+}
+
 #[test]
-fn an_invalid_spec_deploys_nothing_and_traffic_stays() {
+fn a_spec_no_runtime_serves_deploys_nothing_and_traffic_stays() {
     let mut scenario = Scenario::new("b")
         .with(promoted(ready(revision("a", 0, 2)), 10))
         .active("a");
-    scenario.invalid = Some(
-        "spec.model.format \"pmml\" is not supported by ferry-server (supported: onnx)".into(),
-    );
+    scenario.no_runtime = Some(no_runtime(&["ferry-onnx (onnx)"]));
     let plan = scenario.decide();
     assert_eq!(plan.desired_replicas, None);
+    assert!(plan.scale.is_empty(), "{:?}", plan.scale);
+    assert!(plan.marks.is_empty() && plan.delete.is_empty());
     assert_eq!(plan.active.as_deref(), Some("a"));
+    assert_eq!(plan.preview, None);
+    assert_eq!(plan.status.candidate, None);
+    let degraded = condition(&plan, types::DEGRADED);
+    assert_eq!(degraded.reason, reasons::NO_RUNTIME);
     assert_eq!(
-        condition(&plan, types::DEGRADED).reason,
-        reasons::INVALID_SPEC
+        degraded.message,
+        "no ModelRuntime serves format sklearn (declared scikit-learn 1.5.2); runtimes: ferry-onnx (onnx)"
     );
-    assert_eq!(event_reasons(&plan), [events::INVALID_SPEC]);
+    assert_eq!(condition(&plan, types::STALLED).status, "True");
+    assert_eq!(
+        condition(&plan, types::READY).status,
+        "True",
+        "a still serves"
+    );
+    assert_eq!(event_reasons(&plan), [events::NO_RUNTIME]);
+    assert_eq!(plan.events[0].note, degraded.message);
+
     scenario.status = plan.status;
     assert!(
         scenario.decide().events.is_empty(),
-        "the same invalid spec is reported once"
+        "the same spec without a runtime is reported once"
+    );
+    scenario.no_runtime = Some(no_runtime(&["ferry-onnx (onnx)", "other (xgboost)"]));
+    let changed_catalogue = scenario.decide();
+    assert!(
+        changed_catalogue.events.is_empty(),
+        "a new runtime that does not serve it is no transition"
+    );
+    assert!(condition(&changed_catalogue, types::DEGRADED)
+        .message
+        .ends_with("other (xgboost)"));
+    scenario.generation = 2;
+    assert_eq!(
+        event_reasons(&scenario.decide()),
+        [events::NO_RUNTIME],
+        "a new spec that no runtime serves either"
+    );
+}
+
+#[test]
+fn a_first_spec_no_runtime_serves_creates_nothing() {
+    let mut scenario = Scenario::new("a");
+    scenario.no_runtime = Some(no_runtime(&[]));
+    let plan = scenario.decide();
+    assert_eq!(plan.desired_replicas, None);
+    assert_eq!(plan.active, None);
+    assert!(plan.marks.is_empty());
+    assert_eq!(plan.status.phase, Some(Phase::Degraded));
+    assert_eq!(
+        condition(&plan, types::PROGRESSING).reason,
+        reasons::NO_RUNTIME
+    );
+}
+
+#[test]
+fn the_status_names_the_runtime_of_each_revision() {
+    let python = RevisionRuntime {
+        name: Some("ferry-python".into()),
+        image: "ferry-server-python:0.2.0".into(),
+    };
+    let mut recorded = promoted(ready(revision("a", 0, 2)), 10);
+    recorded.runtime = Some(RevisionRuntime {
+        name: Some("ferry-onnx".into()),
+        image: "ferry-server:0.1.0".into(),
+    });
+    let mut scenario = Scenario::new("b")
+        .with(recorded.clone())
+        .with(revision("b", 90, 2))
+        .active("a");
+    scenario.runtime = Some(python.clone());
+    let status = scenario.decide().status;
+    assert_eq!(status.active.unwrap().runtime, recorded.runtime);
+    assert_eq!(status.candidate.unwrap().runtime, Some(python.clone()));
+
+    // A Deployment made before runtimes were recorded: the desired revision's is the one chosen now.
+    let mut settled = Scenario::new("a")
+        .with(promoted(ready(revision("a", 0, 2)), 10))
+        .active("a");
+    settled.runtime = Some(python.clone());
+    assert_eq!(
+        settled.decide().status.active.unwrap().runtime,
+        Some(python)
     );
 }
 
@@ -938,8 +1044,9 @@ impl Scenario {
                     .iter()
                     .find(|r| r.revision == self.desired)
                     .map_or_else(|| model(self.desired), |r| r.model.clone()),
+                runtime: self.runtime.clone(),
             },
-            invalid_spec: self.invalid.clone(),
+            no_runtime: self.no_runtime.clone(),
             refresh: self.refresh.clone(),
             revisions: &self.revisions,
             active_service_target: self.active,
@@ -1017,11 +1124,14 @@ fn replicas_keep_the_active_revision_and_a_running_candidate_full_and_the_newest
         "beyond the history limit and not warm"
     );
 
-    let invalid = replicas::plan(
+    let unserved = replicas::plan(
         &observed,
-        &summary(Some("c"), CandidateState::Invalid("x".into())),
+        &summary(Some("c"), CandidateState::NoRuntime(no_runtime(&[]))),
     );
-    assert_eq!(invalid.desired, None, "an invalid spec deploys nothing");
+    assert_eq!(
+        unserved.desired, None,
+        "a spec no runtime serves deploys nothing"
+    );
 }
 
 #[test]

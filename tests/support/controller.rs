@@ -19,7 +19,7 @@ use kube::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{admin_key_file, control_plane};
+use super::{admin_key_file, control_plane, test_runtime_selector};
 
 /// How an in-process controller runs; [`InProcess::watching`] starts one.
 pub struct Spawn {
@@ -28,6 +28,7 @@ pub struct Spawn {
     concurrency: u16,
     config: OperatorConfig,
     metrics: Arc<Metrics>,
+    runtime_selector: Option<String>,
 }
 
 impl Spawn {
@@ -56,6 +57,12 @@ impl Spawn {
         self
     }
 
+    /// The ModelRuntimes it chooses from (default: those of its test, [`test_runtime_selector`]); None: all.
+    pub fn runtime_selector(mut self, selector: Option<String>) -> Self {
+        self.runtime_selector = selector;
+        self
+    }
+
     pub async fn start(self) -> InProcess {
         let client = match self.client {
             Some(client) => client,
@@ -65,6 +72,7 @@ impl Spawn {
         let options = RunOptions {
             namespaces: self.namespaces,
             concurrency: self.concurrency,
+            runtime_selector: self.runtime_selector,
         };
         let shutdown = async move {
             let _ = stopped.await;
@@ -100,6 +108,7 @@ impl InProcess {
             concurrency: 4,
             config: OperatorConfig::default(),
             metrics: Arc::new(Metrics::default()),
+            runtime_selector: Some(test_runtime_selector(namespaces)),
         }
     }
 
@@ -221,13 +230,19 @@ pub struct FerryRun {
 }
 
 impl FerryRun {
-    /// A `ferry run` watching `namespaces` (all if none), with the control plane's administrator and the test
-    /// admin key, to be configured and started.
+    /// A `ferry run` watching `namespaces` (all if none), with the control plane's administrator, the test
+    /// admin key and its test's ModelRuntimes ([`test_runtime_selector`]), to be configured and started.
     pub fn watching(namespaces: &[&str]) -> FerryRunOptions {
-        let mut env = BTreeMap::from([(
-            "FERRY_ADMIN_KEY_FILE".to_owned(),
-            admin_key_file().to_str().expect("UTF-8 path").to_owned(),
-        )]);
+        let mut env = BTreeMap::from([
+            (
+                "FERRY_ADMIN_KEY_FILE".to_owned(),
+                admin_key_file().to_str().expect("UTF-8 path").to_owned(),
+            ),
+            (
+                "FERRY_RUNTIME_SELECTOR".to_owned(),
+                test_runtime_selector(namespaces),
+            ),
+        ]);
         if !namespaces.is_empty() {
             env.insert("FERRY_WATCH_NAMESPACES".into(), namespaces.join(","));
         }

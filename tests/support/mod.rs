@@ -7,6 +7,10 @@
 //!
 //! Beside it: `kubelet` (the tests play the kubelet, as the plane has none), `controller` (the controller in
 //! this process or as a `ferry run` process) and `wait` (`eventually`, `revision_of`).
+//!
+//! ModelRuntimes are cluster-scoped, and the plane is shared: a controller of the harness chooses only among the
+//! ModelRuntimes labelled [`TEST_CATALOGUE`]`=<its first namespace>` (unless told otherwise), so that one test's
+//! catalogue, or the built-in runtimes of a chart another test installs, change nothing for the others.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod controller;
@@ -28,6 +32,17 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub const INSTALL_HINT: &str = "bash e2e/control-plane.sh install";
+
+/// The label of the ModelRuntimes a test's controller sees; its value is the controller's first namespace.
+pub const TEST_CATALOGUE: &str = "ferry.dev/test-catalogue";
+
+/// The runtime selector of a controller watching `namespaces` (none: all of them).
+pub fn test_runtime_selector(namespaces: &[&str]) -> String {
+    format!(
+        "{TEST_CATALOGUE}={}",
+        namespaces.first().copied().unwrap_or("all-namespaces")
+    )
+}
 
 /// A key file for `ferry run --admin-key-file`, made once per test binary.
 pub fn admin_key_file() -> &'static Path {
@@ -305,6 +320,47 @@ pub fn expect_success(output: Output, what: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A ModelRuntime of one test's catalogue (labelled [`TEST_CATALOGUE`]`=<namespace>`, named after the namespace:
+/// ModelRuntimes are cluster-scoped), deleted (without waiting) when the test ends, pass or fail.
+pub struct TestRuntime {
+    pub name: String,
+}
+
+impl TestRuntime {
+    /// Creates `<namespace>-<suffix>` with `spec`.
+    pub async fn create(
+        client: &Client,
+        namespace: &str,
+        suffix: &str,
+        spec: serde_json::Value,
+    ) -> TestRuntime {
+        let name = format!("{namespace}-{suffix}");
+        let runtime: ferry::api::ModelRuntime = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "ModelRuntime",
+            "metadata": {"name": name, "labels": {TEST_CATALOGUE: namespace}},
+            "spec": spec,
+        }))
+        .expect("a valid ModelRuntime");
+        kube::Api::<ferry::api::ModelRuntime>::all(client.clone())
+            .create(&kube::api::PostParams::default(), &runtime)
+            .await
+            .unwrap_or_else(|e| panic!("create ModelRuntime {name}: {e}"));
+        TestRuntime { name }
+    }
+}
+
+impl Drop for TestRuntime {
+    fn drop(&mut self) {
+        control_plane().kubectl(&[
+            "delete",
+            "modelruntime",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
 }
 
 /// A namespace of one test, deleted (without waiting) when the test ends, pass or fail.

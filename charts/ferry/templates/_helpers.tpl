@@ -44,6 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.serverImage.repository (default .Chart.AppVersion .Values.serverImage.tag) -}}
 {{- end -}}
 
+{{- define "ferry.pythonServerImage" -}}
+{{- printf "%s:%s" .Values.pythonServerImage.repository (default .Chart.AppVersion .Values.pythonServerImage.tag) -}}
+{{- end -}}
+
 {{- define "ferry.leaseName" -}}
 {{- default (include "ferry.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
