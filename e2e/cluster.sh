@@ -120,7 +120,9 @@ cmd_up() {
   helm install ferry "$ROOT/charts/ferry" --namespace "$CHART_NAMESPACE" --create-namespace \
     --set image.repository=ferry.local/ferry --set image.tag="$TAG" --set image.pullPolicy=Never \
     --set serverImage.repository=ferry.local/ferry-server --set serverImage.tag="$TAG" \
-    --set serverImage.pullPolicy=Never --wait --timeout 180s >/dev/null ||
+    --set serverImage.pullPolicy=Never \
+    --set pythonServerImage.repository=ferry.local/ferry-server-python --set pythonServerImage.tag="$TAG" \
+    --set pythonServerImage.pullPolicy=Never --wait --timeout 180s >/dev/null ||
     die "helm install failed; kubectl -n $CHART_NAMESPACE get pods: $(kubectl -n "$CHART_NAMESPACE" get pods 2>&1)"
   kubectl -n ferry-storage rollout status deployment/s3 --timeout=120s >/dev/null
   phase install-chart-and-store "$t"

@@ -10,6 +10,8 @@ mod support;
 // Scenarios kept in files of their own, with this file's helpers (`use super::*`).
 #[path = "node/lost_state.rs"]
 mod lost_state;
+#[path = "node/python.rs"]
+mod python;
 #[path = "node/upgrade.rs"]
 mod upgrade;
 

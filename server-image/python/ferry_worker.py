@@ -267,7 +267,17 @@ def encode_outputs(outputs, model):
     return specs, buffers
 
 
+# How much lower than ferry-server's front the workers run. In a pod's CPU cgroup niceness only weighs the pod's
+# own processes against each other: a version loading beside the serving one (imports take seconds of CPU) never
+# starves the front that answers probes and requests, while the workers still get whatever the front leaves.
+NICENESS = 5
+
+
 def main():
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Anything the model or a framework prints goes to stderr, never into the protocol.
     sys.stdout = sys.stderr
