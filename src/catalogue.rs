@@ -22,10 +22,9 @@
 //! Pure: it reads the API types and the operator's configuration, so every rule is unit-tested without a cluster.
 //! No match deploys nothing; the rollout decision turns a [`NoRuntime`] into the NoRuntime condition and event.
 
-pub mod versions;
-
 use std::fmt;
 
+use ferry_contract::pep440::{Specifiers, Version};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::api::{
@@ -34,7 +33,6 @@ use crate::api::{
 };
 use crate::conditions::{reasons, types};
 use crate::config::OperatorConfig;
-use versions::{Range, Version};
 
 /// What the serving container gets from its runtime.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,10 +196,11 @@ fn fit<'a>(runtime: &'a ModelRuntime, format: &str, declared: Option<&str>) -> F
     let (Some(declared), Some(framework)) = (declared, &entry.framework) else {
         return Fit::Serves;
     };
-    // Admission checks both grammars; one that still does not parse contains nothing.
-    let contained = Range::parse(&framework.versions)
-        .zip(Version::parse(declared))
-        .is_some_and(|(range, version)| range.contains(&version));
+    // Admission checks both grammars (normal forms only); one that still does not parse contains nothing.
+    let contained = Specifiers::parse(&framework.versions)
+        .ok()
+        .zip(Version::parse(declared).ok())
+        .is_some_and(|(range, version)| range.contains(&version, declared));
     if contained {
         Fit::Serves
     } else {

@@ -5,8 +5,13 @@
 //! back when a Pod fails. The admin API's JSON (`/status`, the repository index, the load, switch and unload
 //! requests and answers, the desired-model file) is typed here too, so a change on one side that the other does not follow fails to compile.
 //! `server-image/README.md` documents the same table; keep the two in step.
+//!
+//! [`pep440`] is how both sides read Python versions and ranges: the operator to match a ModelDeployment's
+//! framework version with a ModelRuntime's range, ferry-server to match a model's recorded versions with its own.
 
 #![forbid(unsafe_code)]
+
+pub mod pep440;
 
 use std::collections::BTreeMap;
 

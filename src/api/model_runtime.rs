@@ -139,7 +139,8 @@ pub struct Framework {
     pub versions: String,
 }
 
-/// The grammar of `Framework::versions`, which `catalogue::versions` parses.
+/// The grammar of `Framework::versions`: PEP 440 ranges in their normal form, each of which
+/// `ferry_contract::pep440::Specifiers` reads (tested below).
 pub const VERSION_RANGE_PATTERN: &str = concat!(
     r"^\s*(((==|!=)\s*[0-9]+(\.[0-9]+)*(\.\*|((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?))",
     r"|(~=\s*[0-9]+(\.[0-9]+)+((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?)",
@@ -150,7 +151,7 @@ pub const VERSION_RANGE_PATTERN: &str = concat!(
 );
 
 /// The grammar of `spec.model.frameworkVersion`: a PEP 440 version in its normal form, with an optional local
-/// label (`1.9.1`, `2.1.0rc1`, `1.5.2.post1`, `2.0.3+cpu`).
+/// label (`1.9.1`, `2.1.0rc1`, `1.5.2.post1`, `2.0.3+cpu`), each of which `ferry_contract::pep440::Version` reads.
 pub const VERSION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$";
 
 /// The CustomResourceDefinition, with a printer column per format after the image: a column shows only the first
@@ -213,6 +214,10 @@ impl RuntimeFormat {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
+    use ferry_contract::pep440::{Specifiers, Version};
+    use regex::Regex;
     use serde_json::{json, Value};
 
     use super::*;
@@ -324,6 +329,157 @@ mod tests {
         .expect("an unknown format name reads");
         assert_eq!(runtime.spec.formats[0].name, "pytorch");
         assert_eq!(runtime.spec.priority, 0);
+    }
+
+    /// How admission and `ferry_contract::pep440` stand to one text.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Reading {
+        /// Admitted, and it parses.
+        Admitted,
+        /// Neither.
+        Refused,
+        /// PEP 440 reads it, admission does not: a spelling it asks in the normal form, or a part of PEP 440 that
+        /// no runtime range needs.
+        OnlyPep440,
+    }
+
+    fn reading(pattern: &Regex, text: &str, parses: bool) -> Reading {
+        match (pattern.is_match(text), parses) {
+            (true, true) => Reading::Admitted,
+            (false, false) => Reading::Refused,
+            (false, true) => Reading::OnlyPep440,
+            (true, false) => panic!("{text:?} is admitted and does not parse"),
+        }
+    }
+
+    fn range_reading(text: &str) -> Reading {
+        static PATTERN: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(VERSION_RANGE_PATTERN).expect("the pattern compiles"));
+        reading(&PATTERN, text, Specifiers::parse(text).is_ok())
+    }
+
+    fn version_reading(text: &str) -> Reading {
+        static PATTERN: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(VERSION_PATTERN).expect("the pattern compiles"));
+        reading(&PATTERN, text, Version::parse(text).is_ok())
+    }
+
+    #[test]
+    fn every_range_admission_takes_parses_and_what_it_refuses_does_not_or_is_no_normal_form() {
+        use Reading::*;
+        for (range, expected) in [
+            (">=1.9,<1.10", Admitted),
+            (">=1.0,<=3.2", Admitted),
+            ("<=4.7", Admitted),
+            ("~=1.9.2", Admitted),
+            ("==1.9.*", Admitted),
+            ("!=1.9.1, >1.0", Admitted),
+            (">=2.0.0rc1,<3", Admitted),
+            ("<=4.7.post1", Admitted),
+            (" >= 1.9 , < 2 ", Admitted),
+            ("~=1.9rc1", Admitted),
+            (">1.0a1.post2.dev3", Admitted),
+            ("1.9", Refused),
+            (">=", Refused),
+            ("=>1.9", Refused),
+            (">=1.*", Refused),
+            ("~=1", Refused),
+            ("~=1.9.*", Refused),
+            ("==1.9rc1.*", Refused),
+            (">= 1.9 <1.10", Refused),
+            (">=1.9,,<2", Refused),
+            (",>=1.9", Refused),
+            ("<1.0+cpu", Refused),
+            ("==one", Refused),
+            // Spellings: admission asks the normal form.
+            (">=v1.9", OnlyPep440),
+            (">=1.9-rc1", OnlyPep440),
+            (">=1.9RC1", OnlyPep440),
+            (">=1.9-1", OnlyPep440),
+            (">=1.9,", OnlyPep440),
+            // Parts of PEP 440 no runtime range needs; an empty set is a requirement without a specifier (any
+            // version), and admission asks a range of at least one clause.
+            ("", OnlyPep440),
+            ("  ", OnlyPep440),
+            ("==1.9+cpu", OnlyPep440),
+            (">=1!1.9", OnlyPep440),
+            ("===1.9", OnlyPep440),
+        ] {
+            assert_eq!(range_reading(range), expected, "{range:?}");
+        }
+    }
+
+    #[test]
+    fn ranges_built_of_normal_forms_are_admitted_exactly_when_they_parse() {
+        let operators = ["==", "!=", "<=", ">=", "<", ">", "~="];
+        let versions = [
+            "1",
+            "1.9",
+            "1.9.2",
+            "1.9rc1",
+            "2.0b1",
+            "1a2",
+            "1.9.post1",
+            "1.9.dev0",
+            "1.9rc1.post2.dev3",
+            "1.*",
+            "1.9.*",
+            "1.9rc1.*",
+            "1.9.post1.*",
+        ];
+        let clauses: Vec<String> = operators
+            .iter()
+            .flat_map(|op| {
+                versions
+                    .iter()
+                    .flat_map(move |v| [format!("{op}{v}"), format!("{op} {v}")])
+            })
+            .collect();
+        let mut admitted = 0;
+        for first in &clauses {
+            for range in std::iter::once(first.clone())
+                .chain(clauses.iter().map(|second| format!("{first},{second}")))
+            {
+                let reading = range_reading(&range);
+                assert_ne!(reading, Reading::OnlyPep440, "{range:?}");
+                admitted += usize::from(reading == Reading::Admitted);
+            }
+        }
+        // Most combinations are ranges; the sweep is no sweep of refusals only.
+        assert!(admitted > clauses.len() * clauses.len() / 2, "{admitted}");
+    }
+
+    #[test]
+    fn every_framework_version_admission_takes_parses() {
+        use Reading::*;
+        for release in ["0", "1", "1.9", "1.9.1", "2024.10.0.1"] {
+            for pre in ["", "a1", "b2", "rc10"] {
+                for post in ["", ".post0", ".post3"] {
+                    for dev in ["", ".dev0", ".dev7"] {
+                        for local in ["", "+cpu", "+cu121.torch2", "+1"] {
+                            let version = format!("{release}{pre}{post}{dev}{local}");
+                            assert_eq!(version_reading(&version), Admitted, "{version:?}");
+                        }
+                    }
+                }
+            }
+        }
+        for (version, expected) in [
+            ("", Refused),
+            ("1.", Refused),
+            (".1", Refused),
+            ("1..2", Refused),
+            ("one", Refused),
+            ("1.9-latest", Refused),
+            ("1.2+", Refused),
+            ("v1.2", OnlyPep440),
+            ("1.2-rc1", OnlyPep440),
+            ("1.2 ", OnlyPep440),
+            ("1.2+CPU", OnlyPep440),
+            ("1!1.2", OnlyPep440),
+        ] {
+            assert_eq!(version_reading(version), expected, "{version:?}");
+        }
     }
 
     #[test]
