@@ -58,6 +58,22 @@ struct PyLoop {
 }
 
 impl PyLoop {
+    /// Waits for the Service to answer once (kube-proxy follows the endpoints a moment after the pods are ready),
+    /// then starts the loop: from here on every failure counts.
+    async fn start_once_answered(url: String, models: Vec<PyModel>) -> PyLoop {
+        let http = http_client();
+        let body = request_body(&models[0]);
+        let started = Instant::now();
+        while let Err(e) = py_infer(&http, &url, &body, &models[0].output).await {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no answer through the Service: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        PyLoop::start(url, models)
+    }
+
     fn start(url: String, models: Vec<PyModel>) -> PyLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -66,12 +82,7 @@ impl PyLoop {
         let task = tokio::spawn(async move {
             let http = http_client();
             let first = &models[0];
-            let body = json!({"inputs": [{
-                "name": "input",
-                "shape": [first.rows.len(), first.rows[0].len()],
-                "datatype": first.datatype,
-                "data": first.rows.iter().flatten().collect::<Vec<_>>(),
-            }]});
+            let body = request_body(first);
             let mut count = 0;
             while !s.load(Ordering::SeqCst) {
                 count += 1;
@@ -140,6 +151,16 @@ impl PyLoop {
         eprintln!("{count} requests, 0 failed, answered by {models:?}");
         count
     }
+}
+
+/// Every row of `model` in one request.
+fn request_body(model: &PyModel) -> Value {
+    json!({"inputs": [{
+        "name": "input",
+        "shape": [model.rows.len(), model.rows[0].len()],
+        "datatype": model.datatype,
+        "data": model.rows.iter().flatten().collect::<Vec<_>>(),
+    }]})
 }
 
 async fn py_infer(
@@ -257,7 +278,7 @@ async fn a_retrained_pickle_rolls_out_and_an_incompatible_or_unsafe_one_is_abort
         md["status"]
     );
     let url = ns.service_url("hourly");
-    let requests = PyLoop::start(url, vec![first.clone(), retrained.clone()]);
+    let requests = PyLoop::start_once_answered(url, vec![first.clone(), retrained.clone()]).await;
     requests.wait_for(first.name, Duration::from_secs(60)).await;
 
     // Retrained: the new object rolls out pinned, and the Service answers with it.
@@ -343,7 +364,9 @@ async fn in_place_an_xgboost_bump_switches_every_pod_without_a_failed_request() 
         Duration::from_secs(240),
         |md| every_pod_serves(md, "1", 2),
     );
-    let requests = PyLoop::start(ns.service_url("boost"), vec![first.clone(), second.clone()]);
+    let requests =
+        PyLoop::start_once_answered(ns.service_url("boost"), vec![first.clone(), second.clone()])
+            .await;
     requests.wait_for(first.name, Duration::from_secs(60)).await;
 
     ns.apply_python("boost", &keys[1], "xgboost", "2", pin(1), rollout);
