@@ -671,11 +671,12 @@ pub struct TensorSignature {
     pub shape: Vec<i64>,
 }
 
-/// What an ONNX model file says of itself.
+/// What a model file says of itself: the ONNX header, or for the Python formats the framework and the version the
+/// file records (producer) with the version the runtime has (metadata runtime_version).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelInfo {
-    /// The tool that wrote the file and its version, e.g. "skl2onnx 1.19.1".
+    /// The tool that wrote the file and its version, e.g. "skl2onnx 1.19.1" or "scikit-learn 1.9.1".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<String>,
     /// The ONNX IR version.
