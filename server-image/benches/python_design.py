@@ -54,30 +54,32 @@ def load_joblib(path, n_features):
     return joblib.load(path), np.zeros((1, n_features))
 
 
-_barrier = None
+_barrier = _model = _row = None
 
 
-def _keep_barrier(barrier):
-    global _barrier
+def _prepare(barrier, load, args):
+    global _barrier, _model, _row
     _barrier = barrier
+    _model, _row = load(*args)
 
 
-def one_process(job):
-    load, args, seconds = job
-    model, row = load(*args)
-    for _ in range(3):  # first-call costs before the clock starts
-        model.predict(row)
+def _timed(seconds):
     _barrier.wait()
-    return loop(model, row, seconds)
+    return loop(_model, _row, seconds)
 
 
-def processes(load, args, n, seconds):
+def processes(load, args, n, seconds, next_round=None):
     """Calls per second of n fresh processes, each making `(model, row) = load(*args)` (a module-level function, so
-    it reaches a spawned process) and then calling `model.predict(row)` in a loop for `seconds`, all together."""
+    it reaches a spawned process) and then calling `model.predict(row)` in a loop for `seconds`, all together: a
+    list with one figure per round. `next_round(previous figure or None)` is called before each round, once every
+    process is loaded and warm, and says whether to run one (the processes wait idle meanwhile); without it, one."""
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(n)
-    with context.Pool(n, initializer=_keep_barrier, initargs=(barrier,)) as pool:
-        return sum(pool.map(one_process, [(load, args, seconds)] * n, chunksize=1)) / seconds
+    with context.Pool(n, initializer=_prepare, initargs=(context.Barrier(n), load, args)) as pool:
+        pool.map(_timed, [0.2] * n, chunksize=1)  # first-call costs, before any figure
+        figures = []
+        while next_round(figures[-1] if figures else None) if next_round else not figures:
+            figures.append(sum(pool.map(_timed, [seconds] * n, chunksize=1)) / seconds)
+        return figures
 
 
 def main():
@@ -89,7 +91,7 @@ def main():
         row = np.zeros((1, features))
         one = threads(model, row, 1, seconds)
         many_threads = threads(model, row, CORES, seconds)
-        many_processes = processes(load_joblib, (path, features), CORES, seconds)
+        many_processes = processes(load_joblib, (path, features), CORES, seconds)[0]
         print(
             f"{name}: 1 thread {one:,.0f}; {CORES} threads {many_threads:,.0f} ({many_threads / one:.2f}x); "
             f"{CORES} processes {many_processes:,.0f} ({many_processes / one:.2f}x)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """The floor of benches/python.sh: a framework's own predict on one row in a loop, one process per core, with no
-server in between (python_design.processes). Prints {"calls_per_s": ...} as JSON.
+server in between (python_design.processes).
 
     python python_floor.py FORMAT MODEL REQUEST SECONDS PROCESSES
+
+Prints {"ready": true} once every process has loaded the model and called it, then runs a round of SECONDS for
+each line read from stdin and prints {"calls_per_s": ...} after it, until stdin ends (`echo | python ...` for one
+round). Between rounds the processes wait idle, so the benchmark can alternate the floor with the servers.
 
 FORMAT is sklearn, xgboost (run with $FERRY_CACHE_DIR/venv-python, the runtime's own frameworks) or onnx (run with
 $FERRY_CACHE_DIR/venv, which has the onnxruntime wheel whose library ferry-server loads). The row is the first input
@@ -71,11 +75,16 @@ def load(format_, path, request):
     return FORMATS[format_](path), row
 
 
+def next_round(previous):
+    print(json.dumps({"ready": True} if previous is None else {"calls_per_s": previous}), flush=True)
+    return bool(sys.stdin.readline())
+
+
 def main():
     format_, path, request, seconds, n = sys.argv[1:6]
     with open(request) as f:
         body = f.read()
-    print(json.dumps({"calls_per_s": processes(load, (format_, path, body), int(n), float(seconds))}))
+    processes(load, (format_, path, body), int(n), float(seconds), next_round)
 
 
 if __name__ == "__main__":

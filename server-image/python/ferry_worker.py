@@ -30,6 +30,9 @@ PACKAGES = {
     "joblib": ("joblib",),
 }
 
+# Replies with at most this many bytes of tensors are written in one piece.
+SMALL_FRAME_BYTES = 64 << 10
+
 DATATYPES = {
     "BOOL": "bool",
     "INT32": "<i4",
@@ -65,10 +68,14 @@ def write_frame(stream, header, buffers=()):
     buffers = [memoryview(b).cast("B") for b in buffers]
     header["buffers"] = [b.nbytes for b in buffers]
     data = json.dumps(header, separators=(",", ":")).encode()
-    stream.write(struct.pack("<I", len(data)))
-    stream.write(data)
-    for b in buffers:
-        stream.write(b)
+    # A small reply leaves in one write (the stream is unbuffered): each write is a system call and a wake-up of
+    # ferry-server.
+    if sum(b.nbytes for b in buffers) <= SMALL_FRAME_BYTES:
+        stream.write(b"".join([struct.pack("<I", len(data)), data, *buffers]))
+    else:
+        stream.write(struct.pack("<I", len(data)) + data)
+        for b in buffers:
+            stream.write(b)
     stream.flush()
 
 

@@ -7,7 +7,7 @@
 //! can only ever serve the version its pool was made for. Workers that outgrow the memory limit are replaced
 //! between requests.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -23,6 +23,8 @@ use crate::metrics::ReplacedLabels;
 
 /// A header larger than this is a broken worker, not a model's answer.
 const MAX_HEADER_BYTES: u32 = 64 << 20;
+/// Frames up to this size are written to a worker in one system call.
+const FRAME_BUFFER_BYTES: usize = 64 << 10;
 /// How often a worker's memory is read: every this many requests.
 const RSS_CHECK_EVERY: u64 = 32;
 /// Longest wait between attempts to replace a worker that keeps failing to load.
@@ -87,7 +89,8 @@ impl Ended {
 /// One worker process.
 pub struct Worker {
     child: Arc<Mutex<Child>>,
-    stdin: ChildStdin,
+    /// Buffered so that a small frame leaves in one write; large buffers go straight through.
+    stdin: BufWriter<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     calls: u64,
 }
@@ -119,7 +122,7 @@ impl Worker {
         };
         Ok(Worker {
             child: Arc::new(Mutex::new(child)),
-            stdin,
+            stdin: BufWriter::with_capacity(FRAME_BUFFER_BYTES, stdin),
             stdout: BufReader::new(stdout),
             calls: 0,
         })
