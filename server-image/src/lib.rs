@@ -173,13 +173,7 @@ fn runtimes(
     metrics: &Metrics,
 ) -> Result<(Runtimes, serde_json::Value), Failure> {
     let mut runtimes = Runtimes::default();
-    let mut capabilities = contract::capabilities_json();
-    // An image with Python only has no ONNX Runtime at the default path; that leaves ONNX unserved. A path that
-    // was set must work.
-    let onnx = config.onnxruntime_library_set
-        || config.python.is_none()
-        || config.onnxruntime_library.is_file();
-    if onnx {
+    if serves_onnx(config) {
         let runtime = OnnxRuntime::new(
             &config.onnxruntime_library,
             PoolSettings {
@@ -188,24 +182,50 @@ fn runtimes(
             },
         )?;
         runtimes = runtimes.with("onnx", Arc::new(runtime));
-    } else if let Some(fields) = capabilities.as_object_mut() {
-        fields.remove("runtime");
-        fields.remove("onnx");
     }
-    if let Some(settings) = &config.python {
-        let python = Arc::new(PythonRuntime::new(
+    let python = match &config.python {
+        Some(settings) => Some(Arc::new(PythonRuntime::new(
             settings.clone(),
             metrics.python_workers_replaced.clone(),
-        )?);
+        )?)),
+        None => None,
+    };
+    if let Some(python) = &python {
         for name in runtime::python::FORMATS {
             if let Some(format) = Format::from_name(name) {
                 runtimes = runtimes.with(name, python.for_format(format));
             }
         }
+    }
+    let capabilities = capabilities(serves_onnx(config), python.as_deref());
+    Ok((runtimes, capabilities))
+}
+
+/// Whether this image serves ONNX: an image with Python only has no ONNX Runtime at the default path, which leaves
+/// ONNX unserved; a path that was set must work (the start fails otherwise).
+fn serves_onnx(config: &config::RuntimeSettings) -> bool {
+    config.onnxruntime_library_set
+        || config.python.is_none()
+        || config.onnxruntime_library.is_file()
+}
+
+/// What this server serves: the build's ONNX capabilities when it serves ONNX, and the Python formats with the
+/// package versions the interpreter reported.
+fn capabilities(onnx: bool, python: Option<&PythonRuntime>) -> serde_json::Value {
+    let mut capabilities = contract::capabilities_json();
+    let mut formats: Vec<&str> = Vec::new();
+    if onnx {
+        formats.push("onnx");
+    } else if let Some(fields) = capabilities.as_object_mut() {
+        fields.remove("runtime");
+        fields.remove("onnx");
+    }
+    if let Some(python) = python {
+        formats.extend(runtime::python::FORMATS);
         capabilities["python"] = serde_json::json!({ "versions": python.installed() });
     }
-    capabilities["formats"] = serde_json::json!(runtimes.formats());
-    Ok((runtimes, capabilities))
+    capabilities["formats"] = serde_json::json!(formats);
+    capabilities
 }
 
 /// `--print-capabilities`: what this image serves, with the Python packages it really has when `FERRY_PYTHON`
@@ -222,9 +242,19 @@ fn print_capabilities(args: Args) -> ExitCode {
         work_dir: work.path().to_path_buf(),
         ..args
     };
-    let result = runtimes(&args.runtime_settings(), &Metrics::new());
+    // The ONNX Runtime library is loaded at start, not here: its capabilities are the build's. The Python
+    // interpreter is asked.
+    let settings = args.runtime_settings();
+    let result = match &settings.python {
+        Some(python) => PythonRuntime::new(
+            python.clone(),
+            Metrics::new().python_workers_replaced.clone(),
+        )
+        .map(|python| capabilities(serves_onnx(&settings), Some(&python))),
+        None => Ok(capabilities(serves_onnx(&settings), None)),
+    };
     match result {
-        Ok((_, capabilities)) => {
+        Ok(capabilities) => {
             println!("{capabilities}");
             ExitCode::SUCCESS
         }

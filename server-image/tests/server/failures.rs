@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use serde_json::Value;
 
 use crate::support::http_store::{Behavior, HttpStore};
+use crate::support::python;
 use crate::support::s3::S3Server;
 use crate::support::server::ServerBuilder;
 use crate::support::{file_uri, model_bytes, model_path, sha256_hex};
@@ -287,6 +288,10 @@ async fn every_failure_reason_reaches_the_termination_message() {
         scratch_file("cases.json", wrong_label.to_string().as_bytes());
     let (_empty_dir, empty_golden) = scratch_file("cases.json", br#"{"cases": []}"#);
     let logreg = model_uri("logreg.onnx");
+    let scratch = tempfile::tempdir().unwrap();
+    let unsafe_pickle = scratch.path().join("model.pkl");
+    std::fs::write(&unsafe_pickle, python::system_pickle("true")).unwrap();
+    let dying = python::dying_model(scratch.path());
     let scenarios = vec![
         (
             "InvalidConfig",
@@ -343,6 +348,21 @@ async fn every_failure_reason_reaches_the_termination_message() {
             ServerBuilder::new("m", &model_uri("logreg.onnx"), "1")
                 .env("FERRY_MODEL_OBJECT", "etag:\"another-object\""),
         ),
+        // The Python runtime's: what a model file records, what a pickle imports, where an archive writes, and a
+        // worker that dies while loading (tests/server/python.rs tests each in detail).
+        (
+            "IncompatibleRuntime",
+            python::builder("sklearn_old.joblib", "sklearn"),
+        ),
+        (
+            "UnsafeModel",
+            python::builder_for(&unsafe_pickle, "sklearn"),
+        ),
+        (
+            "UnsafeArchive",
+            python::builder("zip_slip.tar.gz", "python"),
+        ),
+        ("WorkerFailed", python::builder_for(&dying, "python")),
     ];
     let reasons: BTreeSet<&str> = scenarios.iter().map(|(reason, _)| *reason).collect();
     let runs = scenarios.into_iter().map(|(reason, builder)| async move {

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::grpc::as_json;
 use crate::support::python::{
-    builder, builder_for, expectation, expectations, interpreter, model_path, write_archive,
+    builder, builder_for, expectation, expectations, interpreter, model_path, system_pickle,
+    write_archive,
 };
 use crate::support::server::ready_server;
 use crate::support::{file_uri, sha256_hex};
@@ -202,16 +203,6 @@ fn a_pickle_from_another_scikit_learn_minor_is_incompatible_and_never_loads() {
             && message.contains("same minor"),
         "{message}"
     );
-}
-
-/// A protocol-2 pickle that runs `os.system(command)` when unpickled.
-fn system_pickle(command: &str) -> Vec<u8> {
-    let mut bytes = b"\x80\x02cos\nsystem\n".to_vec();
-    bytes.push(b'X');
-    bytes.extend_from_slice(&(command.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(command.as_bytes());
-    bytes.extend_from_slice(b"\x85R.");
-    bytes
 }
 
 #[test]

@@ -181,12 +181,17 @@ impl PythonRuntime {
                 return Err(load_failure(error));
             }
         };
-        let signature = signature_of(&reply).map_err(|m| {
-            Failure::new(
-                Reason::CorruptModel,
-                format!("the worker described the model badly: {m}"),
-            )
-        })?;
+        let signature = match signature_of(&reply) {
+            Ok(signature) => signature,
+            Err(m) => {
+                drop(pool);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(Failure::new(
+                    Reason::CorruptModel,
+                    format!("the worker described the model badly: {m}"),
+                ));
+            }
+        };
         let mut metadata = prepared.metadata;
         if let Some(info) = reply["info"].as_object() {
             for (key, value) in info {

@@ -199,3 +199,33 @@ pub fn write_archive(path: &Path, files: &[(&str, &[u8])]) {
     }
     tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
 }
+
+/// A protocol-2 pickle that runs `os.system(command)` when unpickled.
+pub fn system_pickle(command: &str) -> Vec<u8> {
+    let mut bytes = b"\x80\x02cos\nsystem\n".to_vec();
+    bytes.push(b'X');
+    bytes.extend_from_slice(&(command.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(command.as_bytes());
+    bytes.extend_from_slice(b"\x85R.");
+    bytes
+}
+
+/// A custom model whose `load` kills its own worker process.
+pub fn dying_model(dir: &Path) -> PathBuf {
+    let archive = dir.join("dies.tar.gz");
+    write_archive(
+        &archive,
+        &[
+            (
+                "model.py",
+                b"import os, signal\nclass Model:\n    def load(self, path):\n        os.kill(os.getpid(), signal.SIGKILL)\n",
+            ),
+            (
+                "signature.json",
+                br#"{"inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 1]}],
+                     "outputs": [{"name": "y", "datatype": "FP64", "shape": [-1]}]}"#,
+            ),
+        ],
+    );
+    archive
+}
