@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """Generates the Python-framework models and the predictions that ferry-server's Python runtime tests use.
 
-Run with the model-making virtual environment (see scripts/setup-test-deps.sh, which pins every version):
+Run with two virtual environments of its own: the runtime's packages (server-image/python/requirements.txt) plus
+the MLflow that writes the MLflow layouts, and an older scikit-learn for the incompatible pickle:
 
+    python3 -m venv $FERRY_CACHE_DIR/venv-models
+    $FERRY_CACHE_DIR/venv-models/bin/pip install -r server-image/python/requirements.txt \
+        mlflow-skinny==3.17.2 pandas==2.3.3
+    python3 -m venv $FERRY_CACHE_DIR/venv-sklearn-old
+    $FERRY_CACHE_DIR/venv-sklearn-old/bin/pip install scikit-learn==1.5.2 numpy==2.4.6
     $FERRY_CACHE_DIR/venv-models/bin/python server-image/testdata/python/make_models.py
     $FERRY_CACHE_DIR/venv-sklearn-old/bin/python server-image/testdata/python/make_models.py --old
 
