@@ -173,7 +173,8 @@ fn runtimes(
     metrics: &Metrics,
 ) -> Result<(Runtimes, serde_json::Value), Failure> {
     let mut runtimes = Runtimes::default();
-    if serves_onnx(config) {
+    let onnx = serves_onnx(config);
+    if onnx {
         let runtime = OnnxRuntime::new(
             &config.onnxruntime_library,
             PoolSettings {
@@ -197,7 +198,7 @@ fn runtimes(
             }
         }
     }
-    let capabilities = capabilities(serves_onnx(config), python.as_deref());
+    let capabilities = capabilities(onnx, python.as_deref());
     Ok((runtimes, capabilities))
 }
 

@@ -512,3 +512,45 @@ fn a_golden_set_of_scikit_learn_answers_passes_and_one_of_another_model_fails_th
         load_failure(builder(&model.file, "sklearn").env("FERRY_VALIDATION_URI", &file_uri(&file)));
     assert_eq!(termination["reason"], "ValidationFailed", "{termination}");
 }
+
+#[test]
+fn an_mlflow_model_whose_flavor_records_another_scikit_learn_minor_is_incompatible() {
+    // The committed MLflow model, with the flavor's sklearn_version in MLmodel changed to 1.5.2.
+    let file = std::fs::File::open(model_path("mlflow_sklearn.tar.gz")).unwrap();
+    let mut members = Vec::new();
+    for entry in tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .entries()
+        .unwrap()
+    {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if name == "MLmodel" {
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(text.contains("sklearn_version: 1.9.1"), "{text}");
+            bytes = text
+                .replace("sklearn_version: 1.9.1", "sklearn_version: 1.5.2")
+                .into_bytes();
+        }
+        members.push((name, bytes));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("mlflow_old.tar.gz");
+    let files: Vec<(&str, &[u8])> = members
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    write_archive(&archive, &files);
+
+    let termination = load_failure(builder_for(&archive, "mlflow"));
+    assert_eq!(
+        termination["reason"], "IncompatibleRuntime",
+        "{termination}"
+    );
+    let message = termination["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("MLmodel: pickled with scikit-learn 1.5.2"),
+        "{message}"
+    );
+}

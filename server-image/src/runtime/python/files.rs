@@ -23,35 +23,6 @@ const MAX_LIGHTGBM_HEADER: u64 = 64 << 20;
 /// The most items kept from one array of a model file (feature names).
 const MAX_KEPT_ITEMS: usize = 1 << 20;
 
-/// What a model file says it was made with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Recorded {
-    pub framework: Framework,
-    pub version: Option<String>,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Framework {
-    Sklearn,
-    Xgboost,
-    Lightgbm,
-    Numpy,
-}
-
-impl Framework {
-    /// The Python package (normalised distribution name).
-    pub fn package(self) -> &'static str {
-        match self {
-            Framework::Sklearn => "scikit-learn",
-            Framework::Xgboost => "xgboost",
-            Framework::Lightgbm => "lightgbm",
-            Framework::Numpy => "numpy",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
     #[error("malformed model: {0}")]
@@ -89,16 +60,6 @@ pub struct XgboostModel {
     pub objective: Option<String>,
     /// Empty when the model was trained without names.
     pub feature_names: Vec<String>,
-}
-
-impl XgboostModel {
-    pub fn recorded(&self) -> Recorded {
-        Recorded {
-            framework: Framework::Xgboost,
-            version: Some(self.version.clone()),
-            detail: self.objective.clone(),
-        }
-    }
 }
 
 /// An XGBoost `.json` or `.ubj` (UBJSON) model: the top-level `version` array (`[3, 2, 0]` -> "3.2.0") and, for
@@ -689,16 +650,6 @@ pub struct LightgbmModel {
     pub feature_names: Vec<String>,
 }
 
-impl LightgbmModel {
-    pub fn recorded(&self) -> Recorded {
-        Recorded {
-            framework: Framework::Lightgbm,
-            version: None,
-            detail: Some(format!("model format {}", self.format_version)),
-        }
-    }
-}
-
 /// A LightGBM text model: its header's `version=v4` (the model format), `max_feature_idx=`, `num_class=`,
 /// `objective=` and `feature_names=`. Only the header is read: up to the first `Tree=` or blank line.
 pub fn lightgbm(path: &Path) -> Result<LightgbmModel, FileError> {
@@ -848,11 +799,12 @@ impl MlflowFlavor {
         }
     }
 
-    pub fn framework(self) -> Framework {
+    /// The framework's Python package (normalised distribution name).
+    pub fn package(self) -> &'static str {
         match self {
-            MlflowFlavor::Sklearn => Framework::Sklearn,
-            MlflowFlavor::Xgboost => Framework::Xgboost,
-            MlflowFlavor::Lightgbm => Framework::Lightgbm,
+            MlflowFlavor::Sklearn => "scikit-learn",
+            MlflowFlavor::Xgboost => "xgboost",
+            MlflowFlavor::Lightgbm => "lightgbm",
         }
     }
 
@@ -888,16 +840,6 @@ pub struct MlflowModel {
     /// requirements.txt (empty when the directory has none).
     pub requirements: Vec<Requirement>,
     pub mlflow_version: Option<String>,
-}
-
-impl MlflowModel {
-    pub fn recorded(&self) -> Recorded {
-        Recorded {
-            framework: self.flavor.framework(),
-            version: self.flavor_version.clone(),
-            detail: self.mlflow_version.as_ref().map(|v| format!("MLflow {v}")),
-        }
-    }
 }
 
 /// The signature MLflow recorded.
@@ -1377,7 +1319,6 @@ mod tests {
         assert_eq!(m.num_class, 0);
         assert_eq!(m.objective.as_deref(), Some("binary:logistic"));
         assert_eq!(m.feature_names, ["f0", "f1", "f2", "f3", "f4"]);
-        assert_eq!(m.recorded().framework.package(), "xgboost");
     }
 
     #[test]

@@ -230,6 +230,18 @@ impl PythonRuntime {
                 let root = dir.join("model");
                 self.unpack(path, &root)?;
                 let model = files::mlflow(&root).map_err(file_failure)?;
+                // The flavor's version in MLmodel, under its framework's policy, then requirements.txt.
+                let package = model.flavor.package();
+                if let (Some(version), Some(check)) =
+                    (&model.flavor_version, policy::framework_policy(package))
+                {
+                    check(version, &self.installed).map_err(|e| {
+                        Failure::new(
+                            Reason::IncompatibleRuntime,
+                            format!("MLmodel: {}", e.message),
+                        )
+                    })?;
+                }
                 policy::check_requirements(&model.requirements, &self.installed)
                     .map_err(incompatible)?;
                 let mut prepared = match model.flavor {

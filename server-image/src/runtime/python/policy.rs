@@ -167,6 +167,21 @@ pub fn check_numpy(recorded: &str, installed: &Installed) -> Result<(), Incompat
     Ok(())
 }
 
+/// How a version of `package` a model was made with is judged, for the frameworks with a policy of their own.
+pub type PolicyCheck = fn(&str, &Installed) -> Result<(), Incompatible>;
+
+/// The policy of `package` (normalised) for the version a model was made with: scikit-learn, XGBoost, LightGBM
+/// (by the format that release writes) and numpy have their own; others none.
+pub fn framework_policy(package: &str) -> Option<PolicyCheck> {
+    match package {
+        "scikit-learn" => Some(check_sklearn),
+        "xgboost" => Some(check_xgboost),
+        "lightgbm" => Some(check_lightgbm_pin),
+        "numpy" => Some(check_numpy),
+        _ => None,
+    }
+}
+
 /// Every requirement satisfied by the runtime's packages (see the module's policy).
 pub fn check_requirements(
     reqs: &[super::files::Requirement],
@@ -198,16 +213,7 @@ pub fn check_requirements(
             )
         })?;
         if let Some(pinned) = specifiers.exact_pin() {
-            let framework_policy = match package {
-                "scikit-learn" => {
-                    Some(check_sklearn as fn(&str, &Installed) -> Result<(), Incompatible>)
-                }
-                "xgboost" => Some(check_xgboost as _),
-                "lightgbm" => Some(check_lightgbm_pin as _),
-                "numpy" => Some(check_numpy as _),
-                _ => None,
-            };
-            if let Some(check) = framework_policy {
+            if let Some(check) = framework_policy(package) {
                 check(pinned, installed).map_err(|mut e| {
                     e.package = name.clone();
                     e.recorded = req.spec.clone();
