@@ -8,7 +8,8 @@ worker processes. One-row predictions of scikit-learn models, for a fixed time e
             this is measured by the serving benchmark, server-image/benches/python.sh, whose floor,
             python_floor.py, runs `processes` below).
 
-    $FERRY_CACHE_DIR/venv-python/bin/python server-image/benches/python_design.py [seconds]
+    bash server-image/scripts/setup-test-deps.sh    # makes ~/.cache/ferry/venv-python
+    ~/.cache/ferry/venv-python/bin/python server-image/benches/python_design.py [seconds]
 
 Prints calls per second for each, and the ratio of N to 1 thread.
 """
