@@ -4,13 +4,13 @@
 Run with two virtual environments of its own: the runtime's packages (server-image/python/requirements.txt) plus
 the MLflow that writes the MLflow layouts, and an older scikit-learn for the incompatible pickle:
 
-    python3 -m venv $FERRY_CACHE_DIR/venv-models
-    $FERRY_CACHE_DIR/venv-models/bin/pip install -r server-image/python/requirements.txt \
+    python3 -m venv ~/.cache/ferry/venv-models
+    ~/.cache/ferry/venv-models/bin/pip install -r server-image/python/requirements.txt \
         mlflow-skinny==3.17.2 pandas==2.3.3
-    python3 -m venv $FERRY_CACHE_DIR/venv-sklearn-old
-    $FERRY_CACHE_DIR/venv-sklearn-old/bin/pip install scikit-learn==1.5.2 numpy==2.4.6
-    $FERRY_CACHE_DIR/venv-models/bin/python server-image/testdata/python/make_models.py
-    $FERRY_CACHE_DIR/venv-sklearn-old/bin/python server-image/testdata/python/make_models.py --old
+    python3 -m venv ~/.cache/ferry/venv-sklearn-old
+    ~/.cache/ferry/venv-sklearn-old/bin/pip install scikit-learn==1.5.2 numpy==2.4.6
+    ~/.cache/ferry/venv-models/bin/python server-image/testdata/python/make_models.py
+    ~/.cache/ferry/venv-sklearn-old/bin/python server-image/testdata/python/make_models.py --old
 
 Writes server-image/testdata/python/models/* and expected.json. The expectations are what each framework's own
 `predict` (and `predict_proba`) return on the same rows, so a test compares ferry-server with the framework itself.
